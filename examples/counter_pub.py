@@ -1,0 +1,43 @@
+"""A plain ZeroMQ PUB service: publishes a counter once a second, to two topics.
+
+Each tick publishes ``hugo <n>`` and ``otto <n>``, so a subscriber's filter
+(``hugo``) visibly selects half of the stream.
+
+    python examples/counter_pub.py tcp://127.0.0.1:9000 [--interval 1.0]
+"""
+
+import argparse
+import signal
+import time
+
+import zmq
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bind", nargs="?", default="tcp://127.0.0.1:9000", help="address to bind")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between ticks")
+    parser.add_argument("--topics", default="hugo,otto", help="comma-separated message prefixes")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    topics = [t.encode() for t in args.topics.split(",") if t]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.bind(args.bind)
+    print(f"counter PUB bound to {args.bind}", flush=True)
+    n = 0
+    try:
+        while True:
+            for topic in topics:
+                sock.send(b"%s %d" % (topic, n))
+            n += 1
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+if __name__ == "__main__":
+    main()

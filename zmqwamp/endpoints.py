@@ -1,0 +1,94 @@
+"""Naming ZeroMQ endpoints from WAMP URIs.
+
+A WAMP procedure or topic URI is either a ZeroMQ address (``tcp://host:port``,
+``ipc://path``), optionally with a ``?filter=`` query for subscriptions, or the
+name of an alias the operator configured.  This module turns a URI into an
+:class:`Endpoint` and nothing else: whether the endpoint may be reached is
+:mod:`zmqwamp.policy`'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+CODECS = ("auto", "json", "text", "binary")
+KINDS = ("req", "sub")
+
+_TCP = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
+MAX_URI_LENGTH = 2048
+
+
+class InvalidEndpoint(ValueError):
+    """The URI does not name a ZeroMQ endpoint this bridge can connect to."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ZeroMQ endpoint the bridge may connect to, as a client named it."""
+
+    address: str
+    kind: str | None = None
+    codec: str = "auto"
+    timeout: float | None = None
+    alias: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What the client called it: the alias, else the address."""
+        return self.alias or self.address
+
+
+def parse_address(address: str) -> str:
+    """Check that ``address`` is a connectable ZeroMQ address and return it."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        raise InvalidEndpoint(f"{address!r} is not a ZeroMQ endpoint (expected tcp://host:port or ipc://path)")
+    if scheme == "tcp":
+        match = _TCP.match(rest)
+        if not match:
+            raise InvalidEndpoint(f"{address!r}: expected tcp://host:port")
+        port = int(match.group("port"))
+        if not 0 < port < 65536:
+            raise InvalidEndpoint(f"{address!r}: port must be 1..65535")
+        return address
+    if scheme == "ipc":
+        if not rest or "\x00" in rest or "?" in rest or "#" in rest:
+            raise InvalidEndpoint(f"{address!r}: expected ipc://path")
+        return address
+    raise InvalidEndpoint(f"{address!r}: unsupported transport {scheme!r} (use tcp or ipc)")
+
+
+@dataclass(frozen=True)
+class EndpointTarget:
+    """An endpoint and the subscription filter carried in its URI, if any."""
+
+    endpoint: Endpoint
+    filter: bytes | None = None
+
+
+class EndpointResolver:
+    """Resolves WAMP URIs to endpoints, knowing the configured aliases."""
+
+    def __init__(self, aliases: dict[str, Endpoint] | None = None) -> None:
+        self.aliases: dict[str, Endpoint] = dict(aliases or {})
+
+    def resolve(self, uri: object) -> EndpointTarget:
+        if not isinstance(uri, str) or not uri:
+            raise InvalidEndpoint("endpoint URI must be a non-empty string")
+        if len(uri) > MAX_URI_LENGTH:
+            raise InvalidEndpoint(f"endpoint URI longer than {MAX_URI_LENGTH} characters")
+        base, sep, query = uri.partition("?")
+        filter_ = _parse_query(uri, query) if sep else None
+        alias = self.aliases.get(base)
+        if alias is not None:
+            return EndpointTarget(alias, filter_)
+        return EndpointTarget(Endpoint(parse_address(base)), filter_)
+
+
+def _parse_query(uri: str, query: str) -> bytes:
+    key, sep, value = query.partition("=")
+    if key != "filter" or not sep or "&" in value or "#" in value:
+        raise InvalidEndpoint(f"{uri!r}: the only query allowed is ?filter=<percent-encoded prefix>")
+    return unquote_to_bytes(value)

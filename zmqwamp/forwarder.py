@@ -1,0 +1,163 @@
+"""Shared request connections: WAMP CALLs in, ZeroMQ requests out.
+
+One txZMQ request connection (a DEALER that puts a message id and an empty
+delimiter in front of each request, so plain ``zmq.REP`` servers answer it) per
+endpoint address, shared by every session, with any number of requests in
+flight.  Each request has a deadline; when it passes, the request id is
+forgotten (so a stuck backend cannot wedge the socket, txZMQ #77) and a reply
+arriving later is dropped with a log line.  A connection with nothing in flight
+is closed after ``idle_close`` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import zmq
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqREQConnection
+
+from zmqwamp.endpoints import InvalidEndpoint
+from zmqwamp.metrics import BridgeMetrics
+
+log = Logger()
+
+
+class CallTimedOut(Exception):
+    """No reply arrived before the call's deadline."""
+
+
+class BackendUnavailable(Exception):
+    """The request could not be handed to ZeroMQ (queue full or socket closed)."""
+
+
+class UpstreamRequestConnection(ZmqREQConnection):
+    # Bound what ZeroMQ queues for a backend that is down; sends past it fail fast.
+    highWaterMark = 1000
+
+    def __init__(self, factory: ZmqFactory, address: str, on_unmatched: Callable[[str, str], None]) -> None:
+        self.address = address
+        self._on_unmatched = on_unmatched
+        super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address))
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        if len(message) < 2 or message[1] != b"":
+            self._on_unmatched(self.address, "malformed")
+            return
+        if message[0] not in self._requests:
+            self._on_unmatched(self.address, "late")
+            return
+        super().messageReceived(message)
+
+    def pending(self) -> int:
+        return len(self._requests)
+
+
+class RequestForwarder:
+    def __init__(
+        self,
+        zmq_factory: ZmqFactory,
+        clock: IReactorTime,
+        metrics: BridgeMetrics,
+        idle_close: float = 30.0,
+    ) -> None:
+        self._zmq = zmq_factory
+        self._clock = clock
+        self._metrics = metrics
+        self._idle_close = idle_close
+        self._connections: dict[str, UpstreamRequestConnection] = {}
+        self._inflight: dict[str, int] = {}
+        self._idle_timers: dict = {}
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(self._connections)
+
+    def request(self, address: str, frames: list[bytes], timeout: float) -> Deferred:
+        """Send ``frames`` to ``address``; fire with the reply frames.
+
+        Fails with :class:`CallTimedOut` after ``timeout`` seconds; cancelling
+        the returned Deferred forgets the request.
+        """
+        connection = self._connection(address)
+        try:
+            upstream = connection.sendMsg(*frames)
+        except zmq.ZMQError as e:
+            self._release(address)
+            raise BackendUnavailable(f"cannot send to {address}: {e.strerror}") from None
+        timed_out = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            upstream.cancel()
+
+        timer = self._clock.callLater(timeout, expire)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            self._release(address)
+            if timed_out and isinstance(result, Failure) and result.check(CancelledError):
+                raise CallTimedOut(f"no reply from {address} within {timeout:g}s")
+            return result
+
+        upstream.addBoth(done)
+        return upstream
+
+    def _connection(self, address: str) -> UpstreamRequestConnection:
+        timer = self._idle_timers.pop(address, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        connection = self._connections.get(address)
+        if connection is None:
+            try:
+                connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply)
+            except zmq.ZMQError as e:
+                raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+            self._connections[address] = connection
+            self._metrics.zmq_sockets.labels("req").inc()
+            log.info("zmq REQ connection to {address} opened", address=address)
+        self._inflight[address] = self._inflight.get(address, 0) + 1
+        return connection
+
+    def _release(self, address: str) -> None:
+        left = self._inflight[address] - 1
+        self._inflight[address] = left
+        if left == 0:
+            self._idle_timers[address] = self._clock.callLater(self._idle_close, self._close, address)
+
+    def _close(self, address: str) -> None:
+        self._idle_timers.pop(address, None)
+        if self._inflight.get(address):
+            return
+        self._inflight.pop(address, None)
+        connection = self._connections.pop(address, None)
+        if connection is not None:
+            connection.shutdown()
+            self._metrics.zmq_sockets.labels("req").dec()
+            log.info("zmq REQ connection to {address} closed (idle)", address=address)
+
+    def _unmatched_reply(self, address: str, why: str) -> None:
+        self._metrics.dropped.labels(f"reply_{why}").inc()
+        if why == "late":
+            log.warn("late reply from {address} dropped: its call had already timed out or been cancelled", address=address)
+        else:
+            log.warn("malformed reply from {address} dropped (no request envelope)", address=address)
+
+    def close(self) -> None:
+        """Close every connection (pending requests fail with CancelledError)."""
+        for address in list(self._connections):
+            connection = self._connections.pop(address)
+            for d, _ in list(connection._requests.values()):
+                d.cancel()
+            connection.shutdown()
+            self._metrics.zmq_sockets.labels("req").dec()
+        for timer in self._idle_timers.values():
+            if timer.active():
+                timer.cancel()
+        self._idle_timers.clear()
+        self._inflight.clear()
+

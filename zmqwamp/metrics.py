@@ -1,0 +1,22 @@
+"""Prometheus metrics, one registry per bridge so tests can run several."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BridgeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sessions_open = Gauge("zmqwamp_sessions_open", "WAMP sessions established", registry=r)
+        self.logins = Counter("zmqwamp_logins_total", "Login attempts", ["method", "outcome"], registry=r)
+        self.calls = Counter("zmqwamp_calls_total", "CALLs by endpoint and outcome", ["endpoint", "outcome"], registry=r)
+        self.call_latency = Histogram("zmqwamp_call_latency_seconds", "CALL to RESULT/ERROR", registry=r)
+        self.events_in = Counter("zmqwamp_events_in_total", "Messages received from zmq SUB sockets", registry=r)
+        self.events_out = Counter("zmqwamp_event_frames_out_total", "EVENT frames sent to subscribers", registry=r)
+        self.bytes_out = Counter("zmqwamp_bytes_out_total", "WebSocket payload bytes sent", registry=r)
+        self.dropped = Counter("zmqwamp_dropped_total", "Messages dropped, by reason", ["reason"], registry=r)
+        self.protocol_errors = Counter("zmqwamp_protocol_errors_total", "Sessions aborted for protocol violations", registry=r)
+        self.denied = Counter("zmqwamp_denied_total", "Requests refused by policy", ["action"], registry=r)
+        self.zmq_sockets = Gauge("zmqwamp_zmq_sockets_open", "zmq sockets open", ["kind"], registry=r)

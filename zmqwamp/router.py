@@ -1,0 +1,193 @@
+"""The bridge's application state: what a WAMP request does to ZeroMQ.
+
+No network here: sessions call :meth:`Router.call` and
+:meth:`Router.subscribe`, which resolve the URI, apply the authorization hook,
+and hand the work to the :class:`RequestForwarder` or the
+:class:`SubscriptionHub`.  Failures are :class:`ApplicationError` with a WAMP
+error URI, ready to be sent as an ERROR.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from autobahn.wamp.exception import ApplicationError
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
+from twisted.logger import Logger
+
+from zmqwamp.auth import login_anonymous
+from zmqwamp.codec import CodecError, decode_frames, encode_args
+from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
+from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
+from zmqwamp.hub import Subscription, SubscriptionHub
+from zmqwamp.metrics import BridgeMetrics
+
+log = Logger()
+
+NOT_SUPPORTED = "zmqwamp.error.not_supported"
+BACKEND_UNAVAILABLE = "zmqwamp.error.backend_unavailable"
+INTERNAL_ERROR = "zmqwamp.error.internal"
+
+# authorize(session, action, endpoint, options) -> bool | Deferred[bool]
+Authorizer = Callable[[Any, str, Endpoint, dict], Any]
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        realm: str,
+        portal,
+        resolver: EndpointResolver,
+        authorize: Authorizer,
+        forwarder: RequestForwarder,
+        hub: SubscriptionHub,
+        metrics: BridgeMetrics,
+        call_timeout: float,
+        max_call_timeout: float,
+    ) -> None:
+        self.realm = realm
+        self.portal = portal
+        self.resolver = resolver
+        self.authorize = authorize
+        self.forwarder = forwarder
+        self.hub = hub
+        self.metrics = metrics
+        self.call_timeout = call_timeout
+        self.max_call_timeout = max_call_timeout
+        self.sessions: set = set()
+
+    # -- sessions ---------------------------------------------------------
+
+    @inlineCallbacks
+    def login(self, session, hello):
+        """Authenticate a HELLO; fire with an avatar or fail with ApplicationError."""
+        if hello.realm != self.realm:
+            raise ApplicationError(ApplicationError.NO_SUCH_REALM, f"no realm {hello.realm!r} on this bridge")
+        methods = hello.authmethods or ["anonymous"]
+        if "anonymous" not in methods:
+            self.metrics.logins.labels(",".join(methods)[:40], "refused").inc()
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "no offered authentication method is enabled")
+        try:
+            _, avatar, _ = yield login_anonymous(self.portal)
+        except (UnauthorizedLogin, UnhandledCredentials):
+            self.metrics.logins.labels("anonymous", "refused").inc()
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "anonymous access is not enabled") from None
+        self.metrics.logins.labels("anonymous", "accepted").inc()
+        return avatar
+
+    def session_opened(self, session) -> None:
+        self.sessions.add(session)
+        self.metrics.sessions_open.set(len(self.sessions))
+
+    def session_closed(self, session, subscription_ids) -> None:
+        for sid in subscription_ids:
+            self.hub.unsubscribe(session, sid)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.metrics.sessions_open.set(len(self.sessions))
+
+    # -- requests ---------------------------------------------------------
+
+    def _resolve(self, uri: str, kind: str):
+        try:
+            target = self.resolver.resolve(uri)
+        except InvalidEndpoint as e:
+            raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
+        if target.endpoint.kind not in (None, kind):
+            raise ApplicationError(
+                ApplicationError.INVALID_URI, f"{uri!r} is a {target.endpoint.kind} endpoint, not {kind}"
+            )
+        return target
+
+    @inlineCallbacks
+    def _authorize(self, session, action: str, endpoint: Endpoint, options: dict):
+        allowed = yield maybeDeferred(self.authorize, session, action, endpoint, options)
+        if allowed is not True:
+            self.metrics.denied.labels(action).inc()
+            log.info(
+                "denied {action} on {endpoint} for {authid} from {peer}",
+                action=action, endpoint=endpoint.name, authid=session.authid, peer=session.peer,
+            )
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"{action} on {endpoint.name!r} is not allowed")
+
+    @inlineCallbacks
+    def call(self, session, uri: str, args: list | None, kwargs: dict | None, timeout_ms: int | None):
+        """CALL -> zmq request -> reply arguments."""
+        target = self._resolve(uri, "req")
+        endpoint = target.endpoint
+        if target.filter is not None:
+            raise ApplicationError(ApplicationError.INVALID_URI, "a filter only applies to subscriptions")
+        if kwargs:
+            raise ApplicationError(
+                ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
+            )
+        yield self._authorize(session, "call", endpoint, {})
+        try:
+            frames = encode_args(args, endpoint.codec)
+        except CodecError as e:
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, str(e)) from None
+        if timeout_ms:
+            timeout = min(timeout_ms / 1000.0, self.max_call_timeout)
+        else:
+            timeout = endpoint.timeout or self.call_timeout
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            reply = yield self.forwarder.request(endpoint.address, frames, timeout)
+            result = decode_frames(reply, endpoint.codec)
+            outcome = "ok"
+            return result
+        except CallTimedOut as e:
+            outcome = "timeout"
+            log.warn("call to {endpoint} timed out after {timeout}s", endpoint=endpoint.name, timeout=timeout)
+            raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {e}") from None
+        except BackendUnavailable as e:
+            outcome = "unavailable"
+            raise ApplicationError(BACKEND_UNAVAILABLE, str(e)) from None
+        except InvalidEndpoint as e:
+            outcome = "invalid"
+            raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
+        except CodecError as e:
+            outcome = "codec"
+            raise ApplicationError(ApplicationError.INVALID_PAYLOAD, f"reply from {endpoint.name}: {e}") from None
+        except CancelledError:
+            outcome = "canceled"
+            raise
+        finally:
+            self.metrics.calls.labels(endpoint.name, outcome).inc()
+            self.metrics.call_latency.observe(time.monotonic() - started)
+
+    @inlineCallbacks
+    def subscribe(self, session, uri: str, options: dict):
+        """SUBSCRIBE -> the shared Subscription for (endpoint, filter)."""
+        target = self._resolve(uri, "sub")
+        filter_ = _option_filter(options.get("filter"))
+        if filter_ is not None and target.filter is not None and filter_ != target.filter:
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
+        if filter_ is None:
+            filter_ = target.filter or b""
+        yield self._authorize(session, "subscribe", target.endpoint, {"filter": filter_})
+        if not session.is_open:
+            raise CancelledError("session closed")
+        try:
+            sub: Subscription = self.hub.subscribe(session, target.endpoint, filter_)
+        except InvalidEndpoint as e:
+            raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
+        return sub
+
+    def unsubscribe(self, session, subscription_id: int) -> None:
+        if not self.hub.unsubscribe(session, subscription_id):
+            raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, f"not subscribed under id {subscription_id}")
+
+
+def _option_filter(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "the filter option must be a string or bytes")
