@@ -4,6 +4,8 @@ Each tick publishes ``hugo <n>`` and ``otto <n>``, so a subscriber's filter
 (``hugo``) visibly selects half of the stream.
 
     python examples/counter_pub.py tcp://127.0.0.1:9000 [--interval 1.0]
+
+Binding to ``tcp://127.0.0.1:*`` picks a free port; the bound address is printed.
 """
 
 import argparse
@@ -24,7 +26,7 @@ def main() -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
     sock.bind(args.bind)
-    print(f"counter PUB bound to {args.bind}", flush=True)
+    print(f"counter PUB bound to {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
     n = 0
     try:
         while True:

@@ -1,0 +1,99 @@
+"""Start real processes for end-to-end tests: the bridge (twistd) and the example services.
+
+Every process is started here, bound to 127.0.0.1 on a free port, and stopped
+by its PID.  Ports are read back from what the process prints, so there is no
+race for a port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BIN = Path(sys.executable).parent
+
+
+class Process:
+    """A child process whose output is collected; ``wait_for`` a line pattern."""
+
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None) -> None:
+        self.argv = argv
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=cwd,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    match = rx.search(line)
+                    if match:
+                        return match
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._cond.wait(0.1)):
+                    raise AssertionError(
+                        f"{self.argv[:3]}: no line matching {pattern!r} (exit={self.proc.poll()}):\n{self.output[-4000:]}"
+                    )
+                self._cond.wait(min(left, 0.2))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_rep(bind: str = "tcp://127.0.0.1:*", delay: float = 0.0) -> tuple[Process, str]:
+    argv = [sys.executable, str(EXAMPLES / "echo_rep.py"), bind]
+    if delay:
+        argv += ["--delay", str(delay)]
+    p = Process(argv)
+    return p, p.wait_for(r"bound to (\S+)").group(1)
+
+
+def start_pub(bind: str = "tcp://127.0.0.1:*", interval: float = 0.05, topics: str = "hugo,otto") -> tuple[Process, str]:
+    p = Process([sys.executable, str(EXAMPLES / "counter_pub.py"), bind, "--interval", str(interval), "--topics", topics])
+    return p, p.wait_for(r"bound to (\S+)").group(1)
+
+
+def start_bridge(*args: str, listen: str = "tcp:0:interface=127.0.0.1", cwd: str | None = None) -> tuple[Process, str]:
+    """Run ``twistd -n zmqwamp``; return it and its ws:// URL."""
+    argv = [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", listen, *args]
+    p = Process(argv, cwd=cwd or str(ROOT))
+    port = p.wait_for(r"Site starting on (\d+)").group(1)
+    return p, f"ws://127.0.0.1:{port}/ws"
