@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ def start_pub(bind: str = "tcp://127.0.0.1:*", interval: float = 0.05, topics: s
 def start_bridge(*args: str, listen: str = "tcp:0:interface=127.0.0.1", cwd: str | None = None) -> tuple[Process, str]:
     """Run ``twistd -n zmqwamp``; return it and its ws:// URL."""
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", listen, *args]
-    p = Process(argv, cwd=cwd or str(ROOT))
+    # Not the checkout: the plugin must be found through the installed package.
+    p = Process(argv, cwd=cwd or tempfile.gettempdir())
     port = p.wait_for(r"Site starting on (\d+)").group(1)
     return p, f"ws://127.0.0.1:{port}/ws"

@@ -1,0 +1,225 @@
+"""The WAMP session state machine with an in-memory transport and a fake upstream (no sockets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from autobahn.wamp.serializer import JsonObjectSerializer, MsgPackObjectSerializer
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import MemoryReactorClock
+from txzmq import ZmqFactory
+
+from zmqwamp.auth import build_portal
+from zmqwamp.endpoints import EndpointResolver
+from zmqwamp.forwarder import CallTimedOut
+from zmqwamp.hub import SubscriptionHub
+from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.policy import EndpointPolicy
+from zmqwamp.protocol import WampSession
+from zmqwamp.router import Router
+
+REP = "tcp://127.0.0.1:9999"
+PUB = "tcp://127.0.0.1:9000"
+
+
+class MemoryTransport:
+    def __init__(self):
+        self.sent: list[tuple[bytes, bool]] = []
+        self.closed = None
+        self.prepared = 0
+
+    def send_frame(self, payload, is_binary):
+        self.sent.append((payload, is_binary))
+
+    def prepare(self, payload, is_binary):
+        self.prepared += 1
+        return (payload, is_binary)
+
+    def send_prepared(self, prepared):
+        self.sent.append(prepared)
+
+    def close(self, code, reason):
+        self.closed = code
+
+
+class FakeForwarder:
+    """Records requests; the test fires their Deferreds."""
+
+    addresses: list = []
+
+    def __init__(self):
+        self.requests = []
+
+    def request(self, address, frames, timeout):
+        d = Deferred()
+        self.requests.append((address, frames, timeout, d))
+        return d
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def world():
+    zmq_factory = ZmqFactory()
+    zmq_factory.reactor = MemoryReactorClock()
+    metrics = BridgeMetrics()
+    policy = EndpointPolicy(["tcp://127.0.0.1:*"])
+    forwarder = FakeForwarder()
+    hub = SubscriptionHub(zmq_factory, metrics)
+    router = Router(
+        realm="zmqwamp",
+        portal=build_portal([], anonymous=True),
+        resolver=EndpointResolver(),
+        authorize=lambda session, action, endpoint, options: policy.allows(endpoint),
+        forwarder=forwarder,
+        hub=hub,
+        metrics=metrics,
+        call_timeout=10.0,
+        max_call_timeout=60.0,
+    )
+    yield router
+    hub.close()
+    zmq_factory.shutdown()
+
+
+def new_session(router, serializer=None):
+    transport = MemoryTransport()
+    session = WampSession(router, serializer or JsonObjectSerializer(), transport, "test-peer")
+    return session, transport
+
+
+def send(session, *msg):
+    session.message_received(json.dumps(list(msg)).encode(), False)
+
+
+def received(transport):
+    return [json.loads(p) for p, _ in transport.sent]
+
+
+def joined(router):
+    session, transport = new_session(router)
+    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
+    welcome = received(transport)[-1]
+    assert welcome[0] == 2 and welcome[2]["authid"] == "anonymous"
+    assert set(welcome[2]["roles"]) == {"broker", "dealer"}
+    transport.sent.clear()
+    return session, transport
+
+
+def test_call_is_forwarded_and_answered(world):
+    """CALL -> one zmq request with the encoded frames and default timeout -> RESULT with decoded frames."""
+    session, transport = joined(world)
+    send(session, 48, 7, {}, REP, ["hello", {"n": 1}])
+    address, frames, timeout, d = world.forwarder.requests[-1]
+    assert (address, frames, timeout) == (REP, [b"hello", b'{"n":1}'], 10.0)
+    d.callback([b"got this hello", b"5"])
+    assert received(transport) == [[50, 7, {}, ["got this hello", 5]]]
+
+
+def test_call_timeout_option_is_milliseconds_and_capped(world):
+    session, _ = joined(world)
+    send(session, 48, 1, {"timeout": 1500}, REP, ["x"])
+    send(session, 48, 2, {"timeout": 10_000_000}, REP, ["x"])
+    assert [r[2] for r in world.forwarder.requests] == [1.5, 60.0]
+
+
+def test_timeout_becomes_canceled_error(world):
+    session, transport = joined(world)
+    send(session, 48, 3, {}, REP, ["x"])
+    world.forwarder.requests[-1][3].errback(CallTimedOut("no reply from x within 1s"))
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 3, {}, "wamp.error.canceled"]
+    assert "timed out" in error[5][0]
+
+
+def test_denied_call_never_reaches_zmq(world):
+    session, transport = joined(world)
+    send(session, 48, 4, {}, "tcp://10.0.0.1:1", ["x"])
+    assert world.forwarder.requests == []
+    assert received(transport)[0][:5] == [8, 48, 4, {}, "wamp.error.not_authorized"]
+
+
+def test_duplicate_request_id_in_flight_is_a_violation(world):
+    session, transport = joined(world)
+    send(session, 48, 5, {}, REP, ["x"])
+    send(session, 48, 5, {}, REP, ["x"])
+    assert received(transport)[-1][:2] == [3, {"message": "CALL request id 5 already in flight"}]
+    assert transport.closed == 1000
+
+
+def test_late_result_after_close_is_not_sent(world):
+    session, transport = joined(world)
+    send(session, 48, 6, {}, REP, ["x"])
+    d = world.forwarder.requests[-1][3]
+    session.transport_lost()
+    assert d.called  # cancelled with the session
+    assert transport.sent == []
+
+
+def test_subscription_ids_are_shared_and_events_serialized_once(world):
+    """Two sessions, one (endpoint, filter): same id; one event is encoded once per serializer."""
+    a, ta = joined(world)
+    b, tb = joined(world)
+    c, tc = new_session(world, MsgPackObjectSerializer())
+    c.message_received(MsgPackObjectSerializer().serialize([1, "zmqwamp", {"roles": {"subscriber": {}}}]), True)
+    assert MsgPackObjectSerializer().unserialize(tc.sent[0][0])[0][0] == 2
+    tc.sent.clear()
+    send(a, 32, 1, {"filter": "hugo"}, PUB)
+    send(b, 32, 9, {}, PUB + "?filter=hugo")
+    c.message_received(MsgPackObjectSerializer().serialize([32, 2, {"filter": "hugo"}, PUB]), True)
+    sid = received(ta)[0][2]
+    assert received(tb)[0] == [33, 9, sid]
+    assert MsgPackObjectSerializer().unserialize(tc.sent[0][0])[0] == [33, 2, sid]
+    for t in (ta, tb, tc):
+        t.sent.clear()
+        t.prepared = 0
+    world.hub._message(PUB, [b"hugo 1"])
+    world.hub._message(PUB, [b"otto 1"])
+    assert ta.sent == tb.sent and len(ta.sent) == 1
+    assert json.loads(ta.sent[0][0])[0:2] == [36, sid]
+    assert json.loads(ta.sent[0][0])[4] == ["hugo 1"]
+    assert ta.prepared + tb.prepared == 1 and tc.prepared == 1
+
+
+def test_unsubscribe_and_close_release_the_subscription(world):
+    a, ta = joined(world)
+    b, _ = joined(world)
+    send(a, 32, 1, {}, PUB)
+    send(b, 32, 1, {}, PUB)
+    sid = received(ta)[0][2]
+    send(a, 34, 2, sid)
+    assert received(ta)[-1] == [35, 2]
+    send(a, 34, 3, sid)
+    assert received(ta)[-1][:5] == [8, 34, 3, {}, "wamp.error.no_such_subscription"]
+    assert world.hub.addresses == [PUB]
+    b.transport_lost()
+    assert world.hub.addresses == [] and world.hub.subscription_count() == 0
+
+
+def test_filter_must_be_a_string(world):
+    session, transport = joined(world)
+    send(session, 32, 1, {"filter": 5}, PUB)
+    assert received(transport)[0][:5] == [8, 32, 1, {}, "wamp.error.invalid_argument"]
+
+
+def test_goodbye(world):
+    session, transport = joined(world)
+    send(session, 6, {}, "wamp.close.normal")
+    assert received(transport) == [[6, {}, "wamp.close.goodbye_and_out"]]
+    assert transport.closed == 1000 and session.state == "closed"
+
+
+def test_shutdown_says_goodbye(world):
+    session, transport = joined(world)
+    session.shutdown()
+    assert received(transport)[0][2] == "wamp.close.system_shutdown"
+    assert world.sessions == set()
+
+
+def test_unacknowledged_publish_is_counted(world):
+    session, transport = joined(world)
+    send(session, 16, 1, {}, "com.example", [1])
+    assert transport.sent == []
+    assert world.metrics.dropped.labels("publish")._value.get() == 1
