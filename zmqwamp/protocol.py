@@ -386,6 +386,7 @@ class WampServerFactory(WebSocketServerFactory):
             maxFramePayloadSize=max_message_size,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=5,
+            failByDrop=False,  # tell the client why (1007, 1009, ...) instead of dropping TCP
             autoPingInterval=30,
             autoPingTimeout=20,
         )
