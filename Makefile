@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_TEST_STAMP := tests/js/node_modules/.installed
+JS_CLIENT_STAMP := js-client/node_modules/.installed
 
 DEMO_LISTEN ?= tcp:8080:interface=127.0.0.1
 DEMO_REP    ?= tcp://127.0.0.1:9999
 DEMO_PUB    ?= tcp://127.0.0.1:9000
 
-.PHONY: all install demo test test-python test-js browser-deps bench clean
+.PHONY: all install demo test test-python test-js test-client js-bundle browser-deps bench clean
 
 all: install
 
@@ -25,17 +26,40 @@ $(JS_TEST_STAMP): tests/js/package.json
 	cd tests/js && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(JS_CLIENT_STAMP): js-client/package.json js-client/package-lock.json
+	cd js-client && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Runs the bridge with the two example services, allowing exactly their endpoints.
 demo: $(PY_STAMP)
 	$(BIN)/python scripts/demo.py --listen '$(DEMO_LISTEN)' --rep '$(DEMO_REP)' --pub '$(DEMO_PUB)'
 
-test: test-python test-js
+test: test-python test-js test-client
 
 test-python: $(PY_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-js: $(PY_STAMP) $(JS_TEST_STAMP)
-	cd tests/js && PATH="$(CURDIR)/$(BIN):$$PATH" node --test --test-concurrency=1 --test-reporter=spec
+	cd tests/js && PATH="$(CURDIR)/$(BIN):$$PATH" node --experimental-websocket --test --test-concurrency=1 --test-reporter=spec
+
+# js-client: build with esbuild, then its Node tests and the real-browser test of the demo page
+# (scripts/ensure-chromium.sh apt-installs Debian's chromium when missing and run as root).
+test-client: $(PY_STAMP) $(JS_CLIENT_STAMP)
+	scripts/ensure-chromium.sh
+	cd js-client && node build.mjs && PATH="$(CURDIR)/$(BIN):$$PATH" node --test --test-concurrency=1 --test-reporter=spec test/*.test.mjs
+
+# Rebuilds the browser bundle the bridge serves (zmqwamp/static/js/zmqwamp.js): commit the result.
+# test-client fails while the committed copy differs from a fresh build.
+js-bundle: $(JS_CLIENT_STAMP)
+	cd js-client && node build.mjs --static
+
+# Performance bench (issue 7; not part of `make test`): zmqwamp vs Crossbar + forwarder vs the
+# WebSocket layer's limit vs raw zmq. Installs Crossbar into bench/.crossbar-venv on first use.
+# Table on stdout, JSON in bench/results/latest.json. `make bench BENCH_ARGS='--quick'` for a
+# smoke run, `BENCH_ARGS='--profile'` to add a profile of the bridge's hot path. See bench/README.md.
+BENCH_ARGS ?=
+bench: $(PY_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules *.egg-info build dist
+	rm -rf $(VENV) tests/js/node_modules js-client/node_modules js-client/dist *.egg-info build dist

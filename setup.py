@@ -13,6 +13,9 @@ setup(
     # package_dir {"": "."} makes "pip install -e ." a plain .pth of this folder,
     # which is what lets twistd find twisted/plugins/ in an editable install.
     package_dir={"": "."},
+    # The demo page and js-client's browser bundle (built and committed: see Makefile js-bundle),
+    # served at / and /js/zmqwamp.js by zmqwamp/web.py.
+    package_data={"zmqwamp": ["static/*.html", "static/js/*.js"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "autobahn>=24.4",
@@ -22,6 +25,7 @@ setup(
         "cbor2>=5.4",
         "prometheus-client>=0.20",
         "service-identity>=24.1",
+        "pyjwt>=2.8",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,9 @@ def main() -> int:
         ),
     ]
     port = args.listen.split(":")[1]
-    print(f"\nzmqwamp demo: open http://localhost:{port}/ in a browser; WebSocket at ws://localhost:{port}/ws", flush=True)
+    # The demo page (served at /) reads the endpoints it uses from its query string.
+    page = f"http://localhost:{port}/?" + urllib.parse.urlencode({"rep": args.rep, "pub": args.pub}, safe=":/")
+    print(f"\nzmqwamp demo: open {page} in a browser; WebSocket at ws://localhost:{port}/ws", flush=True)
     print(f"  call  {args.rep}  (echo REP)\n  subscribe {args.pub}  (counter PUB, filter 'hugo' or 'otto')\n  Ctrl-C stops everything.\n", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))

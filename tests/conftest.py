@@ -1,3 +1,12 @@
+# One process runs both the bridge's code (Twisted, in unit tests) and autobahn's
+# asyncio clients (end-to-end tests; the bridge itself runs in twistd). txaio allows
+# one framework per process: the clients need asyncio, and nothing in this process
+# runs autobahn's Twisted side, so pin asyncio before anything imports autobahn.
+import txaio
+
+txaio.use_asyncio()
+txaio.use_twisted = lambda: None
+
 import pytest
 
 from harness import start_bridge, start_pub, start_rep

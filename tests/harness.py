@@ -7,6 +7,7 @@ race for a port.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -22,10 +23,21 @@ EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 
 
+_RUNNING: set["Process"] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test run that dies early must not leave its processes behind."""
+    for p in list(_RUNNING):
+        p.stop(signal.SIGKILL, timeout=2)
+
+
 class Process:
     """A child process whose output is collected; ``wait_for`` a line pattern."""
 
     def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None) -> None:
+        _RUNNING.add(self)
         self.argv = argv
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -69,6 +81,7 @@ class Process:
                 self._cond.wait(min(left, 0.2))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        _RUNNING.discard(self)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -97,5 +110,9 @@ def start_bridge(*args: str, listen: str = "tcp:0:interface=127.0.0.1", cwd: str
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", listen, *args]
     # Not the checkout: the plugin must be found through the installed package.
     p = Process(argv, cwd=cwd or tempfile.gettempdir())
-    port = p.wait_for(r"Site starting on (\d+)").group(1)
+    try:
+        port = p.wait_for(r"starting on (\d+)").group(1)
+    except AssertionError:
+        p.stop()
+        raise
     return p, f"ws://127.0.0.1:{port}/ws"

@@ -36,7 +36,7 @@ class MemoryTransport:
         self.prepared += 1
         return (payload, is_binary)
 
-    def send_prepared(self, prepared):
+    def send_prepared(self, prepared, slow_consumer=None):
         self.sent.append(prepared)
 
     def close(self, code, reason):

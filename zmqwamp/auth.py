@@ -1,22 +1,237 @@
-"""Who a session is: Twisted Cred portal, realm and the avatar it returns.
+"""Who a session is: Twisted Cred credentials, checkers, realm and avatar.
 
-Every login goes through a :class:`twisted.cred.portal.Portal`.  The realm
-returns an :class:`IZmqAvatar`, which carries the WAMP identity (authid,
-authrole, method, provider) and may narrow, per session, which endpoints the
-session reaches.  The global ``--allow`` rules are applied before it.
+Every login goes through a :class:`twisted.cred.portal.Portal`.  The WAMP
+authentication methods map onto Cred credential interfaces:
+
+=============  =============================  ==========================================
+WAMP method    credentials                    checked by (for example)
+=============  =============================  ==========================================
+``ticket``     :class:`TicketCredentials`     any ``IUsernamePassword`` checker: ``memory:``,
+               (``IUsernamePassword``)        ``file:``, ``unix``, ``zmqwamp-users:``, ``jwt:``
+``wampcra``    :class:`WampCraCredentials`    checkers that hold the secret and accept
+               (``IUsernameHashedPassword``)  ``IUsernameHashedPassword``: ``memory:``, ``file:``,
+                                              ``zmqwamp-users:`` (salted)
+``anonymous``  ``Anonymous``                  ``AllowAnonymousAccess``, only with ``--anonymous``
+=============  =============================  ==========================================
+
+Several checkers may serve the same interface (``--auth zmqwamp-users:... --auth
+jwt:...``): they are tried in order by a :class:`CheckerChain`, first success wins.
+
+A checker returns an avatar id: plain bytes/str (the stock checkers) or an
+:class:`Identity` carrying a role, its provider and, optionally, endpoint globs
+the credential is limited to (a JWT claim).  The realm turns it into an
+:class:`IZmqAvatar`, which decides per session what it may reach.
+
+Names and secrets travel as bytes (Twisted Cred's convention); :func:`to_bytes`
+is the one place where str and bytes are normalised.  No function here logs or
+puts a secret (password, ticket, key, signature) in an exception message.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsChecker
-from twisted.cred.credentials import Anonymous
+from twisted.cred.credentials import Anonymous, IAnonymous, IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from zmqwamp.endpoints import Endpoint
+from zmqwamp.policy import UserRule, endpoint_matches, rules_allow
+
+log = Logger()
+
+DEFAULT_ROLE = "user"
+
+# WAMP authmethod -> the Cred credentials interface that serves it
+METHODS = {
+    "ticket": IUsernamePassword,
+    "wampcra": IUsernameHashedPassword,
+    "anonymous": IAnonymous,
+}
+# interfaces a checker may be registered for; anonymous access is the --anonymous switch only
+CHECKED_INTERFACES = (IUsernamePassword, IUsernameHashedPassword)
+
+
+def to_bytes(value: Any) -> bytes:
+    """Names and secrets as bytes, whatever a client or a checker handed us."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"expected str or bytes, got {type(value).__name__}")
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Constant-time equality that does not leak the length either."""
+    return hmac.compare_digest(hashlib.sha256(a).digest(), hashlib.sha256(b).digest())
+
+
+# -- WAMP-CRA ---------------------------------------------------------------
+
+
+def derive_key(secret: str | bytes, salt: str | bytes, iterations: int, keylen: int) -> bytes:
+    """WAMP-CRA's salted key: base64 of PBKDF2-HMAC-SHA256 (what autobahn's ``derive_key`` returns)."""
+    return base64.b64encode(hashlib.pbkdf2_hmac("sha256", to_bytes(secret), to_bytes(salt), iterations, keylen))
+
+
+def wampcra_sign(key: str | bytes, challenge: str | bytes) -> bytes:
+    """WAMP-CRA's signature: base64 of HMAC-SHA256 over the challenge, keyed with the (derived) key."""
+    return base64.b64encode(hmac.new(to_bytes(key), to_bytes(challenge), hashlib.sha256).digest())
+
+
+@dataclass(frozen=True)
+class Salt:
+    """PBKDF2 parameters sent in a salted WAMP-CRA CHALLENGE."""
+
+    salt: str
+    iterations: int
+    keylen: int
+
+
+class IWampCraSalts(Interface):
+    """A checker whose stored secrets are PBKDF2-derived keys says how they were derived."""
+
+    def wampcra_salt(username: bytes) -> "Salt | None | Deferred":
+        """The :class:`Salt` for ``username``'s key, or None for plain WAMP-CRA.
+
+        Should answer for unknown users too (a stable fake salt), so that a
+        CHALLENGE does not tell whether an authid exists.
+        """
+
+
+# -- credentials ------------------------------------------------------------
+
+
+@implementer(IUsernamePassword)
+class TicketCredentials:
+    """WAMP-Ticket: the HELLO's authid and the AUTHENTICATE's ticket."""
+
+    def __init__(self, username: str | bytes, password: str | bytes) -> None:
+        self.username = to_bytes(username)
+        self.password = to_bytes(password)
+
+    def checkPassword(self, password: str | bytes) -> bool:
+        return constant_time_equal(to_bytes(password), self.password)
+
+    def __repr__(self) -> str:
+        return f"<TicketCredentials {self.username!r}>"
+
+
+@implementer(IUsernameHashedPassword)
+class WampCraCredentials:
+    """WAMP-CRA: the authid, the challenge we sent and the client's signature over it.
+
+    ``checkPassword(secret)`` is what makes stock checkers that hold the secret
+    (``memory:``, ``file:``) verify a signature without the secret crossing the
+    wire.  ``secret`` is the plain secret or, for salted WAMP-CRA, the derived key.
+    """
+
+    def __init__(self, username: str | bytes, challenge: str | bytes, signature: str | bytes) -> None:
+        self.username = to_bytes(username)
+        self.challenge = to_bytes(challenge)
+        self.signature = to_bytes(signature).strip()
+
+    def checkPassword(self, password: str | bytes) -> bool:
+        return constant_time_equal(wampcra_sign(password, self.challenge), self.signature)
+
+    def __repr__(self) -> str:
+        return f"<WampCraCredentials {self.username!r}>"
+
+
+# -- identities and checkers ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a checker may return as avatar id, instead of a bare username."""
+
+    authid: str
+    authrole: str = DEFAULT_ROLE
+    authprovider: str = ""
+    endpoints: tuple[str, ...] | None = None  # globs this credential is limited to (e.g. a JWT claim)
+
+
+# names for the stock checkers, shown as WELCOME's authprovider
+_PROVIDERS = {
+    "InMemoryUsernamePasswordDatabaseDontUse": "memory",
+    "FilePasswordDB": "file",
+    "UNIXChecker": "unix",
+}
+
+
+def provider_name(checker: ICredentialsChecker) -> str:
+    return getattr(checker, "authprovider", None) or _PROVIDERS.get(type(checker).__name__, type(checker).__name__)
+
+
+def as_identity(avatar_id: Any, provider: str) -> Identity:
+    if isinstance(avatar_id, Identity):
+        return avatar_id if avatar_id.authprovider else replace(avatar_id, authprovider=provider)
+    if isinstance(avatar_id, bytes):
+        avatar_id = avatar_id.decode("utf-8", "replace")
+    return Identity(str(avatar_id), DEFAULT_ROLE, provider)
+
+
+@implementer(ICredentialsChecker, IWampCraSalts)
+class CheckerChain:
+    """Several checkers for the same credentials, tried in order; the first that accepts wins.
+
+    (A Portal keeps one checker per interface: without this, ``--auth a --auth b``
+    would silently keep only ``b``.)
+    """
+
+    def __init__(self, checkers: Iterable[ICredentialsChecker]) -> None:
+        self.checkers = list(checkers)
+        seen: list = []
+        for checker in self.checkers:
+            for iface in checker.credentialInterfaces:
+                if iface not in seen:
+                    seen.append(iface)
+        self.credentialInterfaces = tuple(seen)
+
+    @inlineCallbacks
+    def requestAvatarId(self, credentials):
+        for checker in self.checkers:
+            if not any(iface.providedBy(credentials) for iface in checker.credentialInterfaces):
+                continue
+            try:
+                avatar_id = yield maybeDeferred(checker.requestAvatarId, credentials)
+            except LoginFailed:
+                continue
+            return as_identity(avatar_id, provider_name(checker))
+        raise UnauthorizedLogin()
+
+    @inlineCallbacks
+    def wampcra_salt(self, username: bytes):
+        for checker in self.checkers:
+            if IWampCraSalts.providedBy(checker):
+                salt = yield maybeDeferred(checker.wampcra_salt, username)
+                if salt is not None:
+                    return salt
+        return None
+
+
+def _normalise_checker(checker: ICredentialsChecker) -> None:
+    """``strcred``'s ``memory:`` stores str names and passwords; Cred credentials carry bytes."""
+    users = getattr(checker, "users", None)
+    if type(checker).__name__ == "InMemoryUsernamePasswordDatabaseDontUse" and isinstance(users, dict):
+        checker.users = {to_bytes(name): to_bytes(password) for name, password in users.items()}
+
+
+# -- avatar and realm ------------------------------------------------------
 
 
 class IZmqAvatar(Interface):
@@ -31,41 +246,217 @@ class IZmqAvatar(Interface):
 
 @implementer(IZmqAvatar)
 class SessionAvatar:
-    """The default avatar: an identity, and no rules beyond the global ones."""
+    """The default avatar: an identity and the per-user rules of the config file.
 
-    def __init__(self, authid: str, authrole: str, authmethod: str, authprovider: str) -> None:
+    With no rules configured, every endpoint the global ``--allow`` rules allow
+    is reachable.  With rules, a session reaches only what a rule for its authid
+    or role allows.  ``endpoints`` (from the credential, e.g. a JWT claim)
+    narrows further.
+    """
+
+    def __init__(
+        self,
+        authid: str,
+        authrole: str,
+        authmethod: str,
+        authprovider: str,
+        rules: Iterable[UserRule] = (),
+        endpoints: Iterable[str] | None = None,
+    ) -> None:
         self.authid = authid
         self.authrole = authrole
         self.authmethod = authmethod
         self.authprovider = authprovider
+        self.rules = tuple(rules)
+        self.endpoints = None if endpoints is None else tuple(endpoints)
 
     def zmq_allowed(self, action: str, endpoint: Endpoint, options: dict[str, Any]) -> bool:
+        if self.endpoints is not None and not any(
+            endpoint_matches(p, endpoint, self.authid, self.authrole) for p in self.endpoints
+        ):
+            return False
+        if self.rules:
+            return rules_allow(self.rules, self.authid, self.authrole, action, endpoint, options.get("filter"))
         return True
 
 
 @implementer(IRealm)
 class BridgeRealm:
+    def __init__(self, rules: Iterable[UserRule] = ()) -> None:
+        self.rules = tuple(rules)
+
     def requestAvatar(self, avatarId, mind, *interfaces):
         if IZmqAvatar not in interfaces:
             raise NotImplementedError("zmqwamp only provides IZmqAvatar")
         method = mind or "anonymous"
         if avatarId is ANONYMOUS:
-            avatar = SessionAvatar("anonymous", "anonymous", method, "anonymous")
+            identity = Identity("anonymous", "anonymous", "anonymous")
         else:
-            authid = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
-            avatar = SessionAvatar(authid, "user", method, "cred")
+            identity = as_identity(avatarId, "cred")
+        avatar = SessionAvatar(
+            identity.authid, identity.authrole, method, identity.authprovider, self.rules, identity.endpoints
+        )
         return IZmqAvatar, avatar, lambda: None
 
 
-def build_portal(checkers: list[ICredentialsChecker], anonymous: bool) -> Portal:
-    portal = Portal(BridgeRealm())
+def build_portal(checkers: Iterable[ICredentialsChecker], anonymous: bool, rules: Iterable[UserRule] = ()) -> Portal:
+    """A portal serving ticket/wampcra with ``checkers`` (in order), and anonymous if asked."""
+    portal = Portal(BridgeRealm(rules))
+    chains: dict = {}
     for checker in checkers:
-        portal.registerChecker(checker)
+        usable = [i for i in checker.credentialInterfaces if i in CHECKED_INTERFACES]
+        if not usable:
+            raise ValueError(
+                f"{provider_name(checker)} checks none of IUsernamePassword, IUsernameHashedPassword"
+                " (anonymous access is the 'anonymous' option)"
+            )
+        _normalise_checker(checker)
+        for iface in usable:
+            chains.setdefault(iface, []).append(checker)
+    cra = chains.get(IUsernameHashedPassword, [])
+    plain = [provider_name(c) for c in cra if not IWampCraSalts.providedBy(c)]
+    if plain and len(plain) < len(cra):
+        log.warn(
+            "wampcra: a salted checker answers every authid, so users of {plain} can log in with ticket only",
+            plain=", ".join(plain),
+        )
+    for iface, chain in chains.items():
+        portal.registerChecker(CheckerChain(chain), iface)
     if anonymous:
         portal.registerChecker(AllowAnonymousAccess())
     return portal
 
 
+# -- the login conversation ------------------------------------------------
+
+
+def enabled_methods(portal: Portal) -> list[str]:
+    return [name for name, iface in METHODS.items() if iface in portal.checkers]
+
+
+def select_method(portal: Portal, offered: Iterable[Any]) -> str | None:
+    """The first WAMP authmethod the client offered that this portal serves."""
+    for method in offered:
+        if isinstance(method, str) and METHODS.get(method) in portal.checkers:
+            return method
+    return None
+
+
+@dataclass
+class Challenge:
+    """A CHALLENGE sent and the state needed to check its AUTHENTICATE."""
+
+    method: str
+    authid: str
+    extra: dict
+    challenge: str = ""  # wampcra: the string the client signs
+
+
+@inlineCallbacks
+def make_challenge(portal: Portal, method: str, authid: str | None):
+    """The CHALLENGE for ``method`` ('ticket' or 'wampcra')."""
+    authid = authid if isinstance(authid, str) else ""
+    if method == "ticket":
+        return Challenge("ticket", authid, {})
+    if method != "wampcra":
+        raise ValueError(f"no challenge for authmethod {method!r}")
+    checker = portal.checkers[IUsernameHashedPassword]
+    salt = None
+    if IWampCraSalts.providedBy(checker):
+        salt = yield maybeDeferred(checker.wampcra_salt, to_bytes(authid))
+    challenge = json.dumps(
+        {
+            "authid": authid,
+            "authmethod": "wampcra",
+            "authprovider": "zmqwamp",
+            "nonce": secrets.token_urlsafe(24),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        separators=(",", ":"),
+    )
+    extra: dict[str, Any] = {"challenge": challenge}
+    if salt is not None:
+        extra.update(salt=salt.salt, iterations=salt.iterations, keylen=salt.keylen)
+    return Challenge("wampcra", authid, extra, challenge)
+
+
+def check_response(portal: Portal, challenge: Challenge, signature: str | bytes) -> Deferred:
+    """Check an AUTHENTICATE against its CHALLENGE; fires with an :class:`IZmqAvatar`."""
+    if challenge.method == "ticket":
+        credentials = TicketCredentials(challenge.authid, signature)
+    else:
+        credentials = WampCraCredentials(challenge.authid, challenge.challenge, signature)
+    return portal.login(credentials, challenge.method, IZmqAvatar).addCallback(lambda result: result[1])
+
+
 def login_anonymous(portal: Portal) -> Deferred:
     """Log in without credentials; fails unless anonymous access is enabled."""
     return portal.login(Anonymous(), "anonymous", IZmqAvatar)
+
+
+# -- throttling ----------------------------------------------------------------
+
+
+def peer_host(peer: str) -> str:
+    """The address part of an autobahn peer string (``tcp4:1.2.3.4:5678`` -> ``tcp4:1.2.3.4``)."""
+    if peer.startswith(("tcp4:", "tcp6:", "tcp:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
+class LoginThrottle:
+    """Slows down password guessing, on the reactor clock.
+
+    * A refused login is answered no sooner than ``floor`` seconds after its
+      check began, so an unknown authid and a wrong secret take the same time.
+    * After ``free`` refusals from one peer address (none more than ``window``
+      seconds after the previous one), every further attempt from it waits
+      ``base``, then twice as long after each further refusal, up to ``cap``
+      seconds, before being checked.  ``cap=0`` turns this off.
+    """
+
+    def __init__(
+        self,
+        clock,
+        floor: float = 0.5,
+        cap: float = 30.0,
+        *,
+        free: int = 3,
+        base: float = 1.0,
+        window: float = 600.0,
+        max_peers: int = 10000,
+    ) -> None:
+        self.clock = clock
+        self.floor = floor
+        self.cap = cap
+        self.free = free
+        self.base = base
+        self.window = window
+        self.max_peers = max_peers
+        self._failures: dict[str, tuple[int, float]] = {}  # host -> (count, time of the last one)
+
+    def _count(self, host: str) -> int:
+        count, last = self._failures.get(host, (0, 0.0))
+        if count and self.clock.seconds() - last > self.window:
+            del self._failures[host]
+            return 0
+        return count
+
+    def delay(self, host: str) -> float:
+        """Seconds an attempt from ``host`` waits before it is checked."""
+        excess = self._count(host) - self.free
+        if excess < 0 or self.cap <= 0:
+            return 0.0
+        return min(self.base * 2**excess, self.cap)
+
+    def failed(self, host: str) -> None:
+        count = self._count(host) + 1
+        self._failures.pop(host, None)
+        self._failures[host] = (count, self.clock.seconds())
+        while len(self._failures) > self.max_peers:
+            del self._failures[next(iter(self._failures))]
+
+    def pause(self, seconds: float) -> Deferred:
+        if seconds <= 0:
+            return succeed(None)
+        return deferLater(self.clock, seconds, lambda: None)

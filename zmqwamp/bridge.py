@@ -12,17 +12,19 @@ from typing import Any, Iterable
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
-from zmqwamp.auth import IZmqAvatar, build_portal
+from zmqwamp.auth import IZmqAvatar, LoginThrottle, build_portal
 from zmqwamp.config import BridgeConfig, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
+from zmqwamp.limits import ConnectionGuardFactory
 from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.policy import EndpointPolicy
+from zmqwamp.policy import EndpointPolicy, OriginPolicy
 from zmqwamp.protocol import WampServerFactory
 from zmqwamp.router import Router
 from zmqwamp.web import build_site
@@ -31,25 +33,68 @@ log = Logger()
 
 
 class RouterService(Service):
-    """Owns the ZeroMQ side; on stop, says GOODBYE to sessions and closes sockets."""
+    """Owns the ZeroMQ side and the shutdown order.
 
-    def __init__(self, router: Router, zmq_factory: ZmqFactory) -> None:
+    On stop: refuse new sessions and calls, let calls in flight finish for up to
+    ``drain_time`` seconds, then say GOODBYE (``wamp.close.system_shutdown``) to
+    every session and close the ZeroMQ sockets.
+    """
+
+    def __init__(self, router: Router, zmq_factory: ZmqFactory, clock, drain_time: float) -> None:
         self.router = router
         self.zmq_factory = zmq_factory
-        self.stopping = False
+        self.clock = clock
+        self.drain_time = drain_time
 
     def stopService(self):
-        self.stopping = True
-        for session in list(self.router.sessions):
-            session.shutdown()
-        self.router.forwarder.close()
-        self.router.hub.close()
-        self.zmq_factory.shutdown()
-        return super().stopService()
+        super().stopService()
+        self.router.stopping = True
+        inflight = self.router.calls_in_flight()
+        log.info("stopping: draining {n} call(s) in flight for up to {t}s", n=inflight, t=self.drain_time)
+        deadline = self.clock.seconds() + self.drain_time
+        done = Deferred()
+
+        def poll() -> None:
+            if self.router.calls_in_flight() and self.clock.seconds() < deadline:
+                self.clock.callLater(0.05, poll)
+                return
+            left = self.router.calls_in_flight()
+            if left:
+                log.warn("drain time over: {n} call(s) still in flight are cancelled", n=left)
+            for session in list(self.router.sessions):
+                session.shutdown()
+            self.router.forwarder.close()
+            self.router.hub.close()
+            self.zmq_factory.shutdown()
+            done.callback(None)
+
+        poll()
+        return done
+
+
+class BridgeService(MultiService):
+    """The top service; with ``log_format = "json"`` it gives twistd a JSON log observer."""
+
+    def __init__(self, log_format: str) -> None:
+        super().__init__()
+        self.log_format = log_format
+
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        if self.log_format == "json" and hasattr(parent, "setComponent"):
+            import sys
+
+            from twisted.logger import ILogObserver, jsonFileLogObserver
+
+            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout))
 
 
 class Bridge:
-    """A zmqwamp bridge.  Keyword arguments are the fields of :class:`BridgeConfig`."""
+    """A zmqwamp bridge.  Keyword arguments are the fields of :class:`BridgeConfig`.
+
+    ``checkers`` are Twisted Cred checkers (``ICredentialsChecker``) for the
+    ``ticket`` and ``wampcra`` logins, tried in order (see docs/auth.md).
+    """
 
     def __init__(
         self,
@@ -62,19 +107,26 @@ class Bridge:
         for key, value in options.items():
             if not hasattr(config, key):
                 raise TypeError(f"unknown bridge option {key!r}")
-            if key == "listen" and isinstance(value, str):
+            if key in ("listen", "allow", "origins") and isinstance(value, str):
                 value = [value]
             setattr(config, key, value)
         validate(config)
         self.config = config
         self.checkers = list(checkers)
         self.policy = EndpointPolicy(config.allow)
+        self.origins = OriginPolicy(config.origins)
+        self.inherited_fds: list[int] = []
 
     # -- the hooks ----------------------------------------------------------
 
     def websocket_allowed(self, request) -> bool:
-        """May this HTTP request become a WebSocket?  ``request`` is autobahn's ConnectionRequest."""
-        return True
+        """May this HTTP request become a WebSocket?  ``request`` is autobahn's ConnectionRequest.
+
+        Anything but True refuses the upgrade with HTTP 403.  The default is the
+        Origin allowlist (``origins`` / ``--origin``): requests without an Origin
+        (non-browser clients) and same-origin requests are allowed too.
+        """
+        return self.origins.allows(request.origin, request.headers.get("host"))
 
     def zmq_allowed(self, session, action: str, endpoint: Endpoint, options: dict) -> Any:
         """May ``session`` do ``action`` ('call'/'subscribe') on ``endpoint``?  bool or Deferred[bool].
@@ -97,7 +149,7 @@ class Bridge:
         zmq_factory.reactor = reactor
         router = Router(
             realm=config.realm,
-            portal=build_portal(self.checkers, config.anonymous),
+            portal=build_portal(self.checkers, config.anonymous, config.rules),
             resolver=EndpointResolver(config.endpoints),
             authorize=self.zmq_allowed,
             forwarder=RequestForwarder(zmq_factory, reactor, metrics, idle_close=config.idle_close),
@@ -105,19 +157,32 @@ class Bridge:
             metrics=metrics,
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
+            throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
         )
-        top = MultiService()
-        router_service = RouterService(router, zmq_factory)
+        top = BridgeService(config.log_format)
+        router_service = RouterService(router, zmq_factory, reactor, config.drain_time)
         router_service.setServiceParent(top)
-        factory = WampServerFactory(router, self.websocket_allowed, config.max_message_size)
-        site = build_site(factory, router, lambda: router_service.stopping)
-        for description in config.listen_endpoints:
-            endpoint = serverFromString(reactor, description)
-            listener = StreamServerEndpointService(endpoint, site)
-            listener._raiseSynchronously = True  # a port we cannot bind stops startup with the reason
-            listener.setServiceParent(top)
+        factory = WampServerFactory(router, self.websocket_allowed, config)
+        site = ConnectionGuardFactory(
+            build_site(factory, router, lambda: router.stopping), config.handshake_timeout, reactor,
+            on_timeout=metrics.limit_exceeded.labels("handshake_timeout").inc,
+        )
         self.router = router
+        for listener in self._listeners(reactor, site):
+            listener.setServiceParent(top)
         return top
+
+    def _listeners(self, reactor, site) -> list[Service]:
+        if self.inherited_fds:  # a worker of --workers: the supervisor holds the ports
+            from zmqwamp.workers import InheritedPortService
+
+            return [InheritedPortService(reactor, fd, site) for fd in self.inherited_fds]
+        listeners = []
+        for description in self.config.listen_endpoints:
+            listener = StreamServerEndpointService(serverFromString(reactor, description), site)
+            listener._raiseSynchronously = True  # a port we cannot bind stops startup with the reason
+            listeners.append(listener)
+        return listeners
 
     def serve_forever(self) -> None:
         """Run the bridge in this process until SIGINT/SIGTERM."""

@@ -2,17 +2,22 @@
 
 Every option can be given in the TOML file (read with :mod:`tomllib`) or on the
 command line; a command-line value wins, and repeatable options (``allow``,
-``listen``) are added to the file's.  Errors name the file and the key.
+``listen``, ``origins``) are added to the file's.  Per-user ``[[rules]]`` exist
+only in the file (see docs/auth.md).  Errors name the file and the key.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from zmqwamp.endpoints import CODECS, KINDS, Endpoint, InvalidEndpoint, parse_address
+from zmqwamp.flow import SLOW_CONSUMER_POLICIES
+from zmqwamp.policy import ACTIONS, UserRule
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -31,14 +36,33 @@ class BridgeConfig:
     max_call_timeout: float = 300.0
     idle_close: float = 30.0
     max_message_size: int = 1024 * 1024
+    drain_time: float = 10.0
+    log_format: str = "text"
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    # authentication and authorization (docs/auth.md)
+    origins: list[str] = field(default_factory=list)
+    rules: list[UserRule] = field(default_factory=list)
+    login_delay: float = 0.5
+    login_penalty_max: float = 30.0
+    # limits and slow consumers (docs/reliability.md)
+    max_outgoing_buffer: int = 1024 * 1024
+    slow_consumer: str = "drop_oldest"
+    max_calls_in_flight: int = 256
+    max_subscriptions: int = 256
+    max_calls_per_second: float = 500.0
+    max_sessions: int = 1000
+    max_sessions_per_peer: int = 200
+    handshake_timeout: float = 10.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 20.0
 
     @property
     def listen_endpoints(self) -> list[str]:
         return self.listen or [DEFAULT_LISTEN]
 
 
-_SCALARS = {f.name: f.type for f in fields(BridgeConfig) if f.name not in ("listen", "allow", "endpoints")}
+_LISTS = ("listen", "allow", "origins")
+_SCALARS = {f.name: f.type for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")}
 
 
 def _check_type(where: str, value: Any, kind: str) -> Any:
@@ -64,7 +88,7 @@ def _string_list(where: str, value: Any) -> list[str]:
 def _alias(where: str, name: str, table: Any) -> Endpoint:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"address", "kind", "codec", "timeout"}
+    unknown = set(table) - {"address", "kind", "codec", "timeout", "slow_consumer"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     if "address" not in table:
@@ -86,7 +110,54 @@ def _alias(where: str, name: str, table: Any) -> Endpoint:
         timeout = _check_type(f"{where}.timeout", timeout, "float")
         if timeout <= 0:
             raise ConfigError(f"{where}.timeout: must be positive (seconds)")
-    return Endpoint(address=address, kind=kind, codec=codec, timeout=timeout, alias=name)
+    slow_consumer = table.get("slow_consumer")
+    if slow_consumer is not None and slow_consumer not in SLOW_CONSUMER_POLICIES:
+        raise ConfigError(f"{where}.slow_consumer: must be one of {', '.join(SLOW_CONSUMER_POLICIES)}")
+    return Endpoint(address=address, kind=kind, codec=codec, timeout=timeout, alias=name, slow_consumer=slow_consumer)
+
+
+_PLACEHOLDER = re.compile(r"\{[^}]*\}")
+
+
+def _rule_globs(where: str, value: Any, placeholders: bool) -> tuple[str, ...]:
+    globs = _string_list(where, value)
+    if not globs:
+        raise ConfigError(f"{where}: must not be empty")
+    for glob in globs:
+        for found in _PLACEHOLDER.findall(glob):
+            if not placeholders or found not in ("{authid}", "{authrole}"):
+                allowed = "{authid} and {authrole}" if placeholders else "none"
+                raise ConfigError(f"{where}: unknown placeholder {found} in {glob!r} (allowed: {allowed})")
+    return tuple(globs)
+
+
+def _rule(where: str, table: Any) -> UserRule:
+    """One [[rules]] entry: authid/role (globs), actions (globs), endpoints (globs), filters (globs)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = set(table) - {"authid", "role", "actions", "endpoints", "filters"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    if "endpoints" not in table:
+        raise ConfigError(f"{where}: 'endpoints' is required (globs of endpoint addresses or aliases)")
+    authids = _rule_globs(f"{where}.authid", table["authid"], False) if "authid" in table else ()
+    roles = _rule_globs(f"{where}.role", table["role"], False) if "role" in table else ()
+    actions = _rule_globs(f"{where}.actions", table["actions"], False) if "actions" in table else ACTIONS
+    for glob in actions:
+        if not any(fnmatchcase(action, glob) for action in ACTIONS):
+            raise ConfigError(f"{where}.actions: {glob!r} matches none of {', '.join(ACTIONS)}")
+    filters = None
+    if "filters" in table:
+        filters = _rule_globs(f"{where}.filters", table["filters"], True)
+        if not any(fnmatchcase("subscribe", glob) for glob in actions):
+            raise ConfigError(f"{where}.filters: filters only apply to 'subscribe', which actions does not include")
+    return UserRule(
+        endpoints=_rule_globs(f"{where}.endpoints", table["endpoints"], True),
+        authids=authids,
+        roles=roles,
+        actions=actions,
+        filters=filters,
+    )
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> BridgeConfig:
@@ -94,8 +165,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> BridgeConfig
     config = BridgeConfig()
     for key, value in data.items():
         where = f"{source}: {key}"
-        if key in ("listen", "allow"):
+        if key in _LISTS:
             setattr(config, key, _string_list(where, value))
+        elif key == "rules":
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}: expected an array of tables ([[rules]])")
+            config.rules = [_rule(f"{where}[{i}]", t) for i, t in enumerate(value)]
         elif key == "endpoints":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a table of aliases")
@@ -125,5 +200,21 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
             raise ConfigError(f"{source}: {name} must be positive")
     if config.max_message_size < 1024:
         raise ConfigError(f"{source}: max_message_size must be at least 1024 bytes")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"{source}: log_format must be 'text' or 'json'")
+    if config.drain_time < 0:
+        raise ConfigError(f"{source}: drain_time must not be negative")
+    if config.login_delay < 0 or config.login_penalty_max < 0:
+        raise ConfigError(f"{source}: login_delay and login_penalty_max must not be negative")
     if not config.realm:
         raise ConfigError(f"{source}: realm must not be empty")
+    for name in (
+        "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
+        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout",
+    ):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{source}: {name} must be positive")
+    if config.max_outgoing_buffer < 4096:
+        raise ConfigError(f"{source}: max_outgoing_buffer must be at least 4096 bytes")
+    if config.slow_consumer not in SLOW_CONSUMER_POLICIES:
+        raise ConfigError(f"{source}: slow_consumer must be one of {', '.join(SLOW_CONSUMER_POLICIES)}")

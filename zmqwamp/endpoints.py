@@ -18,6 +18,7 @@ KINDS = ("req", "sub")
 
 _TCP = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
 MAX_URI_LENGTH = 2048
+MAX_IPC_PATH = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
 
 class InvalidEndpoint(ValueError):
@@ -33,6 +34,7 @@ class Endpoint:
     codec: str = "auto"
     timeout: float | None = None
     alias: str | None = None
+    slow_consumer: str | None = None  # zmqwamp.flow policy; None: the bridge's default
 
     @property
     def name(self) -> str:
@@ -56,6 +58,8 @@ def parse_address(address: str) -> str:
     if scheme == "ipc":
         if not rest or "\x00" in rest or "?" in rest or "#" in rest:
             raise InvalidEndpoint(f"{address!r}: expected ipc://path")
+        if len(rest.encode("utf-8")) > MAX_IPC_PATH:
+            raise InvalidEndpoint(f"ipc path longer than {MAX_IPC_PATH} bytes (the limit of a unix socket address)")
         return address
     raise InvalidEndpoint(f"{address!r}: unsupported transport {scheme!r} (use tcp or ipc)")
 

@@ -11,6 +11,8 @@ is closed after ``idle_close`` seconds.
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Callable
 
 import zmq
@@ -56,6 +58,16 @@ class UpstreamRequestConnection(ZmqREQConnection):
         return len(self._requests)
 
 
+def _ipc_listening(path: str) -> bool:
+    """Is something bound at this ipc path?  (A missing socket file would only show as a timeout.)"""
+    if path.startswith("@"):  # Linux abstract namespace: no file to look at
+        return True
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 class RequestForwarder:
     def __init__(
         self,
@@ -82,6 +94,8 @@ class RequestForwarder:
         Fails with :class:`CallTimedOut` after ``timeout`` seconds; cancelling
         the returned Deferred forgets the request.
         """
+        if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
+            raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
         connection = self._connection(address)
         try:
             upstream = connection.sendMsg(*frames)

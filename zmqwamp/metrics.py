@@ -20,3 +20,9 @@ class BridgeMetrics:
         self.protocol_errors = Counter("zmqwamp_protocol_errors_total", "Sessions aborted for protocol violations", registry=r)
         self.denied = Counter("zmqwamp_denied_total", "Requests refused by policy", ["action"], registry=r)
         self.zmq_sockets = Gauge("zmqwamp_zmq_sockets_open", "zmq sockets open", ["kind"], registry=r)
+        self.limit_exceeded = Counter(
+            "zmqwamp_limit_exceeded_total", "Requests or connections refused (or closed) by a limit", ["limit"], registry=r
+        )
+        self.outgoing_buffered = Gauge(
+            "zmqwamp_outgoing_buffered_bytes", "Bytes waiting for slow WebSocket clients (bounded per connection)", registry=r
+        )

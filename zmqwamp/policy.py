@@ -1,12 +1,18 @@
-"""The global allow rules: which endpoints the bridge may reach at all.
+"""Allow rules, as plain functions of their inputs (no network, no reactor).
 
-Deny by default.  An endpoint is allowed when it is a configured alias or its
-address matches one of the operator's shell-style glob patterns.  Per-user rules
-live with the avatar (:mod:`zmqwamp.auth`) and only ever narrow this.
+* :class:`EndpointPolicy`: the global rules, which endpoints the bridge may
+  reach at all.  Deny by default.  An endpoint is allowed when it is a
+  configured alias or its address matches one of the operator's shell-style
+  glob patterns (``--allow``).
+* :class:`UserRule` / :func:`rules_allow`: the per-user rules of the config
+  file, applied by the default avatar (:mod:`zmqwamp.auth`) after the global
+  rules; they only ever narrow them.
+* :class:`OriginPolicy`: the default ``websocket_allowed``, an Origin allowlist.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Iterable
 
@@ -21,3 +27,116 @@ class EndpointPolicy:
         if endpoint.alias is not None:
             return True
         return any(fnmatchcase(endpoint.address, p) for p in self.patterns)
+
+
+# -- per-user rules (applied by the default avatar, after the global rules) ----
+
+ACTIONS = ("call", "subscribe")
+PLACEHOLDERS = ("{authid}", "{authrole}")
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` as a glob that matches only itself (an authid like ``a*`` must not widen a rule)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def expand(pattern: str, authid: str | None, authrole: str | None) -> str:
+    """Fill ``{authid}`` / ``{authrole}`` in a rule's glob with the session's (literal) values."""
+    return pattern.replace("{authid}", _glob_literal(authid or "")).replace("{authrole}", _glob_literal(authrole or ""))
+
+
+def endpoint_matches(pattern: str, endpoint: Endpoint, authid: str | None = None, authrole: str | None = None) -> bool:
+    """A glob matches an endpoint by the name the client used (alias or address) or by its address."""
+    glob = expand(pattern, authid, authrole)
+    return fnmatchcase(endpoint.name, glob) or fnmatchcase(endpoint.address, glob)
+
+
+@dataclass(frozen=True)
+class UserRule:
+    """One ``[[rules]]`` entry of the config file: who, which actions, which endpoints, which filters.
+
+    Empty ``authids`` and ``roles`` mean every session; ``filters`` None means any filter.
+    """
+
+    endpoints: tuple[str, ...]
+    authids: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ACTIONS
+    filters: tuple[str, ...] | None = None
+
+    def applies_to(self, authid: str | None, authrole: str | None) -> bool:
+        if self.authids and not any(fnmatchcase(authid or "", p) for p in self.authids):
+            return False
+        if self.roles and not any(fnmatchcase(authrole or "", p) for p in self.roles):
+            return False
+        return True
+
+    def allows(self, authid: str | None, authrole: str | None, action: str, endpoint: Endpoint, filter_: bytes | None) -> bool:
+        if not self.applies_to(authid, authrole):
+            return False
+        if not any(fnmatchcase(action, p) for p in self.actions):
+            return False
+        if not any(endpoint_matches(p, endpoint, authid, authrole) for p in self.endpoints):
+            return False
+        if action == "subscribe" and self.filters is not None:
+            text = (filter_ or b"").decode("utf-8", "surrogateescape")
+            return any(fnmatchcase(text, expand(p, authid, authrole)) for p in self.filters)
+        return True
+
+
+def rules_allow(
+    rules: Iterable[UserRule], authid: str | None, authrole: str | None, action: str, endpoint: Endpoint, filter_: bytes | None
+) -> bool:
+    """Deny unless some rule allows."""
+    return any(rule.allows(authid, authrole, action, endpoint, filter_) for rule in rules)
+
+
+# -- who may open a WebSocket -------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _split_host(hostport: str) -> tuple[str, int | None]:
+    hostport = hostport.strip().lower()
+    if hostport.startswith("["):
+        host, _, rest = hostport.partition("]")
+        host += "]"
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = hostport.partition(":")
+    return host, (int(port) if port.isdigit() else None)
+
+
+class OriginPolicy:
+    """The default ``websocket_allowed``: an Origin allowlist.
+
+    Allowed: requests without an ``Origin`` header (non-browser clients), and
+    same-origin requests (the Origin's host and port are the Host header's); and
+    Origins matching one of ``patterns`` (shell-style globs over
+    ``scheme://host[:port]``, e.g. ``https://*.example.com``; ``*`` allows any).
+    (autobahn's handshake already refuses the ``null`` origin with HTTP 400.)
+    """
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns: tuple[str, ...] = tuple(p.lower().rstrip("/") for p in patterns)
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        if not origin:
+            return True
+        origin = origin.strip().lower()
+        if any(fnmatchcase(origin, p) for p in self.patterns):
+            return True
+        return origin != "null" and host is not None and _same_origin(origin, host)
+
+
+def _same_origin(origin: str, host_header: str) -> bool:
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        return False
+    o_host, o_port = _split_host(rest.split("/", 1)[0])
+    h_host, h_port = _split_host(host_header)
+    if not o_host or o_host != h_host:
+        return False
+    o_port = o_port or _DEFAULT_PORTS[scheme]
+    # a Host without a port is the default port of the scheme the client used
+    return o_port == (h_port or _DEFAULT_PORTS[scheme])

@@ -3,7 +3,11 @@
 Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``):
 
 * ``HELLO`` -> ``WELCOME`` (roles broker and dealer) or ``ABORT``
-  (``wamp.error.no_such_realm``, ``wamp.error.not_authorized``).
+  (``wamp.error.no_such_realm``, ``wamp.error.not_authorized``); for the
+  ``ticket`` and ``wampcra`` authmethods ``HELLO`` -> ``CHALLENGE``,
+  ``AUTHENTICATE`` -> ``WELCOME`` or ``ABORT`` (``wamp.error.not_authorized``,
+  "authentication failed").  The checks themselves are the router's and
+  :mod:`zmqwamp.auth`'s.
 * ``GOODBYE`` -> ``GOODBYE`` (``wamp.close.goodbye_and_out``), then close.
 * ``CALL`` -> ``RESULT`` or ``ERROR``; ``CANCEL`` -> ``ERROR`` (``wamp.error.canceled``).
 * ``SUBSCRIBE`` -> ``SUBSCRIBED`` or ``ERROR``; ``UNSUBSCRIBE`` -> ``UNSUBSCRIBED`` or ``ERROR``;
@@ -22,9 +26,12 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
 from __future__ import annotations
 
 import random
-from typing import Any
+import time
+from functools import partial
+from typing import Any, Callable
 
 from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.wamp import message as m
 from autobahn.wamp.exception import ApplicationError, ProtocolError
 from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures
@@ -38,6 +45,10 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from zmqwamp.auth import Challenge, peer_host
+from zmqwamp.config import BridgeConfig
+from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer
+from zmqwamp.limits import LIMIT_EXCEEDED, ConnectionCounter, SessionLimits, TokenBucket
 from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 
 log = Logger()
@@ -94,25 +105,44 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
 class WampSession:
     """One client's WAMP session: parse, dispatch, reply.
 
-    ``transport`` provides ``send_frame(bytes, is_binary)``,
-    ``prepare(bytes, is_binary)``, ``send_prepared(prepared)`` and
-    ``close(code, reason)``.
+    ``transport`` provides ``send_frame(bytes, is_binary)`` (must be
+    delivered), ``prepare(bytes, is_binary)``, ``send_prepared(prepared,
+    slow_consumer)`` (an EVENT, with its endpoint's slow-consumer policy or
+    None for the default) and ``close(code, reason)``.  ``limits`` (None: no
+    limits) are checked here: over one, a CALL or SUBSCRIBE gets ERROR
+    ``zmqwamp.error.limit_exceeded``.
     """
 
-    def __init__(self, router: Router, serializer, transport, peer: str) -> None:
+    def __init__(
+        self,
+        router: Router,
+        serializer,
+        transport,
+        peer: str,
+        limits: SessionLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.router = router
         self.serializer = serializer
         self.transport = transport
         self.peer = peer
-        self.state = "hello"  # -> "login" -> "open" -> "closed"
+        self.limits = limits
+        self._call_rate = TokenBucket(limits.max_calls_per_second, clock=clock) if limits else None
+        self._subscribing = 0  # SUBSCRIBEs not answered yet
+        self.state = "hello"  # -> "login" [-> "challenge" -> "login"] -> "open" -> "closed"
         self.session_id: int | None = None
         self.avatar = None
+        self._challenge = None  # the CHALLENGE awaiting its AUTHENTICATE
         self._calls: dict[int, Any] = {}
-        self._subscriptions: set[int] = set()
+        self._subscriptions: dict[int, str | None] = {}  # id -> its endpoint's slow-consumer policy
 
     @property
     def is_open(self) -> bool:
         return self.state == "open"
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._calls)
 
     @property
     def authid(self) -> str | None:
@@ -139,7 +169,7 @@ class WampSession:
             raise WampProtocolViolation(f"{type(msg).__name__.upper()} is never sent to a router")
         if self.state == "hello" and not isinstance(msg, (m.Hello, m.Abort)):
             raise WampProtocolViolation(f"{type(msg).__name__.upper()} before HELLO")
-        if self.state == "login" and not isinstance(msg, (m.Authenticate, m.Abort)):
+        if self.state in ("login", "challenge") and not isinstance(msg, (m.Authenticate, m.Abort)):
             raise WampProtocolViolation(f"{type(msg).__name__.upper()} during authentication")
         handler(raw, msg)
 
@@ -148,6 +178,25 @@ class WampSession:
             raise WampProtocolViolation("second HELLO in a session")
         self.state = "login"
         d = self.router.login(self, msg)
+        d.addCallbacks(self._logged_in, self._login_failed)
+
+    def _logged_in(self, result) -> None:
+        """The router's answer to HELLO: an avatar (WELCOME) or a challenge (CHALLENGE)."""
+        if self.state != "login":
+            return
+        if isinstance(result, Challenge):
+            self.state = "challenge"
+            self._challenge = result
+            self.send(m.Challenge(result.method, result.extra))
+        else:
+            self._welcome(result)
+
+    def _on_authenticate(self, raw, msg: m.Authenticate) -> None:
+        if self.state != "challenge":
+            raise WampProtocolViolation("AUTHENTICATE without a CHALLENGE")
+        challenge, self._challenge = self._challenge, None
+        self.state = "login"
+        d = self.router.authenticate(self, challenge, msg.signature)
         d.addCallbacks(self._welcome, self._login_failed)
 
     def _welcome(self, avatar) -> None:
@@ -195,6 +244,17 @@ class WampSession:
     def _on_call(self, raw, msg: m.Call) -> None:
         if msg.request in self._calls:
             raise WampProtocolViolation(f"CALL request id {msg.request} already in flight")
+        if self.limits is not None:
+            if len(self._calls) >= self.limits.max_calls_in_flight:
+                return self._limit_exceeded(
+                    m.Call.MESSAGE_TYPE, msg.request, "max_calls_in_flight",
+                    f"{self.limits.max_calls_in_flight} calls are already waiting for a reply",
+                )
+            if not self._call_rate.take():
+                return self._limit_exceeded(
+                    m.Call.MESSAGE_TYPE, msg.request, "max_calls_per_second",
+                    f"more than {self.limits.max_calls_per_second:g} calls per second",
+                )
         d = self.router.call(self, msg.procedure, msg.args, msg.kwargs, msg.timeout)
         self._calls[msg.request] = d  # popped at once below if already answered
         d.addBoth(self._call_done, msg.request)
@@ -219,19 +279,34 @@ class WampSession:
             self.router.metrics.dropped.labels("cancel_unknown").inc()
 
     def _on_subscribe(self, raw, msg: m.Subscribe) -> None:
+        if self.limits is not None and len(self._subscriptions) + self._subscribing >= self.limits.max_subscriptions:
+            return self._limit_exceeded(
+                m.Subscribe.MESSAGE_TYPE, msg.request, "max_subscriptions",
+                f"this session already holds {self.limits.max_subscriptions} subscriptions",
+            )
         options = raw[2] if len(raw) > 2 and isinstance(raw[2], dict) else {}
+        self._subscribing += 1
         d = self.router.subscribe(self, msg.topic, options)
-        d.addCallbacks(
-            lambda sub: self._subscribed(msg.request, sub),
-            lambda f: self._error(m.Subscribe.MESSAGE_TYPE, msg.request, f),
-        )
+        d.addBoth(self._subscribe_done, msg.request)
+
+    def _subscribe_done(self, result, request: int) -> None:
+        self._subscribing -= 1
+        if isinstance(result, Failure):
+            self._error(m.Subscribe.MESSAGE_TYPE, request, result)
+        else:
+            self._subscribed(request, result)
 
     def _subscribed(self, request: int, sub) -> None:
         if self.state != "open":
             self.router.hub.unsubscribe(self, sub.id)
             return
-        self._subscriptions.add(sub.id)
+        self._subscriptions[sub.id] = sub.endpoint.slow_consumer
         self.send(m.Subscribed(request, sub.id))
+
+    def _limit_exceeded(self, request_type: int, request: int, limit: str, text: str) -> None:
+        self.router.metrics.limit_exceeded.labels(limit).inc()
+        log.info("{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text)
+        self.send(m.Error(request_type, request, LIMIT_EXCEEDED, args=[f"{limit}: {text}"]))
 
     def _on_unsubscribe(self, raw, msg: m.Unsubscribe) -> None:
         try:
@@ -239,7 +314,7 @@ class WampSession:
         except ApplicationError:
             self._error(m.Unsubscribe.MESSAGE_TYPE, msg.request, Failure())
             return
-        self._subscriptions.discard(msg.subscription)
+        self._subscriptions.pop(msg.subscription, None)
         self.send(m.Unsubscribed(msg.request))
 
     def _on_publish(self, raw, msg: m.Publish) -> None:
@@ -259,9 +334,6 @@ class WampSession:
             m.Error(m.Unregister.MESSAGE_TYPE, msg.request, ApplicationError.NO_SUCH_REGISTRATION, args=["nothing is registered"])
         )
 
-    def _on_authenticate(self, raw, msg: m.Authenticate) -> None:
-        raise WampProtocolViolation("AUTHENTICATE without a CHALLENGE")
-
     # -- out ----------------------------------------------------------------
 
     def send(self, msg: m.Message) -> None:
@@ -278,7 +350,7 @@ class WampSession:
             payload = event.serialize(self.serializer)
             frame = prepared[key] = self.transport.prepare(payload, self.serializer.BINARY)
         self.router.metrics.events_out.inc()
-        self.transport.send_prepared(frame)
+        self.transport.send_prepared(frame, self._subscriptions.get(event.subscription))
 
     def _error(self, request_type: int, request: int, failure: Failure) -> None:
         if self.state != "open":
@@ -306,8 +378,14 @@ class WampSession:
         self.abort(PROTOCOL_VIOLATION, text)
 
     def shutdown(self, reason: str = "wamp.close.system_shutdown") -> None:
-        """Say GOODBYE and close, for a bridge that is stopping."""
+        """Say GOODBYE and close, for a bridge that is stopping.
+
+        Calls still waiting (the drain time is over) get ERROR ``wamp.error.canceled``
+        first, so every CALL has had its one answer.
+        """
         if self.state == "open":
+            for d in list(self._calls.values()):
+                d.cancel()
             self.send(m.Goodbye(reason=reason, message="the bridge is shutting down"))
             self._end()
             self.transport.close(1001, "server shutdown")
@@ -348,10 +426,27 @@ class WampServerProtocol(WebSocketServerProtocol):
         if allowed is not True:
             log.info("WebSocket from {peer} refused (origin={origin})", peer=request.peer, origin=request.headers.get("origin"))
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "not allowed")
+        host = peer_host(self.peer)
+        refused = self.factory.connections.admit(host)
+        if refused is not None:
+            self.factory.router.metrics.limit_exceeded.labels(refused).inc()
+            log.info("WebSocket from {peer} refused: {limit} reached", peer=request.peer, limit=refused)
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"{refused} reached")
+        self._counted_host = host
         return offered
 
     def onOpen(self) -> None:
-        self.session = WampSession(self.factory.router, SERIALIZERS[self.websocket_protocol_in_use], self, self.peer)
+        factory = self.factory
+        self._outgoing = OutgoingBuffer(factory.max_outgoing_buffer, self._slow_consumer, factory.router.metrics, self.peer)
+        try:
+            # replace twisted.web's HTTPChannel, still registered from before the upgrade
+            self.transport.unregisterProducer()
+            self.transport.registerProducer(self._outgoing, True)
+        except (AttributeError, RuntimeError) as e:
+            log.warn("outgoing buffer for {peer} not bounded: {error}", peer=self.peer, error=e)
+        self.session = WampSession(
+            factory.router, SERIALIZERS[self.websocket_protocol_in_use], self, self.peer, factory.session_limits
+        )
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.message_received(payload, isBinary)
@@ -360,33 +455,72 @@ class WampServerProtocol(WebSocketServerProtocol):
         if self.session is not None:
             self.session.transport_lost()
 
-    # the transport WampSession writes to
+    def connectionLost(self, reason) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if self._outgoing is not None:
+                self._outgoing.stopProducing()
+            if self._counted_host is not None:
+                self.factory.connections.release(self._counted_host)
+                self._counted_host = None
+
+    # the transport WampSession writes to: frames go through the bounded outgoing buffer
+    _outgoing: OutgoingBuffer | None = None
+    _counted_host: str | None = None
+
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
-        self.sendMessage(payload, is_binary)
+        self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
 
     def prepare(self, payload: bytes, is_binary: bool):
         return self.factory.prepareMessage(payload, is_binary)
 
-    def send_prepared(self, prepared) -> None:
-        self.sendPreparedMessage(prepared)
+    def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
+        policy = slow_consumer or self.factory.slow_consumer
+        self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
 
     def close(self, code: int, reason: str | None) -> None:
-        self.sendClose(code, reason)
+        """Send what is queued, then a close frame (any code: autobahn's sendClose refuses 1001, 1008)."""
+        if self._outgoing is not None:
+            self._outgoing.flush()
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False)
+
+    def _write_message(self, payload: bytes, is_binary: bool) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload, is_binary)
+
+    def _write_prepared(self, prepared) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendPreparedMessage(prepared)
+
+    def _slow_consumer(self, text: str) -> None:
+        """The outgoing buffer overflowed under the ``close`` policy, or a reply does not fit."""
+        self.sendCloseFrame(code=SLOW_CONSUMER_CLOSE_CODE, reasonUtf8=encode_truncate(text, 123), isReply=False)
+        if self.session is not None:
+            self.session.transport_lost()
 
 
 class WampServerFactory(WebSocketServerFactory):
     protocol = WampServerProtocol
 
-    def __init__(self, router: Router, websocket_allowed, max_message_size: int) -> None:
+    def __init__(self, router: Router, websocket_allowed, config: BridgeConfig) -> None:
         super().__init__(protocols=list(SERIALIZERS))
         self.router = router
         self.websocket_allowed = websocket_allowed
+        self.max_outgoing_buffer = config.max_outgoing_buffer
+        self.slow_consumer = config.slow_consumer
+        self.session_limits = SessionLimits(
+            max_calls_in_flight=config.max_calls_in_flight,
+            max_subscriptions=config.max_subscriptions,
+            max_calls_per_second=config.max_calls_per_second,
+        )
+        self.connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
         self.setProtocolOptions(
-            maxMessagePayloadSize=max_message_size,
-            maxFramePayloadSize=max_message_size,
-            openHandshakeTimeout=10,
+            maxMessagePayloadSize=config.max_message_size,
+            maxFramePayloadSize=config.max_message_size,
+            openHandshakeTimeout=config.handshake_timeout,
             closeHandshakeTimeout=5,
             failByDrop=False,  # tell the client why (1007, 1009, ...) instead of dropping TCP
-            autoPingInterval=30,
-            autoPingTimeout=20,
+            autoPingInterval=config.ping_interval,
+            autoPingTimeout=config.ping_timeout,
         )

@@ -13,11 +13,20 @@ import time
 from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from zmqwamp.auth import login_anonymous
+from zmqwamp.auth import (
+    Challenge,
+    LoginThrottle,
+    check_response,
+    login_anonymous,
+    make_challenge,
+    peer_host,
+    select_method,
+)
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
@@ -47,6 +56,7 @@ class Router:
         metrics: BridgeMetrics,
         call_timeout: float,
         max_call_timeout: float,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.realm = realm
         self.portal = portal
@@ -58,18 +68,28 @@ class Router:
         self.call_timeout = call_timeout
         self.max_call_timeout = max_call_timeout
         self.sessions: set = set()
+        self.stopping = False  # set by the shutdown: no new sessions or calls
+        self._throttle = throttle
 
     # -- sessions ---------------------------------------------------------
 
     @inlineCallbacks
     def login(self, session, hello):
-        """Authenticate a HELLO; fire with an avatar or fail with ApplicationError."""
+        """Answer a HELLO: fire with an avatar (anonymous), a :class:`Challenge` to send, or fail with ApplicationError."""
+        if self.stopping:
+            raise ApplicationError("wamp.close.system_shutdown", "the bridge is shutting down")
         if hello.realm != self.realm:
             raise ApplicationError(ApplicationError.NO_SUCH_REALM, f"no realm {hello.realm!r} on this bridge")
-        methods = hello.authmethods or ["anonymous"]
-        if "anonymous" not in methods:
-            self.metrics.logins.labels(",".join(methods)[:40], "refused").inc()
+        method = select_method(self.portal, hello.authmethods or ["anonymous"])
+        if method is None:
+            self.metrics.logins.labels("none", "refused").inc()
+            log.info(
+                "login refused: none of the offered authmethods is enabled, peer={peer}", peer=session.peer
+            )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "no offered authentication method is enabled")
+        if method != "anonymous":
+            # -> CHALLENGE; the session answers with AUTHENTICATE -> authenticate()
+            return (yield make_challenge(self.portal, method, hello.authid))
         try:
             _, avatar, _ = yield login_anonymous(self.portal)
         except (UnauthorizedLogin, UnhandledCredentials):
@@ -77,6 +97,50 @@ class Router:
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "anonymous access is not enabled") from None
         self.metrics.logins.labels("anonymous", "accepted").inc()
         return avatar
+
+    @inlineCallbacks
+    def authenticate(self, session, challenge: Challenge, signature: str):
+        """Check the AUTHENTICATE for ``challenge``; fire with an avatar or fail with not_authorized.
+
+        Refusals say nothing more than "authentication failed", come no sooner
+        than the throttle's floor delay, and slow down a peer that keeps failing.
+        Neither the ticket nor the signature is ever logged.
+        """
+        throttle = self.throttle
+        host = peer_host(session.peer)
+        wait = throttle.delay(host)
+        if wait:
+            log.info("login from {peer} delayed {wait}s after repeated failures", peer=session.peer, wait=wait)
+            yield throttle.pause(wait)
+        started = throttle.clock.seconds()
+        try:
+            avatar = yield check_response(self.portal, challenge, signature)
+        except LoginFailed:
+            pass
+        except Exception:
+            log.failure("{method} login for {authid!r} failed in a checker", Failure(), method=challenge.method, authid=challenge.authid[:80])
+        else:
+            self.metrics.logins.labels(challenge.method, "accepted").inc()
+            return avatar
+        throttle.failed(host)
+        self.metrics.logins.labels(challenge.method, "refused").inc()
+        log.info(
+            "login refused: method={method} authid={authid!r} peer={peer}",
+            method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
+        )
+        yield throttle.pause(started + throttle.floor - throttle.clock.seconds())
+        raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "authentication failed")
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        if self._throttle is None:
+            from twisted.internet import reactor
+
+            self._throttle = LoginThrottle(reactor)
+        return self._throttle
+
+    def calls_in_flight(self) -> int:
+        return sum(session.calls_in_flight for session in self.sessions)
 
     def session_opened(self, session) -> None:
         self.sessions.add(session)
@@ -116,6 +180,8 @@ class Router:
     @inlineCallbacks
     def call(self, session, uri: str, args: list | None, kwargs: dict | None, timeout_ms: int | None):
         """CALL -> zmq request -> reply arguments."""
+        if self.stopping:
+            raise ApplicationError(ApplicationError.SYSTEM_SHUTDOWN, "the bridge is shutting down")
         target = self._resolve(uri, "req")
         endpoint = target.endpoint
         if target.filter is not None:

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import reflect, usage
 
 from zmqwamp.bridge import Bridge
 from zmqwamp.config import BridgeConfig, ConfigError, load_config, validate
 
 
-class Options(usage.Options):
+# Limits and slow consumers (docs/reliability.md); the config key is the option name with '_'.
+LIMIT_OPTIONS = [
+    ("max-message-size", "Largest WebSocket message a client may send, in bytes (close 1009 beyond)."),
+    ("max-outgoing-buffer", "Bytes queued per client that is not reading, beyond the transport's 64 KiB."),
+    ("slow-consumer", "Default policy when a client's outgoing buffer is full: drop_oldest, drop_newest or close."),
+    ("max-calls-in-flight", "CALLs one session may have waiting for a reply."),
+    ("max-subscriptions", "Subscriptions one session may hold."),
+    ("max-calls-per-second", "CALLs per second per session (the same number may come in one burst)."),
+    ("max-sessions", "WebSocket connections in total (HTTP 503 beyond)."),
+    ("max-sessions-per-peer", "WebSocket connections from one peer address (HTTP 503 beyond)."),
+    ("handshake-timeout", "Seconds from TCP accept to a complete HTTP request / WebSocket handshake."),
+    ("ping-interval", "Seconds between WebSocket pings to an idle client."),
+    ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
+]
+
+
+def _limit_parameters() -> list:
+    defaults = BridgeConfig()
+    return [[name, None, None, f"{text} [default: {getattr(defaults, name.replace('-', '_'))}]"] for name, text in LIMIT_OPTIONS]
+
+
+class Options(usage.Options, AuthOptionMixin):
     synopsis = "[options]"
+    # --auth CHECKER (twisted.cred.strcred): WAMP ticket is IUsernamePassword, wampcra
+    # IUsernameHashedPassword; anonymous access is --anonymous, not a checker.
+    supportedInterfaces = (IUsernamePassword, IUsernameHashedPassword)
     longdesc = (
         "Serve WAMP v2 over WebSocket at /ws and bridge CALLs to ZeroMQ REP services "
         "and SUBSCRIBEs to ZeroMQ PUB services. Nothing is reachable unless allowed."
@@ -22,20 +48,42 @@ class Options(usage.Options):
         ["realm", None, None, "WAMP realm served [default: zmqwamp]."],
         ["call-timeout", None, None, "Default call timeout in seconds [default: 10]."],
         ["bridge-class", None, None, "Python path of a zmqwamp.Bridge subclass to run [default: zmqwamp.Bridge]."],
-    ]
+        ["log-format", None, None, "Log output: 'text' or 'json' (one JSON object per line) [default: text]."],
+        ["drain-time", None, None, "Seconds to let calls in flight finish on SIGTERM/SIGINT [default: 10]."],
+        ["workers", None, 1, "Number of bridge processes sharing the tcp: listen ports (SO_REUSEPORT).", int],
+    ] + _limit_parameters()
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["allow"] = []
+        self["origin"] = []
 
     def opt_listen(self, description: str) -> None:
         """Twisted server endpoint to listen on, repeatable [default: tcp:8080:interface=127.0.0.1]."""
         self["listen"].append(description)
 
+    def parseOptions(self, options=None):
+        import sys
+
+        self.raw_args = list(sys.argv[1:] if options is None else options)
+        return super().parseOptions(options)
+
+    def opt_inherit_fd(self, fd: str) -> None:
+        """(internal) Listen on this inherited socket instead of --listen; used by --workers."""
+        try:
+            self.setdefault("inherit-fd", []).append(int(fd))
+        except ValueError:
+            raise usage.UsageError("--inherit-fd takes a file descriptor number") from None
+
     def opt_allow(self, pattern: str) -> None:
         """Shell-style glob of endpoint URIs that may be reached, repeatable (e.g. 'tcp://127.0.0.1:*')."""
         self["allow"].append(pattern)
+
+    def opt_origin(self, pattern: str) -> None:
+        """Browser Origin allowed to open the WebSocket, repeatable; a glob like 'https://*.example.com'.
+        Same-origin pages and clients sending no Origin are always allowed."""
+        self["origin"].append(pattern)
 
     def postOptions(self) -> None:
         try:
@@ -44,19 +92,42 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         config.listen = self["listen"] or config.listen
         config.allow = config.allow + self["allow"]
+        config.origins = config.origins + self["origin"]
         if self["realm"] is not None:
             config.realm = self["realm"]
         if self["anonymous"]:
             config.anonymous = True
-        if self["call-timeout"] is not None:
-            try:
-                config.call_timeout = float(self["call-timeout"])
-            except ValueError:
-                raise usage.UsageError("--call-timeout must be a number of seconds") from None
+        for option, key in (("call-timeout", "call_timeout"), ("drain-time", "drain_time")):
+            if self[option] is not None:
+                try:
+                    setattr(config, key, float(self[option]))
+                except ValueError:
+                    raise usage.UsageError(f"--{option} must be a number of seconds") from None
+        if self["log-format"] is not None:
+            config.log_format = self["log-format"]
+        for option, _ in LIMIT_OPTIONS:
+            if self[option] is not None:
+                key = option.replace("-", "_")
+                kind = type(getattr(config, key))
+                try:
+                    setattr(config, key, kind(self[option]))
+                except ValueError:
+                    raise usage.UsageError(f"--{option} must be a{'n' if kind is int else ''} {kind.__name__}") from None
         try:
             validate(config, "command line")
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be at least 1")
+        if self["workers"] > 1:
+            from twisted.internet import reactor
+
+            from zmqwamp.workers import WorkersUnsupported, tcp_listens
+
+            try:
+                self.shared_listens = tcp_listens(reactor, config.listen_endpoints)
+            except WorkersUnsupported as e:
+                raise usage.UsageError(str(e)) from None
         self.config = config
         self.bridge_class = Bridge
         if self["bridge-class"]:
@@ -70,4 +141,18 @@ class Options(usage.Options):
 
 
 def makeService(options: Options):
-    return options.bridge_class(options.config).make_service()
+    if options["workers"] > 1:
+        from twisted.internet import reactor
+
+        from zmqwamp.workers import WorkerSupervisor, worker_args
+
+        return WorkerSupervisor(
+            reactor,
+            worker_args(options.raw_args),
+            options.shared_listens,
+            options["workers"],
+            stop_timeout=options.config.drain_time + 10,
+        )
+    bridge = options.bridge_class(options.config, checkers=options.get("credCheckers", []))
+    bridge.inherited_fds = options.get("inherit-fd", [])
+    return bridge.make_service()

@@ -1,13 +1,21 @@
-"""The HTTP site on each listening port: ``/ws`` and the operational pages."""
+"""The HTTP site on each listening port: ``/ws``, the operational pages and the static files.
+
+Static files come from ``zmqwamp/static`` (package data, so ``pip install .`` serves
+them without Node): ``/`` is the demo page, ``/js/zmqwamp.js`` the browser bundle
+of ``js-client/`` (rebuild it with ``make js-bundle``).
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.twisted import MetricsResource
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from twisted.web.static import File
 
 from zmqwamp.protocol import WampServerFactory
 from zmqwamp.router import Router
@@ -29,13 +37,38 @@ class HealthResource(Resource):
         body = {
             "up": not stopping,
             "sessions": len(self._router.sessions),
+            "calls_in_flight": self._router.calls_in_flight(),
+            "subscriptions": self._router.hub.subscription_count(),
             "zmq_endpoints": {"req": self._router.forwarder.addresses, "sub": self._router.hub.addresses},
         }
         return json.dumps(body).encode()
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+class StaticFile(File):
+    """A file or folder of ``zmqwamp/static``: no directory listings, revalidated on every use."""
+
+    contentTypes = {**File.contentTypes, ".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
+
+    def directoryListing(self):
+        return notFound()
+
+    def render(self, request):
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return super().render(request)
+
+
+def _static(path: Path) -> File:
+    return StaticFile(str(path))
+
+
 def build_site(factory: WampServerFactory, router: Router, stopping) -> Site:
     root = Resource()
+    root.putChild(b"", _static(STATIC / "index.html"))
+    root.putChild(b"js", _static(STATIC / "js"))
     root.putChild(b"ws", WebSocketResource(factory))
     root.putChild(b"healthz", HealthResource(router, stopping))
     root.putChild(b"metrics", MetricsResource(registry=router.metrics.registry))

@@ -1,0 +1,234 @@
+// Real processes for the client tests: the twistd bridge and the example pyzmq services.
+// Everything binds 127.0.0.1 on a port the process picks and prints; every process is
+// stopped by its PID (ChildProcess.kill) in the tests' after() hooks; every wait has a timeout.
+import { spawn, execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const JS_CLIENT = resolve(here, "..");
+export const ROOT = resolve(here, "../..");
+export const ARTIFACTS = join(ROOT, "test-artifacts");
+
+// Node 22+ has a global WebSocket.  On Node 20 use `ws`: the experimental one behind
+// --experimental-websocket never fires "close" for a refused connection.
+if (typeof globalThis.WebSocket === "undefined" || Number(process.versions.node.split(".")[0]) < 22) {
+  globalThis.WebSocket = (await import("ws")).WebSocket;
+}
+
+/** An executable from the project's venv if there is one (make puts it on PATH too). */
+export function venvBin(name) {
+  const dirs = [process.env.ZMQWAMP_VENV_BIN, join(ROOT, ".venv/bin")].filter(Boolean);
+  for (const d of dirs) {
+    if (existsSync(join(d, name))) return join(d, name);
+  }
+  return name;
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Reject if `promise` has not settled within `ms`. */
+export function withTimeout(promise, ms, what) {
+  let t;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+/** Poll `check` (sync or async) until it returns a truthy value; reject after `ms`. */
+export async function waitUntil(check, ms, what) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${fmt(last)})`);
+    await sleep(50);
+  }
+}
+
+function fmt(v) {
+  try {
+    return v instanceof Error ? v.message : JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** A child process with its output collected line by line. */
+export class Proc {
+  constructor(argv, { cwd = ROOT, env = {} } = {}) {
+    this.argv = argv;
+    this.lines = [];
+    this._watchers = new Set();
+    this.exited = new Promise((resolve) => {
+      this._resolveExit = resolve;
+    });
+    this.exitCode = null;
+    this.child = spawn(argv[0], argv.slice(1), {
+      cwd,
+      env: { ...process.env, PYTHONUNBUFFERED: "1", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.pid = this.child.pid;
+    for (const stream of [this.child.stdout, this.child.stderr]) {
+      let buf = "";
+      stream.setEncoding("utf8");
+      stream.on("data", (chunk) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          this._line(buf.slice(0, i));
+          buf = buf.slice(i + 1);
+        }
+      });
+    }
+    this.child.on("exit", (code, signal) => {
+      this.exitCode = code ?? signal;
+      this._resolveExit(this.exitCode);
+      for (const w of this._watchers) w();
+    });
+    this.child.on("error", (e) => {
+      this._line(`spawn error: ${e.message}`);
+      this.exitCode = this.exitCode ?? "error";
+      this._resolveExit(this.exitCode);
+    });
+  }
+
+  _line(line) {
+    this.lines.push(line);
+    for (const w of this._watchers) w();
+  }
+
+  get output() {
+    return this.lines.join("\n");
+  }
+
+  /** Resolve with the first match of `regex` in the output (from line `from` on). */
+  waitFor(regex, ms = 20000, from = 0) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        for (const line of this.lines.slice(from)) {
+          const m = line.match(regex);
+          if (m) return done(null, m);
+        }
+        if (this.exitCode !== null) done(new Error(`${this.argv.slice(0, 3).join(" ")} exited (${this.exitCode}) before printing ${regex}:\n${this.output.slice(-3000)}`));
+      };
+      const timer = setTimeout(
+        () => done(new Error(`timed out after ${ms} ms waiting for ${regex} from ${this.argv.slice(0, 3).join(" ")}:\n${this.output.slice(-3000)}`)),
+        ms,
+      );
+      const done = (err, m) => {
+        clearTimeout(timer);
+        this._watchers.delete(check);
+        err ? reject(err) : resolve(m);
+      };
+      this._watchers.add(check);
+      check();
+    });
+  }
+
+  /** SIGTERM by PID, SIGKILL if it does not exit within `ms`. */
+  async stop(ms = 10000) {
+    if (this.exitCode !== null) return this.exitCode;
+    this.child.kill("SIGTERM");
+    const t = setTimeout(() => {
+      if (this.exitCode === null) this.child.kill("SIGKILL");
+    }, ms);
+    try {
+      return await withTimeout(this.exited, ms + 5000, `exit of ${this.argv[0]}`);
+    } finally {
+      clearTimeout(t);
+    }
+  }
+}
+
+/** The example echo REP (`--delay` makes it slow), on a free port. */
+export async function startEcho(extra = []) {
+  const proc = new Proc([venvBin("python"), join(ROOT, "examples/echo_rep.py"), "tcp://127.0.0.1:*", ...extra]);
+  const m = await proc.waitFor(/echo REP bound to (\S+)/);
+  return { proc, address: m[1] };
+}
+
+/** The example counter PUB (`hugo <n>` and `otto <n>` every `interval` seconds), on a free port. */
+export async function startCounter(interval = 0.1) {
+  const proc = new Proc([venvBin("python"), join(ROOT, "examples/counter_pub.py"), "tcp://127.0.0.1:*", "--interval", String(interval)]);
+  const m = await proc.waitFor(/counter PUB bound to (\S+)/);
+  return { proc, address: m[1] };
+}
+
+/**
+ * `twistd -n zmqwamp` on 127.0.0.1 (port 0: a free one), anonymous, allowing `allow`.
+ * `config` is TOML text written to a temporary file and passed with --config.
+ */
+export async function startBridge({ port = 0, allow = ["tcp://127.0.0.1:*"], anonymous = true, config = null, args = [] } = {}) {
+  const argv = [venvBin("twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", `tcp:${port}:interface=127.0.0.1`];
+  if (anonymous) argv.push("--anonymous");
+  for (const a of allow) argv.push("--allow", a);
+  let tmp = null;
+  if (config) {
+    tmp = mkdtempSync(join(tmpdir(), "zmqwamp-client-test-"));
+    writeFileSync(join(tmp, "bridge.toml"), config);
+    argv.push("--config", join(tmp, "bridge.toml"));
+  }
+  argv.push(...args);
+  const proc = new Proc(argv);
+  const m = await proc.waitFor(/\bSite\b.*starting on (\d+)/, 30000);
+  const bridgePort = Number(m[1]);
+  const bridge = {
+    proc,
+    port: bridgePort,
+    url: `ws://127.0.0.1:${bridgePort}/ws`,
+    http: `http://127.0.0.1:${bridgePort}`,
+    async stop() {
+      const code = await proc.stop();
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+      return code;
+    },
+    async healthz() {
+      const res = await withTimeout(fetch(`${bridge.http}/healthz`), 5000, "GET /healthz");
+      return res.json();
+    },
+  };
+  return bridge;
+}
+
+/**
+ * Does this bridge have --auth (Twisted Cred checkers)?  When `twistd zmqwamp --help`
+ * itself fails, say yes: the auth tests then run and show the failure instead of a skip.
+ */
+export function bridgeHasAuth() {
+  try {
+    const help = execFileSync(venvBin("twistd"), ["zmqwamp", "--help"], { cwd: ROOT, encoding: "utf8", timeout: 30000 });
+    return /--auth\b/.test(help);
+  } catch {
+    return true;
+  }
+}
+
+/** Wait for the next `event` of a context (with a timeout). */
+export function nextEvent(ctx, event, ms, predicate = () => true) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const fn = (payload) => {
+        if (!predicate(payload)) return;
+        ctx.off(event, fn);
+        resolve(payload);
+      };
+      ctx.on(event, fn);
+    }),
+    ms,
+    `context event "${event}"`,
+  );
+}

@@ -1,0 +1,31 @@
+// Compiled by test/types.test.mjs with `tsc --noEmit --strict`: the README's examples must type-check.
+import * as zmq from "zmqwamp-client";
+import { Context, REQ, SUB, ZmqError } from "zmqwamp-client";
+
+async function main(): Promise<void> {
+  const ctx = Context("ws://localhost:8080/ws", { realm: "zmqwamp", reconnect: { initialDelay: 0.2, maxDelay: 5 } });
+  const req = ctx.Socket(REQ, "tcp://127.0.0.1:9999", { username: "hugo", password: "monkey" });
+  req.send({ myrequest: "hello" }, (reply, frames) => console.log(reply, frames.length));
+  req.send("hi", (reply) => console.log(reply), (err: ZmqError) => console.log(err.uri, err.message));
+  const reply: string = await req.request({ myrequest: "hello" }, { timeout: 2000 });
+  const parts: unknown[] = await req.request(["a", new Uint8Array([1, 2])], { multipart: true });
+  const sub = ctx.Socket(SUB, "tcp://127.0.0.1:9000", { username: "hugo", password: "monkey", filter: "hugo" });
+  sub.callback((msg) => console.log(msg)).callback((msg, frames) => console.log(msg, frames), (e) => console.log(e.uri));
+  await sub.ready();
+  const tokenReq = ctx.Socket(zmq.REQ, "echo", { token: "eyJ..." });
+  const craSub = ctx.Socket(zmq.SUB, "ticks", { username: "otto", secret: "s3cret", method: "wampcra", filter: new Uint8Array([0x68]) });
+  const anon = ctx.Socket("REQ", "tcp://127.0.0.1:9999", { timeout: 500 });
+  ctx.on("open", (info) => console.log(info.authid, info.reconnected));
+  ctx.on("close", (info) => console.log(info.willRetry, info.uri));
+  ctx.on("error", (err) => console.log(err.uri));
+  try {
+    await anon.request(new Uint8Array([0, 255]).buffer);
+  } catch (e) {
+    if (e instanceof zmq.ZmqError && e.uri === zmq.ERRORS.DISCONNECTED) console.log("offline");
+  }
+  await Promise.all([sub.close(), req.close(), tokenReq.close(), craSub.close()]);
+  await ctx.close();
+  console.log(reply, parts, zmq.version, zmq.PUB, zmq.REP);
+}
+
+void main;

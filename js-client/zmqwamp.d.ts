@@ -1,0 +1,199 @@
+// Type declarations for zmqwamp-client (the ES module, the CommonJS build and the
+// browser bundle's global `zmq`).  Kept by hand next to src/; test/types.test.mjs
+// type-checks test/types/usage.ts against this file.
+
+/** libzmq's socket type numbers; zmqwamp-client offers REQ and SUB. */
+export declare const PUB: 1;
+export declare const SUB: 2;
+export declare const REQ: 3;
+export declare const REP: 4;
+export declare const version: string;
+
+/** Error URIs raised by the client itself; errors from the bridge keep the bridge's URI. */
+export declare const ERRORS: {
+  readonly DISCONNECTED: "zmqwamp.error.disconnected";
+  readonly CLOSED: "zmqwamp.error.closed";
+  readonly CANCELED: "wamp.error.canceled";
+  readonly INVALID_ARGUMENT: "wamp.error.invalid_argument";
+};
+
+/** The bundled (browser) or imported (Node) Autobahn module. */
+export declare const autobahn: any;
+
+/**
+ * A value in a frame.  Out: a string is sent as its UTF-8 bytes, bytes as they are, any
+ * other JSON value as its JSON text.  In: JSON if the frame parses as JSON, else text if
+ * it is UTF-8, else bytes (the bridge's `auto` codec).
+ */
+export type Frame = string | number | boolean | null | Uint8Array | FrameObject | Frame[];
+export interface FrameObject {
+  [key: string]: Frame;
+}
+/** What may be sent: a Frame, or bytes in any ArrayBuffer form. */
+export type Sendable = Frame | ArrayBuffer | ArrayBufferView;
+
+/** A failure: `uri` is the WAMP error URI (e.g. "wamp.error.not_authorized"). */
+export declare class ZmqError extends Error {
+  constructor(uri: string, message?: string, details?: { args?: unknown[]; kwargs?: Record<string, unknown> });
+  readonly name: "ZmqError";
+  /** The WAMP error URI. */
+  readonly uri: string;
+  /** Same as `uri` (Autobahn's name for it). */
+  readonly error: string;
+  readonly args: unknown[];
+  readonly kwargs: Record<string, unknown>;
+}
+
+export interface ReconnectOptions {
+  /** Seconds before the first retry (default 0.5). */
+  initialDelay?: number;
+  /** Cap on the delay between retries in seconds (default 30). */
+  maxDelay?: number;
+  /** Growth factor of the delay per failed attempt (default 1.5). */
+  growth?: number;
+  /** Random +/- fraction applied to every delay (default 0.1). */
+  jitter?: number;
+  /** Failed attempts in a row before giving up (default Infinity). */
+  maxRetries?: number;
+}
+
+export interface ContextOptions {
+  /** WAMP realm (default "zmqwamp"). */
+  realm?: string;
+  /** WAMP serializer (default "json"; "msgpack" when `binary` is true). */
+  serializer?: "json" | "msgpack" | "cbor";
+  /** Shorthand for serializer "msgpack". */
+  binary?: boolean;
+  /** Reconnect policy, or false to never reconnect. */
+  reconnect?: ReconnectOptions | false;
+  /** Milliseconds a first connect may take (default 10000). */
+  connectTimeout?: number;
+  /** Milliseconds the client waits past a request's timeout for the bridge's answer (default 2000). */
+  timeoutGrace?: number;
+  /** A WebSocket class, for runtimes without a global one (Node 20: require("ws")). */
+  WebSocket?: unknown;
+}
+
+/** No credentials: an anonymous session (the bridge must run with --anonymous). */
+export interface AnonymousOptions {
+  username?: undefined;
+  password?: undefined;
+  token?: undefined;
+  secret?: undefined;
+  method?: "anonymous";
+}
+/** WAMP "ticket": authid = username, ticket = password. */
+export interface PasswordOptions {
+  username: string;
+  password: string;
+  method?: "ticket";
+}
+/** WAMP "ticket" with a token (e.g. a JWT from your web app); the username is optional. */
+export interface TokenOptions {
+  token: string;
+  username?: string;
+  method?: "ticket";
+}
+/** WAMP-CRA: the secret never crosses the wire (salted keys are derived as the bridge asks). */
+export interface WampCraOptions {
+  username: string;
+  secret: string;
+  method: "wampcra";
+}
+export type Credentials = AnonymousOptions | PasswordOptions | TokenOptions | WampCraOptions;
+
+export type ReqOptions = Credentials & {
+  /** Default per-request timeout in milliseconds (the bridge's default applies otherwise). */
+  timeout?: number;
+};
+export type SubOptions = Credentials & {
+  /** ZeroMQ subscription prefix of the first frame; none: every message. */
+  filter?: string | Uint8Array;
+};
+
+export interface RequestOptions {
+  /** Milliseconds; the bridge answers "wamp.error.canceled" when it expires. */
+  timeout?: number;
+  /** `msg` is an array of frames, and the reply is always an array of frames. */
+  multipart?: boolean;
+}
+
+export interface SessionInfo {
+  session: number;
+  authid?: string;
+  authrole?: string;
+  authmethod?: string;
+  realm: string;
+  serializer: "json" | "msgpack" | "cbor";
+  /** True when this session replaces one that was lost. */
+  reconnected: boolean;
+}
+
+export interface CloseInfo {
+  /** Autobahn's reason: "closed", "lost", "unreachable", ... */
+  reason: string;
+  /** WAMP reason URI from the bridge, if any (e.g. "wamp.close.system_shutdown"). */
+  uri: string | null;
+  message: string;
+  willRetry: boolean;
+  /** Seconds until the next attempt, when willRetry. */
+  delay?: number | null;
+}
+
+export type SocketState = "connecting" | "open" | "reconnecting" | "failed" | "closed";
+
+declare class BaseSocket {
+  readonly context: ZmqContext;
+  readonly endpoint: string;
+  readonly closed: boolean;
+  readonly state: SocketState;
+  /** Release the socket; the last socket of a session ends the session.  Never rejects. */
+  close(): Promise<void>;
+}
+
+export declare class ReqSocket extends BaseSocket {
+  readonly type: 3;
+  /** Callback form: `callback(reply, frames)`; failures go to `errback` or the context's "error". */
+  send(
+    msg: Sendable | Sendable[],
+    callback?: (reply: any, frames: Frame[]) => void,
+    errback?: (error: ZmqError) => void,
+    options?: RequestOptions,
+  ): void;
+  send(msg: Sendable | Sendable[], callback: (reply: any, frames: Frame[]) => void, options: RequestOptions): void;
+  /** Promise form: resolves with the reply (an array of frames for a multipart reply). */
+  request(msg: Sendable | Sendable[], options?: RequestOptions): Promise<any>;
+}
+
+export declare class SubSocket extends BaseSocket {
+  readonly type: 2;
+  /** Set the handler `fn(msg, frames)`; `errback` hears subscribe failures (e.g. not authorized). */
+  callback(fn: (msg: any, frames: Frame[]) => void, errback?: (error: ZmqError) => void): this;
+  /** Resolves when the bridge confirmed the subscription in the current session. */
+  ready(): Promise<this>;
+}
+
+export declare class ZmqContext {
+  constructor(url: string, options?: ContextOptions);
+  readonly url: string;
+  readonly realm: string;
+  readonly serializer: "json" | "msgpack" | "cbor";
+  readonly closed: boolean;
+  /** WAMP sessions (WebSockets) held: one per distinct set of credentials. */
+  readonly sessionCount: number;
+  Socket(type: typeof REQ | "REQ" | "req", endpoint: string, options?: ReqOptions): ReqSocket;
+  Socket(type: typeof SUB | "SUB" | "sub", endpoint: string, options?: SubOptions): SubSocket;
+  socket(type: typeof REQ | "REQ" | "req", endpoint: string, options?: ReqOptions): ReqSocket;
+  socket(type: typeof SUB | "SUB" | "sub", endpoint: string, options?: SubOptions): SubSocket;
+  on(event: "open", fn: (info: SessionInfo) => void): this;
+  on(event: "close", fn: (info: CloseInfo) => void): this;
+  on(event: "error", fn: (error: ZmqError) => void): this;
+  off(event: "open" | "close" | "error", fn: (...args: any[]) => void): this;
+  /** Close every socket and session; resolves when the WebSockets are closed. */
+  close(): Promise<void>;
+}
+
+/** `zmq.Context(url, {realm})`, with or without `new`. */
+export declare function Context(url: string, options?: ContextOptions): ZmqContext;
+
+export as namespace zmq;

@@ -1,0 +1,52 @@
+"""A ZeroMQ PUB for load tests: ``<topic> <seq> <padding>`` at a steady rate, forever.
+
+    python tests/fastpub.py tcp://127.0.0.1:* --rate 3000 --size 1024 [--topic seq]
+
+Subscribers check the sequence numbers for gaps.  Prints the bound address.
+"""
+
+import argparse
+import signal
+import time
+
+import zmq
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bind")
+    parser.add_argument("--rate", type=float, default=1000.0, help="messages per second")
+    parser.add_argument("--size", type=int, default=100, help="bytes per message (padding included)")
+    parser.add_argument("--topic", default="seq")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, 100000)
+    sock.bind(args.bind)
+    print(f"fast PUB bound to {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+    topic = args.topic.encode()
+    tick = 0.005
+    per_tick = max(1, round(args.rate * tick))
+    seq = 0
+    start = time.monotonic()
+    try:
+        while True:
+            for _ in range(per_tick):
+                head = b"%s %d " % (topic, seq)
+                sock.send(head + b"x" * max(0, args.size - len(head)))
+                seq += 1
+            # stay on schedule: sleep until this batch's due time
+            due = start + seq / (per_tick / tick)
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics; plus the fast PUB."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import Process
+
+HERE = Path(__file__).resolve().parent
+
+
+def start_fastpub(rate: float, size: int = 100, topic: str = "seq", bind: str = "tcp://127.0.0.1:*") -> tuple[Process, str]:
+    p = Process([sys.executable, str(HERE / "fastpub.py"), bind, "--rate", str(rate), "--size", str(size), "--topic", topic])
+    return p, p.wait_for(r"bound to (\S+)").group(1)
+
+
+def start_delayrep(delay: float, bind: str = "tcp://127.0.0.1:*") -> tuple[Process, str]:
+    p = Process([sys.executable, str(HERE / "delayrep.py"), bind, "--delay", str(delay)])
+    return p, p.wait_for(r"bound to (\S+)").group(1)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def http_base(ws_url: str) -> str:
+    return ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+
+
+def healthz(ws_url: str) -> dict:
+    try:
+        with urllib.request.urlopen(http_base(ws_url) + "/healthz", timeout=5) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:  # 503 while stopping still has the body
+        return json.load(e)
+
+
+def metrics(ws_url: str) -> dict[tuple, float]:
+    """{(sample name, ((label, value), ...)): value} from /metrics."""
+    with urllib.request.urlopen(http_base(ws_url) + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(ws_url: str, name: str, **labels) -> float:
+    return metrics(ws_url).get((name, tuple(sorted(labels.items()))), 0.0)

@@ -1,0 +1,197 @@
+"""A bounded outgoing buffer per WebSocket connection: what to do with a slow consumer.
+
+Twisted's transport buffers whatever is written to it, without limit.  Each
+connection registers an :class:`OutgoingBuffer` as the transport's streaming
+producer: the transport calls ``pauseProducing`` when its own buffer is over
+``bufferSize`` (64 KiB) and ``resumeProducing`` once it has handed everything to
+the kernel.  While paused, frames wait here instead, in order, and this queue
+is bounded in bytes.  When a frame does not fit:
+
+* an EVENT is handled by its endpoint's slow-consumer policy:
+
+  - ``drop_oldest``: queued EVENTs are dropped, oldest first, to make room;
+  - ``drop_newest``: the new EVENT is dropped;
+  - ``close``: the connection is closed (WebSocket close 1008, reason
+    ``slow consumer``);
+
+* anything else (RESULT, ERROR, SUBSCRIBED, ...) is never dropped: queued
+  EVENTs are dropped to make room, and if that is not enough the connection is
+  closed the same way.
+
+Dropped EVENTs are counted in ``zmqwamp_dropped_total{reason="slow_consumer"}``
+and logged once per burst (a burst ends when the queue has drained, or at
+close).  So one connection holds at most ``bufferSize`` plus one frame in the
+transport, plus ``limit`` bytes here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqwamp.metrics import BridgeMetrics
+
+log = Logger()
+
+DROP_OLDEST = "drop_oldest"
+DROP_NEWEST = "drop_newest"
+CLOSE = "close"
+SLOW_CONSUMER_POLICIES = (DROP_OLDEST, DROP_NEWEST, CLOSE)
+
+# WebSocket close code and reason for a client that cannot keep up.
+SLOW_CONSUMER_CLOSE_CODE = 1008
+SLOW_CONSUMER_REASON = "slow consumer"
+
+
+@implementer(IPushProducer)
+class OutgoingBuffer:
+    """Frames waiting for a paused transport, bounded to ``limit`` bytes.
+
+    ``send(write, size, policy)``: ``write()`` puts the frame on the transport;
+    ``policy`` is the EVENT's slow-consumer policy, or None for a frame that
+    must be delivered.  ``overflow(text)`` is called (once) when the connection
+    must be closed.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        overflow: Callable[[str], None],
+        metrics: BridgeMetrics,
+        peer: str = "?",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.paused = False
+        self.closed = False
+        self.queued_bytes = 0
+        self._overflow = overflow
+        self._metrics = metrics
+        self._peer = peer
+        self._clock = clock
+        # (write, size, policy); policy None: must be delivered
+        self._queue: deque[tuple[Callable[[], None], int, str | None]] = deque()
+        self._burst_dropped = 0
+        self._burst_policy = ""
+        self._burst_started = 0.0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def send(self, write: Callable[[], None], size: int, policy: str | None = None) -> None:
+        if self.closed:
+            return
+        if not self.paused and not self._queue:
+            write()
+            return
+        if self.queued_bytes + size > self.limit:
+            if policy == CLOSE:
+                self._close(f"{SLOW_CONSUMER_REASON}: outgoing buffer over {self.limit} bytes")
+                return
+            if policy == DROP_NEWEST:
+                self._dropped(1, policy)
+                return
+            self._make_room(size)
+            if self.queued_bytes + size > self.limit:
+                if policy is None:
+                    self._close(f"{SLOW_CONSUMER_REASON}: reply undeliverable, outgoing buffer over {self.limit} bytes")
+                else:  # drop_oldest, and what is queued is all replies
+                    self._dropped(1, policy)
+                return
+        self._queue.append((write, size, policy))
+        self._add(size)
+
+    def flush(self) -> None:
+        """Write everything queued now, paused or not (before a close frame)."""
+        while self._queue:
+            write, size, _ = self._queue.popleft()
+            self._add(-size)
+            write()
+        self._end_burst()
+
+    # -- IPushProducer ------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while self._queue and not self.paused and not self.closed:
+            write, size, _ = self._queue.popleft()
+            self._add(-size)
+            write()  # may call pauseProducing
+        if not self._queue:
+            self._end_burst()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: free the queue (its EVENTs count as dropped)."""
+        policies = self._clear()
+        if policies:
+            self._dropped(len(policies), policies[0])
+        self._end_burst()
+        self.closed = True
+
+    # -- internals ----------------------------------------------------------
+
+    def _clear(self) -> list[str]:
+        """Empty the queue; return the policies of the EVENTs that were in it."""
+        policies = [policy for _, _, policy in self._queue if policy is not None]
+        self._queue.clear()
+        self._add(-self.queued_bytes)
+        return policies
+
+    def _make_room(self, size: int) -> None:
+        """Drop queued EVENTs, oldest first, until ``size`` more bytes fit."""
+        need = self.queued_bytes + size - self.limit
+        kept: deque = deque()
+        freed = dropped = 0
+        policy = DROP_OLDEST
+        while self._queue and freed < need:
+            item = self._queue.popleft()
+            if item[2] is None:
+                kept.append(item)
+            else:
+                freed += item[1]
+                dropped += 1
+                policy = item[2]
+        kept.extend(self._queue)
+        self._queue = kept
+        if dropped:
+            self._add(-freed)
+            self._dropped(dropped, policy)
+
+    def _add(self, size: int) -> None:
+        if size:
+            self.queued_bytes += size
+            self._metrics.outgoing_buffered.inc(size)
+
+    def _dropped(self, n: int, policy: str) -> None:
+        self._metrics.dropped.labels("slow_consumer").inc(n)
+        if not self._burst_dropped:
+            self._burst_started = self._clock()
+            self._burst_policy = policy
+        self._burst_dropped += n
+
+    def _end_burst(self) -> None:
+        if self._burst_dropped:
+            log.warn(
+                "slow consumer {peer}: dropped {n} events ({policy}) in {seconds:.1f}s with its outgoing buffer full",
+                peer=self._peer, n=self._burst_dropped, policy=self._burst_policy,
+                seconds=self._clock() - self._burst_started,
+            )
+            self._burst_dropped = 0
+
+    def _close(self, text: str) -> None:
+        dropped = len(self._clear())
+        self._metrics.dropped.labels("slow_consumer").inc(dropped)
+        dropped += self._burst_dropped
+        self._burst_dropped = 0
+        self.closed = True
+        self._metrics.limit_exceeded.labels("slow_consumer").inc()
+        log.warn("slow consumer {peer}: closing ({text}); {n} events dropped", peer=self._peer, text=text, n=dropped)
+        self._overflow(text)

@@ -1,0 +1,305 @@
+"""A users file with salted PBKDF2 keys and roles, its Cred checker, and its CLI.
+
+The file holds, per user, a WAMP-CRA salted key -- base64 PBKDF2-HMAC-SHA256 of
+the password -- never the password::
+
+    # authid role pbkdf2-sha256 iterations keylen salt key
+    alice user pbkdf2-sha256 100000 32 hVtE1c6t1Oe1Iax3dPq2NA 3PsR...=
+
+The checker (``--auth zmqwamp-users:PATH``) serves both WAMP methods:
+
+* ``ticket``: the key is derived again from the ticket (in a thread, it is slow on
+  purpose) and compared in constant time;
+* ``wampcra``: the CHALLENGE carries salt, iterations and keylen; the client
+  derives the same key and signs the challenge with it.
+
+An unknown authid gets a stable fake salt and the same amount of work as a
+known one, so neither the CHALLENGE nor the timing tells whether it exists.
+
+Note that for WAMP-CRA the derived key *is* the secret: whoever reads this file
+can log in with ``wampcra`` (not with ``ticket``).  Keep it mode 0600, as the CLI
+writes it.  The file is re-read when it changes; a broken edit keeps the last
+good content (and logs why).
+
+CLI::
+
+    python -m zmqwamp.users add PATH AUTHID [--role ROLE] [--iterations N] [--password-stdin]
+    python -m zmqwamp.users remove PATH AUTHID
+    python -m zmqwamp.users list PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqwamp.auth import DEFAULT_ROLE, Identity, IWampCraSalts, Salt, constant_time_equal, derive_key, to_bytes
+
+log = Logger()
+
+SCHEME = "pbkdf2-sha256"
+DEFAULT_ITERATIONS = 100_000  # ~25 ms in CPython, ~0.6 s in the browser's crypto-js
+DEFAULT_KEYLEN = 32
+HEADER = (
+    "# zmqwamp users file, managed with `python -m zmqwamp.users`. Keys are PBKDF2-derived, never passwords.\n"
+    "# authid role pbkdf2-sha256 iterations keylen salt key\n"
+)
+
+
+class UsersFileError(ValueError):
+    """The users file cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    authid: str
+    role: str
+    iterations: int
+    keylen: int
+    salt: str
+    key: bytes  # base64 of the derived key, as WAMP-CRA uses it
+
+    def line(self) -> str:
+        return f"{self.authid} {self.role} {SCHEME} {self.iterations} {self.keylen} {self.salt} {self.key.decode('ascii')}\n"
+
+
+def check_name(what: str, name: str) -> str:
+    if not name or any(c.isspace() or not c.isprintable() for c in name) or name.startswith("#"):
+        raise UsersFileError(f"{what} {name!r}: must be non-empty, printable, without spaces, not starting with '#'")
+    return name
+
+
+def make_record(
+    authid: str, password: str | bytes, role: str = DEFAULT_ROLE, iterations: int = DEFAULT_ITERATIONS, keylen: int = DEFAULT_KEYLEN
+) -> UserRecord:
+    if iterations < 1000:
+        raise UsersFileError("iterations must be at least 1000")
+    if not 16 <= keylen <= 64:
+        raise UsersFileError("keylen must be 16..64 bytes")
+    if not password:
+        raise UsersFileError("the password must not be empty")
+    salt = secrets.token_urlsafe(16)
+    return UserRecord(
+        check_name("authid", authid), check_name("role", role), iterations, keylen, salt, derive_key(password, salt, iterations, keylen)
+    )
+
+
+def parse_users(text: str, source: str = "<users>") -> dict[str, UserRecord]:
+    users: dict[str, UserRecord] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        parts = line.split()
+        if len(parts) != 7 or parts[2] != SCHEME:
+            raise UsersFileError(f"{where}: expected 'authid role {SCHEME} iterations keylen salt key'")
+        authid, role, _, iterations, keylen, salt, key = parts
+        if not (iterations.isdigit() and keylen.isdigit()):
+            raise UsersFileError(f"{where}: iterations and keylen must be integers")
+        try:
+            base64.b64decode(key, validate=True)
+        except ValueError:
+            raise UsersFileError(f"{where}: the key is not base64") from None
+        if authid in users:
+            raise UsersFileError(f"{where}: authid {authid!r} appears twice")
+        users[authid] = UserRecord(authid, role, int(iterations), int(keylen), salt, key.encode("ascii"))
+    return users
+
+
+def read_users(path: str | Path) -> dict[str, UserRecord]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsersFileError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsersFileError(f"{path}: not UTF-8 text") from None
+    return parse_users(text, str(path))
+
+
+def write_users(path: str | Path, users: dict[str, UserRecord]) -> None:
+    """Replace the file atomically, readable by its owner only."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(HEADER)
+            for record in users.values():
+                f.write(record.line())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _in_thread(f, *args):
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(f, *args)
+
+
+@implementer(ICredentialsChecker, IWampCraSalts)
+class UsersFileChecker:
+    """Cred checker over a users file, for ``ticket`` and (salted) ``wampcra``.
+
+    ``run(f, *args)`` runs the key derivation and returns a Deferred; the default
+    runs it in the reactor's thread pool, tests pass a synchronous one.
+    """
+
+    credentialInterfaces = (IUsernamePassword, IUsernameHashedPassword)
+    authprovider = "zmqwamp-users"
+
+    def __init__(self, path: str | Path, run=None) -> None:
+        self.path = Path(path)
+        self._run = run or _in_thread
+        self._secret = os.urandom(32)  # makes fake salts stable for this process, unguessable
+        self._mtime: int | None = None
+        self._users: dict[str, UserRecord] = {}
+        self._decoy_iterations = DEFAULT_ITERATIONS
+        self._reload(strict=True)
+
+    def _reload(self, strict: bool = False) -> None:
+        try:
+            try:
+                mtime = self.path.stat().st_mtime_ns
+            except OSError as e:
+                raise UsersFileError(f"{self.path}: cannot read: {e.strerror}") from None
+            if mtime == self._mtime:
+                return
+            users = read_users(self.path)
+        except UsersFileError as e:
+            if strict:
+                raise
+            log.error("users file {path} not reloaded, keeping the last good one: {error}", path=str(self.path), error=str(e))
+            return
+        self._mtime = mtime
+        self._users = users
+        counts = Counter(u.iterations for u in users.values())
+        self._decoy_iterations = counts.most_common(1)[0][0] if counts else DEFAULT_ITERATIONS
+
+    def _lookup(self, username: bytes) -> UserRecord | None:
+        self._reload()
+        return self._users.get(to_bytes(username).decode("utf-8", "replace"))
+
+    def _decoy(self, username: bytes) -> UserRecord:
+        digest = hmac.new(self._secret, to_bytes(username), hashlib.sha256).digest()
+        salt = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+        key = base64.b64encode(digest)  # never equal to a derived key in practice
+        return UserRecord("", "", self._decoy_iterations, DEFAULT_KEYLEN, salt, key)
+
+    def wampcra_salt(self, username: bytes) -> Salt:
+        record = self._lookup(username) or self._decoy(username)
+        return Salt(record.salt, record.iterations, record.keylen)
+
+    def requestAvatarId(self, credentials):
+        record = self._lookup(credentials.username)
+        known = record is not None
+        if record is None:
+            record = self._decoy(credentials.username)
+        if IUsernamePassword.providedBy(credentials):
+            d = self._run(derive_key, credentials.password, record.salt, record.iterations, record.keylen)
+            d.addCallback(lambda key: constant_time_equal(key, record.key))
+        else:
+            d = maybeDeferred(credentials.checkPassword, record.key)
+
+        def decide(matched: bool):
+            if matched and known:
+                return Identity(record.authid, record.role, self.authprovider)
+            raise UnauthorizedLogin()
+
+        return d.addCallback(decide)
+
+
+def checker_from_argstring(argstring: str) -> UsersFileChecker:
+    """``--auth zmqwamp-users:PATH``"""
+    if not argstring.strip():
+        raise UsersFileError("zmqwamp-users needs the path of a users file: --auth zmqwamp-users:PATH")
+    return UsersFileChecker(argstring)
+
+
+AUTH_HELP = """
+A users file with salted PBKDF2-SHA256 keys (never passwords) and a role per
+user, managed with `python -m zmqwamp.users add|remove|list PATH`.  Serves the
+WAMP authmethods 'ticket' (the password is the ticket) and 'wampcra' (salted:
+salt, iterations and keylen are sent in the CHALLENGE).  The file is re-read
+when it changes.
+"""
+
+
+# -- CLI -------------------------------------------------------------------------
+
+
+def _read_password(args) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise UsersFileError("no terminal to ask for the password: pipe it in with --password-stdin")
+        import getpass
+
+        password = getpass.getpass(f"password for {args.authid}: ")
+        if getpass.getpass("again: ") != password:
+            raise UsersFileError("the passwords differ")
+    return password
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zmqwamp.users", description="Manage a zmqwamp users file.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="add a user, or set a user's password and role")
+    add.add_argument("path")
+    add.add_argument("authid")
+    add.add_argument("--role", default=DEFAULT_ROLE, help=f"WAMP authrole [default: {DEFAULT_ROLE}]")
+    add.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"PBKDF2 iterations [default: {DEFAULT_ITERATIONS}]")
+    add.add_argument("--keylen", type=int, default=DEFAULT_KEYLEN, help=f"derived key length in bytes [default: {DEFAULT_KEYLEN}]")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    remove = sub.add_parser("remove", help="remove a user")
+    remove.add_argument("path")
+    remove.add_argument("authid")
+    listing = sub.add_parser("list", help="list authids and roles")
+    listing.add_argument("path")
+    args = parser.parse_args(argv)
+    try:
+        path = Path(args.path)
+        if args.command == "list":
+            for record in read_users(path).values():
+                print(f"{record.authid}\t{record.role}")
+            return 0
+        users = read_users(path) if path.exists() else {}
+        if args.command == "add":
+            check_name("authid", args.authid)
+            record = make_record(args.authid, _read_password(args), args.role, args.iterations, args.keylen)
+            verb = "updated" if args.authid in users else "added"
+            users[args.authid] = record
+            write_users(path, users)
+            print(f"{verb} {args.authid} (role {args.role}) in {path}")
+        else:
+            if users.pop(args.authid, None) is None:
+                raise UsersFileError(f"{path}: no user {args.authid!r}")
+            write_users(path, users)
+            print(f"removed {args.authid} from {path}")
+    except UsersFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

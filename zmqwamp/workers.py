@@ -1,0 +1,192 @@
+"""``--workers N``: N bridge processes sharing each listening port.
+
+The bridge keeps no state that processes must share (ZeroMQ fans in and out),
+so capacity is more processes.  The supervisor (the process ``twistd`` runs)
+opens N ``SO_REUSEPORT`` sockets per ``tcp:`` listen endpoint, so the kernel
+spreads new connections across them, hands socket *i* of each to worker *i*
+(``--inherit-fd``), restarts a worker that dies, and on stop sends every worker
+SIGTERM and waits for its graceful drain.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+
+from twisted.application.service import Service
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class WorkersUnsupported(ValueError):
+    """The listen endpoints cannot be shared between worker processes."""
+
+
+@dataclass(frozen=True)
+class TCPListen:
+    interface: str
+    port: int
+    backlog: int
+
+
+def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
+    """The host/port of each ``tcp:`` endpoint description; anything else is refused."""
+    out = []
+    for description in descriptions:
+        endpoint = serverFromString(reactor, description)
+        if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+            raise WorkersUnsupported(
+                f"--workers shares plain tcp: listen endpoints only; {description!r} is not one "
+                "(terminate TLS in front, or run one process per TLS port)"
+            )
+        out.append(TCPListen(endpoint._interface or "0.0.0.0", endpoint._port, endpoint._backlog))
+    return out
+
+
+def open_shared_sockets(listen: TCPListen, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one address with SO_REUSEPORT (port 0: the first one picks)."""
+    family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
+    sockets = []
+    port = listen.port
+    for _ in range(count):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((listen.interface, port))
+        port = s.getsockname()[1]
+        s.listen(listen.backlog)
+        s.set_inheritable(True)
+        sockets.append(s)
+    return sockets
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, supervisor: "WorkerSupervisor", index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.ended = Deferred()
+
+    def processEnded(self, reason) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self.supervisor._ended(self, code)
+        self.ended.callback(code)
+
+
+class WorkerSupervisor(Service):
+    """Runs and watches the worker processes; has no WebSocket or ZeroMQ of its own."""
+
+    restart_delay = 1.0
+
+    def __init__(self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float) -> None:
+        self.reactor = reactor
+        self.worker_args = worker_args
+        self.listens = listens
+        self.count = count
+        self.stop_timeout = stop_timeout
+        self.workers: dict[int, tuple[_Worker, object]] = {}
+        self._sockets: list[list[socket.socket]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
+        for listen, group in zip(self.listens, self._sockets):
+            log.info(
+                "supervisor: {n} workers share {host}:{port}",
+                n=self.count, host=listen.interface, port=group[0].getsockname()[1],
+            )
+        for index in range(self.count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        fds = [group[index].fileno() for group in self._sockets]
+        args = [sys.executable, "-m", "zmqwamp", *self.worker_args]
+        for fd in fds:
+            args += ["--inherit-fd", str(fd)]
+        child_fds = {0: "w", 1: 1, 2: 2, **{fd: fd for fd in fds}}
+        protocol = _Worker(self, index)
+        transport = self.reactor.spawnProcess(protocol, sys.executable, args, env=os.environ.copy(), childFDs=child_fds)
+        self.workers[index] = (protocol, transport)
+        log.info("supervisor: worker {index} started, pid {pid}", index=index, pid=transport.pid)
+
+    def _ended(self, worker: _Worker, code) -> None:
+        self.workers.pop(worker.index, None)
+        if self.running:
+            log.warn("supervisor: worker {index} exited ({code}); restarting", index=worker.index, code=code)
+            self.reactor.callLater(self.restart_delay, self._restart, worker.index)
+
+    def _restart(self, index: int) -> None:
+        if self.running and index not in self.workers:
+            self._spawn(index)
+
+    def stopService(self):
+        super().stopService()
+        waits = []
+        for protocol, transport in list(self.workers.values()):
+            try:
+                transport.signalProcess("TERM")
+            except ierror.ProcessExitedAlready:
+                continue
+            waits.append(protocol.ended)
+            self.reactor.callLater(self.stop_timeout, self._kill, transport)
+        for group in self._sockets:
+            for s in group:
+                s.close()
+        return DeferredList(waits)
+
+    @staticmethod
+    def _kill(transport) -> None:
+        try:
+            transport.signalProcess("KILL")
+        except ierror.ProcessExitedAlready:
+            pass
+
+
+def adopt_listening_socket(reactor, fd: int, factory):
+    """Listen on an inherited socket (a worker's share of the supervisor's port)."""
+    with socket.socket(fileno=os.dup(fd)) as s:
+        family = s.family
+    port = reactor.adoptStreamPort(fd, family, factory)  # Twisted keeps its own copy
+    os.close(fd)
+    return port
+
+
+class InheritedPortService(Service):
+    """Listens on an inherited socket while running."""
+
+    def __init__(self, reactor, fd: int, factory) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.factory = factory
+        self.port = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = adopt_listening_socket(self.reactor, self.fd, self.factory)
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def worker_args(raw_args: list[str]) -> list[str]:
+    """The supervisor's own arguments, less those that only it uses."""
+    out, skip = [], False
+    for arg in raw_args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--workers", "--listen", "--inherit-fd"):
+            skip = True
+            continue
+        if arg.startswith(("--workers=", "--listen=", "--inherit-fd=")):
+            continue
+        out.append(arg)
+    return out
