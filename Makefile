@@ -10,7 +10,7 @@ DEMO_LISTEN ?= tcp:8080:interface=127.0.0.1
 DEMO_REP    ?= tcp://127.0.0.1:9999
 DEMO_PUB    ?= tcp://127.0.0.1:9000
 
-.PHONY: all install demo test test-python test-js test-client js-bundle browser-deps bench clean
+.PHONY: all install demo test test-python test-js test-client js-bundle browser-deps bench soak clean
 
 all: install
 
@@ -60,6 +60,18 @@ js-bundle: $(JS_CLIENT_STAMP)
 BENCH_ARGS ?=
 bench: $(PY_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Reliability soak (issue 8; not part of `make test`): the reliability tests with long settings:
+# 10,000 churned sessions twice, 5,000 fuzz examples per fuzz test, 5 minutes of stalled subscribers.
+# `make test` runs the same tests short. See docs/reliability.md.
+SOAK_SESSIONS ?= 10000
+SOAK_FUZZ     ?= 5000
+SOAK_SECONDS  ?= 300
+soak: $(PY_STAMP)
+	ZMQWAMP_CHURN_SESSIONS=$(SOAK_SESSIONS) ZMQWAMP_FUZZ_EXAMPLES=$(SOAK_FUZZ) ZMQWAMP_SLOW_SECONDS=$(SOAK_SECONDS) \
+	  $(BIN)/python -m pytest -q -s -p no:cacheprovider -o timeout=7200 \
+	  tests/test_reliability_slow.py tests/test_reliability_load.py tests/test_fuzz.py \
+	  tests/test_reliability_backends.py tests/test_limits.py tests/test_flow.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules js-client/node_modules js-client/dist *.egg-info build dist

@@ -125,7 +125,7 @@ async def exchange(url: str, hello_first: bool, payloads: list[tuple[bytes, bool
             ws.send_raw(raw)
             ws.writer.write_eof()  # whatever frame the garbage started, it ends here
         ws.send_frame(1, PROBE) if raw is None else None
-        aborted = False
+        ended = False  # the router said ABORT or GOODBYE: nothing may follow but the close
         while True:
             try:
                 frame = await ws.recv(timeout=10)
@@ -136,7 +136,7 @@ async def exchange(url: str, hello_first: bool, payloads: list[tuple[bytes, bool
                 return "closed"
             except asyncio.TimeoutError:
                 raise AssertionError("no answer and no close within 10 s") from None
-            assert not aborted, "a message after ABORT"
+            assert not ended, "a message after ABORT or GOODBYE"
             assert frame.opcode == 1, f"a {frame.opcode} frame on a JSON session"
             msg = json.loads(frame.payload)
             assert isinstance(msg, list) and msg and msg[0] in ROUTER_SENDS, msg
@@ -145,7 +145,9 @@ async def exchange(url: str, hello_first: bool, payloads: list[tuple[bytes, bool
                 welcomed = True
             elif msg[0] == ABORT:
                 assert isinstance(msg[2], str) and msg[2].startswith("wamp."), msg
-                aborted = True
+                ended = True
+            elif msg[0] == GOODBYE:
+                ended = True
             elif msg[0] == ERROR:
                 assert isinstance(msg[4], str) and msg[4].split(".")[0] in ("wamp", "zmqwamp"), msg
                 if msg[2] == PROBE_ID:

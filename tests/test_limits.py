@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
+from autobahn.wamp.serializer import JsonObjectSerializer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.internet.protocol import Protocol, Factory
 
 from harness import start_bridge, start_pub, start_rep
 from minws import ERROR, RESULT, SUBSCRIBED, Closed, HandshakeRefused, WSClient, open_tcp
@@ -16,7 +16,6 @@ from probes import metric
 from test_session import MemoryTransport, received, send, world  # noqa: F401  (world is a fixture)
 from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, SessionLimits, TokenBucket
 from zmqwamp.protocol import WampSession
-from autobahn.wamp.serializer import JsonObjectSerializer
 
 REP = "tcp://127.0.0.1:9999"
 PUB = "tcp://127.0.0.1:9000"

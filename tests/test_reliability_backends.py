@@ -209,6 +209,7 @@ def test_no_fd_leak_after_backend_faults(bridge):
     """After all of the above and another round, the bridge's open fds are back where they were."""
     url, pid = bridge["url"], bridge["proc"].proc.pid
     wait_idle(url)
+    time.sleep(2.5)  # connections of earlier tests finish their lingering close
     baseline = fd_count(pid)
     address = free_tcp_address()
 
@@ -224,4 +225,4 @@ def test_no_fd_leak_after_backend_faults(bridge):
     deadline = time.monotonic() + 5
     while fd_count(pid) > baseline and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert fd_count(pid) == baseline
+    assert fd_count(pid) <= baseline, f"{fd_count(pid)} fds open, {baseline} before"

@@ -62,6 +62,8 @@ async def connect(
     authid: str | None = None,
     on_challenge: Callable | None = None,
     timeout: float = 10.0,
+    ssl=None,
+    server_hostname: str | None = None,
 ) -> ApplicationSession:
     loop = asyncio.get_running_loop()
     joined = loop.create_future()
@@ -70,7 +72,8 @@ async def connect(
         lambda: _Session(ComponentConfig(realm), joined, login), url=url, serializers=[SERIALIZERS[serializer]()]
     )
     parsed = urlparse(url)
-    await asyncio.wait_for(loop.create_connection(factory, parsed.hostname, parsed.port), timeout)
+    tls = {"ssl": ssl, "server_hostname": server_hostname or parsed.hostname} if ssl else {}
+    await asyncio.wait_for(loop.create_connection(factory, "127.0.0.1" if ssl else parsed.hostname, parsed.port, **tls), timeout)
     return await asyncio.wait_for(joined, timeout)
 
 

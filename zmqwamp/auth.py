@@ -267,8 +267,12 @@ class SessionAvatar:
         self.authrole = authrole
         self.authmethod = authmethod
         self.authprovider = authprovider
-        self.rules = tuple(rules)
+        self._rulebook = rules if isinstance(rules, RuleBook) else RuleBook(rules)
         self.endpoints = None if endpoints is None else tuple(endpoints)
+
+    @property
+    def rules(self) -> tuple[UserRule, ...]:
+        return self._rulebook.rules
 
     def zmq_allowed(self, action: str, endpoint: Endpoint, options: dict[str, Any]) -> bool:
         if self.endpoints is not None and not any(
@@ -280,10 +284,18 @@ class SessionAvatar:
         return True
 
 
+class RuleBook:
+    """The config file's per-user rules, shared by every avatar and replaced in
+    place on reload (SIGHUP), so open sessions follow the new rules."""
+
+    def __init__(self, rules: Iterable[UserRule] = ()) -> None:
+        self.rules = tuple(rules)
+
+
 @implementer(IRealm)
 class BridgeRealm:
     def __init__(self, rules: Iterable[UserRule] = ()) -> None:
-        self.rules = tuple(rules)
+        self.rulebook = RuleBook(rules)
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if IZmqAvatar not in interfaces:
@@ -294,7 +306,7 @@ class BridgeRealm:
         else:
             identity = as_identity(avatarId, "cred")
         avatar = SessionAvatar(
-            identity.authid, identity.authrole, method, identity.authprovider, self.rules, identity.endpoints
+            identity.authid, identity.authrole, method, identity.authprovider, self.rulebook, identity.endpoints
         )
         return IZmqAvatar, avatar, lambda: None
 

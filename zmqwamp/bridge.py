@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from txzmq import ZmqFactory
 
 from zmqwamp.auth import IZmqAvatar, LoginThrottle, build_portal
-from zmqwamp.config import BridgeConfig, validate
+from zmqwamp.config import BridgeConfig, ConfigError, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
@@ -37,8 +37,13 @@ class RouterService(Service):
 
     On stop: refuse new sessions and calls, let calls in flight finish for up to
     ``drain_time`` seconds, then say GOODBYE (``wamp.close.system_shutdown``) to
-    every session and close the ZeroMQ sockets.
+    every session, wait up to ``CLOSE_GRACE`` seconds for the WebSocket
+    connections to close (so the GOODBYE and close frames reach the clients
+    before the reactor drops what is left), and close the ZeroMQ sockets.
     """
+
+    CLOSE_GRACE = 3.0
+    connections = None  # the WebSocket factory's ConnectionCounter, to wait for
 
     def __init__(self, router: Router, zmq_factory: ZmqFactory, clock, drain_time: float) -> None:
         self.router = router
@@ -63,9 +68,18 @@ class RouterService(Service):
                 log.warn("drain time over: {n} call(s) still in flight are cancelled", n=left)
             for session in list(self.router.sessions):
                 session.shutdown()
+            closing(self.clock.seconds() + self.CLOSE_GRACE)
+
+        def closing(until: float) -> None:
+            if self.connections is not None and self.connections.total and self.clock.seconds() < until:
+                self.clock.callLater(0.05, closing, until)
+                return
             self.router.forwarder.close()
             self.router.hub.close()
             self.zmq_factory.shutdown()
+            # A drained stop is a clean exit: exit 0 instead of twistd re-raising SIGTERM.
+            if hasattr(self.clock, "_exitSignal"):
+                self.clock._exitSignal = None
             done.callback(None)
 
         poll()
@@ -73,11 +87,13 @@ class RouterService(Service):
 
 
 class BridgeService(MultiService):
-    """The top service; with ``log_format = "json"`` it gives twistd a JSON log observer."""
+    """The top service: JSON logs if asked, and SIGHUP -> ``on_reload``."""
 
-    def __init__(self, log_format: str) -> None:
+    def __init__(self, log_format: str, on_reload=None, reactor=None) -> None:
         super().__init__()
         self.log_format = log_format
+        self.on_reload = on_reload
+        self.reactor = reactor
 
     def setServiceParent(self, parent):
         super().setServiceParent(parent)
@@ -87,6 +103,13 @@ class BridgeService(MultiService):
             from twisted.logger import ILogObserver, jsonFileLogObserver
 
             parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout))
+
+    def startService(self) -> None:
+        super().startService()
+        if self.on_reload is not None:
+            import signal
+
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.on_reload))
 
 
 class Bridge:
@@ -116,6 +139,7 @@ class Bridge:
         self.policy = EndpointPolicy(config.allow)
         self.origins = OriginPolicy(config.origins)
         self.inherited_fds: list[int] = []
+        self.config_loader = None  # () -> BridgeConfig, for reload; set by twistd when there is a --config
 
     # -- the hooks ----------------------------------------------------------
 
@@ -138,6 +162,32 @@ class Bridge:
         avatar = IZmqAvatar(session.avatar)
         return avatar.zmq_allowed(action, endpoint, options)
 
+    def reload(self) -> None:
+        """Re-read the configuration (SIGHUP): allow rules, origins, aliases and per-user rules.
+
+        Open sessions stay and follow the new rules.  Listen addresses, realm and
+        limits need a restart.  A bad file is logged and the old rules are kept.
+        """
+        if self.config_loader is None:
+            log.info("SIGHUP: there is no configuration file to reload")
+            return
+        try:
+            new = self.config_loader()
+        except ConfigError as e:
+            log.error("reload failed, keeping the running configuration: {error}", error=str(e))
+            return
+        self.policy = EndpointPolicy(new.allow)
+        self.origins = OriginPolicy(new.origins)
+        self.router.resolver.aliases = dict(new.endpoints)
+        self.router.portal.realm.rulebook.rules = tuple(new.rules)
+        self.config.allow, self.config.origins, self.config.endpoints, self.config.rules = (
+            new.allow, new.origins, new.endpoints, new.rules,
+        )
+        log.info(
+            "configuration reloaded: {allow} allow pattern(s), {aliases} alias(es), {rules} rule(s)",
+            allow=len(new.allow), aliases=len(new.endpoints), rules=len(new.rules),
+        )
+
     # -- wiring -------------------------------------------------------------
 
     def make_service(self, reactor=None) -> MultiService:
@@ -159,10 +209,11 @@ class Bridge:
             max_call_timeout=config.max_call_timeout,
             throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
         )
-        top = BridgeService(config.log_format)
+        top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)
         router_service.setServiceParent(top)
         factory = WampServerFactory(router, self.websocket_allowed, config)
+        router_service.connections = factory.connections
         site = ConnectionGuardFactory(
             build_site(factory, router, lambda: router.stopping), config.handshake_timeout, reactor,
             on_timeout=metrics.limit_exceeded.labels("handshake_timeout").inc,

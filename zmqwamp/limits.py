@@ -22,8 +22,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+from twisted.internet.interfaces import IProtocolNegotiationFactory, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
 log = Logger()
 
@@ -109,6 +111,10 @@ class _ConnectionGuard(ProtocolWrapper):
         self._tail = b""
         self._timer = self.factory.clock.callLater(self.factory.timeout, self._expired)
         super().makeConnection(transport)
+        # ProtocolWrapper copies the transport's interfaces; ISSLTransport would make
+        # autobahn ask this wrapper (not a TLSMemoryBIOProtocol) for a TLS channel id
+        # and fail.  The WebSocket layer does not need to know about TLS.
+        directlyProvides(self, *[i for i in directlyProvidedBy(self).flattened() if not i.isOrExtends(ISSLTransport)])
 
     def dataReceived(self, data: bytes) -> None:
         if self._linger is not None:
@@ -157,8 +163,13 @@ class _ConnectionGuard(ProtocolWrapper):
         self.transport.abortConnection()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectionGuardFactory(WrappingFactory):
-    """Wraps the site: ``timeout`` seconds from accept to complete request headers; lingering close."""
+    """Wraps the site: ``timeout`` seconds from accept to complete request headers; lingering close.
+
+    It passes the site's ALPN protocols through: a TLS listener asks the factory
+    it wraps for them, and without an answer the TLS handshake fails.
+    """
 
     protocol = _ConnectionGuard
 
@@ -167,6 +178,9 @@ class ConnectionGuardFactory(WrappingFactory):
         self.timeout = timeout
         self.clock = clock
         self.on_timeout = on_timeout
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return self.wrappedFactory.acceptableProtocols()
 
     def logPrefix(self) -> str:
         # "Site starting on <port>", as without the wrapper (tools read the port from it)

@@ -18,6 +18,12 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
 * Anything else (bad serialization, unknown type, a message before ``HELLO``, a
   second ``HELLO``, a message a router never receives) -> ``ABORT``
   ``wamp.error.protocol_violation`` and close; other sessions are unaffected.
+* Over a limit (:mod:`zmqwamp.limits`: calls in flight, calls per second,
+  subscriptions) -> ``ERROR`` ``zmqwamp.error.limit_exceeded``; too many
+  connections -> HTTP 503 at the upgrade.  A client too slow to read its
+  EVENTs loses some (its endpoint's policy, :mod:`zmqwamp.flow`) or is closed
+  with 1008; a reply is never dropped.  Shutdown -> ``GOODBYE``
+  ``wamp.close.system_shutdown`` and close 1001.  See docs/reliability.md.
 
 :class:`WampSession` is the state machine and knows nothing of WebSocket;
 :class:`WampServerProtocol` adapts it to Autobahn's WebSocket protocol.

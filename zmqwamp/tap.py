@@ -85,49 +85,51 @@ class Options(usage.Options, AuthOptionMixin):
         Same-origin pages and clients sending no Origin are always allowed."""
         self["origin"].append(pattern)
 
-    def postOptions(self) -> None:
-        try:
-            config = load_config(self["config"]) if self["config"] else BridgeConfig()
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+    # Options whose value sets the BridgeConfig field of the same name ('-' -> '_'),
+    # converted to the type of that field's default.
+    VALUE_OPTIONS = ("realm", "call-timeout", "drain-time", "log-format", *(name for name, _ in LIMIT_OPTIONS))
+
+    def merged_config(self) -> BridgeConfig:
+        """The config file with the command line on top: at start, and again on SIGHUP."""
+        config = load_config(self["config"]) if self["config"] else BridgeConfig()
         config.listen = self["listen"] or config.listen
         config.allow = config.allow + self["allow"]
         config.origins = config.origins + self["origin"]
-        if self["realm"] is not None:
-            config.realm = self["realm"]
         if self["anonymous"]:
             config.anonymous = True
-        for option, key in (("call-timeout", "call_timeout"), ("drain-time", "drain_time")):
-            if self[option] is not None:
-                try:
-                    setattr(config, key, float(self[option]))
-                except ValueError:
-                    raise usage.UsageError(f"--{option} must be a number of seconds") from None
-        if self["log-format"] is not None:
-            config.log_format = self["log-format"]
-        for option, _ in LIMIT_OPTIONS:
+        for option in self.VALUE_OPTIONS:
             if self[option] is not None:
                 key = option.replace("-", "_")
                 kind = type(getattr(config, key))
                 try:
                     setattr(config, key, kind(self[option]))
                 except ValueError:
-                    raise usage.UsageError(f"--{option} must be a{'n' if kind is int else ''} {kind.__name__}") from None
+                    raise ConfigError(f"--{option} must be a{'n' if kind is int else ''} {kind.__name__}") from None
+        validate(config, "command line")
+        return config
+
+    def postOptions(self) -> None:
         try:
-            validate(config, "command line")
+            config = self.merged_config()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be at least 1")
         if self["workers"] > 1:
-            from twisted.internet import reactor
-
             from zmqwamp.workers import WorkersUnsupported, tcp_listens
 
             try:
                 self.shared_listens = tcp_listens(reactor, config.listen_endpoints)
             except WorkersUnsupported as e:
                 raise usage.UsageError(str(e)) from None
+        for description in config.listen_endpoints:
+            try:
+                serverFromString(reactor, description)
+            except Exception as e:  # endpoint parsers raise whatever their arguments cause
+                raise usage.UsageError(f"--listen {description!r}: {e}") from None
         self.config = config
         self.bridge_class = Bridge
         if self["bridge-class"]:
@@ -155,4 +157,6 @@ def makeService(options: Options):
         )
     bridge = options.bridge_class(options.config, checkers=options.get("credCheckers", []))
     bridge.inherited_fds = options.get("inherit-fd", [])
+    if options["config"]:
+        bridge.config_loader = options.merged_config
     return bridge.make_service()

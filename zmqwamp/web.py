@@ -8,6 +8,7 @@ of ``js-client/`` (rebuild it with ``make js-bundle``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
@@ -36,6 +37,7 @@ class HealthResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         body = {
             "up": not stopping,
+            "pid": os.getpid(),  # tells the processes of --workers apart
             "sessions": len(self._router.sessions),
             "calls_in_flight": self._router.calls_in_flight(),
             "subscriptions": self._router.hub.subscription_count(),

@@ -40,12 +40,13 @@ def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
     """The host/port of each ``tcp:`` endpoint description; anything else is refused."""
     out = []
     for description in descriptions:
-        endpoint = serverFromString(reactor, description)
-        if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        if description.split(":", 1)[0] not in ("tcp", "tcp6"):
             raise WorkersUnsupported(
                 f"--workers shares plain tcp: listen endpoints only; {description!r} is not one "
                 "(terminate TLS in front, or run one process per TLS port)"
             )
+        endpoint = serverFromString(reactor, description)
+        assert isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
         out.append(TCPListen(endpoint._interface or "0.0.0.0", endpoint._port, endpoint._backlog))
     return out
 
@@ -62,6 +63,7 @@ def open_shared_sockets(listen: TCPListen, count: int) -> list[socket.socket]:
         s.bind((listen.interface, port))
         port = s.getsockname()[1]
         s.listen(listen.backlog)
+        s.setblocking(False)  # the worker's reactor accepts until EAGAIN
         s.set_inheritable(True)
         sockets.append(s)
     return sockets
@@ -103,6 +105,16 @@ class WorkerSupervisor(Service):
             )
         for index in range(self.count):
             self._spawn(index)
+        import signal
+
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._signal_all, "HUP"))
+
+    def _signal_all(self, name: str) -> None:
+        for _, transport in list(self.workers.values()):
+            try:
+                transport.signalProcess(name)
+            except ierror.ProcessExitedAlready:
+                pass
 
     def _spawn(self, index: int) -> None:
         fds = [group[index].fileno() for group in self._sockets]
@@ -138,7 +150,13 @@ class WorkerSupervisor(Service):
         for group in self._sockets:
             for s in group:
                 s.close()
-        return DeferredList(waits)
+
+        def stopped(_):
+            # Workers drained and exited: a clean exit, not twistd re-raising SIGTERM.
+            if hasattr(self.reactor, "_exitSignal"):
+                self.reactor._exitSignal = None
+
+        return DeferredList(waits).addCallback(stopped)
 
     @staticmethod
     def _kill(transport) -> None:

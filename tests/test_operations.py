@@ -1,0 +1,207 @@
+"""Running it in production: TLS, several listeners, --workers, drain on SIGTERM, reload on SIGHUP, logs, docs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from autobahn.wamp.exception import ApplicationError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from harness import BIN, ROOT, Process, start_bridge
+from wampclient import close, connect
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_wss_and_ws_on_two_listeners(services, tmp_path):
+    """One bridge serves ws:// on one port and wss:// on another; the certificate's hostname is checked."""
+    key, cert = make_cert(tmp_path)
+    proc, ws_url = start_bridge(
+        "--anonymous", "--allow", services["rep"],
+        "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+    )
+    try:
+        first = proc.wait_for(r"starting on (\d+)")
+        second = proc.wait_for(r"starting on (?!%s\b)(\d+)" % first.group(1))
+        ports = [first.group(1), second.group(1)]
+        ws_port = ws_url.split(":")[2].split("/")[0]
+        [wss_port] = [p for p in ports if p != ws_port]
+        context = ssl.create_default_context(cafile=str(cert))
+
+        async def scenario():
+            plain = await connect(ws_url)
+            secure = await connect(f"wss://localhost:{wss_port}/ws", ssl=context)
+            assert await plain.call(services["rep"], "ws") == "got this ws"
+            assert await secure.call(services["rep"], "wss") == "got this wss"
+            await close(plain)
+            await close(secure)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await connect(f"wss://localhost:{wss_port}/ws", ssl=context, server_hostname="wrong.example")
+
+        run(scenario())
+    finally:
+        proc.stop()
+
+
+def health(url: str) -> dict:
+    http = url.replace("ws://", "http://").replace("/ws", "/healthz")
+    with urllib.request.urlopen(http, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_two_workers_share_the_port(services):
+    """--workers 2: 50 clients spread over two processes on one port, all served."""
+    proc = Process([str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1",
+                    "--anonymous", "--allow", services["rep"]])
+    try:
+        port = proc.wait_for(r"workers share 127.0.0.1:(\d+)").group(1)
+        proc.wait_for(r"starting on", start=0)
+        url = f"ws://127.0.0.1:{port}/ws"
+
+        async def scenario():
+            sessions = []
+            for i in range(50):
+                sessions.append(await connect(url))
+            replies = await asyncio.gather(*(s.call(services["rep"], f"c{i}") for i, s in enumerate(sessions)))
+            assert replies == [f"got this c{i}" for i in range(50)]
+            seen = {}
+            for _ in range(60):
+                h = await asyncio.get_running_loop().run_in_executor(None, health, url)
+                seen[h["pid"]] = h["sessions"]
+                if len(seen) == 2:
+                    break
+            for s in sessions:
+                await close(s)
+            return seen
+
+        seen = run(scenario())
+        assert len(seen) == 2, seen
+        assert sum(seen.values()) == 50 and min(seen.values()) > 0, seen
+    finally:
+        assert proc.stop() == 0
+    assert proc.output.count("Server Shut Down") >= 3  # both workers and the supervisor
+
+
+def test_sigterm_drains_calls_in_flight_then_says_goodbye(services):
+    """SIGTERM: a call in flight still gets its reply, then the session gets GOODBYE system_shutdown; exit 0."""
+    from harness import start_rep
+
+    slow, slow_addr = start_rep(delay=1.0)
+    proc, url = start_bridge("--anonymous", "--allow", slow_addr, "--drain-time", "5")
+    try:
+
+        async def scenario():
+            s = await connect(url)
+            call = asyncio.ensure_future(s.call(slow_addr, "in flight"))
+            await asyncio.sleep(0.3)
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await call == "got this in flight"
+            details = await asyncio.wait_for(s.left, 10)
+            assert details.reason == "wamp.close.system_shutdown"
+
+        run(scenario())
+        assert proc.proc.wait(15) == 0
+    finally:
+        proc.stop()
+        slow.stop()
+
+
+def test_sighup_reloads_allow_rules_without_dropping_sessions(services, tmp_path):
+    config = tmp_path / "z.toml"
+    config.write_text(f'anonymous = true\nallow = ["{services["rep"]}"]\n')
+    proc, url = start_bridge("--config", str(config))
+    try:
+
+        async def scenario():
+            s = await connect(url)
+            assert await s.call(services["rep"], "before") == "got this before"
+            config.write_text("anonymous = true\nallow = []\n")
+            mark = len(proc.lines)
+            proc.proc.send_signal(signal.SIGHUP)
+            await asyncio.get_running_loop().run_in_executor(None, lambda: proc.wait_for("configuration reloaded", start=mark))
+            with pytest.raises(ApplicationError) as e:
+                await s.call(services["rep"], "after")
+            assert e.value.error == "wamp.error.not_authorized"
+            config.write_text("anonymous = [broken\n")
+            mark = len(proc.lines)
+            proc.proc.send_signal(signal.SIGHUP)
+            await asyncio.get_running_loop().run_in_executor(None, lambda: proc.wait_for("reload failed", start=mark))
+            assert s.is_attached()
+            await close(s)
+
+        run(scenario())
+    finally:
+        proc.stop()
+
+
+def test_json_log_format(services):
+    proc, url = start_bridge("--anonymous", "--log-format", "json", "--allow", services["rep"])
+    try:
+
+        async def scenario():
+            s = await connect(url)
+            await close(s)
+
+        run(scenario())
+        proc.wait_for("session .* closed")
+    finally:
+        proc.stop()
+    records = [json.loads(line.strip("\x1e")) for line in proc.lines if line.strip("\x1e").startswith("{")]
+    assert any(r.get("log_namespace") == "zmqwamp.protocol" and r.get("authid") == "anonymous" for r in records)
+
+
+def test_workers_refuse_tls_listen_with_a_clear_error():
+    out = subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--workers", "2", "--listen", "ssl:8443:privateKey=k.pem"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode != 0
+    assert "--workers shares plain tcp: listen endpoints only" in out.stdout + out.stderr
+
+
+def test_every_flag_in_the_readme_reference_is_a_real_option():
+    """The README's reference table and `twistd zmqwamp --help` agree."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Command-line and config reference"):]
+    table = table[: table.index("\n\n", table.index("| option"))]
+    flags = set(re.findall(r"`(--[a-z][a-z-]*)", table))
+    assert len(flags) >= 10
+    help_text = subprocess.run([str(BIN / "twistd"), "zmqwamp", "--help"], capture_output=True, text=True, timeout=60).stdout
+    offered = set(re.findall(r"(--[a-z][a-z-]*)", help_text))
+    assert flags <= offered, flags - offered
+    documented_hidden = {"--inherit-fd", "--help", "--version"}
+    assert offered - flags - documented_hidden == set(), "options missing from the README table"
