@@ -75,3 +75,11 @@ def test_bad_cli_values():
 
 def test_parse_config_empty():
     assert parse_config({}).realm == "zmqwamp"
+
+
+def test_shipped_deploy_example_parses():
+    """examples/deploy/zmqwamp.toml stays a valid configuration."""
+    from pathlib import Path
+
+    c = load_config(Path(__file__).resolve().parent.parent / "examples/deploy/zmqwamp.toml")
+    assert c.endpoints["orders"].kind == "req" and c.rules
