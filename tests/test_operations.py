@@ -10,6 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -205,3 +206,40 @@ def test_every_flag_in_the_readme_reference_is_a_real_option():
     assert flags <= offered, flags - offered
     documented_hidden = {"--inherit-fd", "--help", "--version"}
     assert offered - flags - documented_hidden == set(), "options missing from the README table"
+
+
+def test_no_static_and_metrics_listen(services):
+    """--no-static drops / and /js/; --metrics-listen moves /metrics to its own port (healthz stays on both)."""
+    proc, url = start_bridge("--anonymous", "--no-static", "--metrics-listen", "tcp:0:interface=127.0.0.1")
+    try:
+        first = proc.wait_for(r"starting on (\d+)")
+        second = proc.wait_for(r"starting on (?!%s\b)(\d+)" % first.group(1))
+        main_port = url.split(":")[2].split("/")[0]
+        ops_port = second.group(1) if first.group(1) == main_port else first.group(1)
+
+        def status(port, path):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, b""
+
+        assert status(main_port, "/")[0] == 404
+        assert status(main_port, "/js/zmqwamp.js")[0] == 404
+        assert status(main_port, "/metrics")[0] == 404
+        assert status(main_port, "/healthz")[0] == 200
+        code, body = status(ops_port, "/metrics")
+        assert code == 200 and b"zmqwamp_sessions_open" in body
+        assert status(ops_port, "/ws")[0] == 404
+    finally:
+        proc.stop()
+
+
+def test_static_and_metrics_served_by_default(bridge):
+    port = bridge["url"].split(":")[2].split("/")[0]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for name in ("zmqwamp_sessions_open", "zmqwamp_calls_total", "zmqwamp_call_latency_seconds", "zmqwamp_zmq_sockets_open"):
+        assert name in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        assert b"<html" in r.read().lower()

@@ -215,12 +215,16 @@ class Bridge:
         factory = WampServerFactory(router, self.websocket_allowed, config)
         router_service.connections = factory.connections
         site = ConnectionGuardFactory(
-            build_site(factory, router, lambda: router.stopping), config.handshake_timeout, reactor,
+            build_site(factory, router, static=config.static, metrics=not config.metrics_listen),
+            config.handshake_timeout, reactor,
             on_timeout=metrics.limit_exceeded.labels("handshake_timeout").inc,
         )
         self.router = router
         for listener in self._listeners(reactor, site):
             listener.setServiceParent(top)
+        operations = build_site(None, router, static=False)
+        for description in config.metrics_listen:
+            self._listener(reactor, description, operations).setServiceParent(top)
         return top
 
     def _listeners(self, reactor, site) -> list[Service]:
@@ -228,12 +232,13 @@ class Bridge:
             from zmqwamp.workers import InheritedPortService
 
             return [InheritedPortService(reactor, fd, site) for fd in self.inherited_fds]
-        listeners = []
-        for description in self.config.listen_endpoints:
-            listener = StreamServerEndpointService(serverFromString(reactor, description), site)
-            listener._raiseSynchronously = True  # a port we cannot bind stops startup with the reason
-            listeners.append(listener)
-        return listeners
+        return [self._listener(reactor, description, site) for description in self.config.listen_endpoints]
+
+    @staticmethod
+    def _listener(reactor, description: str, site) -> Service:
+        listener = StreamServerEndpointService(serverFromString(reactor, description), site)
+        listener._raiseSynchronously = True  # a port we cannot bind stops startup with the reason
+        return listener
 
     def serve_forever(self) -> None:
         """Run the bridge in this process until SIGINT/SIGTERM."""

@@ -38,6 +38,8 @@ class BridgeConfig:
     max_message_size: int = 1024 * 1024
     drain_time: float = 10.0
     log_format: str = "text"
+    static: bool = True  # serve the demo page at / and the client bundle at /js/
+    metrics_listen: list[str] = field(default_factory=list)  # serve /metrics here instead of on every listen port
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     # authentication and authorization (docs/auth.md)
     origins: list[str] = field(default_factory=list)
@@ -61,7 +63,7 @@ class BridgeConfig:
         return self.listen or [DEFAULT_LISTEN]
 
 
-_LISTS = ("listen", "allow", "origins")
+_LISTS = ("listen", "allow", "origins", "metrics_listen")
 _SCALARS = {f.name: f.type for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")}
 
 

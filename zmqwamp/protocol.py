@@ -351,11 +351,13 @@ class WampSession:
         if self.state != "open":
             return
         key = self.serializer.NAME
-        frame = prepared.get(key)
-        if frame is None:
+        entry = prepared.get(key)
+        if entry is None:
             payload = event.serialize(self.serializer)
-            frame = prepared[key] = self.transport.prepare(payload, self.serializer.BINARY)
+            entry = prepared[key] = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
+        frame, size = entry
         self.router.metrics.events_out.inc()
+        self.router.metrics.bytes_out.inc(size)
         self.transport.send_prepared(frame, self._subscriptions.get(event.subscription))
 
     def _error(self, request_type: int, request: int, failure: Failure) -> None:

@@ -42,6 +42,7 @@ class Options(usage.Options, AuthOptionMixin):
     )
     optFlags = [
         ["anonymous", None, "Allow sessions without credentials (WAMP authmethod 'anonymous')."],
+        ["no-static", None, "Do not serve the demo page (/) and the client bundle (/js/)."],
     ]
     optParameters = [
         ["config", "c", None, "TOML configuration file; command-line options override it."],
@@ -76,6 +77,10 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError:
             raise usage.UsageError("--inherit-fd takes a file descriptor number") from None
 
+    def opt_metrics_listen(self, description: str) -> None:
+        """Endpoint for /metrics and /healthz only, repeatable; /metrics then leaves the --listen ports."""
+        self.setdefault("metrics-listen", []).append(description)
+
     def opt_allow(self, pattern: str) -> None:
         """Shell-style glob of endpoint URIs that may be reached, repeatable (e.g. 'tcp://127.0.0.1:*')."""
         self["allow"].append(pattern)
@@ -97,6 +102,9 @@ class Options(usage.Options, AuthOptionMixin):
         config.origins = config.origins + self["origin"]
         if self["anonymous"]:
             config.anonymous = True
+        if self["no-static"]:
+            config.static = False
+        config.metrics_listen = self.get("metrics-listen") or config.metrics_listen
         for option in self.VALUE_OPTIONS:
             if self[option] is not None:
                 key = option.replace("-", "_")
@@ -118,6 +126,11 @@ class Options(usage.Options, AuthOptionMixin):
 
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be at least 1")
+        if self["workers"] > 1 and config.metrics_listen:
+            raise usage.UsageError(
+                "--metrics-listen cannot be combined with --workers: every worker would bind it; "
+                "scrape /metrics on the listen port (it reaches one worker per request) or run one bridge per port"
+            )
         if self["workers"] > 1:
             from zmqwamp.workers import WorkersUnsupported, tcp_listens
 
@@ -125,7 +138,7 @@ class Options(usage.Options, AuthOptionMixin):
                 self.shared_listens = tcp_listens(reactor, config.listen_endpoints)
             except WorkersUnsupported as e:
                 raise usage.UsageError(str(e)) from None
-        for description in config.listen_endpoints:
+        for description in config.listen_endpoints + config.metrics_listen:
             try:
                 serverFromString(reactor, description)
             except Exception as e:  # endpoint parsers raise whatever their arguments cause

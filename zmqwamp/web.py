@@ -25,13 +25,12 @@ from zmqwamp.router import Router
 class HealthResource(Resource):
     isLeaf = True
 
-    def __init__(self, router: Router, stopping) -> None:
+    def __init__(self, router: Router) -> None:
         super().__init__()
         self._router = router
-        self._stopping = stopping
 
     def render_GET(self, request):
-        stopping = self._stopping()
+        stopping = self._router.stopping
         request.setResponseCode(503 if stopping else 200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -67,13 +66,17 @@ def _static(path: Path) -> File:
     return StaticFile(str(path))
 
 
-def build_site(factory: WampServerFactory, router: Router, stopping) -> Site:
+def build_site(factory: WampServerFactory | None, router: Router, *, static: bool = True, metrics: bool = True) -> Site:
+    """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``."""
     root = Resource()
-    root.putChild(b"", _static(STATIC / "index.html"))
-    root.putChild(b"js", _static(STATIC / "js"))
-    root.putChild(b"ws", WebSocketResource(factory))
-    root.putChild(b"healthz", HealthResource(router, stopping))
-    root.putChild(b"metrics", MetricsResource(registry=router.metrics.registry))
+    if factory is not None:
+        root.putChild(b"ws", WebSocketResource(factory))
+    if static:
+        root.putChild(b"", _static(STATIC / "index.html"))
+        root.putChild(b"js", _static(STATIC / "js"))
+    root.putChild(b"healthz", HealthResource(router))
+    if metrics:
+        root.putChild(b"metrics", MetricsResource(registry=router.metrics.registry))
     site = Site(root)
     site.displayTracebacks = False
     return site
