@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -69,6 +69,7 @@ class Router:
         self.max_call_timeout = max_call_timeout
         self.sessions: set = set()
         self.stopping = False  # set by the shutdown: no new sessions or calls
+        self._call_counters: dict = {}
         self._throttle = throttle
 
     # -- sessions ---------------------------------------------------------
@@ -166,9 +167,14 @@ class Router:
             )
         return target
 
-    @inlineCallbacks
-    def _authorize(self, session, action: str, endpoint: Endpoint, options: dict):
-        allowed = yield maybeDeferred(self.authorize, session, action, endpoint, options)
+    def _authorized(self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args):
+        """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred."""
+        allowed = self.authorize(session, action, endpoint, options)
+        if isinstance(allowed, Deferred):
+            return allowed.addCallback(self._after_authorize, session, action, endpoint, then, args)
+        return self._after_authorize(allowed, session, action, endpoint, then, args)
+
+    def _after_authorize(self, allowed, session, action: str, endpoint: Endpoint, then: Callable, args: tuple):
         if allowed is not True:
             self.metrics.denied.labels(action).inc()
             log.info(
@@ -176,21 +182,30 @@ class Router:
                 action=action, endpoint=endpoint.name, authid=session.authid, peer=session.peer,
             )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"{action} on {endpoint.name!r} is not allowed")
+        return then(*args)
 
-    @inlineCallbacks
-    def call(self, session, uri: str, args: list | None, kwargs: dict | None, timeout_ms: int | None):
-        """CALL -> zmq request -> reply arguments."""
-        if self.stopping:
-            raise ApplicationError(ApplicationError.SYSTEM_SHUTDOWN, "the bridge is shutting down")
-        target = self._resolve(uri, "req")
-        endpoint = target.endpoint
-        if target.filter is not None:
-            raise ApplicationError(ApplicationError.INVALID_URI, "a filter only applies to subscriptions")
-        if kwargs:
-            raise ApplicationError(
-                ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
-            )
-        yield self._authorize(session, "call", endpoint, {})
+    def call(self, session, uri: str, args: list | None, kwargs: dict | None, timeout_ms: int | None) -> Deferred:
+        """CALL -> policy check -> zmq request -> reply arguments.
+
+        The hot path: no Deferred but the request's own unless the hook returns one.
+        """
+        try:
+            if self.stopping:
+                raise ApplicationError(ApplicationError.SYSTEM_SHUTDOWN, "the bridge is shutting down")
+            target = self._resolve(uri, "req")
+            endpoint = target.endpoint
+            if target.filter is not None:
+                raise ApplicationError(ApplicationError.INVALID_URI, "a filter only applies to subscriptions")
+            if kwargs:
+                raise ApplicationError(
+                    ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
+                )
+            result = self._authorized(session, "call", endpoint, {}, self._forward, endpoint, args, timeout_ms)
+        except Exception:
+            return fail()
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def _forward(self, endpoint: Endpoint, args: list | None, timeout_ms: int | None) -> Deferred:
         try:
             frames = encode_args(args, endpoint.codec)
         except CodecError as e:
@@ -200,49 +215,66 @@ class Router:
         else:
             timeout = endpoint.timeout or self.call_timeout
         started = time.monotonic()
-        outcome = "error"
         try:
-            reply = yield self.forwarder.request(endpoint.address, frames, timeout)
-            result = decode_frames(reply, endpoint.codec)
-            outcome = "ok"
-            return result
-        except CallTimedOut as e:
-            outcome = "timeout"
-            log.warn("call to {endpoint} timed out after {timeout}s", endpoint=endpoint.name, timeout=timeout)
-            raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {e}") from None
+            d = self.forwarder.request(endpoint.address, frames, timeout)
         except BackendUnavailable as e:
-            outcome = "unavailable"
+            self._count_call(endpoint, "unavailable", started)
             raise ApplicationError(BACKEND_UNAVAILABLE, str(e)) from None
         except InvalidEndpoint as e:
-            outcome = "invalid"
+            self._count_call(endpoint, "invalid", started)
             raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
-        except CodecError as e:
-            outcome = "codec"
-            raise ApplicationError(ApplicationError.INVALID_PAYLOAD, f"reply from {endpoint.name}: {e}") from None
-        except CancelledError:
-            outcome = "canceled"
-            raise
-        finally:
-            self.metrics.calls.labels(endpoint.name, outcome).inc()
-            self.metrics.call_latency.observe(time.monotonic() - started)
+        return d.addCallbacks(
+            self._replied, self._failed, callbackArgs=(endpoint, started), errbackArgs=(endpoint, timeout, started)
+        )
 
-    @inlineCallbacks
-    def subscribe(self, session, uri: str, options: dict):
-        """SUBSCRIBE -> the shared Subscription for (endpoint, filter)."""
-        target = self._resolve(uri, "sub")
-        filter_ = _option_filter(options.get("filter"))
-        if filter_ is not None and target.filter is not None and filter_ != target.filter:
-            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
-        if filter_ is None:
-            filter_ = target.filter or b""
-        yield self._authorize(session, "subscribe", target.endpoint, {"filter": filter_})
+    def _replied(self, reply: list[bytes], endpoint: Endpoint, started: float) -> list:
+        try:
+            result = decode_frames(reply, endpoint.codec)
+        except CodecError as e:
+            self._count_call(endpoint, "codec", started)
+            raise ApplicationError(ApplicationError.INVALID_PAYLOAD, f"reply from {endpoint.name}: {e}") from None
+        self._count_call(endpoint, "ok", started)
+        return result
+
+    def _failed(self, failure, endpoint: Endpoint, timeout: float, started: float):
+        if failure.check(CallTimedOut):
+            self._count_call(endpoint, "timeout", started)
+            log.warn("call to {endpoint} timed out after {timeout}s", endpoint=endpoint.name, timeout=timeout)
+            raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
+        self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
+        return failure
+
+    def _count_call(self, endpoint: Endpoint, outcome: str, started: float) -> None:
+        key = (endpoint.name, outcome)
+        counter = self._call_counters.get(key)
+        if counter is None:
+            counter = self._call_counters[key] = self.metrics.calls.labels(endpoint.name, outcome)
+        counter.inc()
+        self.metrics.call_latency.observe(time.monotonic() - started)
+
+    def subscribe(self, session, uri: str, options: dict) -> Deferred:
+        """SUBSCRIBE -> policy check -> the shared Subscription for (endpoint, filter)."""
+        try:
+            target = self._resolve(uri, "sub")
+            filter_ = _option_filter(options.get("filter"))
+            if filter_ is not None and target.filter is not None and filter_ != target.filter:
+                raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
+            if filter_ is None:
+                filter_ = target.filter or b""
+            result = self._authorized(
+                session, "subscribe", target.endpoint, {"filter": filter_}, self._subscribe, session, target.endpoint, filter_
+            )
+        except Exception:
+            return fail()
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription:
         if not session.is_open:
             raise CancelledError("session closed")
         try:
-            sub: Subscription = self.hub.subscribe(session, target.endpoint, filter_)
+            return self.hub.subscribe(session, endpoint, filter_)
         except InvalidEndpoint as e:
             raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
-        return sub
 
     def unsubscribe(self, session, subscription_id: int) -> None:
         if not self.hub.unsubscribe(session, subscription_id):
