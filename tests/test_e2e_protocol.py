@@ -158,3 +158,26 @@ def test_kwargs_rejected_clearly(bridge):
         raw.protocol.sendClose(1000)
 
     run(scenario())
+
+
+def test_login_must_complete_within_the_handshake_timeout(services):
+    """A WebSocket that never sends HELLO is aborted with wamp.error.timeout after --handshake-timeout."""
+    from harness import start_bridge
+
+    proc, url = start_bridge("--anonymous", "--handshake-timeout", "1")
+    try:
+
+        async def scenario():
+            raw = await open_raw(url)
+            payload, _ = await raw.recv(timeout=5)
+            msg = json.loads(payload)
+            assert msg[0] == 3 and msg[2] == "wamp.error.timeout"
+            await asyncio.wait_for(raw.closed, 5)
+            good = await connect(url)  # a session that logs in at once is not affected
+            await asyncio.sleep(1.5)
+            assert good.is_attached()
+            await close(good)
+
+        run(scenario())
+    finally:
+        proc.stop()

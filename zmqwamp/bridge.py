@@ -212,7 +212,7 @@ class Bridge:
         top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)
         router_service.setServiceParent(top)
-        factory = WampServerFactory(router, self.websocket_allowed, config)
+        factory = WampServerFactory(router, self.websocket_allowed, config, reactor)
         router_service.connections = factory.connections
         site = ConnectionGuardFactory(
             build_site(factory, router, static=config.static, metrics=not config.metrics_listen),

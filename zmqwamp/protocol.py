@@ -455,6 +455,15 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.session = WampSession(
             factory.router, SERIALIZERS[self.websocket_protocol_in_use], self, self.peer, factory.session_limits
         )
+        self._login_deadline = factory.clock.callLater(factory.login_timeout, self._login_expired)
+
+    def _login_expired(self) -> None:
+        """A session must be established (HELLO ... WELCOME) within the handshake timeout."""
+        self._login_deadline = None
+        if self.session is not None and self.session.state in ("hello", "login", "challenge"):
+            self.factory.router.metrics.limit_exceeded.labels("login_timeout").inc()
+            log.info("session from {peer} aborted: no completed login within {t}s", peer=self.peer, t=self.factory.login_timeout)
+            self.session.abort(ApplicationError.TIMEOUT, f"no completed login within {self.factory.login_timeout:g}s")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.message_received(payload, isBinary)
@@ -464,6 +473,8 @@ class WampServerProtocol(WebSocketServerProtocol):
             self.session.transport_lost()
 
     def connectionLost(self, reason) -> None:
+        if self._login_deadline is not None and self._login_deadline.active():
+            self._login_deadline.cancel()
         try:
             super().connectionLost(reason)
         finally:
@@ -476,6 +487,7 @@ class WampServerProtocol(WebSocketServerProtocol):
     # the transport WampSession writes to: frames go through the bounded outgoing buffer
     _outgoing: OutgoingBuffer | None = None
     _counted_host: str | None = None
+    _login_deadline = None
 
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
         self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
@@ -511,10 +523,14 @@ class WampServerProtocol(WebSocketServerProtocol):
 class WampServerFactory(WebSocketServerFactory):
     protocol = WampServerProtocol
 
-    def __init__(self, router: Router, websocket_allowed, config: BridgeConfig) -> None:
+    def __init__(self, router: Router, websocket_allowed, config: BridgeConfig, clock=None) -> None:
         super().__init__(protocols=list(SERIALIZERS))
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self.router = router
         self.websocket_allowed = websocket_allowed
+        self.login_timeout = config.handshake_timeout
         self.max_outgoing_buffer = config.max_outgoing_buffer
         self.slow_consumer = config.slow_consumer
         self.session_limits = SessionLimits(
