@@ -83,8 +83,8 @@ def _mask_fast(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ k).to_bytes(n, "big")
 
 
-async def open_tcp(url: str, timeout: float = 10.0, rcvbuf: int | None = None, source: str | None = None):
-    """A TCP connection to the host and port of ``url``: (StreamReader, StreamWriter)."""
+async def open_tcp(url: str, timeout: float = 10.0, rcvbuf: int | None = None, source: str | None = None, ssl=None):
+    """A TCP connection to the host and port of ``url`` (TLS with ``ssl``, an SSLContext): (reader, writer)."""
     u = urlparse(url)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
@@ -97,7 +97,11 @@ async def open_tcp(url: str, timeout: float = 10.0, rcvbuf: int | None = None, s
     except BaseException:
         sock.close()
         raise
-    return await asyncio.open_connection(sock=sock, limit=rcvbuf or 2**16)
+    if ssl is None:
+        return await asyncio.open_connection(sock=sock, limit=rcvbuf or 2**16)
+    return await asyncio.wait_for(
+        asyncio.open_connection(sock=sock, limit=rcvbuf or 2**16, ssl=ssl, server_hostname=u.hostname), timeout
+    )
 
 
 class WSClient:
@@ -122,9 +126,11 @@ class WSClient:
         rcvbuf: int | None = None,
         headers: dict[str, str] | None = None,
         source: str | None = None,
+        ssl=None,
     ) -> "WSClient":
-        """``rcvbuf``: a small receive buffer (for a client that stops reading); ``source``: local address."""
-        reader, writer = await open_tcp(url, timeout, rcvbuf, source)
+        """``rcvbuf``: a small receive buffer (for a client that stops reading); ``source``: local address;
+        ``ssl``: an SSLContext for wss://."""
+        reader, writer = await open_tcp(url, timeout, rcvbuf, source, ssl)
         u = urlparse(url)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [

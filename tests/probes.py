@@ -37,7 +37,7 @@ def fd_count(pid: int) -> int:
 
 
 def http_base(ws_url: str) -> str:
-    return ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+    return ws_url.replace("wss://", "https://").replace("ws://", "http://").rsplit("/ws", 1)[0]
 
 
 def healthz(ws_url: str) -> dict:
@@ -48,9 +48,9 @@ def healthz(ws_url: str) -> dict:
         return json.load(e)
 
 
-def metrics(ws_url: str) -> dict[tuple, float]:
-    """{(sample name, ((label, value), ...)): value} from /metrics."""
-    with urllib.request.urlopen(http_base(ws_url) + "/metrics", timeout=5) as r:
+def metrics(ws_url: str, context=None) -> dict[tuple, float]:
+    """{(sample name, ((label, value), ...)): value} from /metrics (``context``: SSLContext for wss)."""
+    with urllib.request.urlopen(http_base(ws_url) + "/metrics", timeout=5, context=context) as r:
         text = r.read().decode()
     out = {}
     for family in text_string_to_metric_families(text):
@@ -59,5 +59,5 @@ def metrics(ws_url: str) -> dict[tuple, float]:
     return out
 
 
-def metric(ws_url: str, name: str, **labels) -> float:
-    return metrics(ws_url).get((name, tuple(sorted(labels.items()))), 0.0)
+def metric(ws_url: str, name: str, context=None, **labels) -> float:
+    return metrics(ws_url, context).get((name, tuple(sorted(labels.items()))), 0.0)

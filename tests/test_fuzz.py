@@ -123,7 +123,10 @@ async def exchange(url: str, hello_first: bool, payloads: list[tuple[bytes, bool
             ws.send_frame(2 if binary else 1, payload)
         if raw is not None:
             ws.send_raw(raw)
-            ws.writer.write_eof()  # whatever frame the garbage started, it ends here
+            try:
+                ws.writer.write_eof()  # whatever frame the garbage started, it ends here
+            except OSError:
+                pass  # the bridge has already closed the connection
         ws.send_frame(1, PROBE) if raw is None else None
         ended = False  # the router said ABORT or GOODBYE: nothing may follow but the close
         while True:

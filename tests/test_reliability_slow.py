@@ -52,6 +52,22 @@ async def stalled(url: str, topic: str) -> WSClient:
     return ws
 
 
+async def no_queue(url: str) -> None:
+    """Wait until no client has anything queued (the stalled clients of earlier tests are gone)."""
+    deadline = time.monotonic() + 20
+    while metric(url, "zmqwamp_outgoing_buffered_bytes") > 0:
+        assert time.monotonic() < deadline, "queues of earlier clients never freed"
+        await asyncio.sleep(0.05)
+
+
+async def until_queueing(url: str) -> None:
+    """Wait until a stalled client's queue holds at least half its bound (so its transport is paused)."""
+    deadline = time.monotonic() + 20
+    while metric(url, "zmqwamp_outgoing_buffered_bytes") < BUFFER // 2:
+        assert time.monotonic() < deadline, "the client's buffer never filled"
+        await asyncio.sleep(0.1)
+
+
 class SeqChecker:
     """Follows the ``seq <n>`` numbers of one subscriber: no gap, no repeat."""
 
@@ -152,12 +168,9 @@ def test_reply_is_delivered_while_events_are_dropped(world):
     url = world["url"]
 
     async def scenario():
+        await no_queue(url)
         ws = await stalled(url, world["pub"])
-        before = metric(url, "zmqwamp_dropped_total", reason="slow_consumer")
-        deadline = time.monotonic() + 20
-        while metric(url, "zmqwamp_dropped_total", reason="slow_consumer") == before:
-            assert time.monotonic() < deadline, "the client's buffer never filled"
-            await asyncio.sleep(0.1)
+        await until_queueing(url)
         ws.send_json([48, 777, {}, world["rep"], ["while stalled"]])
         await asyncio.sleep(1.0)  # the reply waits behind EVENTs, which keep being dropped
         while True:
@@ -175,12 +188,9 @@ def test_undeliverable_reply_closes_the_session(world):
     url = world["url"]
 
     async def scenario():
+        await no_queue(url)
         ws = await stalled(url, world["pub"])
-        before = metric(url, "zmqwamp_dropped_total", reason="slow_consumer")
-        deadline = time.monotonic() + 20
-        while metric(url, "zmqwamp_dropped_total", reason="slow_consumer") == before:
-            assert time.monotonic() < deadline, "the client's buffer never filled"
-            await asyncio.sleep(0.1)
+        await until_queueing(url)
         ws.send_json([48, 778, {}, world["rep"], ["x" * (BUFFER + 1000)]])
         with pytest.raises(Closed) as closed:
             while True:
@@ -191,3 +201,38 @@ def test_undeliverable_reply_closes_the_session(world):
 
     closed = run(scenario())
     assert closed.code == 1008 and "reply undeliverable" in closed.reason
+
+
+def test_stalled_subscriber_over_tls_is_bounded_too(tmp_path):
+    """Over wss:// (TLS under the WebSocket) the outgoing buffer is bounded the same way."""
+    import ssl
+
+    from test_operations import make_cert
+
+    key, cert = make_cert(tmp_path)
+    pub, pub_addr = start_fastpub(RATE, SIZE)
+    bridge, _ = start_bridge(
+        "--anonymous", "--allow", pub_addr, "--max-outgoing-buffer", str(BUFFER),
+        listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario():
+        port = bridge.wait_for(r"starting on (\d+)").group(1)
+        url = f"wss://localhost:{port}/ws"
+        baseline = rss_mib(bridge.proc.pid)
+        ws = await WSClient.connect(url, rcvbuf=4096, ssl=context)
+        await ws.hello()
+        assert (await ws.subscribe(pub_addr))[0] == 33
+        await asyncio.sleep(4)
+        dropped = metric(url, "zmqwamp_dropped_total", context, reason="slow_consumer")
+        ws.abort()
+        return baseline, rss_mib(bridge.proc.pid), dropped
+
+    try:
+        baseline, after, dropped = run(scenario())
+    finally:
+        bridge.stop()
+        pub.stop()
+    print(f"TLS stalled client: RSS {baseline:.1f} -> {after:.1f} MiB, {dropped:.0f} events dropped")
+    assert dropped > 0 and after - baseline < RSS_CEILING_MIB
