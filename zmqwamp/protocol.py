@@ -274,7 +274,9 @@ class WampSession:
 
     def _result(self, request: int, args: list) -> None:
         if self.state == "open":
-            self.send(m.Result(request, args=args))
+            # the bytes of m.Result(request, args=args).serialize(), without building the message object
+            raw = [m.Result.MESSAGE_TYPE, request, {}, args] if args else [m.Result.MESSAGE_TYPE, request, {}]
+            self._send_payload(self.serializer.serialize(raw))
 
     def _on_cancel(self, raw, msg: m.Cancel) -> None:
         d = self._calls.get(msg.request)
@@ -343,22 +345,28 @@ class WampSession:
     # -- out ----------------------------------------------------------------
 
     def send(self, msg: m.Message) -> None:
-        payload = msg.serialize(self.serializer)
+        self._send_payload(msg.serialize(self.serializer))
+
+    def _send_payload(self, payload: bytes) -> None:
         self.router.metrics.bytes_out.inc(len(payload))
         self.transport.send_frame(payload, self.serializer.BINARY)
 
-    def send_event(self, event: m.Event, prepared: dict[str, Any]) -> None:
+    def send_event(self, event: m.Event, prepared: dict[str, Any]) -> int:
+        """Send ``event``; return the payload bytes handed on (0: not sent, the session is not open).
+
+        The hub counts the EVENT metrics once per zmq message from these sizes,
+        not here once per delivery.
+        """
         if self.state != "open":
-            return
+            return 0
         key = self.serializer.NAME
         entry = prepared.get(key)
         if entry is None:
             payload = event.serialize(self.serializer)
             entry = prepared[key] = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
         frame, size = entry
-        self.router.metrics.events_out.inc()
-        self.router.metrics.bytes_out.inc(size)
         self.transport.send_prepared(frame, self._subscriptions.get(event.subscription))
+        return size
 
     def _error(self, request_type: int, request: int, failure: Failure) -> None:
         if self.state != "open":
@@ -455,6 +463,15 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.session = WampSession(
             factory.router, SERIALIZERS[self.websocket_protocol_in_use], self, self.peer, factory.session_limits
         )
+        # Frames this connection sends are exactly autobahn's PreparedMessage bytes (one
+        # unmasked, uncompressed, unfragmented frame, nothing logged): the fast paths of
+        # send_frame and send_prepared may write them to the transport themselves.
+        self._plain_frames = (
+            self._perMessageCompress is None and not self.autoFragmentSize and not self.maskServerFrames
+            and not self.logFrames and not self.logOctets and not self.trackedTimings
+        )
+        # sendMessage refuses a payload over maxMessagePayloadSize (0: no limit)
+        self._max_payload = self.maxMessagePayloadSize or float("inf")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.message_received(payload, isBinary)
@@ -477,15 +494,33 @@ class WampServerProtocol(WebSocketServerProtocol):
     _outgoing: OutgoingBuffer | None = None
     _counted_host: str | None = None
 
+    # Fast path: when nothing waits in the outgoing buffer and the transport is not
+    # paused, OutgoingBuffer.send would call write() at once; so write the framed
+    # bytes straight to the transport instead, skipping autobahn's sendMessage /
+    # sendPreparedMessage / sendData (which also builds debug-log arguments on every
+    # send).  Only for plain frames: see _plain_frames; otherwise the slow path.
+    _plain_frames = False
+
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
-        self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
+        out = self._outgoing
+        if (
+            self._plain_frames and not out.paused and not out._queue and not out.closed
+            and self.state == self.STATE_OPEN and len(payload) <= self._max_payload
+        ):
+            self.transport.write(self.factory.prepareMessage(payload, is_binary).payloadHybi)
+            return
+        out.send(partial(self._write_message, payload, is_binary), len(payload))
 
     def prepare(self, payload: bytes, is_binary: bool):
         return self.factory.prepareMessage(payload, is_binary)
 
     def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
+        out = self._outgoing
+        if self._plain_frames and not out.paused and not out._queue and not out.closed and self.state == self.STATE_OPEN:
+            self.transport.write(prepared.payloadHybi)
+            return
         policy = slow_consumer or self.factory.slow_consumer
-        self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
+        out.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
 
     def close(self, code: int, reason: str | None) -> None:
         """Send what is queued, then a close frame (any code: autobahn's sendClose refuses 1001, 1008)."""
