@@ -75,8 +75,14 @@ ROLES = {
 
 PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
 
-# not batched, no decimal options: see _unserialize
+# not batched, no decimal options: see _unserialize and _serialize
 _JSON = SERIALIZERS["wamp.2.json"]
+try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the same options
+    from autobahn.wamp.serializer import _WAMPJsonEncoder
+
+    _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+except ImportError:  # autobahn on ujson: no such class
+    _JSON_ENCODER = None
 
 
 class WampProtocolViolation(Exception):
@@ -96,6 +102,13 @@ def _unserialize(serializer, payload: bytes) -> list:
         if "\\u0000" not in text:
             return [json.loads(text)]
     return serializer.unserialize(payload)
+
+
+def _serialize(serializer, raw: list) -> bytes:
+    """``serializer.serialize(raw)``; for JSON with one reused encoder, as autobahn's makes one per call."""
+    if serializer is _JSON and _JSON_ENCODER is not None:
+        return _JSON_ENCODER.encode(raw).encode("utf8")
+    return serializer.serialize(raw)
 
 
 def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Message]]:
@@ -301,7 +314,7 @@ class WampSession:
         if self.state == "open":
             # the bytes of m.Result(request, args=args).serialize(), without building the message object
             raw = [m.Result.MESSAGE_TYPE, request, {}, args] if args else [m.Result.MESSAGE_TYPE, request, {}]
-            self._send_payload(self.serializer.serialize(raw))
+            self._send_payload(_serialize(self.serializer, raw))
 
     def _on_cancel(self, raw, msg: m.Cancel) -> None:
         d = self._calls.get(msg.request)
