@@ -91,6 +91,10 @@ class OutgoingBuffer:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def writes_through(self) -> bool:
+        """Would :meth:`send` write a frame at once?  (Open, not paused, nothing queued.)"""
+        return not self.closed and not self.paused and not self._queue
+
     def send(self, write: Callable[[], None], size: int, policy: str | None = None) -> None:
         if self.closed:
             return

@@ -537,33 +537,31 @@ class WampServerProtocol(WebSocketServerProtocol):
     _outgoing: OutgoingBuffer | None = None
     _counted_host: str | None = None
 
-    # Fast path: when nothing waits in the outgoing buffer and the transport is not
-    # paused, OutgoingBuffer.send would call write() at once; so write the framed
+    # Fast path: when the outgoing buffer writes through (nothing queued, transport
+    # not paused), OutgoingBuffer.send would call write() at once; so write the framed
     # bytes straight to the transport instead, skipping autobahn's sendMessage /
     # sendPreparedMessage / sendData (which also builds debug-log arguments on every
     # send).  Only for plain frames: see _plain_frames; otherwise the slow path.
     _plain_frames = False
 
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
-        out = self._outgoing
         if (
-            self._plain_frames and not out.paused and not out._queue and not out.closed
+            self._plain_frames and self._outgoing.writes_through()
             and self.state == self.STATE_OPEN and len(payload) <= self._max_payload
         ):
             self.transport.write(self.factory.prepareMessage(payload, is_binary).payloadHybi)
             return
-        out.send(partial(self._write_message, payload, is_binary), len(payload))
+        self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
 
     def prepare(self, payload: bytes, is_binary: bool):
         return self.factory.prepareMessage(payload, is_binary)
 
     def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
-        out = self._outgoing
-        if self._plain_frames and not out.paused and not out._queue and not out.closed and self.state == self.STATE_OPEN:
+        if self._plain_frames and self._outgoing.writes_through() and self.state == self.STATE_OPEN:
             self.transport.write(prepared.payloadHybi)
             return
         policy = slow_consumer or self.factory.slow_consumer
-        out.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
+        self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
 
     def close(self, code: int, reason: str | None) -> None:
         """Send what is queued, then a close frame (any code: autobahn's sendClose refuses 1001, 1008)."""
