@@ -103,3 +103,36 @@ def test_idle_connection_is_closed(setup):
     clock.advance(30)
     assert forwarder.addresses == []
     assert metrics.zmq_sockets.labels("req")._value.get() == 0
+
+
+def test_refused_send_fails_the_call_as_backend_unavailable(setup, monkeypatch):
+    import zmq
+
+    from zmqwamp import forwarder as fwd
+
+    forwarder, clock, _ = setup
+
+    def refuse(socket, part, flags):
+        raise zmq.ZMQError(zmq.EAGAIN)
+
+    monkeypatch.setattr(fwd, "_send", refuse)
+    d = forwarder.request(ADDR, [b"x"], 5)
+    clock.advance(0)  # the batch is sent at the end of the reactor iteration
+    failure = []
+    d.addErrback(failure.append)
+    assert failure[0].check(fwd.BackendUnavailable) and ADDR in str(failure[0].value)
+    assert ids(forwarder) == []
+
+
+def test_request_cancelled_before_its_batch_is_never_sent(setup, monkeypatch):
+    from zmqwamp import forwarder as fwd
+
+    forwarder, clock, _ = setup
+    sent = []
+    monkeypatch.setattr(fwd, "_send", lambda socket, part, flags: sent.append(part))
+    first = forwarder.request(ADDR, [b"1"], 5)
+    forwarder.request(ADDR, [b"2"], 5).addErrback(lambda f: None)
+    first.addErrback(lambda f: None)
+    first.cancel()
+    clock.advance(0)
+    assert sent[1:] == [b"", b"2"] and len(sent) == 3

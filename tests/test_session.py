@@ -12,7 +12,7 @@ from txzmq import ZmqFactory
 
 from zmqwamp.auth import build_portal
 from zmqwamp.endpoints import EndpointResolver
-from zmqwamp.forwarder import CallTimedOut
+from zmqwamp.forwarder import BackendUnavailable, CallTimedOut
 from zmqwamp.hub import SubscriptionHub
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.policy import EndpointPolicy
@@ -132,6 +132,15 @@ def test_timeout_becomes_canceled_error(world):
     [error] = received(transport)
     assert error[:5] == [8, 48, 3, {}, "wamp.error.canceled"]
     assert "timed out" in error[5][0]
+
+
+def test_refused_send_becomes_backend_unavailable(world):
+    session, transport = joined(world)
+    send(session, 48, 5, {}, REP, ["x"])
+    world.forwarder.requests[-1][3].errback(BackendUnavailable(f"cannot send to {REP}: Resource temporarily unavailable"))
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 5, {}, "zmqwamp.error.backend_unavailable"]
+    assert world.metrics.calls.labels(REP, "unavailable")._value.get() == 1
 
 
 def test_denied_call_never_reaches_zmq(world):

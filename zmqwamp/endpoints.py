@@ -73,19 +73,46 @@ class EndpointTarget:
 
 
 class EndpointResolver:
-    """Resolves WAMP URIs to endpoints, knowing the configured aliases."""
+    """Resolves WAMP URIs to endpoints, knowing the configured aliases.
+
+    Every CALL resolves its URI, and clients use few distinct URIs: results are
+    cached (bounded; failures are not cached), and the cache is emptied when
+    ``aliases`` is replaced (a reload; replace it, do not change it in place).
+    """
+
+    CACHE_SIZE = 1024
 
     def __init__(self, aliases: dict[str, Endpoint] | None = None) -> None:
-        self.aliases: dict[str, Endpoint] = dict(aliases or {})
+        self.aliases = dict(aliases or {})
+
+    @property
+    def aliases(self) -> dict[str, Endpoint]:
+        return self._aliases
+
+    @aliases.setter
+    def aliases(self, aliases: dict[str, Endpoint]) -> None:
+        self._aliases = aliases
+        self._cache: dict[object, EndpointTarget] = {}
 
     def resolve(self, uri: object) -> EndpointTarget:
+        if type(uri) is not str:
+            return self._resolve(uri)  # refused there
+        target = self._cache.get(uri)
+        if target is None:
+            target = self._resolve(uri)
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            self._cache[uri] = target
+        return target
+
+    def _resolve(self, uri: object) -> EndpointTarget:
         if not isinstance(uri, str) or not uri:
             raise InvalidEndpoint("endpoint URI must be a non-empty string")
         if len(uri) > MAX_URI_LENGTH:
             raise InvalidEndpoint(f"endpoint URI longer than {MAX_URI_LENGTH} characters")
         base, sep, query = uri.partition("?")
         filter_ = _parse_query(uri, query) if sep else None
-        alias = self.aliases.get(base)
+        alias = self._aliases.get(base)
         if alias is not None:
             return EndpointTarget(alias, filter_)
         return EndpointTarget(Endpoint(parse_address(base)), filter_)

@@ -56,7 +56,15 @@ class OutgoingBuffer:
     ``policy`` is the EVENT's slow-consumer policy, or None for a frame that
     must be delivered.  ``overflow(text)`` is called (once) when the connection
     must be closed.
+
+    One per connection, so kept small: ``__slots__``, and no deque until a frame
+    has to wait (an empty deque is ~600 bytes; most connections never queue).
     """
+
+    __slots__ = (
+        "limit", "paused", "closed", "queued_bytes", "_overflow", "_metrics", "_peer", "_clock",
+        "_queue", "_burst_dropped", "_burst_policy", "_burst_started",
+    )
 
     def __init__(
         self,
@@ -74,14 +82,18 @@ class OutgoingBuffer:
         self._metrics = metrics
         self._peer = peer
         self._clock = clock
-        # (write, size, policy); policy None: must be delivered
-        self._queue: deque[tuple[Callable[[], None], int, str | None]] = deque()
+        # (write, size, policy); policy None: must be delivered.  () while nothing waits.
+        self._queue: deque[tuple[Callable[[], None], int, str | None]] | tuple = ()
         self._burst_dropped = 0
         self._burst_policy = ""
         self._burst_started = 0.0
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def writes_through(self) -> bool:
+        """Would :meth:`send` write a frame at once?  (Open, not paused, nothing queued.)"""
+        return not self.closed and not self.paused and not self._queue
 
     def send(self, write: Callable[[], None], size: int, policy: str | None = None) -> None:
         if self.closed:
@@ -103,6 +115,8 @@ class OutgoingBuffer:
                 else:  # drop_oldest, and what is queued is all replies
                     self._dropped(1, policy)
                 return
+        if not self._queue:
+            self._queue = deque()
         self._queue.append((write, size, policy))
         self._add(size)
 
@@ -112,6 +126,7 @@ class OutgoingBuffer:
             write, size, _ = self._queue.popleft()
             self._add(-size)
             write()
+        self._queue = ()
         self._end_burst()
 
     # -- IPushProducer ------------------------------------------------------
@@ -126,6 +141,7 @@ class OutgoingBuffer:
             self._add(-size)
             write()  # may call pauseProducing
         if not self._queue:
+            self._queue = ()
             self._end_burst()
 
     def stopProducing(self) -> None:
@@ -141,7 +157,7 @@ class OutgoingBuffer:
     def _clear(self) -> list[str]:
         """Empty the queue; return the policies of the EVENTs that were in it."""
         policies = [policy for _, _, policy in self._queue if policy is not None]
-        self._queue.clear()
+        self._queue = ()
         self._add(-self.queued_bytes)
         return policies
 

@@ -11,6 +11,7 @@ is closed after ``idle_close`` seconds.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from typing import Callable
@@ -20,7 +21,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqREQConnection
+from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
 from zmqwamp.endpoints import InvalidEndpoint
 from zmqwamp.metrics import BridgeMetrics
@@ -36,23 +37,112 @@ class BackendUnavailable(Exception):
     """The request could not be handed to ZeroMQ (queue full or socket closed)."""
 
 
-class UpstreamRequestConnection(ZmqREQConnection):
+# The request frames are bytes: pyzmq's Cython send without the sugar layer's
+# checks (send_multipart checks every part's type, then calls the sugar
+# Socket.send per part): ~2 us less per request.  The frames go out the same.
+_send = zmq.backend.Socket.send
+_MORE = zmq.NOBLOCK | zmq.SNDMORE
+# Likewise for replies: recv_multipart's loop, on the Cython recv and get.
+_recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
+
+
+class UpstreamRequestConnection(ZmqConnection):
+    """A DEALER with request ids: each request is ``[id, b"", *frames]``, as a REQ socket would send.
+
+    Leaner than txZMQ's ZmqREQConnection on the hot path: ids are a counter
+    (never reused, so a late reply can never match a later request), requests
+    are sent in batches (see :meth:`_flush`) with pyzmq's plain ``send`` per
+    frame, and ``doRead`` reads every waiting reply in one loop without txZMQ's
+    per-message ``log.callWithLogger``.
+    """
+
+    socketType = zmq.DEALER
     # Bound what ZeroMQ queues for a backend that is down; sends past it fail fast.
     highWaterMark = 1000
 
     def __init__(self, factory: ZmqFactory, address: str, on_unmatched: Callable[[str, str], None]) -> None:
         self.address = address
         self._on_unmatched = on_unmatched
+        self._requests: dict[bytes, Deferred] = {}
+        self._next_id = itertools.count(1)
+        self._outbox: list[tuple[bytes, tuple[bytes, ...]]] = []  # (id, frames) not sent yet
+        self._flush_call = None
         super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address))
+
+    def sendMsg(self, *frames: bytes) -> Deferred:
+        """Queue a request, sent at the end of this reactor iteration.
+
+        The Deferred fires with the reply frames, or fails with
+        :class:`BackendUnavailable` if ZeroMQ refuses it (queue full).
+        Cancelling it forgets the request (and if it was not sent yet, it never is).
+        """
+        msg_id = next(self._next_id).to_bytes(8, "big")
+        d = Deferred(canceller=lambda _: self._requests.pop(msg_id, None))
+        self._requests[msg_id] = d
+        self._outbox.append((msg_id, frames))
+        if self._flush_call is None:
+            self._flush_call = self.factory.reactor.callLater(0, self._flush)
+        return d
+
+    def _flush(self) -> None:
+        """Send the queued requests back to back.
+
+        Why batch: a zmq send that finds the I/O thread asleep wakes it (a syscall
+        and, on a busy machine, a context switch).  Sent one by one between the
+        CALLs of a reactor iteration, nearly every request paid that; sent back
+        to back, most do not (measured: ~12 us against ~4 us per request).
+        """
+        self._flush_call = None
+        outbox, self._outbox = self._outbox, []
+        socket = self.socket
+        for msg_id, frames in outbox:
+            if msg_id not in self._requests:
+                continue  # cancelled before it was sent
+            parts = (msg_id, b"", *frames)
+            last = len(parts) - 1
+            try:
+                for i, part in enumerate(parts):
+                    _send(socket, part, _MORE if i < last else zmq.NOBLOCK)
+            except zmq.ZMQError as e:  # at the first part: the whole request was refused
+                self._requests.pop(msg_id).errback(BackendUnavailable(f"cannot send to {self.address}: {e.strerror}"))
+        # as txZMQ after a send: the zmq FD may not signal replies already waiting, so read now
+        self.doRead()
+
+    def doRead(self) -> None:
+        if self.read_scheduled is not None:
+            if not self.read_scheduled.called:
+                self.read_scheduled.cancel()
+            self.read_scheduled = None
+        # every waiting reply, until EAGAIN (which also re-arms the edge-triggered zmq FD)
+        while self.factory is not None:  # None: shut down, maybe by a callback
+            socket = self.socket
+            try:
+                message = [_recv(socket, zmq.NOBLOCK)]
+            except zmq.Again:
+                return
+            while _get(socket, zmq.RCVMORE):  # the rest of a multipart message is already there
+                message.append(_recv(socket, zmq.NOBLOCK))
+            try:
+                self.messageReceived(message)
+            except Exception:  # as txZMQ's callWithLogger: log it, keep reading
+                log.failure("reply from {address} failed in its callback", address=self.address)
+
+    def shutdown(self) -> None:
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+        super().shutdown()
 
     def messageReceived(self, message: list[bytes]) -> None:
         if len(message) < 2 or message[1] != b"":
             self._on_unmatched(self.address, "malformed")
             return
-        if message[0] not in self._requests:
+        d = self._requests.pop(message[0], None)
+        if d is None:
             self._on_unmatched(self.address, "late")
             return
-        super().messageReceived(message)
+        d.callback(message[2:])
 
     def pending(self) -> int:
         return len(self._requests)
@@ -91,17 +181,14 @@ class RequestForwarder:
     def request(self, address: str, frames: list[bytes], timeout: float) -> Deferred:
         """Send ``frames`` to ``address``; fire with the reply frames.
 
-        Fails with :class:`CallTimedOut` after ``timeout`` seconds; cancelling
-        the returned Deferred forgets the request.
+        Fails with :class:`CallTimedOut` after ``timeout`` seconds, with
+        :class:`BackendUnavailable` if ZeroMQ refuses it (raised at once for a
+        missing ipc socket); cancelling the returned Deferred forgets the request.
         """
         if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
             raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
         connection = self._connection(address)
-        try:
-            upstream = connection.sendMsg(*frames)
-        except zmq.ZMQError as e:
-            self._release(address)
-            raise BackendUnavailable(f"cannot send to {address}: {e.strerror}") from None
+        upstream = connection.sendMsg(*frames)  # fails with BackendUnavailable if zmq refuses it
         timed_out = []
 
         def expire() -> None:
@@ -165,7 +252,7 @@ class RequestForwarder:
         """Close every connection (pending requests fail with CancelledError)."""
         for address in list(self._connections):
             connection = self._connections.pop(address)
-            for d, _ in list(connection._requests.values()):
+            for d in list(connection._requests.values()):
                 d.cancel()
             connection.shutdown()
             self._metrics.zmq_sockets.labels("req").dec()

@@ -30,8 +30,11 @@ _MAX_ID = 2**53
 
 
 class Subscriber(Protocol):
-    def send_event(self, event: Event, prepared: dict[str, Any]) -> None:
-        """Send ``event``; ``prepared`` caches its frames per serializer across subscribers."""
+    def send_event(self, event: Event, prepared: dict[str, Any]) -> int:
+        """Send ``event``; ``prepared`` caches its frames per serializer across subscribers.
+
+        Returns the payload bytes sent (0 if not sent), which the hub counts.
+        """
 
 
 @dataclass(eq=False)
@@ -141,8 +144,16 @@ class SubscriptionHub:
                     continue
             event = Event(sub.id, publication, args=args)
             prepared: dict[str, Any] = {}
+            frames = size = 0
             for subscriber in list(sub.subscribers):
-                subscriber.send_event(event, prepared)
+                sent = subscriber.send_event(event, prepared)
+                if sent:
+                    frames += 1
+                    size += sent
+            # counted once per zmq message and subscription, not per delivery (hot path)
+            if frames:
+                self._metrics.events_out.inc(frames)
+                self._metrics.bytes_out.inc(size)
 
     def close(self) -> None:
         for connection in self._connections.values():

@@ -44,6 +44,8 @@ class SessionLimits:
 class TokenBucket:
     """``take()`` is True at most ``rate`` times per second on average, ``burst`` at once."""
 
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_stamp")  # one per session
+
     def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = max(1.0, rate if burst is None else burst)

@@ -20,13 +20,25 @@ from zmqwamp.endpoints import Endpoint
 
 
 class EndpointPolicy:
+    """The global allow rules; immutable (a reload makes a new one), so answers are cached per address."""
+
+    CACHE_SIZE = 1024
+
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
+        self._allowed: dict[str, bool] = {}
 
     def allows(self, endpoint: Endpoint) -> bool:
         if endpoint.alias is not None:
             return True
-        return any(fnmatchcase(endpoint.address, p) for p in self.patterns)
+        address = endpoint.address
+        allowed = self._allowed.get(address)
+        if allowed is None:
+            allowed = any(fnmatchcase(address, p) for p in self.patterns)
+            if len(self._allowed) >= self.CACHE_SIZE:
+                self._allowed.clear()
+            self._allowed[address] = allowed
+        return allowed
 
 
 # -- per-user rules (applied by the default avatar, after the global rules) ----

@@ -31,6 +31,7 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from functools import partial
@@ -74,9 +75,40 @@ ROLES = {
 
 PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
 
+# not batched, no decimal options: see _unserialize and _serialize
+_JSON = SERIALIZERS["wamp.2.json"]
+try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the same options
+    from autobahn.wamp.serializer import _WAMPJsonEncoder
+
+    _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+except ImportError:  # autobahn on ujson: no such class
+    _JSON_ENCODER = None
+
 
 class WampProtocolViolation(Exception):
     pass
+
+
+def _unserialize(serializer, payload: bytes) -> list:
+    """``serializer.unserialize(payload)``, with a faster path for JSON.
+
+    Autobahn's JSON decoder runs the pure-Python scanner, with a decoder made
+    per message, only to turn strings starting with NUL into bytes (WAMP's
+    binary in JSON).  JSON can only carry a NUL as the escape ``\\u0000``:
+    without that text, the stdlib's C decoder gives the same result.
+    """
+    if serializer is _JSON:
+        text = payload.decode("utf8")
+        if "\\u0000" not in text:
+            return [json.loads(text)]
+    return serializer.unserialize(payload)
+
+
+def _serialize(serializer, raw: list) -> bytes:
+    """``serializer.serialize(raw)``; for JSON with one reused encoder, as autobahn's makes one per call."""
+    if serializer is _JSON and _JSON_ENCODER is not None:
+        return _JSON_ENCODER.encode(raw).encode("utf8")
+    return serializer.serialize(raw)
 
 
 def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Message]]:
@@ -88,7 +120,7 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
     if is_binary != serializer.BINARY:
         raise WampProtocolViolation(f"{'binary' if is_binary else 'text'} frame on a {serializer.NAME} session")
     try:
-        raws = serializer.unserialize(payload)
+        raws = _unserialize(serializer, payload)
     except Exception as e:  # the serializers raise whatever their parser raises
         raise WampProtocolViolation(f"invalid {serializer.NAME} message: {type(e).__name__}") from None
     out = []
@@ -118,6 +150,12 @@ class WampSession:
     limits) are checked here: over one, a CALL or SUBSCRIBE gets ERROR
     ``zmqwamp.error.limit_exceeded``.
     """
+
+    # one per connection: no per-instance __dict__
+    __slots__ = (
+        "router", "serializer", "transport", "peer", "limits", "_call_rate", "_subscribing", "state",
+        "session_id", "avatar", "_challenge", "_calls", "_subscriptions",
+    )
 
     def __init__(
         self,
@@ -274,7 +312,9 @@ class WampSession:
 
     def _result(self, request: int, args: list) -> None:
         if self.state == "open":
-            self.send(m.Result(request, args=args))
+            # the bytes of m.Result(request, args=args).serialize(), without building the message object
+            raw = [m.Result.MESSAGE_TYPE, request, {}, args] if args else [m.Result.MESSAGE_TYPE, request, {}]
+            self._send_payload(_serialize(self.serializer, raw))
 
     def _on_cancel(self, raw, msg: m.Cancel) -> None:
         d = self._calls.get(msg.request)
@@ -343,22 +383,28 @@ class WampSession:
     # -- out ----------------------------------------------------------------
 
     def send(self, msg: m.Message) -> None:
-        payload = msg.serialize(self.serializer)
+        self._send_payload(msg.serialize(self.serializer))
+
+    def _send_payload(self, payload: bytes) -> None:
         self.router.metrics.bytes_out.inc(len(payload))
         self.transport.send_frame(payload, self.serializer.BINARY)
 
-    def send_event(self, event: m.Event, prepared: dict[str, Any]) -> None:
+    def send_event(self, event: m.Event, prepared: dict[str, Any]) -> int:
+        """Send ``event``; return the payload bytes handed on (0: not sent, the session is not open).
+
+        The hub counts the EVENT metrics once per zmq message from these sizes,
+        not here once per delivery.
+        """
         if self.state != "open":
-            return
+            return 0
         key = self.serializer.NAME
         entry = prepared.get(key)
         if entry is None:
             payload = event.serialize(self.serializer)
             entry = prepared[key] = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
         frame, size = entry
-        self.router.metrics.events_out.inc()
-        self.router.metrics.bytes_out.inc(size)
         self.transport.send_prepared(frame, self._subscriptions.get(event.subscription))
+        return size
 
     def _error(self, request_type: int, request: int, failure: Failure) -> None:
         if self.state != "open":
@@ -455,6 +501,20 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.session = WampSession(
             factory.router, SERIALIZERS[self.websocket_protocol_in_use], self, self.peer, factory.session_limits
         )
+        # Frames this connection sends are exactly autobahn's PreparedMessage bytes (one
+        # unmasked, uncompressed, unfragmented frame, nothing logged): the fast paths of
+        # send_frame and send_prepared may write them to the transport themselves.
+        self._plain_frames = (
+            self._perMessageCompress is None and not self.autoFragmentSize and not self.maskServerFrames
+            and not self.logFrames and not self.logOctets and not self.trackedTimings
+        )
+        # sendMessage refuses a payload over maxMessagePayloadSize (0: no limit)
+        self._max_payload = self.maxMessagePayloadSize or float("inf")
+        # The opening handshake is over, and autobahn reads none of these again (it keeps
+        # them only for its test suite): free them, ~1.5 KB of every idle session.
+        self.http_headers = {}
+        self.http_request_data = b""
+        self.http_response_data = ""
         self._login_deadline = factory.clock.callLater(factory.login_timeout, self._login_expired)
 
     def _login_expired(self) -> None:
@@ -467,6 +527,9 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.message_received(payload, isBinary)
+        if self._login_deadline is not None and self.session.state == "open":
+            self._login_deadline.cancel()  # logged in: free the timer now, not when it fires
+            self._login_deadline = None
 
     def onClose(self, wasClean, code, reason) -> None:
         if self.session is not None:
@@ -489,13 +552,29 @@ class WampServerProtocol(WebSocketServerProtocol):
     _counted_host: str | None = None
     _login_deadline = None
 
+    # Fast path: when the outgoing buffer writes through (nothing queued, transport
+    # not paused), OutgoingBuffer.send would call write() at once; so write the framed
+    # bytes straight to the transport instead, skipping autobahn's sendMessage /
+    # sendPreparedMessage / sendData (which also builds debug-log arguments on every
+    # send).  Only for plain frames: see _plain_frames; otherwise the slow path.
+    _plain_frames = False
+
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
+        if (
+            self._plain_frames and self._outgoing.writes_through()
+            and self.state == self.STATE_OPEN and len(payload) <= self._max_payload
+        ):
+            self.transport.write(self.factory.prepareMessage(payload, is_binary).payloadHybi)
+            return
         self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
 
     def prepare(self, payload: bytes, is_binary: bool):
         return self.factory.prepareMessage(payload, is_binary)
 
     def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
+        if self._plain_frames and self._outgoing.writes_through() and self.state == self.STATE_OPEN:
+            self.transport.write(prepared.payloadHybi)
+            return
         policy = slow_consumer or self.factory.slow_consumer
         self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
 

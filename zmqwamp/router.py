@@ -237,6 +237,9 @@ class Router:
         return result
 
     def _failed(self, failure, endpoint: Endpoint, timeout: float, started: float):
+        if failure.check(BackendUnavailable):  # the send itself was refused (zmq queue full)
+            self._count_call(endpoint, "unavailable", started)
+            raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
         if failure.check(CallTimedOut):
             self._count_call(endpoint, "timeout", started)
             log.warn("call to {endpoint} timed out after {timeout}s", endpoint=endpoint.name, timeout=timeout)
