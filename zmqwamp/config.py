@@ -87,14 +87,19 @@ def _string_list(where: str, value: Any) -> list[str]:
     return list(value)
 
 
-def _alias(where: str, name: str, table: Any) -> Endpoint:
+def _check_table(where: str, table: Any, keys: set[str], required: str, hint: str = "") -> None:
+    """A TOML table with only ``keys``, ``required`` among them."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"address", "kind", "codec", "timeout", "slow_consumer"}
+    unknown = set(table) - keys
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    if "address" not in table:
-        raise ConfigError(f"{where}: 'address' is required")
+    if required not in table:
+        raise ConfigError(f"{where}: '{required}' is required{hint}")
+
+
+def _alias(where: str, name: str, table: Any) -> Endpoint:
+    _check_table(where, table, {"address", "kind", "codec", "timeout", "slow_consumer"}, "address")
     if "://" in name or "?" in name:
         raise ConfigError(f"{where}: an alias name cannot look like an address")
     try:
@@ -135,13 +140,10 @@ def _rule_globs(where: str, value: Any, placeholders: bool) -> tuple[str, ...]:
 
 def _rule(where: str, table: Any) -> UserRule:
     """One [[rules]] entry: authid/role (globs), actions (globs), endpoints (globs), filters (globs)."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"authid", "role", "actions", "endpoints", "filters"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    if "endpoints" not in table:
-        raise ConfigError(f"{where}: 'endpoints' is required (globs of endpoint addresses or aliases)")
+    _check_table(
+        where, table, {"authid", "role", "actions", "endpoints", "filters"}, "endpoints",
+        " (globs of endpoint addresses or aliases)",
+    )
     authids = _rule_globs(f"{where}.authid", table["authid"], False) if "authid" in table else ()
     roles = _rule_globs(f"{where}.role", table["role"], False) if "role" in table else ()
     actions = _rule_globs(f"{where}.actions", table["actions"], False) if "actions" in table else ACTIONS
