@@ -32,7 +32,6 @@ from common import (  # noqa: E402
     Child,
     CpuMeter,
     free_port,
-    hist_count,
     hist_merge,
     hist_percentile,
     machine_cpu_busy,
@@ -936,7 +935,7 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
         parts = [f"{name} {effdel[(name, subs)]:.1f} us = {1e6 / effdel[(name, subs)]:.0f}/s per core" for name in ("zmqwamp", "crossbar", "limit")
                  if (name, subs) in effdel]
         if parts:
-            out(f"  server CPU per delivery at that step (capacity if the server had a whole core): " + ", ".join(parts))
+            out("  server CPU per delivery at that step (capacity if the server had a whole core): " + ", ".join(parts))
     out("")
 
     out("Idle sessions (server RSS growth / sessions held; each server fresh)")

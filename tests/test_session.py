@@ -6,7 +6,7 @@ import json
 
 import pytest
 from autobahn.wamp.serializer import JsonObjectSerializer, MsgPackObjectSerializer
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from txzmq import ZmqFactory
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from zmqwamp.endpoints import CODECS, KINDS, Endpoint, InvalidEndpoint, parse_address
 from zmqwamp.flow import SLOW_CONSUMER_POLICIES
-from zmqwamp.policy import ACTIONS, UserRule
+from zmqwamp.policy import ACTIONS, PLACEHOLDERS, UserRule
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -132,8 +132,8 @@ def _rule_globs(where: str, value: Any, placeholders: bool) -> tuple[str, ...]:
         raise ConfigError(f"{where}: must not be empty")
     for glob in globs:
         for found in _PLACEHOLDER.findall(glob):
-            if not placeholders or found not in ("{authid}", "{authrole}"):
-                allowed = "{authid} and {authrole}" if placeholders else "none"
+            if not placeholders or found not in PLACEHOLDERS:
+                allowed = " and ".join(PLACEHOLDERS) if placeholders else "none"
                 raise ConfigError(f"{where}: unknown placeholder {found} in {glob!r} (allowed: {allowed})")
     return tuple(globs)
 

@@ -144,9 +144,6 @@ class UpstreamRequestConnection(ZmqConnection):
             return
         d.callback(message[2:])
 
-    def pending(self) -> int:
-        return len(self._requests)
-
 
 def _ipc_listening(path: str) -> bool:
     """Is something bound at this ipc path?  (A missing socket file would only show as a timeout.)"""
