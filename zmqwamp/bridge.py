@@ -54,36 +54,46 @@ class RouterService(Service):
     def stopService(self):
         super().stopService()
         self.router.stopping = True
-        inflight = self.router.calls_in_flight()
-        log.info("stopping: draining {n} call(s) in flight for up to {t}s", n=inflight, t=self.drain_time)
-        deadline = self.clock.seconds() + self.drain_time
+        log.info(
+            "stopping: draining {n} call(s) in flight for up to {t}s", n=self.router.calls_in_flight(), t=self.drain_time
+        )
+        d = self._wait(self.router.calls_in_flight, self.drain_time)
+        d.addCallback(self._say_goodbye)
+        d.addCallback(lambda _: self._wait(self._connections_open, self.CLOSE_GRACE))
+        d.addCallback(self._close_zmq)
+        return d
+
+    def _wait(self, busy, seconds: float) -> Deferred:
+        """Fire once ``busy()`` is false, or after ``seconds``; checked every 50 ms."""
+        deadline = self.clock.seconds() + seconds
         done = Deferred()
 
-        def poll() -> None:
-            if self.router.calls_in_flight() and self.clock.seconds() < deadline:
-                self.clock.callLater(0.05, poll)
-                return
-            left = self.router.calls_in_flight()
-            if left:
-                log.warn("drain time over: {n} call(s) still in flight are cancelled", n=left)
-            for session in list(self.router.sessions):
-                session.shutdown()
-            closing(self.clock.seconds() + self.CLOSE_GRACE)
+        def check() -> None:
+            if busy() and self.clock.seconds() < deadline:
+                self.clock.callLater(0.05, check)
+            else:
+                done.callback(None)
 
-        def closing(until: float) -> None:
-            if self.connections is not None and self.connections.total and self.clock.seconds() < until:
-                self.clock.callLater(0.05, closing, until)
-                return
-            self.router.forwarder.close()
-            self.router.hub.close()
-            self.zmq_factory.shutdown()
-            # A drained stop is a clean exit: exit 0 instead of twistd re-raising SIGTERM.
-            if hasattr(self.clock, "_exitSignal"):
-                self.clock._exitSignal = None
-            done.callback(None)
-
-        poll()
+        check()
         return done
+
+    def _connections_open(self) -> bool:
+        return self.connections is not None and self.connections.total > 0
+
+    def _say_goodbye(self, _=None) -> None:
+        left = self.router.calls_in_flight()
+        if left:
+            log.warn("drain time over: {n} call(s) still in flight are cancelled", n=left)
+        for session in list(self.router.sessions):
+            session.shutdown()
+
+    def _close_zmq(self, _=None) -> None:
+        self.router.forwarder.close()
+        self.router.hub.close()
+        self.zmq_factory.shutdown()
+        # A drained stop is a clean exit: exit 0 instead of twistd re-raising SIGTERM.
+        if hasattr(self.clock, "_exitSignal"):
+            self.clock._exitSignal = None
 
 
 class BridgeService(MultiService):
