@@ -58,6 +58,9 @@ ZMQWAMP_LOAD_OPTIONS = [
 ]
 
 
+SECTIONS = ("idle", "rpc", "serializers", "fanout", "workers")
+
+
 class BenchTimeout(Exception):
     pass
 
@@ -86,7 +89,7 @@ def settings(quick: bool) -> dict:
         "rpc_warmup": 1.0, "rpc_duration": 3.0,
         "raw_inflight": [1, 16, 64],
         "ser_config": (16, 16), "serializers": ["json", "msgpack", "cbor"],
-        "fanout": [(100, [100, 300, 1000]), (1000, [10, 30, 100])],
+        "fanout": [(100, [100, 300, 1000]), (1000, [10, 30, 100, 300])],
         "step": 5.0, "step_warm": 1.0, "drain_max": 5.0,
         "idle": {"zmqwamp": 10000, "crossbar": 10000, "limit": 10000},
         "idle_connect_timeout": 150.0,
@@ -726,11 +729,12 @@ class Bench:
                 return
             self.run_workers(single)
 
-        self.section("idle sessions (RSS per session) ...", idle)
-        self.section("RPC ...", rpc)
-        self.section("serializers (RPC) ...", serializers)
-        self.section("fan-out ...", fanout)
-        self.section("workers ...", workers)
+        wanted = args.sections
+        for key, title, fn in (("idle", "idle sessions (RSS per session) ...", idle), ("rpc", "RPC ...", rpc),
+                               ("serializers", "serializers (RPC) ...", serializers), ("fanout", "fan-out ...", fanout),
+                               ("workers", "workers ...", workers)):
+            if key in wanted:
+                self.section(title, fn)
         if args.profile and "zmqwamp" in self.targets:
             self.section("profile (cProfile of a separate zmqwamp under RPC 64/16, then fan-out 100 subs @ 300/s) ...",
                          self.run_profile)
@@ -1058,7 +1062,15 @@ def main() -> int:
                         help="load generator client: lean (autobahn WebSocket + serializers, default) or session (ApplicationSession)")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     parser.add_argument("--max-minutes", type=float, default=None, help="hard bound on the run [quick 5, full 25]")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (to iterate on one scenario)")
+    parser.add_argument("--rpc", default=None, metavar="IN/SESS,...",
+                        help="RPC configurations instead of the default ones, e.g. 16/1,64/16")
     args = parser.parse_args()
+    args.sections = [s for s in args.sections.split(",") if s]
+    bad = set(args.sections) - set(SECTIONS)
+    if bad:
+        parser.error(f"unknown sections: {bad}")
     args.targets = [t for t in args.targets.split(",") if t]
     bad = set(args.targets) - {"zmqwamp", "crossbar", "limit"}
     if bad:
@@ -1073,6 +1085,11 @@ def main() -> int:
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
     bench = Bench(args)
+    if args.rpc:
+        try:
+            bench.cfg["rpc_configs"] = [tuple(int(x) for x in c.split("/")) for c in args.rpc.split(",") if c]
+        except ValueError:
+            parser.error("--rpc wants IN/SESS pairs such as 16/1,64/16")
     limit_s = 60 * (args.max_minutes or (5 if args.quick else 25))
     if "crossbar" in args.targets:
         bench.ensure_crossbar()  # outside the time bound: a first install takes a few minutes

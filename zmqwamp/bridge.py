@@ -20,6 +20,7 @@ from txzmq import ZmqFactory
 from zmqwamp.auth import IZmqAvatar, LoginThrottle, build_portal
 from zmqwamp.config import BridgeConfig, ConfigError, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
+from zmqwamp.flow import PendingWrites
 from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
 from zmqwamp.limits import ConnectionGuardFactory
@@ -207,13 +208,14 @@ class Bridge:
         metrics = BridgeMetrics()
         zmq_factory = ZmqFactory()
         zmq_factory.reactor = reactor
+        writes = PendingWrites()  # the zmq readers hold it, the WebSocket connections fill it
         router = Router(
             realm=config.realm,
             portal=build_portal(self.checkers, config.anonymous, config.rules),
             resolver=EndpointResolver(config.endpoints),
             authorize=self.zmq_allowed,
-            forwarder=RequestForwarder(zmq_factory, reactor, metrics, idle_close=config.idle_close),
-            hub=SubscriptionHub(zmq_factory, metrics),
+            forwarder=RequestForwarder(zmq_factory, reactor, metrics, idle_close=config.idle_close, writes=writes),
+            hub=SubscriptionHub(zmq_factory, metrics, writes=writes),
             metrics=metrics,
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
@@ -222,7 +224,7 @@ class Bridge:
         top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)
         router_service.setServiceParent(top)
-        factory = WampServerFactory(router, self.websocket_allowed, config, reactor)
+        factory = WampServerFactory(router, self.websocket_allowed, config, reactor, writes=writes)
         router_service.connections = factory.connections
         site = ConnectionGuardFactory(
             build_site(factory, router, static=config.static, metrics=not config.metrics_listen),

@@ -24,7 +24,9 @@ from twisted.python.failure import Failure
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
 from zmqwamp.endpoints import InvalidEndpoint
+from zmqwamp.flow import PendingWrites
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.zmqread import BatchedRead
 
 log = Logger()
 
@@ -42,27 +44,26 @@ class BackendUnavailable(Exception):
 # Socket.send per part): ~2 us less per request.  The frames go out the same.
 _send = zmq.backend.Socket.send
 _MORE = zmq.NOBLOCK | zmq.SNDMORE
-# Likewise for replies: recv_multipart's loop, on the Cython recv and get.
-_recv = zmq.backend.Socket.recv
-_get = zmq.backend.Socket.get
 
 
-class UpstreamRequestConnection(ZmqConnection):
+class UpstreamRequestConnection(BatchedRead, ZmqConnection):
     """A DEALER with request ids: each request is ``[id, b"", *frames]``, as a REQ socket would send.
 
     Leaner than txZMQ's ZmqREQConnection on the hot path: ids are a counter
     (never reused, so a late reply can never match a later request), requests
     are sent in batches (see :meth:`_flush`) with pyzmq's plain ``send`` per
-    frame, and ``doRead`` reads every waiting reply in one loop without txZMQ's
-    per-message ``log.callWithLogger``.
+    frame, and replies are read in batches (:class:`~zmqwamp.zmqread.BatchedRead`).
     """
 
     socketType = zmq.DEALER
     # Bound what ZeroMQ queues for a backend that is down; sends past it fail fast.
     highWaterMark = 1000
 
-    def __init__(self, factory: ZmqFactory, address: str, on_unmatched: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, factory: ZmqFactory, address: str, on_unmatched: Callable[[str, str], None], writes: PendingWrites | None = None
+    ) -> None:
         self.address = address
+        self.writes = writes
         self._on_unmatched = on_unmatched
         self._requests: dict[bytes, Deferred] = {}
         self._next_id = itertools.count(1)
@@ -109,25 +110,6 @@ class UpstreamRequestConnection(ZmqConnection):
         # as txZMQ after a send: the zmq FD may not signal replies already waiting, so read now
         self.doRead()
 
-    def doRead(self) -> None:
-        if self.read_scheduled is not None:
-            if not self.read_scheduled.called:
-                self.read_scheduled.cancel()
-            self.read_scheduled = None
-        # every waiting reply, until EAGAIN (which also re-arms the edge-triggered zmq FD)
-        while self.factory is not None:  # None: shut down, maybe by a callback
-            socket = self.socket
-            try:
-                message = [_recv(socket, zmq.NOBLOCK)]
-            except zmq.Again:
-                return
-            while _get(socket, zmq.RCVMORE):  # the rest of a multipart message is already there
-                message.append(_recv(socket, zmq.NOBLOCK))
-            try:
-                self.messageReceived(message)
-            except Exception:  # as txZMQ's callWithLogger: log it, keep reading
-                log.failure("reply from {address} failed in its callback", address=self.address)
-
     def shutdown(self) -> None:
         if self._flush_call is not None:
             self._flush_call.cancel()
@@ -162,8 +144,10 @@ class RequestForwarder:
         clock: IReactorTime,
         metrics: BridgeMetrics,
         idle_close: float = 30.0,
+        writes: PendingWrites | None = None,
     ) -> None:
         self._zmq = zmq_factory
+        self._writes = writes
         self._clock = clock
         self._metrics = metrics
         self._idle_close = idle_close
@@ -212,7 +196,7 @@ class RequestForwarder:
         connection = self._connections.get(address)
         if connection is None:
             try:
-                connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply)
+                connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply, self._writes)
             except zmq.ZMQError as e:
                 raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
             self._connections[address] = connection

@@ -21,7 +21,9 @@ from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqSubConnection
 
 from zmqwamp.codec import CodecError, decode_frames
 from zmqwamp.endpoints import Endpoint, InvalidEndpoint
+from zmqwamp.flow import PendingWrites
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.zmqread import BatchedRead
 
 log = Logger()
 
@@ -45,13 +47,16 @@ class Subscription:
     subscribers: set = field(default_factory=set)
 
 
-class UpstreamSubConnection(ZmqSubConnection):
+class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
+    """A SUB socket whose messages, read in batches, go to the hub as they are (every frame)."""
+
     # Bound what ZeroMQ buffers from a fast publisher while we are busy.
     highWaterMark = 10000
 
-    def __init__(self, factory: ZmqFactory, address: str, on_message) -> None:
+    def __init__(self, factory: ZmqFactory, address: str, on_message, writes: PendingWrites | None = None) -> None:
         self.address = address
         self._on_message = on_message
+        self.writes = writes
         super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address))
 
     def messageReceived(self, message: list[bytes]) -> None:
@@ -59,9 +64,10 @@ class UpstreamSubConnection(ZmqSubConnection):
 
 
 class SubscriptionHub:
-    def __init__(self, zmq_factory: ZmqFactory, metrics: BridgeMetrics) -> None:
+    def __init__(self, zmq_factory: ZmqFactory, metrics: BridgeMetrics, writes: PendingWrites | None = None) -> None:
         self._zmq = zmq_factory
         self._metrics = metrics
+        self._writes = writes
         self._connections: dict[str, UpstreamSubConnection] = {}
         # address -> filter -> Subscription
         self._by_address: dict[str, dict[bytes, Subscription]] = {}
@@ -81,7 +87,7 @@ class SubscriptionHub:
         subs = self._by_address.get(address)
         if subs is None:
             try:
-                connection = UpstreamSubConnection(self._zmq, address, self._message)
+                connection = UpstreamSubConnection(self._zmq, address, self._message, self._writes)
             except zmq.ZMQError as e:
                 raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
             self._connections[address] = connection
@@ -144,15 +150,15 @@ class SubscriptionHub:
                     continue
             event = Event(sub.id, publication, args=args)
             prepared: dict[str, Any] = {}
-            frames = size = 0
+            delivered = size = 0
             for subscriber in list(sub.subscribers):
                 sent = subscriber.send_event(event, prepared)
                 if sent:
-                    frames += 1
+                    delivered += 1
                     size += sent
             # counted once per zmq message and subscription, not per delivery (hot path)
-            if frames:
-                self._metrics.events_out.inc(frames)
+            if delivered:
+                self._metrics.events_out.inc(delivered)
                 self._metrics.bytes_out.inc(size)
 
     def close(self) -> None:
