@@ -136,3 +136,64 @@ def test_request_cancelled_before_its_batch_is_never_sent(setup, monkeypatch):
     first.cancel()
     clock.advance(0)
     assert sent[1:] == [b"", b"2"] and len(sent) == 3
+
+
+def conn(forwarder):
+    return forwarder._connections[ADDR]
+
+
+def test_requests_with_one_timeout_share_one_timer_and_expire_each_at_its_deadline(setup):
+    forwarder, clock, _ = setup
+    failed = {}
+    for i in range(5):
+        forwarder.request(ADDR, [b"%d" % i], 2.0).addErrback(lambda f, i=i: failed.setdefault(i, (clock.seconds(), f)))
+        clock.advance(0.5)  # sent at 0, 0.5, 1.0, 1.5, 2.0 (and the batches go out)
+    assert len(conn(forwarder)._deadline_timers) == 1, "one timer per timeout value, not per request"
+    assert sorted(failed) == [0, 1]  # now t=2.5: the first two are due
+    clock.pump([0.5] * 4)
+    assert sorted(failed) == [0, 1, 2, 3, 4]
+    for i, (when, failure) in failed.items():
+        assert when == pytest.approx(0.5 * i + 2.0) and failure.check(CallTimedOut)
+    assert conn(forwarder)._deadline_timers == {} and conn(forwarder)._deadlines == {}
+
+
+def test_different_timeouts_expire_independently(setup):
+    forwarder, clock, _ = setup
+    failed = []
+    forwarder.request(ADDR, [b"long"], 10.0).addErrback(lambda f: failed.append("long"))
+    forwarder.request(ADDR, [b"short"], 1.0).addErrback(lambda f: failed.append("short"))
+    clock.advance(1.0)
+    assert failed == ["short"], "a short timeout is not held up behind a long one"
+    clock.advance(9.0)
+    assert failed == ["short", "long"]
+
+
+def test_answered_requests_do_not_pile_up_in_the_deadline_queue(setup):
+    forwarder, clock, _ = setup
+    got = []
+    for i in range(1000):
+        forwarder.request(ADDR, [b"x"], 30.0).addCallback(got.append)
+        [msg_id] = ids(forwarder)
+        reply(forwarder, msg_id, b"ok")
+    assert len(got) == 1000
+    assert len(conn(forwarder)._deadlines[30.0]) <= 2, "entries of answered requests are dropped as new ones come"
+    clock.advance(31)  # the oldest deadline passes, and the idle connection closes
+    assert forwarder.addresses == [] and [c for c in clock.getDelayedCalls() if c.active()] == []
+
+
+def test_a_timeout_callback_that_sends_again_keeps_one_timer(setup):
+    forwarder, clock, _ = setup
+    outcomes = []
+
+    def retry(failure):
+        outcomes.append("timeout")
+        if len(outcomes) < 3:
+            forwarder.request(ADDR, [b"again"], 1.0).addErrback(retry)
+
+    forwarder.request(ADDR, [b"first"], 1.0).addErrback(retry)
+    for _ in range(3):
+        clock.advance(1.0)
+        assert len(conn(forwarder)._deadline_timers) <= 1
+    assert outcomes == ["timeout"] * 3
+    clock.advance(5)
+    assert outcomes == ["timeout"] * 3 and conn(forwarder)._deadline_timers == {}

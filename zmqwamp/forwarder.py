@@ -14,13 +14,13 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-from typing import Callable
+from collections import deque
+from typing import Any, Callable
 
 import zmq
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
 from zmqwamp.endpoints import InvalidEndpoint
@@ -69,22 +69,60 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         self._next_id = itertools.count(1)
         self._outbox: list[tuple[bytes, tuple[bytes, ...]]] = []  # (id, frames) not sent yet
         self._flush_call = None
+        # Deadlines, one FIFO per timeout value: requests with the same timeout
+        # expire in the order they were sent, so each FIFO needs one timer (for its
+        # oldest request), not one per request.  Answered requests leave their
+        # entry behind; it is dropped when it reaches the front.
+        self._deadlines: dict[float, deque[tuple[float, bytes]]] = {}
+        self._deadline_timers: dict[float, Any] = {}
         super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address))
 
-    def sendMsg(self, *frames: bytes) -> Deferred:
+    def sendMsg(self, frames: tuple[bytes, ...] | list[bytes], timeout: float) -> Deferred:
         """Queue a request, sent at the end of this reactor iteration.
 
         The Deferred fires with the reply frames, or fails with
+        :class:`CallTimedOut` after ``timeout`` seconds, or with
         :class:`BackendUnavailable` if ZeroMQ refuses it (queue full).
         Cancelling it forgets the request (and if it was not sent yet, it never is).
         """
         msg_id = next(self._next_id).to_bytes(8, "big")
         d = Deferred(canceller=lambda _: self._requests.pop(msg_id, None))
-        self._requests[msg_id] = d
+        requests = self._requests
+        requests[msg_id] = d
         self._outbox.append((msg_id, frames))
+        reactor = self.factory.reactor
         if self._flush_call is None:
-            self._flush_call = self.factory.reactor.callLater(0, self._flush)
+            self._flush_call = reactor.callLater(0, self._flush)
+        fifo = self._deadlines.get(timeout)
+        if fifo is None:
+            fifo = self._deadlines[timeout] = deque()
+        else:
+            while fifo and fifo[0][1] not in requests:  # answered: forget its deadline
+                fifo.popleft()
+        fifo.append((reactor.seconds() + timeout, msg_id))
+        if timeout not in self._deadline_timers:
+            self._deadline_timers[timeout] = reactor.callLater(timeout, self._expire, timeout)
         return d
+
+    def _expire(self, timeout: float) -> None:
+        """Fail the requests of this FIFO whose deadline has passed; wait for the next one."""
+        del self._deadline_timers[timeout]
+        fifo = self._deadlines[timeout]
+        requests = self._requests
+        now = self.factory.reactor.seconds()
+        while fifo and (fifo[0][0] <= now or fifo[0][1] not in requests):
+            _, msg_id = fifo.popleft()
+            d = requests.pop(msg_id, None)
+            if d is not None:
+                d.errback(CallTimedOut(f"no reply from {self.address} within {timeout:g}s"))
+                if self.factory is None:  # shut down by a callback
+                    return
+        if timeout in self._deadline_timers:  # a callback sent a new request, which set the timer
+            return
+        if fifo:
+            self._deadline_timers[timeout] = self.factory.reactor.callLater(fifo[0][0] - now, self._expire, timeout)
+        else:
+            del self._deadlines[timeout]
 
     def _flush(self) -> None:
         """Send the queued requests back to back.
@@ -114,6 +152,10 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush_call = None
+        for timer in self._deadline_timers.values():
+            timer.cancel()
+        self._deadline_timers.clear()
+        self._deadlines.clear()
         super().shutdown()
 
     def messageReceived(self, message: list[bytes]) -> None:
@@ -169,25 +211,11 @@ class RequestForwarder:
         if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
             raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
         connection = self._connection(address)
-        upstream = connection.sendMsg(*frames)  # fails with BackendUnavailable if zmq refuses it
-        timed_out = []
+        return connection.sendMsg(frames, timeout).addBoth(self._released, address)
 
-        def expire() -> None:
-            timed_out.append(True)
-            upstream.cancel()
-
-        timer = self._clock.callLater(timeout, expire)
-
-        def done(result):
-            if timer.active():
-                timer.cancel()
-            self._release(address)
-            if timed_out and isinstance(result, Failure) and result.check(CancelledError):
-                raise CallTimedOut(f"no reply from {address} within {timeout:g}s")
-            return result
-
-        upstream.addBoth(done)
-        return upstream
+    def _released(self, result, address: str):
+        self._release(address)
+        return result
 
     def _connection(self, address: str) -> UpstreamRequestConnection:
         timer = self._idle_timers.pop(address, None)
