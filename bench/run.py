@@ -957,13 +957,17 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
 
     w = results.get("workers")
     if w is None or not w.get("available"):
-        out("workers: not available in this build" if w is not None else "workers: not measured")
+        out("workers: not available in this build" if w is not None else "workers: not measured in this run")
     elif w.get("w2") is None:
         out(f"workers: --workers exists in this build but was not measured: {w.get('error', 'no result')}")
     else:
         out(f"workers: --workers 2 {w['w2']['calls_s']:.0f} calls/s vs 1 worker {w['w1']['calls_s']:.0f} calls/s "
             f"(RPC 64/16) = {_x(w['ratio'])}; bound with 2 workers: {w['w2']['bound']} "
-            f"(LG CPU max {w['w2']['cpu']['lg']['max']:.0f}%, machine {w['w2']['cpu']['machine']['total']:.0f}% of {100 * results['meta']['cores']}%)")
+            f"(LG CPU max {w['w2']['cpu']['lg']['max']:.0f}%, REP CPU {w['w2']['cpu']['rep']['total']:.0f}%, "
+            f"machine {w['w2']['cpu']['machine']['total']:.0f}% of {100 * results['meta']['cores']}%)")
+        out(f"  server CPU per call: 1 worker {_f(w['w1']['server_us_per_call'], '{:.0f}')} us, 2 workers "
+            f"{_f(w['w2']['server_us_per_call'], '{:.0f}')} us (both processes together); this machine has "
+            f"{results['meta']['cores']} cores for the workers, the REP and the LG together")
     out("")
 
     # -- targets ---------------------------------------------------------------
@@ -1003,7 +1007,8 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
         target("--workers 2 vs 1 (RPC 64/16)", w["ratio"], 1.6, ">=",
                f"bound with 2 workers: {w['w2']['bound']}" + (" (the LG/cores are the bottleneck)" if ("LG" in w["w2"]["bound"] or "cores" in w["w2"]["bound"]) else ""))
     else:
-        why = "workers: not available in this build" if not (w and w.get("available")) else (w.get("error") or "not measured")
+        why = ("workers: not measured in this run" if w is None else "workers: not available in this build"
+               if not w.get("available") else (w.get("error") or "not measured"))
         targets.append({"target": "--workers 2 vs 1", "measured": None, "want": ">= 1.6", "status": "n/a", "detail": why})
     out("Targets (issue 7)")
     hdr = f"{'target':<44} {'measured':>9} {'want':>7}  {'':<5} detail"
