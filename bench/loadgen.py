@@ -165,7 +165,8 @@ class LeanSession(WebSocketClientProtocol):
         subscribers on 2 cores that, not the server, set the fan-out ceiling for
         every target.  Server frames are unmasked, so reading the final text or
         binary frames that carry WAMP messages is a few lines; anything else (a
-        ping, a close, a fragment) hands the rest back to autobahn for good.
+        ping, a close, a fragment) hands the rest back to autobahn until its
+        buffers are empty again.
         """
         if not self.fast:
             if self.want_fast and not self.receive_queue and not self.data and self.current_frame is None:
@@ -186,7 +187,9 @@ class LeanSession(WebSocketClientProtocol):
                     break
                 size, head = int.from_bytes(buf[i + 2:i + 10], "big"), 10
             if b0 & 0x8F not in (0x81, 0x82) or b1 & 0x80:  # not a final text/binary frame, or masked
-                self.fast = self.want_fast = False
+                # autobahn takes it from here (a ping gets its pong); the fast path
+                # resumes once autobahn's buffers are empty again
+                self.fast = False
                 self._tail = b""
                 return super().data_received(buf[i:])
             end = i + head + size

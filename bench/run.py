@@ -263,6 +263,8 @@ class Bench:
                 "--max-seconds", str(opts.pop("max_seconds", 600))]
         if mode != "probe":
             argv += ["--client", self.args.client]
+            if self.args.autobahn_frames:
+                argv.append("--autobahn-frames")
         for key, value in opts.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         return self.start(name, argv, stdin=stdin)
@@ -864,7 +866,10 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
         f"{results['meta']['cores']} cores, {results['meta']['when']}")
     out("anchor = Crossbar " + results["meta"]["crossbar"] + " + forwarder component (shared DEALER, SUB->publish); "
         "limit = bare autobahn WAMP server (canned RESULT, prepared EVENTs, no zmq)")
-    out(f"LG = load generator ({results['meta']['client']} autobahn-python asyncio client, 'LG' = its processes, 'LG CPU%' = the busiest one); "
+    frames = ("autobahn's frame parser throughout" if results["meta"].get("autobahn_frames")
+              else "frames after WELCOME read by its own few-line parser") if results["meta"]["client"] == "lean" else "stock"
+    out(f"LG = load generator ({results['meta']['client']} autobahn-python asyncio client, {frames}; "
+        "'LG' = its processes, 'LG CPU%' = the busiest one); "
         "'bound' = who was at >=85% of a core (server, LG, REP) or 'cores' when the machine was >=90% busy; "
         "'other%' = CPU used outside the measured processes (publisher, bench, other users of the machine)")
     out("zmqwamp run with: " + (" ".join(results["meta"].get("zmqwamp_options") or []) or "(defaults)"))
@@ -1067,6 +1072,8 @@ def main() -> int:
                         help="load generator client: lean (autobahn WebSocket + serializers, default) or session (ApplicationSession)")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     parser.add_argument("--max-minutes", type=float, default=None, help="hard bound on the run [quick 5, full 25]")
+    parser.add_argument("--autobahn-frames", action="store_true",
+                        help="lean client: read every frame with autobahn's parser (by default only until WELCOME)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} (to iterate on one scenario)")
     parser.add_argument("--rpc", default=None, metavar="IN/SESS,...",
@@ -1110,8 +1117,10 @@ def main() -> int:
         "cores": os.cpu_count(), "python": platform.python_version(), "crossbar": crossbar_version, "quick": args.quick,
         "when": time.strftime("%Y-%m-%d %H:%M:%S"), "nofile": nofile, "lg_procs": args.lg_procs, "client": args.client,
         "settings": {k: v for k, v in bench.cfg.items()},
-        "load_generator": "bench/loadgen.py: autobahn-python asyncio ApplicationSession; RPC over >1 session and "
-                          "fan-out use --lg-procs processes, idle sessions 2,500 per process",
+        "autobahn_frames": args.autobahn_frames,
+        "load_generator": "bench/loadgen.py: autobahn-python asyncio client (lean: autobahn WebSocket + serializers, "
+                          "frames after WELCOME read by its own parser unless --autobahn-frames; session: ApplicationSession); "
+                          "RPC over >1 session and fan-out use --lg-procs processes, idle sessions 2,500 per process",
     }
     status = 0
     try:
