@@ -58,6 +58,11 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
     socketType = zmq.DEALER
     # Bound what ZeroMQ queues for a backend that is down; sends past it fail fast.
     highWaterMark = 1000
+    # Replies per reactor wakeup.  A batch's frames go out when it ends, so the first
+    # reply of a batch waits for the others: small batches keep the tail short (p99
+    # at 64 calls in flight: ~4 ms with 16, ~4.5-5 ms with 256; noisy), and most go
+    # to different sessions anyway, so a bigger batch saves few sends.
+    max_batch = 16
 
     def __init__(
         self, factory: ZmqFactory, address: str, on_unmatched: Callable[[str, str], None], writes: PendingWrites | None = None
