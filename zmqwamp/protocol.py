@@ -50,8 +50,8 @@ from autobahn.wamp.serializer import (
 )
 from twisted.internet import tcp
 from twisted.internet.defer import CancelledError
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from zmqwamp.auth import Challenge, peer_host

@@ -5,7 +5,8 @@ layer and ``log.callWithLogger`` per message.  Both our connections (the
 shared DEALER of :mod:`zmqwamp.forwarder` and the shared SUB of
 :mod:`zmqwamp.hub`) read with :class:`BatchedRead` instead:
 
-* at most ``max_batch`` messages per reactor wakeup.  A SUB socket can hold
+* at most ``max_batch`` messages per reactor wakeup (256; replies, 16: see
+  :class:`~zmqwamp.forwarder.UpstreamRequestConnection`).  A SUB socket can hold
   up to its high-water mark (10,000 messages); reading them all at once, each
   fanned out to every subscriber, would keep the reactor from every other
   connection (calls, pings, new sessions) for seconds.  When the cap is hit,
