@@ -573,7 +573,7 @@ class Bench:
         return exe if exe.exists() else None
 
     def run_profile(self) -> None:
-        """Where a zmqwamp process spends its CPU under RPC 64/16 and under fan-out.
+        """Where a zmqwamp process spends its CPU under RPC (--profile-rpc, 64/16) and under fan-out.
 
         py-spy (sampling, on-CPU only, the process is not paused) on a plain
         zmqwamp; then cProfile (``twistd --profile``) for exact call counts."""
@@ -581,7 +581,7 @@ class Bench:
         saved = dict(self.cfg)
         self.cfg["rpc_duration"] = dur
         self.cfg["step"] = dur
-        prof: dict = {"duration_s": dur}
+        prof: dict = {"duration_s": dur, "rpc_load": "/".join(map(str, self.args.profile_rpc))}
         self.results["profile"] = prof
         try:
             pyspy = self.ensure_pyspy()
@@ -590,7 +590,7 @@ class Bench:
             else:
                 target = self.start_zmqwamp("zmqwamp-spy")
                 try:
-                    for phase, run in (("rpc", lambda: self.run_rpc(target, 64, 16)),
+                    for phase, run in (("rpc", lambda: self.run_rpc(target, *self.args.profile_rpc)),
                                        ("fanout", lambda: self.run_fanout(target, 100, [300]))):
                         out = RESULTS / f"profile-pyspy-{phase}.txt"
                         self._window_hook = lambda seconds, out=out: self.start(
@@ -614,7 +614,7 @@ class Bench:
                 pst.unlink()
             target = self.start_zmqwamp("zmqwamp-cprof", twistd_opts=["--profile", str(pst), "--profiler", "cprofile", "--savestats"])
             try:
-                rpc = self.run_rpc(target, 64, 16)
+                rpc = self.run_rpc(target, *self.args.profile_rpc)
                 fan = self.run_fanout(target, 100, [300])
                 calls = rpc["calls_s"] * dur  # in-window only: approximate per-call normalisation
             finally:
@@ -738,7 +738,8 @@ class Bench:
             if key in wanted:
                 self.section(title, fn)
         if args.profile and "zmqwamp" in self.targets:
-            self.section("profile (cProfile of a separate zmqwamp under RPC 64/16, then fan-out 100 subs @ 300/s) ...",
+            self.section(f"profile (py-spy, then cProfile, of a separate zmqwamp under RPC {args.profile_rpc[0]}/{args.profile_rpc[1]}, "
+                         "then fan-out 100 subs @ 300/s) ...",
                          self.run_profile)
         self.results["elapsed_s"] = round(time.monotonic() - t_begin, 1)
 
@@ -1036,7 +1037,7 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
             if not sp or "error" in sp:
                 continue
             out("")
-            out(f"Profile: py-spy, zmqwamp under {'RPC 64/16' if phase == 'rpc' else 'fan-out 100 subs @ 300/s'} "
+            out(f"Profile: py-spy, zmqwamp under {'RPC ' + p.get('rpc_load', '64/16') if phase == 'rpc' else 'fan-out 100 subs @ 300/s'} "
                 f"({sp.get('load', '')}; {sp['samples']} on-CPU samples; stacks: {sp['file']})")
             out("  self time by area: " + ", ".join(f"{k} {v}%" for k, v in list(sp["areas_self_pct"].items())[:10]))
             out("  inclusive (share of on-CPU samples with the frame on the stack):")
@@ -1048,7 +1049,7 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
         cp = p.get("cprofile")
         if cp:
             out("")
-            out(f"Profile: cProfile (twistd --profile), RPC 64/16 then fan-out; {cp['busy_s']}s busy "
+            out(f"Profile: cProfile (twistd --profile), RPC {p.get('rpc_load', '64/16')} then fan-out; {cp['busy_s']}s busy "
                 f"(+{cp['epoll_wait_s']}s waiting in epoll); text: {cp['text']}")
             out(f"  {'%busy':>6} {'self s':>7} {'calls':>9}  function")
             for t in cp["top_tottime"][:12]:
@@ -1072,6 +1073,7 @@ def main() -> int:
                         help="load generator client: lean (autobahn WebSocket + serializers, default) or session (ApplicationSession)")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     parser.add_argument("--max-minutes", type=float, default=None, help="hard bound on the run [quick 5, full 25]")
+    parser.add_argument("--profile-rpc", default="64/16", metavar="IN/SESS", help="the RPC load profiled by --profile")
     parser.add_argument("--autobahn-frames", action="store_true",
                         help="lean client: read every frame with autobahn's parser (by default only until WELCOME)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
@@ -1080,6 +1082,10 @@ def main() -> int:
                         help="RPC configurations instead of the default ones, e.g. 16/1,64/16")
     args = parser.parse_args()
     args.sections = [s for s in args.sections.split(",") if s]
+    try:
+        args.profile_rpc = tuple(int(x) for x in args.profile_rpc.split("/"))
+    except ValueError:
+        parser.error("--profile-rpc wants IN/SESS, such as 64/16")
     bad = set(args.sections) - set(SECTIONS)
     if bad:
         parser.error(f"unknown sections: {bad}")
