@@ -11,7 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from txzmq import ZmqFactory
 
 from zmqwamp.auth import build_portal
-from zmqwamp.endpoints import EndpointResolver
+from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut
 from zmqwamp.hub import SubscriptionHub
 from zmqwamp.metrics import BridgeMetrics
@@ -190,6 +190,25 @@ def test_subscription_ids_are_shared_and_events_serialized_once(world):
     assert json.loads(ta.sent[0][0])[0:2] == [36, sid]
     assert json.loads(ta.sent[0][0])[4] == ["hugo 1"]
     assert ta.prepared + tb.prepared == 1 and tc.prepared == 1
+
+
+class EventRecorder:
+    def __init__(self):
+        self.args = []
+
+    def send_event(self, event, prepared):
+        self.args.append(event.args)
+        return 1
+
+
+def test_a_message_matching_filters_with_different_codecs_reaches_each(world):
+    """One zmq message, two filters it matches, each subscribed through an endpoint with its own codec."""
+    as_text, as_bytes = EventRecorder(), EventRecorder()
+    world.hub.subscribe(as_text, Endpoint(PUB, kind="sub", codec="text"), b"hu")
+    world.hub.subscribe(as_bytes, Endpoint(PUB, kind="sub", codec="binary"), b"hugo")
+    world.hub._message(PUB, [b"hugo 1", b"two"])
+    assert as_text.args == [["hugo 1", "two"]]
+    assert as_bytes.args == [[b"hugo 1", b"two"]]
 
 
 def test_unsubscribe_and_close_release_the_subscription(world):
