@@ -211,6 +211,23 @@ def test_a_message_matching_filters_with_different_codecs_reaches_each(world):
     assert as_bytes.args == [[b"hugo 1", b"two"]]
 
 
+def test_aliases_of_one_address_are_subscriptions_of_their_own(world):
+    """Same address and filter through endpoints with different codecs: two ids, each decoded its way, one SUB socket."""
+    as_text, as_bytes, also_text = EventRecorder(), EventRecorder(), EventRecorder()
+    text = Endpoint(PUB, kind="sub", codec="text", alias="prices")
+    a = world.hub.subscribe(as_text, text, b"")
+    b = world.hub.subscribe(as_bytes, Endpoint(PUB, kind="sub", codec="binary", alias="raw-prices"), b"")
+    c = world.hub.subscribe(also_text, text, b"")
+    assert a.id != b.id and a is c and world.hub.addresses == [PUB]
+    world.hub._message(PUB, [b"hugo 1"])
+    assert as_text.args == also_text.args == [["hugo 1"]] and as_bytes.args == [[b"hugo 1"]]
+    assert world.hub.unsubscribe(as_bytes, b.id) and world.hub.addresses == [PUB]
+    world.hub._message(PUB, [b"hugo 2"])
+    assert as_bytes.args == [[b"hugo 1"]] and as_text.args[-1] == ["hugo 2"]
+    assert world.hub.unsubscribe(as_text, a.id) and world.hub.unsubscribe(also_text, a.id)
+    assert world.hub.addresses == [] and world.hub.subscription_count() == 0
+
+
 def test_unsubscribe_and_close_release_the_subscription(world):
     a, ta = joined(world)
     b, _ = joined(world)

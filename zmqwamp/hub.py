@@ -1,9 +1,11 @@
 """Shared subscriptions: ZeroMQ SUB sockets fanned out to WAMP subscribers.
 
-One txZMQ SUB connection per endpoint address.  Each distinct (address, filter)
+One txZMQ SUB connection per endpoint address.  Each distinct (endpoint, filter)
 pair is one :class:`Subscription` with one WAMP subscription id, the same for
 every session (as the WAMP spec asks of brokers); ZeroMQ is subscribed to the
-filter while at least one session is.  A message is decoded once per codec and
+filter while at least one session is.  An alias and the raw address (or two
+aliases of one address) are different endpoints, each with its own codec and
+slow-consumer policy: different subscriptions over the same SUB socket.  A message is decoded once per codec and
 serialized once per WAMP serializer; the same bytes go to every subscriber.
 When nothing is subscribed to an address, its socket is closed.
 """
@@ -69,8 +71,8 @@ class SubscriptionHub:
         self._metrics = metrics
         self._writes = writes
         self._connections: dict[str, UpstreamSubConnection] = {}
-        # address -> filter -> Subscription
-        self._by_address: dict[str, dict[bytes, Subscription]] = {}
+        # address -> (endpoint, filter) -> Subscription
+        self._by_address: dict[str, dict[tuple[Endpoint, bytes], Subscription]] = {}
         self._by_id: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._publications = itertools.count(1)
@@ -94,10 +96,10 @@ class SubscriptionHub:
             subs = self._by_address[address] = {}
             self._metrics.zmq_sockets.labels("sub").inc()
             log.info("zmq SUB connection to {address} opened", address=address)
-        sub = subs.get(filter_)
+        sub = subs.get((endpoint, filter_))
         if sub is None:
             sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_)
-            subs[filter_] = sub
+            subs[(endpoint, filter_)] = sub
             self._by_id[sub.id] = sub
             self._connections[address].subscribe(filter_)
         sub.subscribers.add(subscriber)
@@ -117,7 +119,7 @@ class SubscriptionHub:
         address = sub.endpoint.address
         del self._by_id[sub.id]
         subs = self._by_address[address]
-        del subs[sub.filter]
+        del subs[(sub.endpoint, sub.filter)]
         connection = self._connections[address]
         if subs:
             connection.unsubscribe(sub.filter)
