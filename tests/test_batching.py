@@ -19,7 +19,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
 from harness import start_bridge, start_rep
-from minws import EVENT, RESULT, WSClient
+from minws import ABORT, EVENT, RESULT, WSClient
 from probes import start_fastpub
 from zmqwamp.flow import PendingWrites
 from zmqwamp.protocol import CORK_LIMIT, WampServerProtocol
@@ -270,7 +270,18 @@ def test_autobahn_writes_go_after_the_frames_held_for_the_batch():
     proto._write(b"event2")
     proto.sendData(b"close-frame")
     writes.release()
-    assert sock.wire == [b"event1event2", b"close-frame"]
+    assert b"".join(sock.wire) == b"event1event2close-frame"
+
+
+def test_autobahn_writes_outside_a_batch_go_to_the_socket_at_once():
+    """E.g. ABORT then the close frame: both on the wire before the client can answer the ABORT."""
+    sock = FakeSocket()
+    proto, transport, _ = make_protocol(sock)
+    proto.send_queue = []
+    proto.logOctets = False
+    proto._write(b"abort")
+    proto.sendData(b"close-frame")
+    assert sock.sent == [b"abort", b"close-frame"] and transport.written == []
 
 
 def test_a_large_batch_is_sent_once_past_the_cork_limit():
@@ -338,3 +349,29 @@ def test_flooding_publisher_does_not_starve_calls_and_events_stay_in_order():
     assert reply[0] == RESULT and reply[3] == ["got this ping"], reply
     assert waited < 2.0, f"the call waited {waited:.1f}s behind the flood"
     assert min(counts) > 1000, counts
+
+
+def test_abort_is_followed_by_its_close_frame_when_the_client_closes_at_once():
+    """A client that answers ABORT with its own close frame at once (as autobahn-js does) still gets ours.
+
+    Autobahn drops the TCP connection (abort) as soon as the client's close
+    frame arrives: our close frame must be on the wire by then, not waiting
+    in Twisted's buffer behind an ABORT that went straight to the socket.
+    """
+    bridge, url = start_bridge("--anonymous")
+
+    async def once() -> int | None:
+        ws = await WSClient.connect(url)
+        ws.send_json([1, "no-such-realm", {"roles": {"caller": {}}}])
+        msg = await ws.recv_json()
+        assert msg[0] == ABORT and msg[2] == "wamp.error.no_such_realm", msg
+        return await ws.close(1000)
+
+    async def scenario():
+        return [await once() for _ in range(200)]
+
+    try:
+        codes = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        bridge.stop()
+    assert codes == [1000] * len(codes), f"{codes.count(None)} of {len(codes)} ended without the server's close frame"

@@ -646,10 +646,20 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.transport.write(data)
 
     def sendData(self, data, sync=False, chopsize=None) -> None:
-        """Autobahn's own writes (close frames, pings, the slow path) go after the frames held for a batch."""
-        if self._corked is not None:
-            self.flush_writes()
-        super().sendData(data, sync, chopsize)
+        """Autobahn's own writes (close frames, pings, the slow path) take the same way as our frames.
+
+        So they stay in order with the frames held for a batch, and go straight
+        to the socket too.  That matters for a close frame: once the client's
+        close frame arrives, autobahn aborts the TCP connection, and a close
+        frame still waiting in Twisted's buffer behind an ABORT already sent
+        would be lost.
+        """
+        if self._tcp is None or sync or chopsize or self.send_queue or self.logOctets:
+            if self._corked is not None:
+                self.flush_writes()
+            super().sendData(data, sync, chopsize)
+        else:
+            self._write(data)
 
     def close(self, code: int, reason: str | None) -> None:
         """Send what is queued, then a close frame (any code: autobahn's sendClose refuses 1001, 1008)."""
