@@ -154,7 +154,8 @@ class LeanSession(WebSocketClientProtocol):
             stats.drained.set_result(None)
 
     # Fast path for received frames, once the session is up (see data_received).
-    fast = False
+    want_fast = False  # set at WELCOME (unless --autobahn-frames)
+    fast = False  # in use: autobahn's buffers were empty when data arrived
     _tail = b""
 
     def data_received(self, data: bytes) -> None:
@@ -208,8 +209,6 @@ class LeanSession(WebSocketClientProtocol):
 
     def onMessage(self, payload, isBinary) -> None:
         self.handle(self.decode(payload))
-
-    want_fast = False
 
     def handle(self, messages: list) -> None:
         stats = self.factory.stats

@@ -209,6 +209,8 @@ def make_protocol(socket: FakeSocket) -> tuple[WampServerProtocol, FakeTransport
     tcp = FakeTCP(socket)
     proto._tcp = tcp
     proto.transport = FakeTransport(tcp)
+    proto.send_queue = []  # what autobahn's sendData looks at
+    proto.logOctets = False
     return proto, proto.transport, writes
 
 
@@ -259,12 +261,6 @@ def test_autobahn_writes_go_after_the_frames_held_for_the_batch():
     """A close frame written by autobahn mid-batch must not overtake the frames before it."""
     sock = FakeSocket()
     proto, transport, writes = make_protocol(sock)
-    # what autobahn's sendData needs of a protocol instance
-    proto.state = proto.STATE_OPEN
-    proto.send_queue = []
-    proto.logOctets = False
-    proto.trafficStats = SimpleNamespace(outgoingOctetsWireLevel=0)
-    proto.triggered = False
     writes.hold()
     proto._write(b"event1")
     proto._write(b"event2")
@@ -277,8 +273,6 @@ def test_autobahn_writes_outside_a_batch_go_to_the_socket_at_once():
     """E.g. ABORT then the close frame: both on the wire before the client can answer the ABORT."""
     sock = FakeSocket()
     proto, transport, _ = make_protocol(sock)
-    proto.send_queue = []
-    proto.logOctets = False
     proto._write(b"abort")
     proto.sendData(b"close-frame")
     assert sock.sent == [b"abort", b"close-frame"] and transport.written == []

@@ -216,11 +216,7 @@ class RequestForwarder:
         if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
             raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
         connection = self._connection(address)
-        return connection.sendMsg(frames, timeout).addBoth(self._released, address)
-
-    def _released(self, result, address: str):
-        self._release(address)
-        return result
+        return connection.sendMsg(frames, timeout).addBoth(self._release, address)
 
     def _connection(self, address: str) -> UpstreamRequestConnection:
         timer = self._idle_timers.pop(address, None)
@@ -238,11 +234,13 @@ class RequestForwarder:
         self._inflight[address] = self._inflight.get(address, 0) + 1
         return connection
 
-    def _release(self, address: str) -> None:
+    def _release(self, result, address: str):
+        """A request to ``address`` is over (``result`` passes through): count it, close the connection once idle."""
         left = self._inflight[address] - 1
         self._inflight[address] = left
         if left == 0:
             self._idle_timers[address] = self._clock.callLater(self._idle_close, self._close, address)
+        return result
 
     def _close(self, address: str) -> None:
         self._idle_timers.pop(address, None)

@@ -602,22 +602,27 @@ class WampServerProtocol(WebSocketServerProtocol):
             self.transport.write(data)
             return
         corked = self._corked
-        if corked is None:
-            self._corked = [data]
-            self._corked_size = len(data)
-            writes = self.factory.pending_writes
-            if writes.holding:
-                writes.add(self)
-            else:
-                self.flush_writes()
-        else:
+        if corked is not None:
             corked.append(data)
             self._corked_size += len(data)
             if self._corked_size >= CORK_LIMIT:
                 self.flush_writes()
+        elif self.factory.pending_writes.holding:
+            self._corked = [data]
+            self._corked_size = len(data)
+            self.factory.pending_writes.add(self)
+        else:
+            self._send(data)
 
     def flush_writes(self) -> None:
-        """Send what :meth:`_write` holds; straight to the socket when the transport has nothing buffered.
+        """Send what :meth:`_write` holds, in one ``send``."""
+        corked = self._corked
+        if corked is not None:
+            self._corked = None
+            self._send(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _send(self, data: bytes) -> None:
+        """Straight to the socket when the transport has nothing buffered; else to the transport.
 
         Twisted's ``write`` only buffers: the bytes go out once the reactor has
         polled the socket as writable, which costs two ``epoll_ctl`` calls and a
@@ -628,11 +633,6 @@ class WampServerProtocol(WebSocketServerProtocol):
         non-empty), the producer pausing (:mod:`zmqwamp.flow`) and the error
         handling Twisted's.
         """
-        corked = self._corked
-        if corked is None:
-            return
-        self._corked = None
-        data = corked[0] if len(corked) == 1 else b"".join(corked)
         tcp = self._tcp
         if not tcp._tempDataLen and tcp.offset == len(tcp.dataBuffer) and tcp.connected \
                 and not tcp.disconnecting and not self.transport.disconnecting:
