@@ -60,19 +60,22 @@ class Frame:
     payload: bytes
 
 
-def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
+def encode_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0, key: bytes | None = None, length_bytes: int = 0
+) -> bytes:
+    """A WebSocket frame; ``length_bytes`` 2 or 8 forces a longer length encoding than needed."""
     head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
     n = len(payload)
     m = 0x80 if mask else 0
-    if n < 126:
+    if n < 126 and not length_bytes:
         head += bytes([m | n])
-    elif n < 65536:
+    elif n < 65536 and length_bytes != 8:
         head += bytes([m | 126]) + struct.pack("!H", n)
     else:
         head += bytes([m | 127]) + struct.pack("!Q", n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = os.urandom(4) if key is None else key
     masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if n < 4096 else _mask_fast(payload, key)
     return head + key + masked
 

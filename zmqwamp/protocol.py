@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from zmqwamp.auth import Challenge, peer_host
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer, PendingWrites
+from zmqwamp.frames import WholeFrameReader
 from zmqwamp.limits import LIMIT_EXCEEDED, ConnectionCounter, SessionLimits, TokenBucket
 from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 
@@ -470,7 +471,7 @@ class WampSession:
             log.info("session {session} closed: authid={authid} peer={peer}", session=self.session_id, authid=self.authid, peer=self.peer)
 
 
-class WampServerProtocol(WebSocketServerProtocol):
+class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
     session: WampSession | None = None
 
     def onConnect(self, request):
@@ -515,6 +516,7 @@ class WampServerProtocol(WebSocketServerProtocol):
         )
         # sendMessage refuses a payload over maxMessagePayloadSize (0: no limit)
         self._max_payload = self.maxMessagePayloadSize or float("inf")
+        self.read_whole_frames()
         self._tcp = _plain_tcp(self.transport)
         # The opening handshake is over, and autobahn reads none of these again (it keeps
         # them only for its test suite): free them, ~1.5 KB of every idle session.
