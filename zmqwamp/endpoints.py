@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 CODECS = ("auto", "json", "text", "binary")
@@ -76,8 +77,9 @@ class EndpointResolver:
     """Resolves WAMP URIs to endpoints, knowing the configured aliases.
 
     Every CALL resolves its URI, and clients use few distinct URIs: results are
-    cached (bounded; failures are not cached), and the cache is emptied when
-    ``aliases`` is replaced (a reload; replace it, do not change it in place).
+    cached (least recently used, bounded; failures are not cached), and the
+    cache is emptied when ``aliases`` is replaced (a reload; replace it, do not
+    change it in place).
     """
 
     CACHE_SIZE = 1024
@@ -92,18 +94,12 @@ class EndpointResolver:
     @aliases.setter
     def aliases(self, aliases: dict[str, Endpoint]) -> None:
         self._aliases = aliases
-        self._cache: dict[object, EndpointTarget] = {}
+        self._cached = lru_cache(maxsize=self.CACHE_SIZE)(self._resolve)
 
     def resolve(self, uri: object) -> EndpointTarget:
         if type(uri) is not str:
-            return self._resolve(uri)  # refused there
-        target = self._cache.get(uri)
-        if target is None:
-            target = self._resolve(uri)
-            if len(self._cache) >= self.CACHE_SIZE:
-                self._cache.clear()
-            self._cache[uri] = target
-        return target
+            return self._resolve(uri)  # refused there (and maybe not hashable)
+        return self._cached(uri)
 
     def _resolve(self, uri: object) -> EndpointTarget:
         if not isinstance(uri, str) or not uri:

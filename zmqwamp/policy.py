@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Iterable
 
 from zmqwamp.endpoints import Endpoint
@@ -26,19 +27,15 @@ class EndpointPolicy:
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
-        self._allowed: dict[str, bool] = {}
+        self._allows_address = lru_cache(maxsize=self.CACHE_SIZE)(self._matches)
 
     def allows(self, endpoint: Endpoint) -> bool:
         if endpoint.alias is not None:
             return True
-        address = endpoint.address
-        allowed = self._allowed.get(address)
-        if allowed is None:
-            allowed = any(fnmatchcase(address, p) for p in self.patterns)
-            if len(self._allowed) >= self.CACHE_SIZE:
-                self._allowed.clear()
-            self._allowed[address] = allowed
-        return allowed
+        return self._allows_address(endpoint.address)
+
+    def _matches(self, address: str) -> bool:
+        return any(fnmatchcase(address, p) for p in self.patterns)
 
 
 # -- per-user rules (applied by the default avatar, after the global rules) ----

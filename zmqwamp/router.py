@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
-from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -189,21 +189,20 @@ class Router:
 
         The hot path: no Deferred but the request's own unless the hook returns one.
         """
-        try:
-            if self.stopping:
-                raise ApplicationError(ApplicationError.SYSTEM_SHUTDOWN, "the bridge is shutting down")
-            target = self._resolve(uri, "req")
-            endpoint = target.endpoint
-            if target.filter is not None:
-                raise ApplicationError(ApplicationError.INVALID_URI, "a filter only applies to subscriptions")
-            if kwargs:
-                raise ApplicationError(
-                    ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
-                )
-            result = self._authorized(session, "call", endpoint, {}, self._forward, endpoint, args, timeout_ms)
-        except Exception:
-            return fail()
-        return result if isinstance(result, Deferred) else succeed(result)
+        return maybeDeferred(self._call, session, uri, args, kwargs, timeout_ms)
+
+    def _call(self, session, uri: str, args: list | None, kwargs: dict | None, timeout_ms: int | None):
+        if self.stopping:
+            raise ApplicationError(ApplicationError.SYSTEM_SHUTDOWN, "the bridge is shutting down")
+        target = self._resolve(uri, "req")
+        endpoint = target.endpoint
+        if target.filter is not None:
+            raise ApplicationError(ApplicationError.INVALID_URI, "a filter only applies to subscriptions")
+        if kwargs:
+            raise ApplicationError(
+                ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
+            )
+        return self._authorized(session, "call", endpoint, {}, self._forward, endpoint, args, timeout_ms)
 
     def _forward(self, endpoint: Endpoint, args: list | None, timeout_ms: int | None) -> Deferred:
         try:
@@ -257,19 +256,18 @@ class Router:
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:
         """SUBSCRIBE -> policy check -> the shared Subscription for (endpoint, filter)."""
-        try:
-            target = self._resolve(uri, "sub")
-            filter_ = _option_filter(options.get("filter"))
-            if filter_ is not None and target.filter is not None and filter_ != target.filter:
-                raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
-            if filter_ is None:
-                filter_ = target.filter or b""
-            result = self._authorized(
-                session, "subscribe", target.endpoint, {"filter": filter_}, self._subscribe, session, target.endpoint, filter_
-            )
-        except Exception:
-            return fail()
-        return result if isinstance(result, Deferred) else succeed(result)
+        return maybeDeferred(self._subscribe_checked, session, uri, options)
+
+    def _subscribe_checked(self, session, uri: str, options: dict):
+        target = self._resolve(uri, "sub")
+        filter_ = _option_filter(options.get("filter"))
+        if filter_ is not None and target.filter is not None and filter_ != target.filter:
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
+        if filter_ is None:
+            filter_ = target.filter or b""
+        return self._authorized(
+            session, "subscribe", target.endpoint, {"filter": filter_}, self._subscribe, session, target.endpoint, filter_
+        )
 
     def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription:
         if not session.is_open:
