@@ -79,7 +79,7 @@ def settings(quick: bool) -> dict:
             "ser_config": (64, 16), "serializers": ["json", "msgpack", "cbor"],
             "fanout": [(100, [100, 500]), (1000, [40])],
             "step": 2.0, "step_warm": 0.5, "drain_max": 3.0,
-            "idle": {"zmqwamp": 1000, "crossbar": 1000, "limit": 1000},
+            "idle": {"zmqwamp": 1000, "baseline": 1000, "crossbar": 1000, "limit": 1000},
             "idle_connect_timeout": 60.0,
             "profile_duration": 3.0,
             "repeats": 1,
@@ -91,7 +91,7 @@ def settings(quick: bool) -> dict:
         "ser_config": (16, 16), "serializers": ["json", "msgpack", "cbor"],
         "fanout": [(100, [100, 300, 1000]), (1000, [10, 30, 100, 300])],
         "step": 5.0, "step_warm": 1.0, "drain_max": 5.0,
-        "idle": {"zmqwamp": 10000, "crossbar": 10000, "limit": 10000},
+        "idle": {"zmqwamp": 10000, "baseline": 10000, "crossbar": 10000, "limit": 10000},
         "idle_connect_timeout": 150.0,
         "profile_duration": 8.0,
         "repeats": 2,
@@ -163,25 +163,27 @@ class Bench:
         pub = self.start(name, [PY, str(BENCH / "timed_pub.py"), "tcp://127.0.0.1:*"], stdin=True)
         return pub, pub.wait_for(r"bound to (\S+)", 20)[0].group(1)
 
-    def zmqwamp_help(self) -> str:
-        if not hasattr(self, "_zmqwamp_help"):
-            self._zmqwamp_help = subprocess.run([str(BIN / "twistd"), "zmqwamp", "--help"], capture_output=True, text=True,
-                                                timeout=60, cwd=str(self.tmp)).stdout
-        return self._zmqwamp_help
+    def zmqwamp_help(self, bin_dir: Path = BIN) -> str:
+        helps = self.__dict__.setdefault("_zmqwamp_help", {})
+        if bin_dir not in helps:
+            helps[bin_dir] = subprocess.run([str(bin_dir / "twistd"), "zmqwamp", "--help"], capture_output=True, text=True,
+                                            timeout=60, cwd=str(self.tmp)).stdout
+        return helps[bin_dir]
 
-    def zmqwamp_load_options(self) -> list[str]:
+    def zmqwamp_load_options(self, bin_dir: Path = BIN) -> list[str]:
         out = []
         for option, value in ZMQWAMP_LOAD_OPTIONS:
-            if f"{option}=" in self.zmqwamp_help():
+            if f"{option}=" in self.zmqwamp_help(bin_dir):
                 out += [option, value]
         return out
 
     def start_zmqwamp(self, name: str = "zmqwamp", extra: list[str] = (), twistd_opts: list[str] = (),
-                      port: int = 0, probe_timeout: float = 60) -> Target:
+                      port: int = 0, probe_timeout: float = 60, bin_dir: Path = BIN) -> Target:
+        """Run a zmqwamp bridge; ``bin_dir``: the venv bin of another checkout (``--baseline``)."""
         pub, pub_addr = self.start_timed_pub(f"pub-{name}")
-        extra = [*self.zmqwamp_load_options(), *extra]
+        extra = [*self.zmqwamp_load_options(bin_dir), *extra]
         listen = f"tcp:{port}:interface=127.0.0.1:backlog=1024"
-        argv = [str(BIN / "twistd"), "-n", "--pidfile=", *twistd_opts, "zmqwamp", "--listen", listen,
+        argv = [str(bin_dir / "twistd"), "-n", "--pidfile=", *twistd_opts, "zmqwamp", "--listen", listen,
                 "--anonymous", "--allow", "tcp://127.0.0.1:*", *extra]
         server = self.start(name, argv, cwd=str(self.tmp))
         if port == 0:
@@ -657,6 +659,8 @@ class Bench:
         self.results["meta"]["zmqwamp_options"] = self.zmqwamp_load_options()
         say("starting targets ...")
         starters = {"zmqwamp": self.start_zmqwamp, "crossbar": self.start_crossbar, "limit": self.start_limit}
+        if args.baseline:
+            starters["baseline"] = lambda: self.start_zmqwamp("baseline", bin_dir=args.baseline / ".venv" / "bin")
         for name in args.targets:
             try:
                 self.targets[name] = starters[name]()
@@ -948,6 +952,34 @@ def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
             out("  server CPU per delivery at that step (capacity if the server had a whole core): " + ", ".join(parts))
     out("")
 
+    if any(r["target"] == "baseline" for r in results["rpc"] + results["fanout"]):
+        out("zmqwamp vs baseline (--baseline: another checkout's zmqwamp, run interleaved in this same run; "
+            "throughput ratio > 1 and CPU/p99 ratio < 1 favour this checkout)")
+        hdr = f"{'scenario':<24} {'this':>10} {'baseline':>10} {'ratio':>7} {'srv us this':>11} {'baseline':>9} {'ratio':>7} {'p99 ratio':>9}"
+        out(hdr)
+        out("-" * len(hdr))
+        for r in results["rpc"] + results["serializers"]:
+            if r["target"] != "zmqwamp":
+                continue
+            b = rpc_of("baseline", r["inflight"], r["sessions"], r["serializer"])
+            if b is None:
+                continue
+            out(f"{'RPC ' + str(r['inflight']) + '/' + str(r['sessions']) + ' ' + r['serializer']:<24} {r['calls_s']:>10.0f} "
+                f"{b['calls_s']:>10.0f} {_x(ratio(r['calls_s'], b['calls_s'])):>7} {_f(r['server_us_per_call'], '{:.0f}'):>11} "
+                f"{_f(b['server_us_per_call'], '{:.0f}'):>9} {_x(ratio(r['server_us_per_call'], b['server_us_per_call'])):>7} "
+                f"{_x(ratio(r['p99_ms'], b['p99_ms'])):>9}")
+        for r in results["fanout"]:
+            if r["target"] != "zmqwamp":
+                continue
+            b = fan_of("baseline", r["subscribers"], r["rate"])
+            if b is None:
+                continue
+            out(f"{'fan-out ' + str(r['subscribers']) + ' @ ' + format(r['rate'], 'g') + '/s':<24} {r['delivered_s']:>10.0f} "
+                f"{b['delivered_s']:>10.0f} {_x(ratio(r['delivered_s'], b['delivered_s'])):>7} "
+                f"{_f(r['server_us_per_delivery'], '{:.1f}'):>11} {_f(b['server_us_per_delivery'], '{:.1f}'):>9} "
+                f"{_x(ratio(r['server_us_per_delivery'], b['server_us_per_delivery'])):>7} {_x(ratio(r['p99_ms'], b['p99_ms'])):>9}")
+        out("")
+
     out("Idle sessions (server RSS growth / sessions held; each server fresh)")
     hdr = f"{'target':<10} {'sessions':>8} {'held':>6} {'connect s':>9} {'RSS base MB':>11} {'RSS MB':>8} {'KB/session':>10} {'vs anchor':>9} {'vs limit':>8}"
     out(hdr)
@@ -1074,6 +1106,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="zmqwamp bench: zmqwamp vs Crossbar+forwarder vs limit vs raw zmq")
     parser.add_argument("--quick", action="store_true", help="short smoke run (< 2 minutes)")
     parser.add_argument("--profile", action="store_true", help="also profile zmqwamp's hot path (cProfile)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                        help="also run the zmqwamp of another checkout (with its own .venv, e.g. a git worktree of the "
+                             "previous main) as target 'baseline', interleaved with this one; the report adds 'vs baseline'")
     parser.add_argument("--targets", default="zmqwamp,crossbar,limit",
                         help="comma-separated subset of zmqwamp,crossbar,limit")
     parser.add_argument("--lg-procs", type=int, default=2, help="load generator processes for multi-session scenarios")
@@ -1101,6 +1136,10 @@ def main() -> int:
     bad = set(args.targets) - {"zmqwamp", "crossbar", "limit"}
     if bad:
         parser.error(f"unknown targets: {bad}")
+    if args.baseline is not None:
+        if not (args.baseline / ".venv" / "bin" / "twistd").exists():
+            parser.error(f"--baseline {args.baseline}: no .venv/bin/twistd there (run 'make install' in that checkout)")
+        args.targets.insert(args.targets.index("zmqwamp") + 1 if "zmqwamp" in args.targets else 0, "baseline")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536
