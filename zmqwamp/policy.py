@@ -42,7 +42,7 @@ def _split_pattern(rest: str) -> tuple[str, str | None]:
 def _host_matches(glob: str, host: str) -> bool:
     """A tcp host against a pattern's host glob, by kind: IP globs match IP literals, name globs names.
 
-    ``*`` alone matches every host.  A glob in brackets with a ``:`` (``[fd00::*]``) matches
+    A glob of only ``*`` matches every host.  A glob in brackets with a ``:`` (``[fd00::*]``) matches
     bracketed IPv6 literals.  A glob with a letter outside ``[...]`` spells a name and matches
     host names only.  Any other glob (digits, dots, glob characters: ``10.0.0.*``) matches IPv4
     literals only, so ``10.0.0.1.attacker.example`` (a name) or ``127.1`` (a name to Python,
