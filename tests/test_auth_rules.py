@@ -220,3 +220,31 @@ def test_auth_anonymous_checker_is_refused():
 def test_unknown_auth_type():
     with pytest.raises(usage.UsageError, match="not recognized"):
         Options().parseOptions(["--auth", "nosuch:x"])
+
+
+def test_a_users_ipc_rule_cannot_be_left_with_dot_dot():
+    """ipc:///run/users/{authid}/*: alice cannot reach bob's socket through .../alice/../bob/...; the path
+    is refused before any rule sees it (the glob alone, whose '*' crosses '/', would have matched)."""
+    from fnmatch import fnmatchcase
+
+    from zmqwamp.endpoints import EndpointResolver, InvalidEndpoint
+
+    rule = UserRule(endpoints=("ipc:///run/users/{authid}/*",))
+    escape = "ipc:///run/users/alice/../bob/feed.sock"
+    assert fnmatchcase(escape, "ipc:///run/users/alice/*")  # why the path itself must be refused
+    with pytest.raises(InvalidEndpoint):
+        EndpointResolver().resolve(escape)
+    alice = avatar("alice", rules=[rule])
+    assert alice.zmq_allowed("subscribe", Endpoint("ipc:///run/users/alice/feed.sock"), {"filter": b""})
+    assert not alice.zmq_allowed("subscribe", Endpoint("ipc:///run/users/bob/feed.sock"), {"filter": b""})
+
+
+def test_rule_and_credential_globs_match_tcp_hosts_by_kind():
+    """A rule's (or a JWT's zmq_endpoints) IP glob does not match host names; an alias is matched by its name."""
+    rule = UserRule(endpoints=("tcp://10.0.0.*:*", "ech?"))
+    a = avatar("alice", rules=[rule], endpoints=["tcp://10.0.0.*:*", "echo"])
+    assert a.zmq_allowed("call", Endpoint("tcp://10.0.0.5:1"), {})
+    assert not a.zmq_allowed("call", Endpoint("tcp://10.0.0.5.attacker.example:1"), {})
+    assert a.zmq_allowed("call", ECHO, {})
+    # a plain address is not matched as if it were an alias name
+    assert not rules_allow([UserRule(endpoints=("*.attacker.example:1",))], "a", "user", "call", Endpoint("tcp://10.0.0.5.attacker.example:1"), None)

@@ -1,12 +1,14 @@
 """RequestForwarder: matching, deadlines, late replies, idle close (clock in memory, replies injected)."""
 
 import pytest
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
 from txzmq import ZmqFactory
 
-from zmqwamp.forwarder import CallTimedOut, RequestForwarder
+from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
+from zmqwamp.limits import LimitExceeded, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.names import NameNotResolved
 
 ADDR = "tcp://127.0.0.1:1"
 
@@ -197,3 +199,126 @@ def test_a_timeout_callback_that_sends_again_keeps_one_timer(setup):
     assert outcomes == ["timeout"] * 3
     clock.advance(5)
     assert outcomes == ["timeout"] * 3 and conn(forwarder)._deadline_timers == {}
+
+
+# -- opening connections: the budget and host names (issue 13) --------------------------------
+
+
+class StubNames:
+    """A HostResolver whose lookups the test answers: names give a pending Deferred."""
+
+    def __init__(self):
+        self.pending = {}
+
+    def connect_address(self, address):
+        from zmqwamp.endpoints import ip_version, split_tcp
+
+        hostport = split_tcp(address)
+        if hostport is None or ip_version(hostport[0]) is not None:
+            return address
+        d = self.pending[address] = Deferred()
+        return d
+
+
+class Session:
+    def __init__(self, peer="tcp4:127.0.0.1:1000"):
+        self.peer = peer
+
+
+@pytest.fixture
+def limited():
+    clock = MemoryReactorClock()
+    zmq_factory = ZmqFactory()
+    zmq_factory.reactor = clock
+    metrics = BridgeMetrics()
+    budget = UpstreamBudget(max_per_session=3, max_per_peer=3, max_total=3)
+    names = StubNames()
+    forwarder = RequestForwarder(zmq_factory, clock, metrics, idle_close=30, budget=budget, names=names)
+    yield forwarder, clock, metrics, budget, names
+    forwarder.close()
+    zmq_factory.shutdown()
+
+
+def answer(forwarder, address, d):
+    connection = forwarder._connections[address]
+    connection.messageReceived([list(connection._requests)[0], b"", b"ok"])
+    assert d.called
+
+
+def test_connections_are_charged_until_they_close(limited):
+    """Opening charges the caller; calls on an open connection cost nothing; the idle close releases it."""
+    forwarder, clock, _, budget, _ = limited
+    me = Session()
+    for _ in range(3):
+        answer(forwarder, "tcp://127.0.0.1:1", forwarder.request("tcp://127.0.0.1:1", [b"x"], 5, me))
+    assert budget.charged(me) == 1
+    clock.advance(31)
+    assert forwarder.addresses == [] and budget.total == 0
+
+
+def test_at_the_limit_the_least_recently_used_idle_connection_makes_room(limited):
+    """Total 3: a 4th endpoint closes the idle connection used longest ago; busy ones are never closed;
+    when none is idle, LimitExceeded."""
+    forwarder, clock, metrics, _, _ = limited
+    a, b, c, d, e = (f"tcp://127.0.0.1:{p}" for p in (1, 2, 3, 4, 5))
+    for address in (a, b, c):
+        answer(forwarder, address, forwarder.request(address, [b"x"], 5))
+    answer(forwarder, a, forwarder.request(a, [b"again"], 5))  # a is now the most recently used
+    forwarder.request(d, [b"x"], 5).addErrback(lambda f: None)
+    assert forwarder.addresses == [a, c, d]  # b went
+    forwarder.request(c, [b"busy"], 5).addErrback(lambda f: None)
+    forwarder.request(e, [b"x"], 5).addErrback(lambda f: None)
+    assert forwarder.addresses == [c, d, e]  # a went (idle); c and d have calls waiting
+    with pytest.raises(LimitExceeded, match="max_zmq_sockets"):
+        forwarder.request("tcp://127.0.0.1:6", [b"x"], 5)
+    assert metrics.zmq_sockets.labels("req")._value.get() == 3
+
+
+def test_a_session_at_its_cap_is_refused_while_another_is_not(limited):
+    forwarder, _, _, budget, _ = limited
+    budget.max_per_session, budget.max_total = 2, 10
+    me, other = Session(), Session("tcp4:127.0.0.2:1")
+    for port in (1, 2):
+        forwarder.request(f"tcp://127.0.0.1:{port}", [b"x"], 5, me).addErrback(lambda f: None)
+    with pytest.raises(LimitExceeded, match="max_endpoints_per_session"):
+        forwarder.request("tcp://127.0.0.1:3", [b"x"], 5, me)
+    forwarder.request("tcp://127.0.0.1:1", [b"x"], 5, me).addErrback(lambda f: None)  # open already: free
+    forwarder.request("tcp://127.0.0.1:3", [b"x"], 5, other).addErrback(lambda f: None)
+    assert forwarder.addresses == ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"]
+
+
+def test_a_host_name_being_resolved_holds_its_requests_not_anyone_elses(limited):
+    """Requests to a name wait in its connection (deadlines running) while requests to other endpoints go out;
+    once the name resolves, the socket connects to the address and the waiting requests are sent."""
+    from zmqwamp import forwarder as fwd
+
+    forwarder, clock, _, _, names = limited
+    sent = []
+    original = fwd._send
+    fwd._send = lambda socket, part, flags: sent.append(part)
+    try:
+        waiting = forwarder.request("tcp://svc.example:7", [b"to the name"], 5)
+        other = forwarder.request(ADDR, [b"to another"], 5)
+        clock.advance(0)
+        assert sent[-1] == b"to another" and b"to the name" not in sent
+        names.pending["tcp://svc.example:7"].callback("tcp://127.0.0.1:7")
+        assert sent[-1] == b"to the name"
+        connection = forwarder._connections["tcp://svc.example:7"]
+        assert [e.address for e in connection.endpoints] == ["tcp://127.0.0.1:7"]
+        assert not waiting.called and not other.called
+    finally:
+        fwd._send = original
+    waiting.addErrback(lambda f: None)
+    other.addErrback(lambda f: None)
+
+
+def test_a_name_that_does_not_resolve_fails_its_requests_and_closes(limited):
+    forwarder, clock, metrics, budget, names = limited
+    d = forwarder.request("tcp://nope.example:7", [b"x"], 5, Session())
+    names.pending["tcp://nope.example:7"].errback(NameNotResolved("host name 'nope.example' did not resolve: unknown"))
+    failure = []
+    d.addErrback(failure.append)
+    assert failure[0].check(BackendUnavailable) and "did not resolve" in str(failure[0].value)
+    assert forwarder.addresses == [] and budget.total == 0 and metrics.zmq_sockets.labels("req")._value.get() == 0
+    clock.advance(31)  # the idle timer finds nothing to close
+    assert forwarder.addresses == []

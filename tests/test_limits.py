@@ -14,7 +14,7 @@ from harness import start_bridge, start_pub, start_rep
 from minws import ERROR, RESULT, SUBSCRIBED, Closed, HandshakeRefused, WSClient, open_tcp
 from probes import metric
 from test_session import MemoryTransport, received, send, world  # noqa: F401  (world is a fixture)
-from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, SessionLimits, TokenBucket
+from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, LimitExceeded, SessionLimits, TokenBucket, UpstreamBudget
 from zmqwamp.protocol import WampSession
 
 REP = "tcp://127.0.0.1:9999"
@@ -53,6 +53,60 @@ def test_connection_counter_per_peer_and_total():
     for host in ("a", "b", "c"):
         counter.release(host)
     assert counter.total == 0 and counter.peers() == 0
+
+
+class Peer:
+    def __init__(self, peer):
+        self.peer = peer
+
+
+def test_upstream_budget_per_session_per_peer_and_total():
+    """Sockets are charged to the session that opened them, and its peer address, until released."""
+    budget = UpstreamBudget(max_per_session=2, max_per_peer=3, max_total=4)
+    a1, a2, b = Peer("tcp4:10.0.0.1:1000"), Peer("tcp4:10.0.0.1:1001"), Peer("tcp4:10.0.0.2:1000")
+    budget.charge("x", a1)
+    budget.charge("y", a1)
+    with pytest.raises(LimitExceeded) as e:
+        budget.charge("z", a1)
+    assert e.value.limit == "max_endpoints_per_session" and str(e.value).startswith("max_endpoints_per_session: ")
+    budget.charge("z", a2)  # the same address, another session: 3 for the address
+    with pytest.raises(LimitExceeded, match="max_endpoints_per_peer"):
+        budget.charge("w", a2)
+    budget.charge("w", b)
+    with pytest.raises(LimitExceeded, match="max_zmq_sockets"):
+        budget.charge("v", b)
+    budget.release("x")
+    budget.charge("v", a1)  # a freed socket is a1's to reuse, and the total has room again
+    assert budget.total == 4 and budget.charged(a1) == 2
+    for key in ("y", "z", "w", "v"):
+        budget.release(key)
+    assert budget.total == 0 and not budget._sessions and not budget._peers
+
+
+def test_upstream_budget_reclaims_before_refusing():
+    """At a limit the reclaim hook is asked for an idle socket that counts against that limit, then it refuses."""
+    budget = UpstreamBudget(max_per_session=1, max_per_peer=10, max_total=2)
+    idle = []  # keys the "forwarder" may close, oldest first
+
+    def reclaim(counts):
+        for key in idle:
+            if counts(key):
+                idle.remove(key)
+                budget.release(key)
+                return True
+        return False
+
+    budget.reclaim = reclaim
+    a, b = Peer("tcp4:10.0.0.1:1"), Peer("tcp4:10.0.0.2:1")
+    budget.charge("a-old", a)
+    budget.charge("b-old", b)
+    idle += ["b-old", "a-old"]
+    budget.charge("a-new", a)  # a's own cap: closes a's idle socket, not b's older one
+    assert idle == ["b-old"]
+    budget.charge("nobody", None)  # the total: the oldest idle one, whoever's
+    assert idle == [] and budget.total == 2
+    with pytest.raises(LimitExceeded, match="max_zmq_sockets"):
+        budget.charge("more", None)
 
 
 def test_handshake_deadline_drops_a_silent_connection_and_spares_a_complete_request():
@@ -335,6 +389,8 @@ def test_limits_in_config_file(tmp_path):
         "max_calls_in_flight = 7\nmax_subscriptions = 8\nmax_calls_per_second = 9.5\nmax_sessions = 10\n"
         "max_sessions_per_peer = 11\nhandshake_timeout = 3\nping_interval = 4\nping_timeout = 5\n"
         'max_outgoing_buffer = 65536\nslow_consumer = "close"\n'
+        "max_filter_length = 12\nmax_filters_per_endpoint = 13\nmax_endpoints_per_session = 14\n"
+        "max_endpoints_per_peer = 15\nmax_zmq_sockets = 16\n"
         '[endpoints.feed]\naddress = "tcp://127.0.0.1:9000"\nkind = "sub"\nslow_consumer = "drop_newest"\n'
     )
     c = load_config(path)
@@ -342,7 +398,9 @@ def test_limits_in_config_file(tmp_path):
     assert (c.max_sessions, c.max_sessions_per_peer, c.handshake_timeout) == (10, 11, 3.0)
     assert (c.ping_interval, c.ping_timeout, c.max_outgoing_buffer, c.slow_consumer) == (4.0, 5.0, 65536, "close")
     assert c.endpoints["feed"].slow_consumer == "drop_newest"
-    for bad in ("max_sessions = 0", 'slow_consumer = "sometimes"', "max_outgoing_buffer = 10", "ping_timeout = -1",
+    assert (c.max_filter_length, c.max_filters_per_endpoint, c.max_endpoints_per_session) == (12, 13, 14)
+    assert (c.max_endpoints_per_peer, c.max_zmq_sockets) == (15, 16)
+    for bad in ("max_sessions = 0", "max_zmq_sockets = 0", "max_filter_length = -1", 'slow_consumer = "sometimes"', "max_outgoing_buffer = 10", "ping_timeout = -1",
                 '[endpoints.feed]\naddress = "tcp://127.0.0.1:1"\nslow_consumer = "never"'):
         path.write_text(bad + "\n")
         with pytest.raises(ConfigError):
@@ -357,6 +415,9 @@ def test_limit_options_on_the_command_line():
     o = Options()
     o.parseOptions(["--max-calls-in-flight", "4", "--slow-consumer", "close", "--ping-timeout", "2.5"])
     assert (o.config.max_calls_in_flight, o.config.slow_consumer, o.config.ping_timeout) == (4, "close", 2.5)
+    o = Options()
+    o.parseOptions(["--max-filter-length", "64", "--max-endpoints-per-session", "8", "--max-zmq-sockets", "2000"])
+    assert (o.config.max_filter_length, o.config.max_endpoints_per_session, o.config.max_zmq_sockets) == (64, 8, 2000)
     for bad in (["--max-sessions", "many"], ["--slow-consumer", "maybe"], ["--max-subscriptions", "0"]):
         with pytest.raises(usage.UsageError):
             Options().parseOptions(bad)

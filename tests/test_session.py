@@ -51,10 +51,13 @@ class FakeForwarder:
     def __init__(self):
         self.requests = []
 
-    def request(self, address, frames, timeout):
+    def request(self, address, frames, timeout, owner=None):
         d = Deferred()
         self.requests.append((address, frames, timeout, d))
         return d
+
+    def is_open(self, address):
+        return any(r[0] == address for r in self.requests)
 
     def close(self):
         pass
@@ -268,3 +271,90 @@ def test_unacknowledged_publish_is_counted(world):
     send(session, 16, 1, {}, "com.example", [1])
     assert transport.sent == []
     assert world.metrics.dropped.labels("publish")._value.get() == 1
+
+
+# -- issue 13: filters, host names and metric labels, in memory ---------------------------------
+
+
+def test_filter_length_is_capped_for_the_option_and_the_uri(world):
+    """A filter longer than max_filter_length gets ERROR limit_exceeded naming it; nothing is subscribed."""
+    world.max_filter_length = 4
+    session, transport = joined(world)
+    send(session, 32, 1, {"filter": "x" * 5}, PUB)
+    send(session, 32, 2, {}, PUB + "?filter=" + "%41" * 5)
+    send(session, 32, 3, {"filter": "x" * 4}, PUB)
+    replies = received(transport)
+    for error in replies[:2]:
+        assert error[:5] == [8, 32, error[2], {}, "zmqwamp.error.limit_exceeded"] and error[5][0].startswith("max_filter_length: ")
+    assert replies[2][0] == 33 and world.hub.subscription_count() == 1
+    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_filter_length"}) == 2
+
+
+def test_distinct_filters_per_address_are_capped_across_subscribers(world):
+    """max_filters distinct filters per address, whoever holds them; joining a held filter (even through an alias)
+    is free; an unsubscribed filter frees its place."""
+    from zmqwamp.limits import LimitExceeded
+
+    world.hub.max_filters = 2
+    a, b = EventRecorder(), EventRecorder()
+    first = world.hub.subscribe(a, Endpoint(PUB), b"one")
+    world.hub.subscribe(a, Endpoint(PUB), b"two")
+    with pytest.raises(LimitExceeded, match="max_filters_per_endpoint"):
+        world.hub.subscribe(b, Endpoint(PUB), b"three")
+    world.hub.subscribe(b, Endpoint(PUB), b"one")
+    world.hub.subscribe(b, Endpoint(PUB, alias="feed"), b"two")  # same filter, another endpoint of the address
+    world.hub.subscribe(b, Endpoint("tcp://127.0.0.1:9001"), b"three")  # another address has its own count
+    world.hub.unsubscribe(a, first.id)
+    world.hub.unsubscribe(b, first.id)
+    world.hub.subscribe(b, Endpoint(PUB), b"three")
+
+
+class StubNames:
+    def __init__(self):
+        self.pending = {}
+
+    def connect_address(self, address):
+        if "example" not in address:
+            return address
+        d = self.pending[address] = Deferred()
+        return d
+
+
+def test_subscribe_to_a_host_name_waits_for_it_to_resolve(world):
+    """SUBSCRIBED comes once the name resolved (both sessions that asked meanwhile share the subscription);
+    a name that does not resolve fails the SUBSCRIBE with backend_unavailable and leaves nothing open."""
+    from zmqwamp.names import NameNotResolved
+
+    names = world.hub._names = StubNames()
+    world.authorize = lambda session, action, endpoint, options: True
+    (a, ta), (b, tb) = joined(world), joined(world)
+    send(a, 32, 1, {}, "tcp://feed.example:9000")
+    send(b, 32, 1, {}, "tcp://feed.example:9000")
+    assert received(ta) == [] and received(tb) == []
+    names.pending["tcp://feed.example:9000"].callback("tcp://127.0.0.1:9000")
+    assert received(ta)[0][0] == 33 and received(tb)[0][0] == 33 and received(ta)[0][2] == received(tb)[0][2]
+    assert [e.address for e in world.hub._connections["tcp://feed.example:9000"].endpoints] == ["tcp://127.0.0.1:9000"]
+
+    send(a, 32, 2, {}, "tcp://nope.example:9000")
+    names.pending["tcp://nope.example:9000"].errback(NameNotResolved("host name 'nope.example' did not resolve: unknown"))
+    error = received(ta)[-1]
+    assert error[:5] == [8, 32, 2, {}, "zmqwamp.error.backend_unavailable"] and "did not resolve" in error[5][0]
+    assert world.hub.addresses == ["tcp://feed.example:9000"] and world.hub.subscription_count() == 1
+
+
+def test_calls_are_labelled_only_with_opened_endpoints_and_at_most_so_many(world):
+    """zmqwamp_calls_total names aliases and endpoints with a connection open, at most max_endpoint_labels
+    of them; calls that opened nothing (a missing ipc socket) and the rest count under 'other'."""
+    from zmqwamp.endpoints import Endpoint as E
+
+    world.max_endpoint_labels = 2
+    started = 0.0
+    for i in range(50):
+        world._count_call(E(f"ipc:///missing/{i}.sock"), "unavailable", started)
+    for port in (1, 2, 3):
+        world.forwarder.requests.append((f"tcp://127.0.0.1:{port}", [], 1, Deferred()))  # now open
+        world._count_call(E(f"tcp://127.0.0.1:{port}"), "ok", started)
+    world._count_call(E("tcp://10.0.0.1:1", alias="echo"), "ok", started)
+    labels = {s.labels["endpoint"] for s in world.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
+    assert labels == {"other", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "echo"}
+    assert world.metrics.registry.get_sample_value("zmqwamp_calls_total", {"endpoint": "other", "outcome": "unavailable"}) == 50

@@ -14,6 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+import zmq
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
@@ -23,8 +24,9 @@ from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.flow import PendingWrites
 from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
-from zmqwamp.limits import ConnectionGuardFactory
+from zmqwamp.limits import ConnectionGuardFactory, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.names import HostResolver
 from zmqwamp.policy import EndpointPolicy, OriginPolicy
 from zmqwamp.protocol import WampServerFactory
 from zmqwamp.router import Router
@@ -45,6 +47,7 @@ class RouterService(Service):
 
     CLOSE_GRACE = 3.0
     connections = None  # the WebSocket factory's ConnectionCounter, to wait for
+    names = None  # the HostResolver, whose threads may end at the close
 
     def __init__(self, router: Router, zmq_factory: ZmqFactory, clock, drain_time: float) -> None:
         self.router = router
@@ -92,6 +95,8 @@ class RouterService(Service):
         self.router.forwarder.close()
         self.router.hub.close()
         self.zmq_factory.shutdown()
+        if self.names is not None:
+            self.names.close()
         # A drained stop is a clean exit: exit 0 instead of twistd re-raising SIGTERM.
         if hasattr(self.clock, "_exitSignal"):
             self.clock._exitSignal = None
@@ -208,21 +213,33 @@ class Bridge:
         metrics = BridgeMetrics()
         zmq_factory = ZmqFactory()
         zmq_factory.reactor = reactor
+        # A closed socket keeps its slot until libzmq's reaper is done with it (up to its linger
+        # period): leave room for as many again as max_zmq_sockets allows open (default: 1023).
+        context = zmq_factory.context
+        context.set(zmq.MAX_SOCKETS, max(context.get(zmq.MAX_SOCKETS), 2 * config.max_zmq_sockets))
+        budget = UpstreamBudget(config.max_endpoints_per_session, config.max_endpoints_per_peer, config.max_zmq_sockets)
+        names = HostResolver(reactor, metrics=metrics)
         writes = PendingWrites()  # the zmq readers hold it, the WebSocket connections fill it
         router = Router(
             realm=config.realm,
             portal=build_portal(self.checkers, config.anonymous, config.rules),
             resolver=EndpointResolver(config.endpoints),
             authorize=self.zmq_allowed,
-            forwarder=RequestForwarder(zmq_factory, reactor, metrics, idle_close=config.idle_close, writes=writes),
-            hub=SubscriptionHub(zmq_factory, metrics, writes=writes),
+            forwarder=RequestForwarder(
+                zmq_factory, reactor, metrics, idle_close=config.idle_close, writes=writes, budget=budget, names=names
+            ),
+            hub=SubscriptionHub(
+                zmq_factory, metrics, writes=writes, budget=budget, names=names, max_filters=config.max_filters_per_endpoint
+            ),
             metrics=metrics,
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
             throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
+            max_filter_length=config.max_filter_length,
         )
         top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)
+        router_service.names = names
         router_service.setServiceParent(top)
         factory = WampServerFactory(router, self.websocket_allowed, config, reactor, writes=writes)
         router_service.connections = factory.connections

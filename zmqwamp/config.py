@@ -51,6 +51,11 @@ class BridgeConfig:
     slow_consumer: str = "drop_oldest"
     max_calls_in_flight: int = 256
     max_subscriptions: int = 256
+    max_filter_length: int = 256  # bytes of one subscription filter
+    max_filters_per_endpoint: int = 1024  # distinct filters on one upstream address, all sessions together
+    max_endpoints_per_session: int = 32  # zmq connections a session's requests opened and that are still open
+    max_endpoints_per_peer: int = 128  # the same, for all sessions from one peer address
+    max_zmq_sockets: int = 512  # zmq connections in total
     max_calls_per_second: float = 500.0
     max_sessions: int = 1000
     max_sessions_per_peer: int = 200
@@ -214,7 +219,8 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         raise ConfigError(f"{source}: realm must not be empty")
     for name in (
         "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
-        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout",
+        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout", "max_filter_length",
+        "max_filters_per_endpoint", "max_endpoints_per_session", "max_endpoints_per_peer", "max_zmq_sockets",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")

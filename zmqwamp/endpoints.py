@@ -9,6 +9,7 @@ name of an alias the operator configured.  This module turns a URI into an
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,10 +60,40 @@ def parse_address(address: str) -> str:
     if scheme == "ipc":
         if not rest or "\x00" in rest or "?" in rest or "#" in rest:
             raise InvalidEndpoint(f"{address!r}: expected ipc://path")
+        # Allow globs match paths as text ('*' crosses '/'), so 'ipc:///run/app/*' would match
+        # '/run/app/../other.sock', which the kernel resolves elsewhere: only clean paths are endpoints.
+        segments = rest.split("/")
+        if any(s in (".", "..") for s in segments) or "" in segments[rest.startswith("/"):]:
+            raise InvalidEndpoint(f"{address!r}: an ipc path must not contain '.', '..' or empty segments ('//', a trailing '/')")
         if len(rest.encode("utf-8")) > MAX_IPC_PATH:
             raise InvalidEndpoint(f"ipc path longer than {MAX_IPC_PATH} bytes (the limit of a unix socket address)")
         return address
     raise InvalidEndpoint(f"{address!r}: unsupported transport {scheme!r} (use tcp or ipc)")
+
+
+def split_tcp(address: str) -> tuple[str, str] | None:
+    """``(host, port)`` of a ``tcp://`` address that :func:`parse_address` accepted (IPv6 keeps its brackets); else None."""
+    if not address.startswith("tcp://"):
+        return None
+    match = _TCP.match(address[6:])
+    return (match.group("host"), match.group("port")) if match else None
+
+
+def ip_version(host: str) -> int | None:
+    """4 for an IPv4 literal, 6 for a bracketed IPv6 literal, None for anything else (a host name).
+
+    What Python's :mod:`ipaddress` accepts: ``127.1``, ``0x7f000001``, ``127.000.0.1`` and a
+    trailing dot are names here (the system resolver may still map them to an address).
+    A bracketed IPv4 literal is neither (0).
+    """
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return 0 if bracketed else None
+    if bracketed:
+        return 6 if ip.version == 6 else 0
+    return 4 if ip.version == 4 else 0
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,13 @@ flight.  Each request has a deadline; when it passes, the request id is
 forgotten (so a stuck backend cannot wedge the socket, txZMQ #77) and a reply
 arriving later is dropped with a log line.  A connection with nothing in flight
 is closed after ``idle_close`` seconds.
+
+Opening a connection is the rare path, and where the checks are: the socket is
+charged to the calling session in the :class:`~zmqwamp.limits.UpstreamBudget`
+(which may close the least recently used idle connection to make room), and a
+tcp host name is resolved by :class:`~zmqwamp.names.HostResolver` before the
+socket connects (requests wait in the connection's outbox meanwhile, their
+deadlines running).  A call on an open connection does none of this.
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ import zmq
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
 from zmqwamp.endpoints import InvalidEndpoint
 from zmqwamp.flow import PendingWrites
+from zmqwamp.limits import UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.names import HostResolver, NameNotResolved
 from zmqwamp.zmqread import BatchedRead
 
 log = Logger()
@@ -44,6 +54,17 @@ class BackendUnavailable(Exception):
 # Socket.send per part): ~2 us less per request.  The frames go out the same.
 _send = zmq.backend.Socket.send
 _MORE = zmq.NOBLOCK | zmq.SNDMORE
+
+
+class _NotConnected:
+    """Stands in for the flush call of a connection whose host name is being resolved: requests wait."""
+
+    @staticmethod
+    def cancel() -> None:
+        pass
+
+
+_NOT_CONNECTED = _NotConnected()
 
 
 class UpstreamRequestConnection(BatchedRead, ZmqConnection):
@@ -65,8 +86,14 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
     max_batch = 16
 
     def __init__(
-        self, factory: ZmqFactory, address: str, on_unmatched: Callable[[str, str], None], writes: PendingWrites | None = None
+        self,
+        factory: ZmqFactory,
+        address: str,
+        on_unmatched: Callable[[str, str], None],
+        writes: PendingWrites | None = None,
+        connect_to: str | None = None,
     ) -> None:
+        """``connect_to``: what the socket connects to (``address`` by default); None: nothing yet, see :meth:`connect`."""
         self.address = address
         self.writes = writes
         self._on_unmatched = on_unmatched
@@ -80,7 +107,24 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         # entry behind; it is dropped when it reaches the front.
         self._deadlines: dict[float, deque[tuple[float, bytes]]] = {}
         self._deadline_timers: dict[float, Any] = {}
-        super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address))
+        super().__init__(factory)
+        if connect_to is None:
+            self._flush_call = _NOT_CONNECTED  # sendMsg queues; connect() sends
+        else:
+            self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, connect_to)])
+
+    def connect(self, target: str) -> None:
+        """Connect the socket to ``target`` (the resolved address) and send the requests that waited for it."""
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, target)])
+        self._flush_call = None
+        if self._outbox:
+            self._flush()
+
+    def fail_all(self, reason: Exception) -> None:
+        """Fail every request still waiting (the connection could not be made)."""
+        requests, self._requests = self._requests, {}
+        for d in requests.values():
+            d.errback(reason)
 
     def sendMsg(self, frames: tuple[bytes, ...] | list[bytes], timeout: float) -> Deferred:
         """Queue a request, sent at the end of this reactor iteration.
@@ -192,47 +236,113 @@ class RequestForwarder:
         metrics: BridgeMetrics,
         idle_close: float = 30.0,
         writes: PendingWrites | None = None,
+        budget: UpstreamBudget | None = None,
+        names: HostResolver | None = None,
     ) -> None:
         self._zmq = zmq_factory
         self._writes = writes
         self._clock = clock
         self._metrics = metrics
         self._idle_close = idle_close
+        self._budget = budget if budget is not None else UpstreamBudget()
+        self._budget.reclaim = self._reclaim_idle
+        self._names = names if names is not None else HostResolver(clock, metrics=metrics)
         self._connections: dict[str, UpstreamRequestConnection] = {}
         self._inflight: dict[str, int] = {}
-        self._idle_timers: dict = {}
+        self._idle_timers: dict = {}  # address -> its idle-close timer, oldest idle first
 
     @property
     def addresses(self) -> list[str]:
         return sorted(self._connections)
 
-    def request(self, address: str, frames: list[bytes], timeout: float) -> Deferred:
+    def is_open(self, address: str) -> bool:
+        return address in self._connections
+
+    def request(self, address: str, frames: list[bytes], timeout: float, owner=None) -> Deferred:
         """Send ``frames`` to ``address``; fire with the reply frames.
 
         Fails with :class:`CallTimedOut` after ``timeout`` seconds, with
         :class:`BackendUnavailable` if ZeroMQ refuses it (raised at once for a
-        missing ipc socket); cancelling the returned Deferred forgets the request.
+        missing ipc socket) or the host name does not resolve; cancelling the
+        returned Deferred forgets the request.  ``owner`` (the session) is charged
+        for the connection if this request opens it: raises
+        :class:`~zmqwamp.limits.LimitExceeded` if it may not.
         """
         if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
             raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
-        connection = self._connection(address)
+        connection = self._connection(address, owner)
         return connection.sendMsg(frames, timeout).addBoth(self._release, address)
 
-    def _connection(self, address: str) -> UpstreamRequestConnection:
+    def _connection(self, address: str, owner) -> UpstreamRequestConnection:
         timer = self._idle_timers.pop(address, None)
         if timer is not None and timer.active():
             timer.cancel()
         connection = self._connections.get(address)
         if connection is None:
-            try:
-                connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply, self._writes)
-            except zmq.ZMQError as e:
-                raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
-            self._connections[address] = connection
-            self._metrics.zmq_sockets.labels("req").inc()
-            log.info("zmq REQ connection to {address} opened", address=address)
+            connection = self._open(address, owner)
         self._inflight[address] = self._inflight.get(address, 0) + 1
         return connection
+
+    def _open(self, address: str, owner) -> UpstreamRequestConnection:
+        """The rare path: charge ``owner``, make the socket, connect it (after resolving a host name)."""
+        self._budget.charge(("req", address), owner)
+        try:
+            connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply, self._writes)
+        except zmq.ZMQError as e:
+            self._budget.release(("req", address))
+            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+        self._connections[address] = connection
+        self._metrics.zmq_sockets.labels("req").inc()
+        try:
+            target = self._names.connect_address(address)
+            if not isinstance(target, Deferred):
+                connection.connect(target)
+        except NameNotResolved as e:
+            self._discard(address)
+            raise BackendUnavailable(f"cannot connect to {address}: {e}") from None
+        except zmq.ZMQError as e:
+            self._discard(address)
+            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+        if isinstance(target, Deferred):
+            target.addCallbacks(self._resolved, self._unresolved, callbackArgs=(connection,), errbackArgs=(connection,))
+            log.info("zmq REQ connection to {address} opened (resolving its host name)", address=address)
+        else:
+            log.info("zmq REQ connection to {address} opened", address=address)
+        return connection
+
+    def _resolved(self, target: str, connection: UpstreamRequestConnection) -> None:
+        if self._connections.get(connection.address) is not connection:
+            return  # closed while its name was being resolved
+        try:
+            connection.connect(target)
+        except zmq.ZMQError as e:
+            self._unresolved(Failure(BackendUnavailable(f"cannot connect to {target}: {e.strerror}")), connection)
+            return
+        log.info("zmq REQ connection to {address} connected to {target}", address=connection.address, target=target)
+
+    def _unresolved(self, failure: Failure, connection: UpstreamRequestConnection) -> None:
+        if self._connections.get(connection.address) is not connection:
+            return
+        self._discard(connection.address)
+        connection.fail_all(BackendUnavailable(f"cannot connect to {connection.address}: {failure.getErrorMessage()}"))
+
+    def _discard(self, address: str) -> None:
+        """Close the connection to ``address`` and stop charging for it."""
+        connection = self._connections.pop(address)
+        connection.shutdown()
+        self._metrics.zmq_sockets.labels("req").dec()
+        self._budget.release(("req", address))
+
+    def _reclaim_idle(self, counts: Callable[[tuple], bool]) -> bool:
+        """Close the least recently used idle connection that ``counts``; False if there is none (the budget's hook)."""
+        for address in self._idle_timers:
+            if counts(("req", address)):
+                timer = self._idle_timers.pop(address)
+                if timer.active():
+                    timer.cancel()
+                self._close(address, "to make room")
+                return True
+        return False
 
     def _release(self, result, address: str):
         """A request to ``address`` is over (``result`` passes through): count it, close the connection once idle."""
@@ -242,16 +352,14 @@ class RequestForwarder:
             self._idle_timers[address] = self._clock.callLater(self._idle_close, self._close, address)
         return result
 
-    def _close(self, address: str) -> None:
+    def _close(self, address: str, why: str = "idle") -> None:
         self._idle_timers.pop(address, None)
         if self._inflight.get(address):
             return
         self._inflight.pop(address, None)
-        connection = self._connections.pop(address, None)
-        if connection is not None:
-            connection.shutdown()
-            self._metrics.zmq_sockets.labels("req").dec()
-            log.info("zmq REQ connection to {address} closed (idle)", address=address)
+        if address in self._connections:
+            self._discard(address)
+            log.info("zmq REQ connection to {address} closed ({why})", address=address, why=why)
 
     def _unmatched_reply(self, address: str, why: str) -> None:
         self._metrics.dropped.labels(f"reply_{why}").inc()
@@ -263,11 +371,9 @@ class RequestForwarder:
     def close(self) -> None:
         """Close every connection (pending requests fail with CancelledError)."""
         for address in list(self._connections):
-            connection = self._connections.pop(address)
-            for d in list(connection._requests.values()):
+            for d in list(self._connections[address]._requests.values()):
                 d.cancel()
-            connection.shutdown()
-            self._metrics.zmq_sockets.labels("req").dec()
+            self._discard(address)
         for timer in self._idle_timers.values():
             if timer.active():
                 timer.cancel()

@@ -8,23 +8,37 @@ aliases of one address) are different endpoints, each with its own codec and
 slow-consumer policy: different subscriptions over the same SUB socket.  A message is decoded once per codec and
 serialized once per WAMP serializer; the same bytes go to every subscriber.
 When nothing is subscribed to an address, its socket is closed.
+
+Opening a SUB socket charges the subscribing session in the
+:class:`~zmqwamp.limits.UpstreamBudget`, and a tcp host name is resolved by
+:class:`~zmqwamp.names.HostResolver` first (the SUBSCRIBEs wait for it).  An
+address holds at most ``max_filters`` distinct filters, whoever subscribed them:
+libzmq keeps each in a trie in the SUB socket and in the PUB, and closing a SUB
+socket whose filter was a few hundred kB long crashed the process (SIGSEGV in the
+reaper thread); the router caps each filter's length.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import zmq
 from autobahn.wamp.message import Event
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqSubConnection
 
 from zmqwamp.codec import CodecError, decode_frames
 from zmqwamp.endpoints import Endpoint, InvalidEndpoint
 from zmqwamp.flow import PendingWrites
+from zmqwamp.forwarder import BackendUnavailable
+from zmqwamp.limits import LimitExceeded, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.names import HostResolver, NameNotResolved
 from zmqwamp.zmqread import BatchedRead
 
 log = Logger()
@@ -56,23 +70,41 @@ class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
     highWaterMark = 10000
 
     def __init__(self, factory: ZmqFactory, address: str, on_message, writes: PendingWrites | None = None) -> None:
+        """Not connected yet: :meth:`connect` (once the host name, if any, is resolved)."""
         self.address = address
         self._on_message = on_message
         self.writes = writes
-        super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address))
+        # SUBSCRIBEs answered when the socket is connected: (subscriber, subscription, Deferred); None once connected
+        self.waiting: list[tuple[Any, Subscription, Deferred]] | None = []
+        super().__init__(factory)
+
+    def connect(self, target: str) -> None:
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, target)])
 
     def messageReceived(self, message: list[bytes]) -> None:
         self._on_message(self.address, message)
 
 
 class SubscriptionHub:
-    def __init__(self, zmq_factory: ZmqFactory, metrics: BridgeMetrics, writes: PendingWrites | None = None) -> None:
+    def __init__(
+        self,
+        zmq_factory: ZmqFactory,
+        metrics: BridgeMetrics,
+        writes: PendingWrites | None = None,
+        budget: UpstreamBudget | None = None,
+        names: HostResolver | None = None,
+        max_filters: int = 1024,
+    ) -> None:
         self._zmq = zmq_factory
         self._metrics = metrics
         self._writes = writes
+        self._budget = budget if budget is not None else UpstreamBudget()
+        self._names = names if names is not None else HostResolver(zmq_factory.reactor, metrics=metrics)
+        self.max_filters = max_filters
         self._connections: dict[str, UpstreamSubConnection] = {}
         # address -> (endpoint, filter) -> Subscription
         self._by_address: dict[str, dict[tuple[Endpoint, bytes], Subscription]] = {}
+        self._filters: dict[str, Counter[bytes]] = {}  # address -> filter -> its subscriptions (one per endpoint)
         self._by_id: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._publications = itertools.count(1)
@@ -84,26 +116,98 @@ class SubscriptionHub:
     def subscription_count(self) -> int:
         return len(self._by_id)
 
-    def subscribe(self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes) -> Subscription:
+    def subscribe(self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
+        """``subscriber`` joins the Subscription for (endpoint, filter): at once, or a Deferred while the host name resolves.
+
+        Raises (or the Deferred fails with) :class:`~zmqwamp.limits.LimitExceeded`,
+        :class:`~zmqwamp.forwarder.BackendUnavailable` (the name did not resolve)
+        or :class:`~zmqwamp.endpoints.InvalidEndpoint`.
+        """
         address = endpoint.address
         subs = self._by_address.get(address)
         if subs is None:
-            try:
-                connection = UpstreamSubConnection(self._zmq, address, self._message, self._writes)
-            except zmq.ZMQError as e:
-                raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
-            self._connections[address] = connection
-            subs = self._by_address[address] = {}
-            self._metrics.zmq_sockets.labels("sub").inc()
-            log.info("zmq SUB connection to {address} opened", address=address)
+            subs = self._open(address, subscriber)
         sub = subs.get((endpoint, filter_))
         if sub is None:
+            filters = self._filters[address]
+            if filter_ not in filters and len(filters) >= self.max_filters:
+                raise LimitExceeded(
+                    "max_filters_per_endpoint", f"{self.max_filters} distinct filters are already subscribed at this endpoint"
+                )
             sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_)
             subs[(endpoint, filter_)] = sub
             self._by_id[sub.id] = sub
+            filters[filter_] += 1
             self._connections[address].subscribe(filter_)
         sub.subscribers.add(subscriber)
+        connection = self._connections[address]
+        if connection.waiting is not None:
+            d = Deferred()
+            connection.waiting.append((subscriber, sub, d))
+            return d
         return sub
+
+    def _open(self, address: str, owner) -> dict:
+        """The rare path: charge ``owner``, make the SUB socket, connect it (after resolving a host name)."""
+        self._budget.charge(("sub", address), owner)
+        try:
+            connection = UpstreamSubConnection(self._zmq, address, self._message, self._writes)
+        except zmq.ZMQError as e:
+            self._budget.release(("sub", address))
+            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+        self._connections[address] = connection
+        subs = self._by_address[address] = {}
+        self._filters[address] = Counter()
+        self._metrics.zmq_sockets.labels("sub").inc()
+        try:
+            target = self._names.connect_address(address)
+            if not isinstance(target, Deferred):
+                self._connected(target, connection)
+        except (NameNotResolved, zmq.ZMQError) as e:
+            self._close_connection(address)
+            if isinstance(e, NameNotResolved):
+                raise BackendUnavailable(f"cannot connect to {address}: {e}") from None
+            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+        if isinstance(target, Deferred):
+            target.addCallbacks(self._resolved, self._unresolved, callbackArgs=(connection,), errbackArgs=(connection,))
+            log.info("zmq SUB connection to {address} opened (resolving its host name)", address=address)
+        else:
+            log.info("zmq SUB connection to {address} opened", address=address)
+        return subs
+
+    def _connected(self, target: str, connection: UpstreamSubConnection) -> None:
+        connection.connect(target)
+        waiting, connection.waiting = connection.waiting, None
+        for _, sub, d in waiting:
+            d.callback(sub)
+
+    def _resolved(self, target: str, connection: UpstreamSubConnection) -> None:
+        if self._connections.get(connection.address) is not connection:
+            return  # every subscriber left while its name was being resolved
+        try:
+            self._connected(target, connection)
+        except zmq.ZMQError as e:
+            self._unresolved(Failure(BackendUnavailable(f"cannot connect to {target}: {e.strerror}")), connection)
+            return
+        log.info("zmq SUB connection to {address} connected to {target}", address=connection.address, target=target)
+
+    def _unresolved(self, failure: Failure, connection: UpstreamSubConnection) -> None:
+        """The socket cannot connect: the SUBSCRIBEs waiting for it fail, and it closes.
+
+        Every subscriber of a connection not connected yet is one of its waiters (none
+        has its subscription id yet), so dropping theirs closes the socket.
+        """
+        if self._connections.get(connection.address) is not connection:
+            return
+        waiting, connection.waiting = connection.waiting or [], None
+        reason = BackendUnavailable(f"cannot connect to {connection.address}: {failure.getErrorMessage()}")
+        for subscriber, sub, _ in waiting:
+            if subscriber in sub.subscribers:
+                sub.subscribers.discard(subscriber)
+                if not sub.subscribers:
+                    self._drop(sub)
+        for _, _, d in waiting:
+            d.errback(reason)
 
     def unsubscribe(self, subscriber: Subscriber, subscription_id: int) -> bool:
         """Remove ``subscriber``; False if it was not subscribed under that id."""
@@ -120,15 +224,22 @@ class SubscriptionHub:
         del self._by_id[sub.id]
         subs = self._by_address[address]
         del subs[(sub.endpoint, sub.filter)]
-        connection = self._connections[address]
+        filters = self._filters[address]
+        filters[sub.filter] -= 1
+        if not filters[sub.filter]:
+            del filters[sub.filter]
         if subs:
-            connection.unsubscribe(sub.filter)
+            self._connections[address].unsubscribe(sub.filter)
             return
-        del self._by_address[address]
-        del self._connections[address]
-        connection.shutdown()
-        self._metrics.zmq_sockets.labels("sub").dec()
+        self._close_connection(address)
         log.info("zmq SUB connection to {address} closed (no subscribers)", address=address)
+
+    def _close_connection(self, address: str) -> None:
+        del self._by_address[address]
+        del self._filters[address]
+        self._connections.pop(address).shutdown()
+        self._metrics.zmq_sockets.labels("sub").dec()
+        self._budget.release(("sub", address))
 
     def _message(self, address: str, frames: list[bytes]) -> None:
         self._metrics.events_in.inc()
@@ -164,9 +275,6 @@ class SubscriptionHub:
                 self._metrics.bytes_out.inc(size)
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.shutdown()
-            self._metrics.zmq_sockets.labels("sub").dec()
-        self._connections.clear()
-        self._by_address.clear()
+        for address in list(self._connections):
+            self._close_connection(address)
         self._by_id.clear()

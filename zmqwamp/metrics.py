@@ -23,6 +23,9 @@ class BridgeMetrics:
         self.limit_exceeded = Counter(
             "zmqwamp_limit_exceeded_total", "Requests or connections refused (or closed) by a limit", ["limit"], registry=r
         )
+        self.name_lookups = Counter(
+            "zmqwamp_name_lookups_total", "tcp host names resolved by the bridge (not libzmq), by outcome", ["outcome"], registry=r
+        )
         self.outgoing_buffered = Gauge(
             "zmqwamp_outgoing_buffered_bytes", "Bytes waiting for slow WebSocket clients (bounded per connection)", registry=r
         )

@@ -3,7 +3,7 @@
 * :class:`EndpointPolicy`: the global rules, which endpoints the bridge may
   reach at all.  Deny by default.  An endpoint is allowed when it is a
   configured alias or its address matches one of the operator's shell-style
-  glob patterns (``--allow``).
+  glob patterns (``--allow``), as :func:`address_matches` says.
 * :class:`UserRule` / :func:`rules_allow`: the per-user rules of the config
   file, applied by the default avatar (:mod:`zmqwamp.auth`) after the global
   rules; they only ever narrow them.
@@ -12,12 +12,75 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Iterable
 
-from zmqwamp.endpoints import Endpoint
+from zmqwamp.endpoints import Endpoint, ip_version, split_tcp
+
+# a pattern's tcp part: a bracketed host (IPv6) or anything up to the last ':', then an optional port glob
+_BRACKETED = re.compile(r"^(?P<host>\[[^\]]*\])(?::(?P<port>.*))?$")
+# a letter outside [...] character classes: the pattern spells a host name, not an IP address
+_NAME_LETTER = re.compile(r"(?:\[[^\]]*\]|[^A-Za-z\[])*[A-Za-z]")
+
+
+def _all_stars(glob: str) -> bool:
+    return bool(glob) and not glob.strip("*")
+
+
+def _split_pattern(rest: str) -> tuple[str, str | None]:
+    """The host glob and the port glob (None: any port) of a pattern's ``host[:port]`` part."""
+    match = _BRACKETED.match(rest)
+    if match:
+        return match.group("host"), match.group("port")
+    host, sep, port = rest.rpartition(":")
+    return (host, port) if sep else (rest, None)
+
+
+def _host_matches(glob: str, host: str) -> bool:
+    """A tcp host against a pattern's host glob, by kind: IP globs match IP literals, name globs names.
+
+    A glob of only ``*`` matches every host.  A glob in brackets with a ``:`` (``[fd00::*]``) matches
+    bracketed IPv6 literals.  A glob with a letter outside ``[...]`` spells a name and matches
+    host names only.  Any other glob (digits, dots, glob characters: ``10.0.0.*``) matches IPv4
+    literals only, so ``10.0.0.1.attacker.example`` (a name) or ``127.1`` (a name to Python,
+    127.0.0.1 to the resolver) cannot pass for an address the operator allowed.
+    """
+    if _all_stars(glob):
+        return True
+    version = ip_version(host)
+    if glob.startswith("[") and glob.endswith("]") and ":" in glob:
+        return version == 6 and fnmatchcase(host[1:-1].lower(), glob[1:-1].lower())
+    if _NAME_LETTER.match(glob):
+        return version is None and fnmatchcase(host, glob)
+    return version == 4 and fnmatchcase(host, glob)
+
+
+@lru_cache(maxsize=4096)
+def address_matches(glob: str, address: str) -> bool:
+    """Does an allow glob match an endpoint address (one that :func:`~zmqwamp.endpoints.parse_address` accepted)?
+
+    ``ipc://`` addresses: the glob over the whole address (their paths are clean: no ``.``,
+    ``..`` or empty segments).  ``tcp://`` addresses: scheme, host and port separately, the
+    host by kind (:func:`_host_matches`); a pattern without a port (``tcp://10.0.0.*``) allows
+    any port, and a pattern without ``://`` reaches tcp hosts only if it is all ``*``.
+    Cached: the per-user rules ask per CALL.
+    """
+    hostport = split_tcp(address)
+    if hostport is None:
+        return fnmatchcase(address, glob)
+    scheme, sep, rest = glob.partition("://")
+    if not sep:
+        return _all_stars(glob)
+    if not fnmatchcase("tcp", scheme):
+        return False
+    host_glob, port_glob = _split_pattern(rest)
+    host, port = hostport
+    if port_glob is not None and not fnmatchcase(port, port_glob):
+        return False
+    return _host_matches(host_glob, host)
 
 
 class EndpointPolicy:
@@ -35,7 +98,7 @@ class EndpointPolicy:
         return self._allows_address(endpoint.address)
 
     def _matches(self, address: str) -> bool:
-        return any(fnmatchcase(address, p) for p in self.patterns)
+        return any(address_matches(p, address) for p in self.patterns)
 
 
 # -- per-user rules (applied by the default avatar, after the global rules) ----
@@ -55,9 +118,9 @@ def expand(pattern: str, authid: str | None, authrole: str | None) -> str:
 
 
 def endpoint_matches(pattern: str, endpoint: Endpoint, authid: str | None = None, authrole: str | None = None) -> bool:
-    """A glob matches an endpoint by the name the client used (alias or address) or by its address."""
+    """A glob matches an endpoint by its alias name, or by its address (:func:`address_matches`)."""
     glob = expand(pattern, authid, authrole)
-    return fnmatchcase(endpoint.name, glob) or fnmatchcase(endpoint.address, glob)
+    return (endpoint.alias is not None and fnmatchcase(endpoint.alias, glob)) or address_matches(glob, endpoint.address)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
 from zmqwamp.hub import Subscription, SubscriptionHub
+from zmqwamp.limits import LIMIT_EXCEEDED, LimitExceeded
 from zmqwamp.metrics import BridgeMetrics
 
 log = Logger()
@@ -38,12 +39,17 @@ log = Logger()
 NOT_SUPPORTED = "zmqwamp.error.not_supported"
 BACKEND_UNAVAILABLE = "zmqwamp.error.backend_unavailable"
 INTERNAL_ERROR = "zmqwamp.error.internal"
+# zmqwamp_calls_total's endpoint label for calls to endpoints not labelled by name (Router._call_counter)
+OTHER_ENDPOINTS = "other"
 
 # authorize(session, action, endpoint, options) -> bool | Deferred[bool]
 Authorizer = Callable[[Any, str, Endpoint, dict], Any]
 
 
 class Router:
+    # Endpoints named in zmqwamp_calls_total (aliases aside): each is a series per outcome, kept forever.
+    max_endpoint_labels = 256
+
     def __init__(
         self,
         *,
@@ -57,6 +63,7 @@ class Router:
         call_timeout: float,
         max_call_timeout: float,
         throttle: LoginThrottle | None = None,
+        max_filter_length: int = 256,
     ) -> None:
         self.realm = realm
         self.portal = portal
@@ -69,7 +76,10 @@ class Router:
         self.max_call_timeout = max_call_timeout
         self.sessions: set = set()
         self.stopping = False  # set by the shutdown: no new sessions or calls
-        self._call_counters: dict = {}
+        self.max_filter_length = max_filter_length
+        self._call_counters: dict = {}  # (endpoint name, outcome) -> counter, for labelled endpoints only
+        self._other_counters: dict = {}  # outcome -> counter of OTHER_ENDPOINTS
+        self._endpoint_labels: set[str] = set()
         self._throttle = throttle
 
     # -- sessions ---------------------------------------------------------
@@ -202,9 +212,9 @@ class Router:
             raise ApplicationError(
                 ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
             )
-        return self._authorized(session, "call", endpoint, {}, self._forward, endpoint, args, timeout_ms)
+        return self._authorized(session, "call", endpoint, {}, self._forward, session, endpoint, args, timeout_ms)
 
-    def _forward(self, endpoint: Endpoint, args: list | None, timeout_ms: int | None) -> Deferred:
+    def _forward(self, session, endpoint: Endpoint, args: list | None, timeout_ms: int | None) -> Deferred:
         try:
             frames = encode_args(args, endpoint.codec)
         except CodecError as e:
@@ -215,7 +225,9 @@ class Router:
             timeout = endpoint.timeout or self.call_timeout
         started = time.monotonic()
         try:
-            d = self.forwarder.request(endpoint.address, frames, timeout)
+            d = self.forwarder.request(endpoint.address, frames, timeout, session)
+        except LimitExceeded as e:
+            raise self._limit_error(session, e) from None
         except BackendUnavailable as e:
             self._count_call(endpoint, "unavailable", started)
             raise ApplicationError(BACKEND_UNAVAILABLE, str(e)) from None
@@ -247,12 +259,37 @@ class Router:
         return failure
 
     def _count_call(self, endpoint: Endpoint, outcome: str, started: float) -> None:
-        key = (endpoint.name, outcome)
-        counter = self._call_counters.get(key)
+        counter = self._call_counters.get((endpoint.name, outcome))
         if counter is None:
-            counter = self._call_counters[key] = self.metrics.calls.labels(endpoint.name, outcome)
+            counter = self._call_counter(endpoint, outcome)
         counter.inc()
         self.metrics.call_latency.observe(time.monotonic() - started)
+
+    def _call_counter(self, endpoint: Endpoint, outcome: str):
+        """The counter for a call not counted under this (endpoint, outcome) before.
+
+        An endpoint is labelled by name if it is an alias, or if it has a connection
+        open (calls that never reached zmq, such as to a missing ipc socket, do not
+        make one) and fewer than ``max_endpoint_labels`` endpoints have a label:
+        otherwise each of 60,000 distinct refused addresses was a series kept
+        forever.  The rest count under ``OTHER_ENDPOINTS``, and are not cached here.
+        """
+        name = endpoint.name
+        if endpoint.alias is None and name not in self._endpoint_labels:
+            if len(self._endpoint_labels) >= self.max_endpoint_labels or not self.forwarder.is_open(endpoint.address):
+                counter = self._other_counters.get(outcome)
+                if counter is None:
+                    counter = self._other_counters[outcome] = self.metrics.calls.labels(OTHER_ENDPOINTS, outcome)
+                return counter
+            self._endpoint_labels.add(name)
+        counter = self._call_counters[(name, outcome)] = self.metrics.calls.labels(name, outcome)
+        return counter
+
+    def _limit_error(self, session, e: LimitExceeded) -> ApplicationError:
+        """A request refused by a limit: counted, logged, and the ERROR to send."""
+        self.metrics.limit_exceeded.labels(e.limit).inc()
+        log.info("{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text)
+        return ApplicationError(LIMIT_EXCEEDED, str(e))
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:
         """SUBSCRIBE -> policy check -> the shared Subscription for (endpoint, filter)."""
@@ -265,21 +302,38 @@ class Router:
             raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
         if filter_ is None:
             filter_ = target.filter or b""
+        if len(filter_) > self.max_filter_length:
+            raise self._limit_error(
+                session,
+                LimitExceeded("max_filter_length", f"the filter is {len(filter_)} bytes, at most {self.max_filter_length} are allowed"),
+            )
         return self._authorized(
             session, "subscribe", target.endpoint, {"filter": filter_}, self._subscribe, session, target.endpoint, filter_
         )
 
-    def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription:
+    def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
         if not session.is_open:
             raise CancelledError("session closed")
         try:
-            return self.hub.subscribe(session, endpoint, filter_)
+            result = self.hub.subscribe(session, endpoint, filter_)
         except InvalidEndpoint as e:
             raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
+        except LimitExceeded as e:
+            raise self._limit_error(session, e) from None
+        except BackendUnavailable as e:
+            raise ApplicationError(BACKEND_UNAVAILABLE, str(e)) from None
+        if isinstance(result, Deferred):  # the endpoint's host name is being resolved
+            result.addErrback(_backend_unavailable)
+        return result
 
     def unsubscribe(self, session, subscription_id: int) -> None:
         if not self.hub.unsubscribe(session, subscription_id):
             raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, f"not subscribed under id {subscription_id}")
+
+
+def _backend_unavailable(failure: Failure):
+    failure.trap(BackendUnavailable)
+    raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
 
 
 def _option_filter(value: Any) -> bytes | None:
