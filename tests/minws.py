@@ -130,10 +130,12 @@ class WSClient:
         headers: dict[str, str] | None = None,
         source: str | None = None,
         ssl=None,
+        preamble: bytes = b"",
     ) -> "WSClient":
         """``rcvbuf``: a small receive buffer (for a client that stops reading); ``source``: local address;
-        ``ssl``: an SSLContext for wss://."""
+        ``ssl``: an SSLContext for wss://; ``preamble``: bytes sent before the request (a PROXY protocol header)."""
         reader, writer = await open_tcp(url, timeout, rcvbuf, source, ssl)
+        writer.write(preamble)
         u = urlparse(url)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
