@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from harness import start_bridge, start_pub, start_rep
-from minws import EVENT, RESULT, SUBSCRIBED, HandshakeRefused, WSClient
+from minws import EVENT, RESULT, SUBSCRIBED, HandshakeRefused, WSClient, open_tcp
 from test_http import get, read_response
 
 
@@ -79,13 +79,18 @@ def test_proxy_protocol_gives_the_session_the_client_address(proxied, header):
 
 
 def test_proxy_protocol_sources_are_counted_apart(proxied):
-    """Per-peer counts follow the PROXY source, not the proxy's own address: 2 per source, any number of sources."""
+    """Per-peer counts follow the PROXY source, not the proxy's address: 2 per source, any number of sources,
+    even when the proxy opens its connections before the requests come."""
 
     async def scenario():
+        # six connections from the proxy (127.0.0.1) at once, each with its PROXY header and no request yet
+        opened = [await open_tcp(proxied["url"]) for _ in range(6)]
+        for i, (_, writer) in enumerate(opened):
+            writer.write((proxy_v1 if i % 2 else proxy_v2)(f"203.0.113.{60 + i}", 2000))
+        others = [await WSClient.connect(proxied["url"], streams=streams) for streams in opened]
         one = [await WSClient.connect(proxied["url"], preamble=proxy_v1("203.0.113.50", 1000 + i)) for i in range(2)]
         with pytest.raises(HandshakeRefused) as refused:
             await WSClient.connect(proxied["url"], preamble=proxy_v1("203.0.113.50", 1002))
-        others = [await WSClient.connect(proxied["url"], preamble=proxy_v2(f"203.0.113.{60 + i}", 2000)) for i in range(6)]
         for ws in one + others:
             await ws.close()
         return refused.value
@@ -121,13 +126,17 @@ def forwarded(services):
 
 
 def test_forwarded_clients_of_a_trusted_proxy_are_counted_apart(forwarded):
-    """250 sessions from one trusted proxy for 250 clients: none refused by max_sessions_per_peer (200); log shows the client."""
+    """250 connections from one trusted proxy, opened before their requests, for 250 clients: none refused by
+    max_sessions_per_peer (200); the session's log line shows the forwarded client."""
     mark = len(forwarded["proc"].lines)
 
     async def scenario():
+        opened = [await open_tcp(forwarded["url"]) for _ in range(250)]  # a proxy's burst of upstream connections
         sessions = []
-        for i in range(250):
-            ws = await WSClient.connect(forwarded["url"], headers={"X-Forwarded-For": f"6.6.6.6, 10.0.{i // 200}.{i % 200 + 1}"})
+        for i, streams in enumerate(opened):
+            ws = await WSClient.connect(
+                forwarded["url"], streams=streams, headers={"X-Forwarded-For": f"6.6.6.6, 10.0.{i // 200}.{i % 200 + 1}"}
+            )
             welcome = await ws.hello()
             sessions.append((ws, welcome[1]))
         reply = await sessions[-1][0].call(forwarded["rep"], ["still here"])
