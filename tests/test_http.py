@@ -246,6 +246,18 @@ def test_rfc7239_forwarded_when_configured():
     assert addresses.client(proxy, xff("1.2.3.4")).host == "10.1.1.1"  # X-Forwarded-For is not read then
 
 
+def test_a_request_forwarded_by_an_untrusted_local_proxy_is_not_local():
+    addresses = ClientAddresses(["10.0.0.0/8"])
+    loopback = IPv4Address("TCP", "127.0.0.1", 5000)
+    assert addresses.local(loopback, loopback, Headers())
+    assert not addresses.local(loopback, loopback, xff("198.51.100.7"))
+    assert not addresses.local(loopback, loopback, xff("for=1.2.3.4", name="Forwarded"))
+    assert not addresses.local(loopback, loopback, xff("1.2.3.4", name="X-Real-IP"))
+    proxy = IPv4Address("TCP", "10.1.1.1", 5000)
+    assert addresses.local(proxy, addresses.client(proxy, xff("127.0.0.1")), xff("127.0.0.1"))
+    assert not addresses.local(proxy, addresses.client(proxy, xff("198.51.100.7")), xff("198.51.100.7"))
+
+
 def test_unix_peers_and_locality():
     assert ClientAddresses(["unix"]).trusted(UNIXAddress(None))
     assert not ClientAddresses(["127.0.0.1"]).trusted(UNIXAddress(None))
@@ -503,8 +515,10 @@ def test_e2e_details_only_for_local_clients(bridge):
     code, _, body = get(port, "/healthz", extra=forwarded, source="127.0.0.9")
     assert code == 200 and json.loads(body) == {"up": True}
     assert get(port, "/metrics", extra=forwarded, source="127.0.0.9")[0] == 404
-    # the same header from a peer that is not a trusted proxy is ignored: 127.0.0.2 is loopback, so local
-    assert "pid" in json.loads(get(port, "/healthz", extra=forwarded, source="127.0.0.2")[2])
+    # a loopback peer that is not a trusted proxy but forwards: a proxy nobody told the bridge about, not local
+    assert json.loads(get(port, "/healthz", extra=forwarded, source="127.0.0.2")[2]) == {"up": True}
+    assert get(port, "/metrics", extra=("X-Real-IP: 198.51.100.7",), source="127.0.0.2")[0] == 404
+    assert "pid" in json.loads(get(port, "/healthz", source="127.0.0.2")[2])  # 127.0.0.0/8 is loopback: local
 
 
 def test_e2e_metrics_listen_serves_details_to_everyone_who_reaches_it():

@@ -167,6 +167,7 @@ class ConnectionGuard(ProtocolWrapper):
     _key: str | None = None
     _peer_pending = False  # behind a PROXY protocol listener, before its header
     client: IAddress | None = None
+    client_local = False  # the latest request's client is on this machine (request_headers)
     websocket = False
 
     def makeConnection(self, transport) -> None:
@@ -218,9 +219,15 @@ class ConnectionGuard(ProtocolWrapper):
     # -- what twisted.web's request tells the guard (zmqwamp.web.BridgeRequest) --
 
     def request_headers(self, headers: Headers) -> str | None:
-        """A request's headers are in: stop the deadline, learn its client; the limit that client exceeds, or None."""
+        """A request's headers are in: stop the deadline, learn its client; the limit that client exceeds, or None.
+
+        ``client_local`` then says whether that client is on this machine (:meth:`ClientAddresses.local`).
+        """
         self._cancel()
-        return self._rekey(self.factory.addresses.client(self.transport.getPeer(), headers))
+        addresses, peer = self.factory.addresses, self.transport.getPeer()
+        client = addresses.client(peer, headers)
+        self.client_local = addresses.local(peer, client, headers)
+        return self._rekey(client)
 
     def response_done(self) -> None:
         """The response is complete: the next request (or the close) must come within the deadline."""

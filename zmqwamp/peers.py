@@ -143,6 +143,10 @@ def forwarded_chain(headers: Headers, header: str) -> list[str]:
     return chain
 
 
+# Headers that say a request came through a proxy (X-Real-IP: nginx's other habit)
+FORWARDING = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+
+
 class ClientAddresses:
     """Which peers are trusted proxies, and the client of a request that came through them."""
 
@@ -176,3 +180,14 @@ class ClientAddresses:
             if not self.trusted(ip):
                 return current
         return current  # every hop trusted: the left-most one
+
+    def local(self, peer: IAddress, client: IAddress, headers: Headers) -> bool:
+        """Is the client of this request on this machine (for the operator's pages)?
+
+        Its address must be local (:func:`is_local`); and a request from a peer
+        that is not a trusted proxy but says it was forwarded is not: that is a
+        proxy on this machine nobody told us about, passing on remote clients.
+        """
+        if not is_local(client):
+            return False
+        return self.trusted(peer) or not any(headers.hasHeader(name) for name in FORWARDING)

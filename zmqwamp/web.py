@@ -94,12 +94,14 @@ class BridgeRequest(Request):
     """
 
     _refused = False
+    client_local = False  # for the operator's pages: see zmqwamp.peers.ClientAddresses.local
 
     def gotLength(self, length: int | None) -> None:
         """All headers are in (twisted.web calls this before reading a body): learn the client, refuse early."""
         guard = _guard(self)
         refused = guard.request_headers(self.requestHeaders) if guard is not None else None
         self.client = self.channel.getPeer()  # the guard's answer: the forwarded client, if any
+        self.client_local = guard.client_local if guard is not None else is_local(self.client)
         if refused is not None:
             self._refuse_now(b"503 %s reached" % refused.encode(), refused, f"{refused} reached")
         elif length != 0:  # a Content-Length over 0, or chunked (None)
@@ -191,7 +193,8 @@ class HealthResource(Resource):
 
     The details (pid, sessions, calls, subscriptions, zmq endpoints) are for the
     operator: always on ``--metrics-listen`` ports, on listen ports only to local
-    clients (loopback or unix socket, after proxy resolution).
+    clients (loopback or unix socket, after proxy resolution, and not forwarded
+    by a proxy that is not trusted: :meth:`zmqwamp.peers.ClientAddresses.local`).
     """
 
     isLeaf = True
@@ -207,7 +210,7 @@ class HealthResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         body = {"up": not stopping}
-        if self._details_for_everyone or is_local(request.getClientAddress()):
+        if self._details_for_everyone or getattr(request, "client_local", False):
             body.update(
                 pid=os.getpid(),  # tells the processes of --workers apart
                 sessions=len(self._router.sessions),
@@ -219,7 +222,7 @@ class HealthResource(Resource):
 
 
 class LocalOnly(Resource):
-    """A leaf resource served to local clients only (loopback or unix socket); 404 to anyone else."""
+    """A leaf resource served to local clients only (as :class:`HealthResource`'s details); 404 to anyone else."""
 
     isLeaf = True
 
@@ -228,7 +231,7 @@ class LocalOnly(Resource):
         self._resource = resource
 
     def render(self, request):
-        if not is_local(request.getClientAddress()):
+        if not getattr(request, "client_local", False):
             return notFound().render(request)
         return self._resource.render(request)
 
