@@ -123,12 +123,12 @@ class ConnectionCounter:
         return len(self._by_host)
 
 
-def _response(status: bytes, text: str, extra: bytes = b"") -> bytes:
+def refusal_response(status: bytes, text: str) -> bytes:
     """A whole minimal HTTP/1.1 response that ends the connection, for refusals before twisted.web has a Request."""
     body = text.encode() + b"\n"
     return (
         b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        + extra + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
     )
 
 
@@ -213,7 +213,7 @@ class ConnectionGuard(ProtocolWrapper):
     def _refuse(self, limit: str) -> None:
         self.factory.on_limit(limit)
         log.info("connection from {peer} refused: {limit} reached", peer=peer_string(self.getPeer()), limit=limit)
-        self.transport.write(_response(b"503 %s reached" % limit.encode(), f"{limit} reached"))  # as autobahn did
+        self.transport.write(refusal_response(b"503 %s reached" % limit.encode(), f"{limit} reached"))  # as autobahn did
         self.loseConnection()
 
     # -- what twisted.web's request tells the guard (zmqwamp.web.BridgeRequest) --

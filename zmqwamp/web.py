@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
-from zmqwamp.limits import SERVER, ConnectionGuard, _response
+from zmqwamp.limits import SERVER, ConnectionGuard, refusal_response
 from zmqwamp.peers import is_local, peer_string
 from zmqwamp.protocol import WampServerFactory
 from zmqwamp.router import Router
@@ -116,7 +116,7 @@ class BridgeRequest(Request):
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after this
         self.channel.site.on_refused(limit)
         log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
-        self.channel.transport.write(_response(status, text))
+        self.channel.transport.write(refusal_response(status, text))
         self.channel.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
