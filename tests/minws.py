@@ -130,10 +130,14 @@ class WSClient:
         headers: dict[str, str] | None = None,
         source: str | None = None,
         ssl=None,
+        preamble: bytes = b"",
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None,
     ) -> "WSClient":
         """``rcvbuf``: a small receive buffer (for a client that stops reading); ``source``: local address;
-        ``ssl``: an SSLContext for wss://."""
-        reader, writer = await open_tcp(url, timeout, rcvbuf, source, ssl)
+        ``ssl``: an SSLContext for wss://; ``preamble``: bytes sent before the request (a PROXY protocol header);
+        ``streams``: a connection already open (``open_tcp``) to upgrade instead of a new one."""
+        reader, writer = streams or await open_tcp(url, timeout, rcvbuf, source, ssl)
+        writer.write(preamble)
         u = urlparse(url)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [

@@ -13,6 +13,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from harness import start_bridge, start_pub, start_rep
 from minws import ERROR, RESULT, SUBSCRIBED, Closed, HandshakeRefused, WSClient, open_tcp
 from probes import metric
+from test_http import World
 from test_session import MemoryTransport, received, send, world  # noqa: F401  (world is a fixture)
 from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, LimitExceeded, SessionLimits, TokenBucket, UpstreamBudget
 from zmqwamp.protocol import WampSession
@@ -111,19 +112,17 @@ def test_upstream_budget_reclaims_before_refusing():
 
 def test_handshake_deadline_drops_a_silent_connection_and_spares_a_complete_request():
     """No complete request headers within the timeout: dropped; headers in time: left alone."""
-    clock = MemoryReactorClock()
-    timeouts = []
-    wrapper = ConnectionGuardFactory(Factory.forProtocol(Protocol), 2.0, clock, on_timeout=lambda: timeouts.append(1))
-    slow, fast = wrapper.buildProtocol(None), wrapper.buildProtocol(None)
-    slow_t, fast_t = StringTransport(), StringTransport()
-    slow.makeConnection(slow_t)
-    fast.makeConnection(fast_t)
-    slow.dataReceived(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
-    fast.dataReceived(b"GET /ws HTTP/1.1\r\nHost: x\r")
+    world = World(timeout=2.0)
+    slow, slow_t = world.connect()
+    fast, fast_t = world.connect()
+    slow.dataReceived(b"GET /data HTTP/1.1\r\nHost: localhost\r\n")
+    world.clock.advance(1.5)
+    fast.dataReceived(b"GET /data HTTP/1.1\r\nHost: localhost\r")
     fast.dataReceived(b"\n\r\n")  # the end of the headers split across reads
-    clock.advance(2.1)
+    assert b"200 OK" in fast_t.value()
+    world.clock.advance(0.6)  # 2.1 s after accept, 0.6 s after the response
     assert slow_t.disconnecting and not fast_t.disconnecting
-    assert timeouts == [1]
+    assert world.refused == ["handshake_timeout"]
 
 
 def test_lingering_close_half_closes_then_drains():

@@ -24,13 +24,14 @@ from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.flow import PendingWrites
 from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
-from zmqwamp.limits import ConnectionGuardFactory, UpstreamBudget
+from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver
+from zmqwamp.peers import ClientAddresses
 from zmqwamp.policy import EndpointPolicy, OriginPolicy
 from zmqwamp.protocol import WampServerFactory
 from zmqwamp.router import Router
-from zmqwamp.web import build_site
+from zmqwamp.web import HostCheck, build_site
 
 log = Logger()
 
@@ -46,7 +47,7 @@ class RouterService(Service):
     """
 
     CLOSE_GRACE = 3.0
-    connections = None  # the WebSocket factory's ConnectionCounter, to wait for
+    connections = None  # the listen ports' ConnectionCounter, to wait for its WebSockets
     names = None  # the HostResolver, whose threads may end at the close
 
     def __init__(self, router: Router, zmq_factory: ZmqFactory, clock, drain_time: float) -> None:
@@ -82,7 +83,7 @@ class RouterService(Service):
         return done
 
     def _connections_open(self) -> bool:
-        return self.connections is not None and self.connections.total > 0
+        return self.connections is not None and self.connections.websockets > 0
 
     def _say_goodbye(self, _=None) -> None:
         left = self.router.calls_in_flight()
@@ -146,7 +147,7 @@ class Bridge:
         for key, value in options.items():
             if not hasattr(config, key):
                 raise TypeError(f"unknown bridge option {key!r}")
-            if key in ("listen", "allow", "origins") and isinstance(value, str):
+            if key in ("listen", "allow", "origins", "allow_hosts", "trusted_proxies") and isinstance(value, str):
                 value = [value]
             setattr(config, key, value)
         validate(config)
@@ -242,16 +243,26 @@ class Bridge:
         router_service.names = names
         router_service.setServiceParent(top)
         factory = WampServerFactory(router, self.websocket_allowed, config, reactor, writes=writes)
-        router_service.connections = factory.connections
-        site = ConnectionGuardFactory(
-            build_site(factory, router, static=config.static, metrics=not config.metrics_listen),
-            config.handshake_timeout, reactor,
-            on_timeout=metrics.limit_exceeded.labels("handshake_timeout").inc,
-        )
+        addresses = ClientAddresses(config.trusted_proxies, config.forwarded_header)
+        hosts = HostCheck(config.allow_hosts)
+
+        def guarded(site, counter: ConnectionCounter) -> ConnectionGuardFactory:
+            return ConnectionGuardFactory(
+                site, config.handshake_timeout, reactor, counter, addresses,
+                on_limit=lambda limit: metrics.limit_exceeded.labels(limit).inc(),
+            )
+
+        # every connection to the listen ports is counted (max_sessions, max_sessions_per_peer) ...
+        connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
+        router_service.connections = connections
+        site = guarded(build_site(factory, router, static=config.static, metrics=not config.metrics_listen, hosts=hosts), connections)
         self.router = router
         for listener in self._listeners(reactor, site):
             listener.setServiceParent(top)
-        operations = build_site(None, router, static=False)
+        # ... and those to the metrics ports apart, so a flood of the first never hides the second
+        operations = guarded(
+            build_site(None, router, static=False, hosts=hosts), ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
+        )
         for description in config.metrics_listen:
             self._listener(reactor, description, operations).setServiceParent(top)
         return top

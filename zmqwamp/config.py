@@ -2,7 +2,7 @@
 
 Every option can be given in the TOML file (read with :mod:`tomllib`) or on the
 command line; a command-line value wins, and repeatable options (``allow``,
-``listen``, ``origins``) are added to the file's.  Per-user ``[[rules]]`` exist
+``listen``, ``origins``, ``allow_hosts``, ``trusted_proxies``) are added to the file's.  Per-user ``[[rules]]`` exist
 only in the file (see docs/auth.md).  Errors name the file and the key.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from zmqwamp.endpoints import CODECS, KINDS, Endpoint, InvalidEndpoint, parse_address
 from zmqwamp.flow import SLOW_CONSUMER_POLICIES
+from zmqwamp.peers import FORWARDED_HEADERS, parse_trusted
 from zmqwamp.policy import ACTIONS, PLACEHOLDERS, UserRule
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
@@ -40,6 +41,10 @@ class BridgeConfig:
     log_format: str = "text"
     static: bool = True  # serve the demo page at / and the client bundle at /js/
     metrics_listen: list[str] = field(default_factory=list)  # serve /metrics here instead of on every listen port
+    # HTTP: Host names allowed on loopback besides the local ones; proxies whose forwarded client addresses count
+    allow_hosts: list[str] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)
+    forwarded_header: str = "x-forwarded-for"
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     # authentication and authorization (docs/auth.md)
     origins: list[str] = field(default_factory=list)
@@ -68,7 +73,7 @@ class BridgeConfig:
         return self.listen or [DEFAULT_LISTEN]
 
 
-_LISTS = ("listen", "allow", "origins", "metrics_listen")
+_LISTS = ("listen", "allow", "origins", "metrics_listen", "allow_hosts", "trusted_proxies")
 _SCALARS = {f.name: f.type for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")}
 
 
@@ -228,3 +233,11 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         raise ConfigError(f"{source}: max_outgoing_buffer must be at least 4096 bytes")
     if config.slow_consumer not in SLOW_CONSUMER_POLICIES:
         raise ConfigError(f"{source}: slow_consumer must be one of {', '.join(SLOW_CONSUMER_POLICIES)}")
+    if any(not pattern.strip() for pattern in config.allow_hosts):
+        raise ConfigError(f"{source}: allow_hosts: a pattern must not be empty")
+    try:
+        parse_trusted(config.trusted_proxies)
+    except ValueError as e:
+        raise ConfigError(f"{source}: trusted_proxies: {e}") from None
+    if config.forwarded_header not in FORWARDED_HEADERS:
+        raise ConfigError(f"{source}: forwarded_header must be one of {', '.join(FORWARDED_HEADERS)}")

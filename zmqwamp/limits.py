@@ -4,16 +4,16 @@
   flight, subscriptions, calls per second.  Exceeding one gets ERROR
   ``zmqwamp.error.limit_exceeded`` whose message names the limit; the session
   carries on.
-* Per connection (checked by :class:`zmqwamp.protocol.WampServerProtocol` at the
-  WebSocket handshake): WebSocket connections per peer address and in total.
-  Over the limit, the upgrade is refused with HTTP 503.
+* Per connection (:class:`ConnectionGuardFactory`, around the HTTP site, at
+  accept): connections (HTTP or WebSocket) per client address and in total.
+  Over the limit, the connection gets HTTP 503 naming the limit and is closed.
+* Request time (the same wrapper): each HTTP request's headers must arrive
+  within ``handshake_timeout`` seconds of the accept or of the previous
+  response, however slowly they drip in, or the connection is dropped.
+  The same wrapper closes connections with a lingering close.
 * Upstream connections (:class:`UpstreamBudget`, asked by the forwarder and the
   hub when they open a zmq socket): per session, per peer address and in total.
   Over a limit, the CALL or SUBSCRIBE gets ``zmqwamp.error.limit_exceeded``.
-* Handshake time (:class:`ConnectionGuardFactory`, around the HTTP site): a
-  connection must deliver its HTTP request headers within ``handshake_timeout``
-  seconds of being accepted, however slowly it drips them, or it is dropped.
-  The same wrapper closes connections with a lingering close.
 
 Every refusal is counted in ``zmqwamp_limit_exceeded_total{limit=...}``.
 """
@@ -25,16 +25,24 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
-from twisted.internet.interfaces import IProtocolNegotiationFactory, ISSLTransport
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web.http_headers import Headers
 from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
 from zmqwamp.auth import peer_host
+from zmqwamp.peers import ClientAddresses, host_key, peer_string
+
+try:  # what the haproxy: endpoint wraps connections in (not exported by Twisted)
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+except ImportError:  # pragma: no cover
+    HAProxyProtocolWrapper = ()
 
 log = Logger()
 
 LIMIT_EXCEEDED = "zmqwamp.error.limit_exceeded"
+SERVER = b"zmqwamp"  # the Server header of every HTTP response: no versions
 
 
 class LimitExceeded(Exception):
@@ -83,29 +91,51 @@ class TokenBucket:
 
 
 class ConnectionCounter:
-    """WebSocket connections open, in total and per peer host."""
+    """Connections open (every accepted one, HTTP or WebSocket), in total and per client address.
+
+    A connection whose client is not known yet (behind a PROXY protocol listener
+    before its header, or from a trusted proxy before a request says for whom)
+    counts in the total only, under the key None, and is re-keyed once it is.
+    """
 
     def __init__(self, max_total: int, max_per_peer: int) -> None:
         self.max_total = max_total
         self.max_per_peer = max_per_peer
         self.total = 0
+        self.websockets = 0  # of those, upgraded to WebSocket (the drain waits for them)
         self._by_host: Counter[str] = Counter()
 
-    def admit(self, host: str) -> str | None:
+    def admit(self, host: str | None) -> str | None:
         """Count a new connection from ``host``; or the name of the limit it would exceed."""
         if self.total >= self.max_total:
             return "max_sessions"
-        if self._by_host[host] >= self.max_per_peer:
+        if host is not None and self._by_host[host] >= self.max_per_peer:
             return "max_sessions_per_peer"
         self.total += 1
-        self._by_host[host] += 1
+        if host is not None:
+            self._by_host[host] += 1
         return None
 
-    def release(self, host: str) -> None:
+    def rekey(self, old: str | None, new: str | None) -> str | None:
+        """Count a connection under ``new`` instead of ``old``; or the limit ``new`` would exceed (then unchanged)."""
+        if old == new:
+            return None
+        if new is not None:
+            if self._by_host[new] >= self.max_per_peer:
+                return "max_sessions_per_peer"
+            self._by_host[new] += 1
+        self._forget(old)
+        return None
+
+    def release(self, host: str | None) -> None:
         self.total -= 1
-        self._by_host[host] -= 1
-        if self._by_host[host] <= 0:
-            del self._by_host[host]
+        self._forget(host)
+
+    def _forget(self, host: str | None) -> None:
+        if host is not None:
+            self._by_host[host] -= 1
+            if self._by_host[host] <= 0:
+                del self._by_host[host]
 
     def peers(self) -> int:
         return len(self._by_host)
@@ -188,11 +218,36 @@ def _uncount(counter: Counter, key) -> None:
         del counter[key]
 
 
-class _ConnectionGuard(ProtocolWrapper):
-    """Handshake deadline, and a lingering close.
 
-    Deadline: the connection is dropped unless the first HTTP request's headers
-    arrive within the factory's ``timeout``.
+def refusal_response(status: bytes, text: str) -> bytes:
+    """A whole minimal HTTP/1.1 response that ends the connection, for refusals before twisted.web has a Request."""
+    body = text.encode() + b"\n"
+    return (
+        b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+
+
+class ConnectionGuard(ProtocolWrapper):
+    """Connection count, request deadline, the client's address, and a lingering close.
+
+    Count: the connection is counted (:class:`ConnectionCounter`) from accept to
+    close, under its client's address; over a limit it gets a bare HTTP 503
+    naming the limit and is closed before twisted.web sees a byte.
+
+    Deadline: the connection is dropped unless each HTTP request's headers arrive
+    within the factory's ``timeout`` of the accept or of the end of the previous
+    response (however slowly they drip in, and however many requests came
+    before); an idle keep-alive connection is dropped after ``timeout`` too.
+    The WebSocket upgrade ends it: from then on autobahn's handshake timeout,
+    the login deadline and the pings apply.  twisted.web's request
+    (:class:`zmqwamp.web.BridgeRequest`) tells the guard when a request's
+    headers are in, when its response is done, and when it became a WebSocket.
+
+    Client: ``getPeer()`` is the client (:mod:`zmqwamp.peers`): the connection's
+    peer (after a PROXY protocol header), or the address a trusted proxy
+    forwarded for the latest request; autobahn reads it for the session's
+    ``peer``.
 
     Lingering close: closing a socket that still has unread input makes the
     kernel answer with RST, and a client receiving RST may lose what was sent
@@ -204,31 +259,103 @@ class _ConnectionGuard(ProtocolWrapper):
     LINGER = 2.0
     _timer = None
     _linger = None
+    _counted = False  # counted by the factory's counter, under _key
+    _key: str | None = None
+    _peer_pending = False  # behind a PROXY protocol listener, before its header
+    client: IAddress | None = None
+    client_local = False  # the latest request's client is on this machine (request_headers)
+    websocket = False
 
     def makeConnection(self, transport) -> None:
-        self._tail = b""
-        self._timer = self.factory.clock.callLater(self.factory.timeout, self._expired)
+        self._arm()
         super().makeConnection(transport)
         # ProtocolWrapper copies the transport's interfaces; ISSLTransport would make
         # autobahn ask this wrapper (not a TLSMemoryBIOProtocol) for a TLS channel id
         # and fail.  The WebSocket layer does not need to know about TLS.
         directlyProvides(self, *[i for i in directlyProvidedBy(self).flattened() if not i.isOrExtends(ISSLTransport)])
 
+    def connectionMade(self) -> None:
+        super().connectionMade()  # the HTTP channel
+        self.client = self.transport.getPeer()
+        # Twisted's PROXY protocol wrapper reads its header before passing data on:
+        # until then getPeer() is the proxy, so the per-peer count waits for it.
+        self._peer_pending = isinstance(self.transport, HAProxyProtocolWrapper)
+        counter = self.factory.counter
+        if counter is not None:
+            key = None if self._peer_pending else self._key_of(self.client)
+            refused = counter.admit(key)
+            if refused is not None:
+                self._refuse(refused)
+                return
+            self._counted, self._key = True, key
+
+    def getPeer(self) -> IAddress:
+        return self.client if self.client is not None else self.transport.getPeer()
+
+    def _key_of(self, client: IAddress) -> str | None:
+        """The per-peer key of a client; None for a trusted proxy (whose clients are counted per request)."""
+        return None if self.factory.addresses.trusted(client) else host_key(client)
+
+    def _rekey(self, client: IAddress) -> str | None:
+        self.client = client
+        if not self._counted:
+            return None
+        key = self._key_of(client)
+        refused = self.factory.counter.rekey(self._key, key)
+        if refused is None:
+            self._key = key
+        return refused
+
+    def _refuse(self, limit: str) -> None:
+        self.factory.on_limit(limit)
+        log.info("connection from {peer} refused: {limit} reached", peer=peer_string(self.getPeer()), limit=limit)
+        self.transport.write(refusal_response(b"503 %s reached" % limit.encode(), f"{limit} reached"))  # as autobahn did
+        self.loseConnection()
+
+    # -- what twisted.web's request tells the guard (zmqwamp.web.BridgeRequest) --
+
+    def request_headers(self, headers: Headers) -> str | None:
+        """A request's headers are in: stop the deadline, learn its client; the limit that client exceeds, or None.
+
+        ``client_local`` then says whether that client is on this machine (:meth:`ClientAddresses.local`).
+        """
+        self._cancel()
+        addresses, peer = self.factory.addresses, self.transport.getPeer()
+        client = addresses.client(peer, headers)
+        self.client_local = addresses.local(peer, client, headers)
+        return self._rekey(client)
+
+    def response_done(self) -> None:
+        """The response is complete: the next request (or the close) must come within the deadline."""
+        if not self.websocket and self.connected and not self.disconnecting:
+            self._arm()
+
+    def upgraded(self) -> None:
+        """The connection is becoming a WebSocket: no more HTTP deadline."""
+        self._cancel()
+        if not self.websocket:
+            self.websocket = True
+            if self._counted:
+                self.factory.counter.websockets += 1
+
+    # -- the wire --
+
     def dataReceived(self, data: bytes) -> None:
-        if self._linger is not None:
+        if self._linger is not None or self.disconnecting:
             return  # closing: the protocol is done, this only drains the socket
-        if self._timer is not None:
-            seen = self._tail + data
-            if b"\r\n\r\n" in seen:
-                self._cancel()
-            else:
-                self._tail = seen[-3:]
+        if self._peer_pending:  # the PROXY header has been read: getPeer() is the client now
+            self._peer_pending = False
+            refused = self._rekey(self.transport.getPeer())
+            if refused is not None:
+                self._refuse(refused)
+                return
         super().dataReceived(data)
 
     def loseConnection(self) -> None:
         if self.disconnecting:
             return
         self.disconnecting = 1
+        self._cancel()  # closing anyway: the linger bounds it
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is None:  # e.g. TLS: no half-close
             self.transport.loseConnection()
@@ -243,7 +370,16 @@ class _ConnectionGuard(ProtocolWrapper):
         self._cancel()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
+        if self._counted:
+            self._counted = False
+            self.factory.counter.release(self._key)
+            if self.websocket:
+                self.factory.counter.websockets -= 1
         super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._cancel()
+        self._timer = self.factory.clock.callLater(self.factory.timeout, self._expired)
 
     def _cancel(self) -> None:
         if self._timer is not None:
@@ -253,29 +389,47 @@ class _ConnectionGuard(ProtocolWrapper):
 
     def _expired(self) -> None:
         self._timer = None
-        self.factory.on_timeout()
+        self.factory.on_limit("handshake_timeout")
         log.info(
             "connection from {peer} dropped: no complete HTTP request within {t}s",
-            peer=self.transport.getPeer(), t=self.factory.timeout,
+            peer=peer_string(self.getPeer()), t=self.factory.timeout,
         )
         self.transport.abortConnection()
 
 
+# Wrappers that pass writes through unchanged: the WebSocket fast path (zmqwamp.protocol._plain_tcp) looks under them.
+PASS_THROUGH_WRAPPERS = (ConnectionGuard, HAProxyProtocolWrapper)
+
+
 @implementer(IProtocolNegotiationFactory)
 class ConnectionGuardFactory(WrappingFactory):
-    """Wraps the site: ``timeout`` seconds from accept to complete request headers; lingering close.
+    """Wraps a site: connection count, per-request deadline, client address, lingering close.
+
+    ``counter`` None: connections are not counted.  ``addresses`` says which
+    peers are trusted proxies (none by default).  ``on_limit(name)`` is called
+    for every refusal or drop (the ``zmqwamp_limit_exceeded_total`` label).
 
     It passes the site's ALPN protocols through: a TLS listener asks the factory
     it wraps for them, and without an answer the TLS handshake fails.
     """
 
-    protocol = _ConnectionGuard
+    protocol = ConnectionGuard
 
-    def __init__(self, site, timeout: float, clock, on_timeout: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        site,
+        timeout: float,
+        clock,
+        counter: ConnectionCounter | None = None,
+        addresses: ClientAddresses | None = None,
+        on_limit: Callable[[str], None] = lambda limit: None,
+    ) -> None:
         super().__init__(site)
         self.timeout = timeout
         self.clock = clock
-        self.on_timeout = on_timeout
+        self.counter = counter
+        self.addresses = addresses if addresses is not None else ClientAddresses()
+        self.on_limit = on_limit
 
     def acceptableProtocols(self) -> list[bytes]:
         return self.wrappedFactory.acceptableProtocols()

@@ -20,7 +20,7 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   ``wamp.error.protocol_violation`` and close; other sessions are unaffected.
 * Over a limit (:mod:`zmqwamp.limits`: calls in flight, calls per second,
   subscriptions) -> ``ERROR`` ``zmqwamp.error.limit_exceeded``; too many
-  connections -> HTTP 503 at the upgrade.  A client too slow to read its
+  connections -> HTTP 503 at accept (:class:`zmqwamp.limits.ConnectionGuard`).  A client too slow to read its
   EVENTs loses some (its endpoint's policy, :mod:`zmqwamp.flow`) or is closed
   with 1008; a reply is never dropped.  Shutdown -> ``GOODBYE``
   ``wamp.close.system_shutdown`` and close 1001.  See docs/reliability.md.
@@ -51,14 +51,13 @@ from autobahn.wamp.serializer import (
 from twisted.internet import tcp
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from zmqwamp.auth import Challenge, peer_host
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer, PendingWrites
 from zmqwamp.frames import WholeFrameReader
-from zmqwamp.limits import LIMIT_EXCEEDED, ConnectionCounter, SessionLimits, TokenBucket
+from zmqwamp.limits import LIMIT_EXCEEDED, PASS_THROUGH_WRAPPERS, SERVER, SessionLimits, TokenBucket
 from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 
 log = Logger()
@@ -486,13 +485,8 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
         if allowed is not True:
             log.info("WebSocket from {peer} refused (origin={origin})", peer=request.peer, origin=request.headers.get("origin"))
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "not allowed")
-        host = peer_host(self.peer)
-        refused = self.factory.connections.admit(host)
-        if refused is not None:
-            self.factory.router.metrics.limit_exceeded.labels(refused).inc()
-            log.info("WebSocket from {peer} refused: {limit} reached", peer=request.peer, limit=refused)
-            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"{refused} reached")
-        self._counted_host = host
+        # Connections are counted (max_sessions, max_sessions_per_peer) by the guard
+        # under the HTTP site, from accept: zmqwamp.limits.ConnectionGuard.
         return offered
 
     def onOpen(self) -> None:
@@ -552,13 +546,9 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
         finally:
             if self._outgoing is not None:
                 self._outgoing.stopProducing()
-            if self._counted_host is not None:
-                self.factory.connections.release(self._counted_host)
-                self._counted_host = None
 
     # the transport WampSession writes to: frames go through the bounded outgoing buffer
     _outgoing: OutgoingBuffer | None = None
-    _counted_host: str | None = None
     _login_deadline = None
 
     # Fast path: when the outgoing buffer writes through (nothing queued, transport
@@ -687,11 +677,12 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
 def _plain_tcp(transport):
     """The ``twisted.internet.tcp.Connection`` a WebSocket writes to, if it is plain TCP (not TLS).
 
-    Under :class:`~zmqwamp.limits.ConnectionGuardFactory` the transport is a
-    protocol wrapper around it; under TLS there is a TLS layer between, and
-    frames must go through it (None).
+    The transport is :class:`~zmqwamp.limits.ConnectionGuard`, a protocol
+    wrapper around it, and behind a PROXY protocol listener (``haproxy:``)
+    Twisted's wrapper is between: both pass writes through unchanged.  Under TLS
+    there is a TLS layer between, and frames must go through it (None).
     """
-    if isinstance(transport, ProtocolWrapper):
+    while isinstance(transport, PASS_THROUGH_WRAPPERS):
         transport = transport.transport
     if isinstance(transport, tcp.Connection) and not transport.TLS:  # TLS: listenSSL wraps, startTLS sets .TLS
         return transport
@@ -704,7 +695,7 @@ class WampServerFactory(WebSocketServerFactory):
     def __init__(
         self, router: Router, websocket_allowed, config: BridgeConfig, clock=None, writes: PendingWrites | None = None
     ) -> None:
-        super().__init__(protocols=list(SERIALIZERS))
+        super().__init__(protocols=list(SERIALIZERS), server=SERVER.decode())  # no version in Server:
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
@@ -718,7 +709,6 @@ class WampServerFactory(WebSocketServerFactory):
             max_subscriptions=config.max_subscriptions,
             max_calls_per_second=config.max_calls_per_second,
         )
-        self.connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
         # held by the zmq readers around each batch (the same object as the forwarder's and the hub's)
         self.pending_writes = writes if writes is not None else PendingWrites()
         self.setProtocolOptions(
@@ -729,4 +719,5 @@ class WampServerFactory(WebSocketServerFactory):
             failByDrop=False,  # tell the client why (1007, 1009, ...) instead of dropping TCP
             autoPingInterval=config.ping_interval,
             autoPingTimeout=config.ping_timeout,
+            webStatus=False,  # no status page (it names autobahn's version) for a GET without Upgrade
         )

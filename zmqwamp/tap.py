@@ -23,9 +23,10 @@ LIMIT_OPTIONS = [
     ("max-endpoints-per-peer", "zmq connections opened by the sessions of one peer address that may be open at once."),
     ("max-zmq-sockets", "zmq connections open in total (idle REQ connections are closed first to make room)."),
     ("max-calls-per-second", "CALLs per second per session (the same number may come in one burst)."),
-    ("max-sessions", "WebSocket connections in total (HTTP 503 beyond)."),
-    ("max-sessions-per-peer", "WebSocket connections from one peer address (HTTP 503 beyond)."),
-    ("handshake-timeout", "Seconds from TCP accept to a complete HTTP request / WebSocket handshake."),
+    ("max-sessions", "Connections (HTTP or WebSocket) in total (HTTP 503 beyond)."),
+    ("max-sessions-per-peer", "Connections (HTTP or WebSocket) from one client address (HTTP 503 beyond)."),
+    ("handshake-timeout", "Seconds from TCP accept, or from the previous response, to a complete HTTP request; "
+     "and to a completed WAMP login."),
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
 ]
@@ -56,6 +57,9 @@ class Options(usage.Options, AuthOptionMixin):
         ["bridge-class", None, None, "Python path of a zmqwamp.Bridge subclass to run [default: zmqwamp.Bridge]."],
         ["log-format", None, None, "Log output: 'text' or 'json' (one JSON object per line) [default: text]."],
         ["drain-time", None, None, "Seconds to let calls in flight finish on SIGTERM/SIGINT [default: 10]."],
+        ["forwarded-header", None, None,
+         "Header a --trusted-proxy names the client in: 'x-forwarded-for' or 'forwarded' (RFC 7239) "
+         "[default: x-forwarded-for]."],
         ["workers", None, 1, "Number of bridge processes sharing the tcp: listen ports (SO_REUSEPORT).", int],
     ] + _limit_parameters()
 
@@ -64,6 +68,8 @@ class Options(usage.Options, AuthOptionMixin):
         self["listen"] = []
         self["allow"] = []
         self["origin"] = []
+        self["allow-host"] = []
+        self["trusted-proxy"] = []
 
     def opt_listen(self, description: str) -> None:
         """Twisted server endpoint to listen on, repeatable [default: tcp:8080:interface=127.0.0.1]."""
@@ -95,9 +101,20 @@ class Options(usage.Options, AuthOptionMixin):
         Same-origin pages and clients sending no Origin are always allowed."""
         self["origin"].append(pattern)
 
+    def opt_allow_host(self, pattern: str) -> None:
+        """Host name (glob, no port) accepted on a loopback address besides localhost, 127.0.0.1 and [::1],
+        repeatable; '*' turns the DNS rebinding check off."""
+        self["allow-host"].append(pattern)
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """Proxy address or CIDR network (or 'unix') whose forwarded client address is believed, repeatable."""
+        self["trusted-proxy"].append(network)
+
     # Options whose value sets the BridgeConfig field of the same name ('-' -> '_'),
     # converted to the type of that field's default.
-    VALUE_OPTIONS = ("realm", "call-timeout", "drain-time", "log-format", *(name for name, _ in LIMIT_OPTIONS))
+    VALUE_OPTIONS = (
+        "realm", "call-timeout", "drain-time", "log-format", "forwarded-header", *(name for name, _ in LIMIT_OPTIONS)
+    )
 
     def merged_config(self) -> BridgeConfig:
         """The config file with the command line on top: at start, and again on SIGHUP."""
@@ -105,6 +122,8 @@ class Options(usage.Options, AuthOptionMixin):
         config.listen = self["listen"] or config.listen
         config.allow = config.allow + self["allow"]
         config.origins = config.origins + self["origin"]
+        config.allow_hosts = config.allow_hosts + self["allow-host"]
+        config.trusted_proxies = config.trusted_proxies + self["trusted-proxy"]
         if self["anonymous"]:
             config.anonymous = True
         if self["no-static"]:

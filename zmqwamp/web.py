@@ -3,53 +3,250 @@
 Static files come from ``zmqwamp/static`` (package data, so ``pip install .`` serves
 them without Node): ``/`` is the demo page, ``/js/zmqwamp.js`` the browser bundle
 of ``js-client/`` (rebuild it with ``make js-bundle``).
+
+Every request passes :class:`BridgeRequest`'s checks before a resource sees it
+(docs/reliability.md, *Hostile clients*): no request body (413, refused before a
+byte of it is read), GET and HEAD only (405), a local ``Host`` on connections
+to a loopback address unless ``allow_hosts`` says otherwise (403: DNS
+rebinding), and the per-peer connection count of the client a trusted proxy
+names (503).  Responses name no software version.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Callable, Iterable
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.twisted import MetricsResource
+from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from twisted.web.static import File
 
+from zmqwamp.limits import SERVER, ConnectionGuard, refusal_response
+from zmqwamp.peers import is_local, peer_string
 from zmqwamp.protocol import WampServerFactory
 from zmqwamp.router import Router
 
+log = Logger()
+
+METHODS = (b"GET", b"HEAD")  # nothing here takes a body; the WebSocket upgrade is a GET
+
+
+class HostCheck:
+    """Which ``Host`` names a request to a loopback address may carry (the DNS rebinding defence).
+
+    A page on ``attacker.example`` whose name is re-pointed at 127.0.0.1 reaches a
+    bridge on loopback as same-origin, but its requests still say ``Host:
+    attacker.example``.  Local names are always allowed: ``localhost`` (and
+    ``*.localhost``), loopback IP literals (``127.0.0.1``, ``[::1]``), any port;
+    so are the ``allow_hosts`` globs (matched against the name without its port,
+    case-insensitively); ``*`` turns the check off.  As Jupyter Server's
+    ``check_host``.
+    """
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns = tuple(p.lower() for p in patterns)
+        self.off = "*" in self.patterns
+
+    @staticmethod
+    def name(host: bytes) -> str:
+        """The name part of a Host header value: no port, no IPv6 brackets, no trailing dot, lower case."""
+        text = host.decode("latin-1").strip().lower()
+        if text.startswith("["):
+            text = text[1:].partition("]")[0]
+        elif text.count(":") == 1:
+            text = text.partition(":")[0]
+        return text[:-1] if text.endswith(".") else text
+
+    def allows(self, host: bytes | None) -> bool:
+        if self.off or host is None:  # no Host: not a browser (they always send one)
+            return True
+        name = self.name(host)
+        if name == "localhost" or name.endswith(".localhost"):
+            return True
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            if ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback):
+                return True
+        return any(fnmatchcase(name, pattern) for pattern in self.patterns)
+
+
+def _guard(request: Request) -> ConnectionGuard | None:
+    transport = getattr(request.channel, "transport", None) if request.channel is not None else None
+    return transport if isinstance(transport, ConnectionGuard) else None
+
+
+class BridgeRequest(Request):
+    """twisted.web's request, with the checks every request passes before any resource sees it.
+
+    Its client (``getClientAddress()``) is the one :mod:`zmqwamp.peers` finds:
+    the forwarded address when the peer is a trusted proxy.
+    """
+
+    _refused = False
+    client_local = False  # for the operator's pages: see zmqwamp.peers.ClientAddresses.local
+
+    def gotLength(self, length: int | None) -> None:
+        """All headers are in (twisted.web calls this before reading a body): learn the client, refuse early."""
+        guard = _guard(self)
+        refused = guard.request_headers(self.requestHeaders) if guard is not None else None
+        self.client = self.channel.getPeer()  # the guard's answer: the forwarded client, if any
+        self.client_local = guard.client_local if guard is not None else is_local(self.client)
+        if refused is not None:
+            self._refuse_now(b"503 %s reached" % refused.encode(), refused, f"{refused} reached")
+        elif length != 0:  # a Content-Length over 0, or chunked (None)
+            self._refuse_now(b"413 Content Too Large", "request_body", "request bodies are not accepted")
+        else:
+            super().gotLength(length)
+
+    def _refuse_now(self, status: bytes, limit: str, text: str) -> None:
+        """Answer before the body, then close: nothing of the body is read or stored."""
+        self._refused = True
+        super().gotLength(0)  # an empty content buffer for twisted.web's bookkeeping
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after this
+        self.channel.site.on_refused(limit)
+        log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
+        self.channel.transport.write(refusal_response(status, text))
+        self.channel.loseConnection()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if not self._refused:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        site = self.channel.site
+        if site.hosts is not None and is_local(self.getHost()) and not site.hosts.allows(self.getHeader(b"host")):
+            host = (self.getHeader(b"host") or b"")[:100].decode("latin-1")
+            self._refuse(403, "allow_hosts", f"Host {host!r} not allowed on a loopback address (see --allow-host)")
+        elif self.method not in METHODS:
+            self.setHeader(b"allow", b"GET, HEAD")
+            self._refuse(405, "http_method", f"method {self.method[:20].decode('latin-1')} not allowed")
+        else:
+            super().process()
+
+    def _refuse(self, code: int, limit: str, text: str) -> None:
+        self.channel.site.on_refused(limit)
+        log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
+        self.setResponseCode(code)
+        self.setHeader(b"server", SERVER)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        body = text.encode() + b"\n"
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+    def setHeader(self, name, value) -> None:
+        if (name if isinstance(name, bytes) else name.encode()).lower() == b"server":
+            value = SERVER  # twisted.web's process() would name its version
+        super().setHeader(name, value)
+
+    def finish(self) -> None:
+        guard = _guard(self)
+        if guard is not None:
+            guard.response_done()  # before finishing: that may already parse the next request's headers
+        return super().finish()
+
+
+class BridgeSite(Site):
+    """The site of a port: :class:`BridgeRequest`s, the Host check, and where refusals are counted."""
+
+    requestFactory = BridgeRequest
+    displayTracebacks = False
+
+    def __init__(
+        self, resource, hosts: HostCheck | None = None, on_refused: Callable[[str], None] = lambda limit: None, **kwargs
+    ) -> None:
+        super().__init__(resource, **kwargs)  # kwargs: twisted.web's HTTPFactory options (reactor, timeout)
+        self.hosts = hosts
+        self.on_refused = on_refused
+
+    def logPrefix(self) -> str:
+        return "Site"  # "Site starting on <port>", as before: tools read the port from that line
+
+
+class WampResource(WebSocketResource):
+    """``/ws``: the upgrade ends the HTTP part of the connection (and its request deadline)."""
+
+    def render(self, request):
+        guard = _guard(request)
+        if guard is not None:
+            guard.upgraded()
+        return super().render(request)
+
 
 class HealthResource(Resource):
+    """``/healthz``: ``{"up": ...}`` (200, or 503 while stopping) for anyone; details only where ``details`` allows.
+
+    The details (pid, sessions, calls, subscriptions, zmq endpoints) are for the
+    operator: always on ``--metrics-listen`` ports, on listen ports only to local
+    clients (loopback or unix socket, after proxy resolution, and not forwarded
+    by a proxy that is not trusted: :meth:`zmqwamp.peers.ClientAddresses.local`).
+    """
+
     isLeaf = True
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, details_for_everyone: bool = False) -> None:
         super().__init__()
         self._router = router
+        self._details_for_everyone = details_for_everyone
 
     def render_GET(self, request):
         stopping = self._router.stopping
         request.setResponseCode(503 if stopping else 200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        body = {
-            "up": not stopping,
-            "pid": os.getpid(),  # tells the processes of --workers apart
-            "sessions": len(self._router.sessions),
-            "calls_in_flight": self._router.calls_in_flight(),
-            "subscriptions": self._router.hub.subscription_count(),
-            "zmq_endpoints": {"req": self._router.forwarder.addresses, "sub": self._router.hub.addresses},
-        }
+        body = {"up": not stopping}
+        if self._details_for_everyone or getattr(request, "client_local", False):
+            body.update(
+                pid=os.getpid(),  # tells the processes of --workers apart
+                sessions=len(self._router.sessions),
+                calls_in_flight=self._router.calls_in_flight(),
+                subscriptions=self._router.hub.subscription_count(),
+                zmq_endpoints={"req": self._router.forwarder.addresses, "sub": self._router.hub.addresses},
+            )
         return json.dumps(body).encode()
+
+
+class LocalOnly(Resource):
+    """A leaf resource served to local clients only (as :class:`HealthResource`'s details); 404 to anyone else."""
+
+    isLeaf = True
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__()
+        self._resource = resource
+
+    def render(self, request):
+        if not getattr(request, "client_local", False):
+            return notFound().render(request)
+        return self._resource.render(request)
 
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
 class StaticFile(File):
-    """A file or folder of ``zmqwamp/static``: no directory listings, revalidated on every use."""
+    """A file or folder of ``zmqwamp/static``: no directory listings, revalidated on every use, one range at most.
+
+    A multi-range request (``Range: bytes=0-,0-,...``) would make twisted.web
+    send the file once per range (261 bytes asked for turned into 10 MB):
+    such a Range header is ignored and the whole file is sent (RFC 9110 allows
+    a server to ignore Range).
+    """
 
     contentTypes = {**File.contentTypes, ".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
 
@@ -57,6 +254,9 @@ class StaticFile(File):
         return notFound()
 
     def render(self, request):
+        ranges = request.requestHeaders.getRawHeaders(b"range")
+        if ranges and (len(ranges) > 1 or b"," in ranges[0]):
+            request.requestHeaders.removeHeader(b"range")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
         return super().render(request)
@@ -66,17 +266,28 @@ def _static(path: Path) -> File:
     return StaticFile(str(path))
 
 
-def build_site(factory: WampServerFactory | None, router: Router, *, static: bool = True, metrics: bool = True) -> Site:
-    """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``."""
+def build_site(
+    factory: WampServerFactory | None,
+    router: Router,
+    *,
+    static: bool = True,
+    metrics: bool = True,
+    hosts: HostCheck | None = None,
+) -> BridgeSite:
+    """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``.
+
+    On listen ports ``/metrics`` (if ``metrics``) and the details of ``/healthz``
+    are for local clients only; on the operations site, for everyone.
+    """
+    ops = factory is None
     root = Resource()
     if factory is not None:
-        root.putChild(b"ws", WebSocketResource(factory))
+        root.putChild(b"ws", WampResource(factory))
     if static:
         root.putChild(b"", _static(STATIC / "index.html"))
         root.putChild(b"js", _static(STATIC / "js"))
-    root.putChild(b"healthz", HealthResource(router))
+    root.putChild(b"healthz", HealthResource(router, details_for_everyone=ops))
     if metrics:
-        root.putChild(b"metrics", MetricsResource(registry=router.metrics.registry))
-    site = Site(root)
-    site.displayTracebacks = False
-    return site
+        exporter = MetricsResource(registry=router.metrics.registry)
+        root.putChild(b"metrics", exporter if ops else LocalOnly(exporter))
+    return BridgeSite(root, hosts=hosts, on_refused=lambda limit: router.metrics.limit_exceeded.labels(limit).inc())
