@@ -219,7 +219,11 @@ class Bridge:
             metrics=metrics,
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
-            throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
+            throttle=LoginThrottle(
+                reactor, floor=config.login_delay, cap=config.login_penalty_max,
+                login_timeout=config.handshake_timeout, max_queue=config.max_pending_logins,
+            ),
+            clock=reactor,
         )
         top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)

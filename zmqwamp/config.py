@@ -46,6 +46,7 @@ class BridgeConfig:
     rules: list[UserRule] = field(default_factory=list)
     login_delay: float = 0.5
     login_penalty_max: float = 30.0
+    max_pending_logins: int = 32  # login attempts waiting for their check, per peer and per authid
     # limits and slow consumers (docs/reliability.md)
     max_outgoing_buffer: int = 1024 * 1024
     slow_consumer: str = "drop_oldest"
@@ -214,7 +215,7 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         raise ConfigError(f"{source}: realm must not be empty")
     for name in (
         "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
-        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout",
+        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout", "max_pending_logins",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")

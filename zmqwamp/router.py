@@ -15,12 +15,14 @@ from typing import Any, Callable
 from autobahn.wamp.exception import ApplicationError
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import TimeoutError as CheckTimedOut
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zmqwamp.auth import (
     Challenge,
     LoginThrottle,
+    TooManyLoginAttempts,
     check_response,
     login_anonymous,
     make_challenge,
@@ -57,6 +59,7 @@ class Router:
         call_timeout: float,
         max_call_timeout: float,
         throttle: LoginThrottle | None = None,
+        clock=None,
     ) -> None:
         self.realm = realm
         self.portal = portal
@@ -71,6 +74,7 @@ class Router:
         self.stopping = False  # set by the shutdown: no new sessions or calls
         self._call_counters: dict = {}
         self._throttle = throttle
+        self._clock = clock
 
     # -- sessions ---------------------------------------------------------
 
@@ -103,42 +107,67 @@ class Router:
     def authenticate(self, session, challenge: Challenge, signature: str):
         """Check the AUTHENTICATE for ``challenge``; fire with an avatar or fail with not_authorized.
 
-        Refusals say nothing more than "authentication failed", come no sooner
-        than the throttle's floor delay, and slow down a peer that keeps failing.
-        Neither the ticket nor the signature is ever logged.
+        The throttle decides when the check runs (one at a time per peer and
+        per authid, after a penalty once they keep failing) or refuses at once
+        with "too many login attempts".  Refusals of a check say nothing more
+        than "authentication failed" and come no sooner than the throttle's
+        floor delay.  Neither the ticket nor the signature is ever logged.
         """
         throttle = self.throttle
         host = peer_host(session.peer)
-        wait = throttle.delay(host)
-        if wait:
-            log.info("login from {peer} delayed {wait}s after repeated failures", peer=session.peer, wait=wait)
-            yield throttle.pause(wait)
-        started = throttle.clock.seconds()
         try:
-            avatar = yield check_response(self.portal, challenge, signature)
+            turn = yield throttle.turn(host, challenge.authid, wanted=lambda: getattr(session, "state", "login") == "login")
+        except TooManyLoginAttempts as e:
+            self.metrics.limit_exceeded.labels("max_pending_logins").inc()
+            self.metrics.logins.labels(challenge.method, "refused").inc()
+            log.info(
+                "login refused: too many login attempts ({why}): method={method} authid={authid!r} peer={peer}",
+                why=str(e), method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
+            )
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "too many login attempts") from None
+        try:
+            avatar = yield check_response(self.portal, challenge, signature).addTimeout(throttle.login_timeout, throttle.clock)
         except LoginFailed:
-            pass
+            turn.failed()
+        except CheckTimedOut:
+            turn.failed()
+            log.warn(
+                "{method} login for {authid!r}: the checker gave no answer within {t}s",
+                method=challenge.method, authid=challenge.authid[:80], t=throttle.login_timeout,
+            )
         except Exception:
+            turn.failed()
             log.failure("{method} login for {authid!r} failed in a checker", Failure(), method=challenge.method, authid=challenge.authid[:80])
         else:
+            turn.succeeded()
             self.metrics.logins.labels(challenge.method, "accepted").inc()
             return avatar
-        throttle.failed(host)
         self.metrics.logins.labels(challenge.method, "refused").inc()
         log.info(
             "login refused: method={method} authid={authid!r} peer={peer}",
             method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
         )
-        yield throttle.pause(started + throttle.floor - throttle.clock.seconds())
+        yield throttle.pause(turn.started + throttle.floor - throttle.clock.seconds())
         raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "authentication failed")
 
     @property
     def throttle(self) -> LoginThrottle:
         if self._throttle is None:
+            self._throttle = LoginThrottle(self.clock)
+        return self._throttle
+
+    @property
+    def clock(self):
+        """The reactor's clock (timers of login throttling and session expiry)."""
+        if self._clock is None:
             from twisted.internet import reactor
 
-            self._throttle = LoginThrottle(reactor)
-        return self._throttle
+            self._clock = reactor
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock) -> None:
+        self._clock = clock
 
     def calls_in_flight(self) -> int:
         return sum(session.calls_in_flight for session in self.sessions)

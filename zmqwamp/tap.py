@@ -21,6 +21,7 @@ LIMIT_OPTIONS = [
     ("max-sessions", "WebSocket connections in total (HTTP 503 beyond)."),
     ("max-sessions-per-peer", "WebSocket connections from one peer address (HTTP 503 beyond)."),
     ("handshake-timeout", "Seconds from TCP accept to a complete HTTP request / WebSocket handshake."),
+    ("max-pending-logins", "Login attempts waiting for their check, per peer and per authid (refused at once beyond)."),
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
 ]
