@@ -163,6 +163,7 @@ class Identity:
     authrole: str = DEFAULT_ROLE
     authprovider: str = ""
     endpoints: tuple[str, ...] | None = None  # globs this credential is limited to (e.g. a JWT claim)
+    expires: float | None = None  # wall-clock time (time.time()) when the credential ends, and its sessions with it
 
 
 # names for the stock checkers, shown as WELCOME's authprovider
@@ -239,6 +240,7 @@ class IZmqAvatar(Interface):
     authrole = Attribute("WAMP authrole (str)")
     authmethod = Attribute("WAMP authentication method used (str)")
     authprovider = Attribute("who vouched for the identity (str)")
+    expires = Attribute("wall-clock time (time.time()) at which the session ends, or None (optional)")
 
     def zmq_allowed(action: str, endpoint: Endpoint, options: dict[str, Any]) -> "bool | Deferred[bool]":
         """May this session do ``action`` ('call' or 'subscribe') on ``endpoint``?"""
@@ -251,7 +253,8 @@ class SessionAvatar:
     With no rules configured, every endpoint the global ``--allow`` rules allow
     is reachable.  With rules, a session reaches only what a rule for its authid
     or role allows.  ``endpoints`` (from the credential, e.g. a JWT claim)
-    narrows further.
+    narrows further.  ``expires`` (from the credential, e.g. a JWT's ``exp``)
+    ends the session.
     """
 
     def __init__(
@@ -262,6 +265,7 @@ class SessionAvatar:
         authprovider: str,
         rules: Iterable[UserRule] = (),
         endpoints: Iterable[str] | None = None,
+        expires: float | None = None,
     ) -> None:
         self.authid = authid
         self.authrole = authrole
@@ -269,6 +273,7 @@ class SessionAvatar:
         self.authprovider = authprovider
         self._rulebook = rules if isinstance(rules, RuleBook) else RuleBook(rules)
         self.endpoints = None if endpoints is None else tuple(endpoints)
+        self.expires = expires
 
     @property
     def rules(self) -> tuple[UserRule, ...]:
@@ -291,11 +296,15 @@ class RuleBook:
     def __init__(self, rules: Iterable[UserRule] = ()) -> None:
         self.rules = tuple(rules)
 
+    def replace(self, rules: Iterable[UserRule]) -> None:
+        """The new rules, for every avatar at once (a reload)."""
+        self.rules = tuple(rules)
+
 
 @implementer(IRealm)
 class BridgeRealm:
-    def __init__(self, rules: Iterable[UserRule] = ()) -> None:
-        self.rulebook = RuleBook(rules)
+    def __init__(self, rules: "Iterable[UserRule] | RuleBook" = ()) -> None:
+        self.rulebook = rules if isinstance(rules, RuleBook) else RuleBook(rules)
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if IZmqAvatar not in interfaces:
@@ -306,13 +315,19 @@ class BridgeRealm:
         else:
             identity = as_identity(avatarId, "cred")
         avatar = SessionAvatar(
-            identity.authid, identity.authrole, method, identity.authprovider, self.rulebook, identity.endpoints
+            identity.authid, identity.authrole, method, identity.authprovider, self.rulebook, identity.endpoints,
+            identity.expires,
         )
         return IZmqAvatar, avatar, lambda: None
 
 
-def build_portal(checkers: Iterable[ICredentialsChecker], anonymous: bool, rules: Iterable[UserRule] = ()) -> Portal:
-    """A portal serving ticket/wampcra with ``checkers`` (in order), and anonymous if asked."""
+def build_portal(
+    checkers: Iterable[ICredentialsChecker], anonymous: bool, rules: "Iterable[UserRule] | RuleBook" = ()
+) -> Portal:
+    """A portal serving ticket/wampcra with ``checkers`` (in order), and anonymous if asked.
+
+    Pass a :class:`RuleBook` as ``rules`` to replace them later (reload).
+    """
     portal = Portal(BridgeRealm(rules))
     chains: dict = {}
     for checker in checkers:

@@ -23,6 +23,11 @@ class BridgeMetrics:
         self.limit_exceeded = Counter(
             "zmqwamp_limit_exceeded_total", "Requests or connections refused (or closed) by a limit", ["limit"], registry=r
         )
+        self.revoked = Counter(
+            "zmqwamp_revoked_total",
+            "Subscriptions revoked when a reload no longer allows them, sessions ended when their credential expired",
+            ["what"], registry=r,
+        )
         self.outgoing_buffered = Gauge(
             "zmqwamp_outgoing_buffered_bytes", "Bytes waiting for slow WebSocket clients (bounded per connection)", registry=r
         )

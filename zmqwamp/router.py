@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as CheckTimedOut
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +38,8 @@ from zmqwamp.metrics import BridgeMetrics
 log = Logger()
 
 NOT_SUPPORTED = "zmqwamp.error.not_supported"
+# GOODBYE reason when a session's credential expires (WAMP defines none; wamp.* URIs are the spec's)
+SESSION_EXPIRED = "zmqwamp.close.session_expired"
 BACKEND_UNAVAILABLE = "zmqwamp.error.backend_unavailable"
 INTERNAL_ERROR = "zmqwamp.error.internal"
 
@@ -75,6 +77,7 @@ class Router:
         self._call_counters: dict = {}
         self._throttle = throttle
         self._clock = clock
+        self._expiries: dict = {}  # session -> its credential's expiry timer
 
     # -- sessions ---------------------------------------------------------
 
@@ -175,13 +178,65 @@ class Router:
     def session_opened(self, session) -> None:
         self.sessions.add(session)
         self.metrics.sessions_open.set(len(self.sessions))
+        expires = getattr(session.avatar, "expires", None)
+        if expires is not None:  # a wall-clock time; one timer on the reactor's clock
+            self._expiries[session] = self.clock.callLater(max(0.0, expires - time.time()), self._expired, session)
+
+    def _expired(self, session) -> None:
+        """The session's credential (e.g. a JWT) has expired: cancel its calls, GOODBYE, close."""
+        self._expiries.pop(session, None)
+        self.metrics.revoked.labels("session").inc()
+        log.info(
+            "session {session} ended: the credential of {authid} from {peer} expired",
+            session=session.session_id, authid=session.authid, peer=session.peer,
+        )
+        session.shutdown(SESSION_EXPIRED, "the session's credential has expired", 1000, "session expired")
 
     def session_closed(self, session, subscription_ids) -> None:
         for sid in subscription_ids:
             self.hub.unsubscribe(session, sid)
+        expiry = self._expiries.pop(session, None)
+        if expiry is not None and expiry.active():
+            expiry.cancel()
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.sessions_open.set(len(self.sessions))
+
+    def recheck_subscriptions(self) -> Deferred:
+        """Ask the authorization hook again about every open subscription and revoke the ones it now denies.
+
+        For a reload (SIGHUP): a subscription made under the old rules must not
+        keep delivering.  The hook may answer with a Deferred; a hook that fails
+        counts as a denial.  An alias that is gone (or now names something else)
+        is denied too.  Fires with the number of subscriptions revoked.
+        """
+        checks = [self._recheck(session, sub) for sub in self.hub.subscriptions() for session in list(sub.subscribers)]
+        return gatherResults(checks, consumeErrors=True).addCallback(sum)
+
+    def _recheck(self, session, sub) -> Deferred:
+        endpoint = sub.endpoint
+        if endpoint.alias is not None and self.resolver.aliases.get(endpoint.alias) != endpoint:
+            allowed = succeed(False)
+        else:
+            allowed = maybeDeferred(self.authorize, session, "subscribe", endpoint, {"filter": sub.filter})
+        return allowed.addErrback(self._recheck_failed, session, sub).addCallback(self._rechecked, session, sub)
+
+    def _recheck_failed(self, failure: Failure, session, sub) -> bool:
+        log.failure(
+            "re-checking subscription {id} to {endpoint} of {authid}: the hook failed, so it is revoked",
+            failure, id=sub.id, endpoint=sub.endpoint.name[:200], authid=session.authid,
+        )
+        return False
+
+    def _rechecked(self, allowed, session, sub) -> int:
+        if allowed is True or not session.revoke_subscription(sub.id, ApplicationError.NOT_AUTHORIZED):
+            return 0
+        self.metrics.revoked.labels("subscription").inc()
+        log.info(
+            "subscription {id} to {endpoint} (filter {filter!r}) of {authid} from {peer} revoked: no longer allowed",
+            id=sub.id, endpoint=sub.endpoint.name[:200], filter=sub.filter[:80], authid=session.authid, peer=session.peer,
+        )
+        return 1
 
     # -- requests ---------------------------------------------------------
 
