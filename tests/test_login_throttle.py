@@ -24,10 +24,13 @@ from zope.interface import implementer
 from harness import start_bridge
 from minws import ABORT, WELCOME, WSClient
 from test_auth import pending
+from zmqwamp import Bridge
 from zmqwamp.auth import Challenge, LoginThrottle, build_portal
+from zmqwamp.config import ConfigError, parse_config
 from zmqwamp.endpoints import EndpointResolver
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.router import Router
+from zmqwamp.tap import Options
 
 CAROL = "carol-right-1"
 
@@ -259,6 +262,21 @@ def test_lines_are_forgotten_when_empty(clock, checker):
     checker.answer(0, True)
     checker.answer(1, True)
     assert router.throttle._lines == {}
+
+
+def test_max_pending_logins_option():
+    """A TOML key and a CLI flag (which wins), positive; it reaches the bridge's throttle with the login deadline."""
+    assert parse_config({"max_pending_logins": 5}).max_pending_logins == 5
+    with pytest.raises(ConfigError, match="max_pending_logins must be positive"):
+        parse_config({"max_pending_logins": 0})
+    options = Options()
+    options.parseOptions(["--max-pending-logins", "7", "--handshake-timeout", "6"])
+    assert options.config.max_pending_logins == 7
+    bridge = Bridge(options.config)
+    bridge.make_service(MemoryReactorClock())
+    throttle = bridge.router.throttle
+    assert (throttle.max_queue, throttle.login_timeout, throttle.budget) == (7, 6.0, 3.0)
+    bridge.router.hub._zmq.shutdown()
 
 
 # -- end to end ------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from zmqwamp.users import (
     make_record,
     read_users,
     read_users_file,
-    write_users,
 )
 
 

@@ -461,7 +461,6 @@ class LoginTurn:
         self.host = host
         self.authid = authid
         self._lines = lines  # [(key, _Line)], in the order they were taken
-        self.waited = 0.0  # the penalty this attempt waited
         self.started = throttle.clock.seconds()  # when its check began (set again after the penalty)
 
     def succeeded(self) -> None:
@@ -635,7 +634,6 @@ class LoginThrottle:
             raise TooManyLoginAttempts(f"waited {now - arrived:.1f}s in line, then {wait:g}s more would pass {self.budget:g}s")
         for _, line in lines:
             line.ready_at = now + wait
-        turn.waited = wait
         if wait:
             log.info(
                 "login from {peer} for {authid!r} delayed {wait}s after repeated failures",
@@ -662,5 +660,4 @@ class LoginThrottle:
 
 
 def _whose(key: tuple[str, str]) -> str:
-    kind, value = key
-    return "from this address" if kind == "peer" else "for this authid"
+    return "from this address" if key[0] == "peer" else "for this authid"

@@ -119,7 +119,7 @@ class Router:
         throttle = self.throttle
         host = peer_host(session.peer)
         try:
-            turn = yield throttle.turn(host, challenge.authid, wanted=lambda: getattr(session, "state", "login") == "login")
+            turn = yield throttle.turn(host, challenge.authid, wanted=lambda: session.state == "login")
         except TooManyLoginAttempts as e:
             self.metrics.limit_exceeded.labels("max_pending_logins").inc()
             self.metrics.logins.labels(challenge.method, "refused").inc()
