@@ -313,7 +313,7 @@ def test_peer_host():
 def test_throttle_grows_per_address_and_expires():
     """Free failures, then 1, 2, 4 ... seconds up to the cap; per address; forgotten after the window."""
     clock = Clock()
-    t = LoginThrottle(clock, floor=0.5, cap=5.0, free=2, base=1.0, window=60.0)
+    t = LoginThrottle(clock, floor=0.5, cap=5.0, free=2, base=1.0, window=60.0, login_timeout=20.0)
     delays = []
     for _ in range(7):
         delays.append(t.delay("a"))
@@ -325,11 +325,12 @@ def test_throttle_grows_per_address_and_expires():
 
 
 def test_throttle_is_bounded():
-    """The per-address table never holds more than max_peers entries."""
-    t = LoginThrottle(Clock(), max_peers=3)
+    """The failure table never holds more than max_records (peer, authid) pairs; the oldest go first."""
+    t = LoginThrottle(Clock(), max_records=3)
     for i in range(10):
-        t.failed(f"h{i}")
-    assert list(t._failures) == ["h7", "h8", "h9"]
+        t.failed(f"h{i}", "alice")
+    assert list(t._pairs) == [("h7", "alice"), ("h8", "alice"), ("h9", "alice")]
+    assert t._counts == {("peer", "h7"): 1, ("peer", "h8"): 1, ("peer", "h9"): 1, ("authid", "alice"): 3}
 
 
 # -- the router's login and the session's CHALLENGE step, on a Clock -----------------
@@ -348,6 +349,8 @@ class Transport:
 
 
 class Peer:
+    state = "login"  # a session waiting for its AUTHENTICATE to be checked
+
     def __init__(self, peer="tcp4:192.0.2.7:4000"):
         self.peer = peer
 

@@ -18,7 +18,7 @@ import zmq
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
-from zmqwamp.auth import IZmqAvatar, LoginThrottle, build_portal
+from zmqwamp.auth import IZmqAvatar, LoginThrottle, RuleBook, build_portal
 from zmqwamp.config import BridgeConfig, ConfigError, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.flow import PendingWrites
@@ -155,6 +155,7 @@ class Bridge:
         self.checkers = list(checkers)
         self.policy = EndpointPolicy(config.allow)
         self.origins = OriginPolicy(config.origins)
+        self.rulebook = RuleBook(config.rules)  # the per-user rules every avatar reads; replaced on reload
         self.inherited_fds: list[int] = []
         self.config_loader = None  # () -> BridgeConfig, for reload; set by twistd when there is a --config
 
@@ -182,8 +183,10 @@ class Bridge:
     def reload(self) -> None:
         """Re-read the configuration (SIGHUP): allow rules, origins, aliases and per-user rules.
 
-        Open sessions stay and follow the new rules.  Listen addresses, realm and
-        limits need a restart.  A bad file is logged and the old rules are kept.
+        Open sessions stay and follow the new rules: every open subscription is
+        checked again with :meth:`zmq_allowed`, and those now denied are revoked.
+        Listen addresses, realm and limits need a restart.  A bad file is logged
+        and the old rules are kept.
         """
         if self.config_loader is None:
             log.info("SIGHUP: there is no configuration file to reload")
@@ -196,7 +199,7 @@ class Bridge:
         self.policy = EndpointPolicy(new.allow)
         self.origins = OriginPolicy(new.origins)
         self.router.resolver.aliases = dict(new.endpoints)
-        self.router.portal.realm.rulebook.rules = tuple(new.rules)
+        self.rulebook.replace(new.rules)
         self.config.allow, self.config.origins, self.config.endpoints, self.config.rules = (
             new.allow, new.origins, new.endpoints, new.rules,
         )
@@ -204,6 +207,9 @@ class Bridge:
             "configuration reloaded: {allow} allow pattern(s), {aliases} alias(es), {rules} rule(s)",
             allow=len(new.allow), aliases=len(new.endpoints), rules=len(new.rules),
         )
+        d = self.router.recheck_subscriptions()
+        d.addCallback(lambda revoked: log.info("reload: {n} subscription(s) revoked", n=revoked))
+        d.addErrback(lambda failure: log.failure("reload: re-checking subscriptions failed", failure))
 
     # -- wiring -------------------------------------------------------------
 
@@ -223,7 +229,7 @@ class Bridge:
         writes = PendingWrites()  # the zmq readers hold it, the WebSocket connections fill it
         router = Router(
             realm=config.realm,
-            portal=build_portal(self.checkers, config.anonymous, config.rules),
+            portal=build_portal(self.checkers, config.anonymous, self.rulebook),
             resolver=EndpointResolver(config.endpoints),
             authorize=self.zmq_allowed,
             forwarder=RequestForwarder(
@@ -235,7 +241,11 @@ class Bridge:
             metrics=metrics,
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
-            throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
+            throttle=LoginThrottle(
+                reactor, floor=config.login_delay, cap=config.login_penalty_max,
+                login_timeout=config.handshake_timeout, max_queue=config.max_pending_logins,
+            ),
+            clock=reactor,
             max_filter_length=config.max_filter_length,
         )
         top = BridgeService(config.log_format, self.reload, reactor)

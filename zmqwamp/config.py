@@ -51,6 +51,7 @@ class BridgeConfig:
     rules: list[UserRule] = field(default_factory=list)
     login_delay: float = 0.5
     login_penalty_max: float = 30.0
+    max_pending_logins: int = 32  # login attempts waiting for their check, per peer and per authid
     # limits and slow consumers (docs/reliability.md)
     max_outgoing_buffer: int = 1024 * 1024
     slow_consumer: str = "drop_oldest"
@@ -225,7 +226,7 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
     for name in (
         "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
         "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout", "max_filter_length",
-        "max_filters_per_endpoint", "max_endpoints_per_session", "max_endpoints_per_peer", "max_zmq_sockets",
+        "max_filters_per_endpoint", "max_endpoints_per_session", "max_endpoints_per_peer", "max_zmq_sockets", "max_pending_logins",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")

@@ -116,6 +116,10 @@ class SubscriptionHub:
     def subscription_count(self) -> int:
         return len(self._by_id)
 
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription with a subscriber (for re-checking them after a reload)."""
+        return list(self._by_id.values())
+
     def subscribe(self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
         """``subscriber`` joins the Subscription for (endpoint, filter): at once, or a Deferred while the host name resolves.
 

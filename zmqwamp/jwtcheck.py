@@ -7,10 +7,14 @@ verifies it without ever knowing a password.
 
 Checked: the signature (only the configured algorithms; never ``none``), ``exp``
 (required), ``aud`` (required, must match), ``iss`` (when configured), ``nbf`` and
-``iat`` when present.  Taken from the claims: the authid (``sub`` by default;
-if the HELLO names an authid it must be the same), the role (``role``, default
-``user``) and, optionally, a list of endpoint globs the session is limited to
-(``zmq_endpoints``).
+``iat`` when present, and the token's lifetime: a token whose ``exp`` is more
+than ``max_lifetime`` seconds away (default 86400, one day), or more than that
+after its ``iat``, is refused.  Taken from the claims: the authid (``sub`` by
+default; if the HELLO names an authid it must be the same), the role (``role``,
+default ``user``) and, optionally, a list of endpoint globs the session is
+limited to (``zmq_endpoints``).  The session ends when the token expires (at
+``exp`` plus ``leeway``): calls in flight are cancelled and the client gets
+GOODBYE ``zmqwamp.close.session_expired``; it logs in again with a new token.
 
 Argument string: comma-separated ``key=value`` pairs::
 
@@ -20,14 +24,15 @@ Argument string: comma-separated ``key=value`` pairs::
 Keys: exactly one of ``secret_file`` / ``secret_env`` (HMAC secret, at least 32
 bytes for HS256) / ``public_key_file`` (PEM); ``audience`` (required); ``issuer``;
 ``algorithm`` (repeatable; default HS256 for a secret, RS256 for a public key);
-``leeway`` (seconds of clock skew, default 0); ``authid_claim``, ``role_claim``,
-``endpoints_claim``, ``default_role``.  The secret is never accepted inline, so
+``leeway`` (seconds of clock skew, default 0); ``max_lifetime`` (seconds, default
+86400); ``authid_claim``, ``role_claim``, ``endpoints_claim``, ``default_role``.  The secret is never accepted inline, so
 that it shows neither in ``ps`` nor in logs.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -46,6 +51,7 @@ log = Logger()
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 3.2: at least the hash size
+DEFAULT_MAX_LIFETIME = 86400.0  # a stolen token is good for a day at most
 
 
 class JwtConfigError(ValueError):
@@ -65,6 +71,7 @@ class JwtChecker:
         algorithms: Iterable[str] = ("HS256",),
         issuer: str | None = None,
         leeway: float = 0.0,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME,
         authid_claim: str = "sub",
         role_claim: str = "role",
         endpoints_claim: str = "zmq_endpoints",
@@ -81,10 +88,13 @@ class JwtChecker:
             raise JwtConfigError(f"jwt: the HMAC secret must be at least {needed} bytes for {', '.join(hmac_algs)}")
         if not audience:
             raise JwtConfigError("jwt: an audience is required")
+        if not max_lifetime > 0:
+            raise JwtConfigError("jwt: max_lifetime must be a positive number of seconds")
         self.key = key
         self.audience = audience if isinstance(audience, str) else list(audience)
         self.issuer = issuer
         self.leeway = leeway
+        self.max_lifetime = max_lifetime
         self.authid_claim = authid_claim
         self.role_claim = role_claim
         self.endpoints_claim = endpoints_claim
@@ -114,6 +124,12 @@ class JwtChecker:
             )
         except jwt.InvalidTokenError as e:
             return self._refuse(type(e).__name__)  # the class only: messages may quote claims
+        exp = float(claims["exp"])  # a number: checked by jwt.decode
+        if exp - time.time() > self.max_lifetime + self.leeway:
+            return self._refuse(f"exp is more than max_lifetime ({self.max_lifetime:g}s) away")
+        iat = claims.get("iat")
+        if isinstance(iat, (int, float)) and not isinstance(iat, bool) and exp - iat > self.max_lifetime:
+            return self._refuse(f"exp - iat is more than max_lifetime ({self.max_lifetime:g}s)")
         authid = claims.get(self.authid_claim)
         if not isinstance(authid, str) or not authid:
             return self._refuse(f"claim {self.authid_claim!r} is not a non-empty string")
@@ -128,11 +144,11 @@ class JwtChecker:
             if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
                 return self._refuse(f"claim {self.endpoints_claim!r} is not a list of strings")
             endpoints = tuple(endpoints)
-        return succeed(Identity(authid, role, self.authprovider, endpoints))
+        return succeed(Identity(authid, role, self.authprovider, endpoints, expires=exp + self.leeway))
 
 
 _KEYS = {
-    "secret_file", "secret_env", "public_key_file", "audience", "issuer", "algorithm", "leeway",
+    "secret_file", "secret_env", "public_key_file", "audience", "issuer", "algorithm", "leeway", "max_lifetime",
     "authid_claim", "role_claim", "endpoints_claim", "default_role",
 }
 
@@ -182,12 +198,17 @@ def checker_from_argstring(argstring: str) -> JwtChecker:
         leeway = float(one.get("leeway", "0"))
     except ValueError:
         raise JwtConfigError("jwt: leeway must be a number of seconds") from None
+    try:
+        max_lifetime = float(one.get("max_lifetime", DEFAULT_MAX_LIFETIME))
+    except ValueError:
+        raise JwtConfigError("jwt: max_lifetime must be a number of seconds") from None
     return JwtChecker(
         key,
         audience=one["audience"],
         algorithms=algorithms,
         issuer=one.get("issuer"),
         leeway=leeway,
+        max_lifetime=max_lifetime,
         authid_claim=one.get("authid_claim", "sub"),
         role_claim=one.get("role_claim", "role"),
         endpoints_claim=one.get("endpoints_claim", "zmq_endpoints"),

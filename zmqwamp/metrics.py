@@ -26,6 +26,11 @@ class BridgeMetrics:
         self.name_lookups = Counter(
             "zmqwamp_name_lookups_total", "tcp host names resolved by the bridge (not libzmq), by outcome", ["outcome"], registry=r
         )
+        self.revoked = Counter(
+            "zmqwamp_revoked_total",
+            "Subscriptions revoked when a reload no longer allows them, sessions ended when their credential expired",
+            ["what"], registry=r,
+        )
         self.outgoing_buffered = Gauge(
             "zmqwamp_outgoing_buffered_bytes", "Bytes waiting for slow WebSocket clients (bounded per connection)", registry=r
         )

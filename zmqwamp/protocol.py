@@ -11,7 +11,13 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
 * ``GOODBYE`` -> ``GOODBYE`` (``wamp.close.goodbye_and_out``), then close.
 * ``CALL`` -> ``RESULT`` or ``ERROR``; ``CANCEL`` -> ``ERROR`` (``wamp.error.canceled``).
 * ``SUBSCRIBE`` -> ``SUBSCRIBED`` or ``ERROR``; ``UNSUBSCRIBE`` -> ``UNSUBSCRIBED`` or ``ERROR``;
-  then ``EVENT`` for every matching zmq message.
+  then ``EVENT`` for every matching zmq message.  When a reload no longer allows
+  a subscription: ``UNSUBSCRIBED`` with request 0 and details ``subscription``,
+  ``reason`` (WAMP subscription revocation) to a client that announced
+  ``subscription_revocation``; no more ``EVENT`` for it either way.
+* The session's credential expires (a JWT's ``exp``) -> ``ERROR``
+  ``wamp.error.canceled`` for each call in flight, ``GOODBYE``
+  ``zmqwamp.close.session_expired``, close 1000.
 * ``REGISTER`` / ``PUBLISH`` (acknowledged) -> ``ERROR`` ``zmqwamp.error.not_supported``;
   ``UNREGISTER`` -> ``ERROR`` ``wamp.error.no_such_registration``; an
   unacknowledged ``PUBLISH`` has no reply in WAMP: it is logged and counted.
@@ -71,7 +77,7 @@ SERIALIZERS = {
 }
 
 ROLES = {
-    "broker": RoleBrokerFeatures(),
+    "broker": RoleBrokerFeatures(subscription_revocation=True),
     "dealer": RoleDealerFeatures(call_timeout=True, call_canceling=True),
 }
 
@@ -160,6 +166,7 @@ class WampSession:
     __slots__ = (
         "router", "serializer", "transport", "peer", "limits", "_call_rate", "_subscribing", "state",
         "session_id", "avatar", "_challenge", "_calls", "_subscriptions",
+        "_revocable",
     )
 
     def __init__(
@@ -184,6 +191,7 @@ class WampSession:
         self._challenge = None  # the CHALLENGE awaiting its AUTHENTICATE
         self._calls: dict[int, Any] = {}
         self._subscriptions: dict[int, str | None] = {}  # id -> its endpoint's slow-consumer policy
+        self._revocable = False  # the client announced subscription_revocation: tell it when one is revoked
 
     @property
     def is_open(self) -> bool:
@@ -226,6 +234,8 @@ class WampSession:
         if self.state != "hello":
             raise WampProtocolViolation("second HELLO in a session")
         self.state = "login"
+        subscriber = (msg.roles or {}).get("subscriber")
+        self._revocable = getattr(subscriber, "subscription_revocation", None) is True
         d = self.router.login(self, msg)
         d.addCallbacks(self._logged_in, self._login_failed)
 
@@ -368,6 +378,21 @@ class WampSession:
         self._subscriptions.pop(msg.subscription, None)
         self.send(m.Unsubscribed(msg.request))
 
+    def revoke_subscription(self, subscription_id: int, reason: str) -> bool:
+        """End a subscription the session no longer may hold (WAMP subscription revocation).
+
+        The client hears of it only if it announced ``subscription_revocation``
+        (the WAMP spec forbids the message otherwise); either way no EVENT for
+        it follows.  False if the session did not hold it.
+        """
+        if self.state != "open" or subscription_id not in self._subscriptions:
+            return False
+        del self._subscriptions[subscription_id]
+        self.router.hub.unsubscribe(self, subscription_id)
+        if self._revocable:
+            self.send(m.Unsubscribed(0, subscription=subscription_id, reason=reason))
+        return True
+
     def _on_publish(self, raw, msg: m.Publish) -> None:
         text = "this bridge does not route PUBLISH: publish from a zmq PUB service"
         if msg.acknowledge:
@@ -436,8 +461,14 @@ class WampSession:
         log.warn("protocol violation from {peer}: {text}", peer=self.peer, text=text)
         self.abort(PROTOCOL_VIOLATION, text)
 
-    def shutdown(self, reason: str = "wamp.close.system_shutdown") -> None:
-        """Say GOODBYE and close, for a bridge that is stopping.
+    def shutdown(
+        self,
+        reason: str = "wamp.close.system_shutdown",
+        message: str = "the bridge is shutting down",
+        code: int = 1001,
+        close_reason: str = "server shutdown",
+    ) -> None:
+        """Say GOODBYE and close, for a bridge that is stopping (or a session whose credential expired).
 
         Calls still waiting (the drain time is over) get ERROR ``wamp.error.canceled``
         first, so every CALL has had its one answer.
@@ -445,11 +476,11 @@ class WampSession:
         if self.state == "open":
             for d in list(self._calls.values()):
                 d.cancel()
-            self.send(m.Goodbye(reason=reason, message="the bridge is shutting down"))
+            self.send(m.Goodbye(reason=reason, message=message))
             self._end()
-            self.transport.close(1001, "server shutdown")
+            self.transport.close(code, close_reason)
         elif self.state != "closed":
-            self.abort("wamp.close.system_shutdown", "the bridge is shutting down")
+            self.abort(reason, message)
 
     # -- end ----------------------------------------------------------------
 

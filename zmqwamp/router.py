@@ -14,13 +14,15 @@ from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import TimeoutError as CheckTimedOut
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zmqwamp.auth import (
     Challenge,
     LoginThrottle,
+    TooManyLoginAttempts,
     check_response,
     login_anonymous,
     make_challenge,
@@ -37,6 +39,8 @@ from zmqwamp.metrics import BridgeMetrics
 log = Logger()
 
 NOT_SUPPORTED = "zmqwamp.error.not_supported"
+# GOODBYE reason when a session's credential expires (WAMP defines none; wamp.* URIs are the spec's)
+SESSION_EXPIRED = "zmqwamp.close.session_expired"
 BACKEND_UNAVAILABLE = "zmqwamp.error.backend_unavailable"
 INTERNAL_ERROR = "zmqwamp.error.internal"
 # zmqwamp_calls_total's endpoint label for calls to endpoints not labelled by name (Router._call_counter)
@@ -64,6 +68,7 @@ class Router:
         max_call_timeout: float,
         throttle: LoginThrottle | None = None,
         max_filter_length: int = 256,
+        clock=None,
     ) -> None:
         self.realm = realm
         self.portal = portal
@@ -81,6 +86,8 @@ class Router:
         self._other_counters: dict = {}  # outcome -> counter of OTHER_ENDPOINTS
         self._endpoint_labels: set[str] = set()
         self._throttle = throttle
+        self._clock = clock
+        self._expiries: dict = {}  # session -> its credential's expiry timer
 
     # -- sessions ---------------------------------------------------------
 
@@ -113,42 +120,67 @@ class Router:
     def authenticate(self, session, challenge: Challenge, signature: str):
         """Check the AUTHENTICATE for ``challenge``; fire with an avatar or fail with not_authorized.
 
-        Refusals say nothing more than "authentication failed", come no sooner
-        than the throttle's floor delay, and slow down a peer that keeps failing.
-        Neither the ticket nor the signature is ever logged.
+        The throttle decides when the check runs (one at a time per peer and
+        per authid, after a penalty once they keep failing) or refuses at once
+        with "too many login attempts".  Refusals of a check say nothing more
+        than "authentication failed" and come no sooner than the throttle's
+        floor delay.  Neither the ticket nor the signature is ever logged.
         """
         throttle = self.throttle
         host = peer_host(session.peer)
-        wait = throttle.delay(host)
-        if wait:
-            log.info("login from {peer} delayed {wait}s after repeated failures", peer=session.peer, wait=wait)
-            yield throttle.pause(wait)
-        started = throttle.clock.seconds()
         try:
-            avatar = yield check_response(self.portal, challenge, signature)
+            turn = yield throttle.turn(host, challenge.authid, wanted=lambda: session.state == "login")
+        except TooManyLoginAttempts as e:
+            self.metrics.limit_exceeded.labels("max_pending_logins").inc()
+            self.metrics.logins.labels(challenge.method, "refused").inc()
+            log.info(
+                "login refused: too many login attempts ({why}): method={method} authid={authid!r} peer={peer}",
+                why=str(e), method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
+            )
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "too many login attempts") from None
+        try:
+            avatar = yield check_response(self.portal, challenge, signature).addTimeout(throttle.login_timeout, throttle.clock)
         except LoginFailed:
-            pass
+            turn.failed()
+        except CheckTimedOut:
+            turn.failed()
+            log.warn(
+                "{method} login for {authid!r}: the checker gave no answer within {t}s",
+                method=challenge.method, authid=challenge.authid[:80], t=throttle.login_timeout,
+            )
         except Exception:
+            turn.failed()
             log.failure("{method} login for {authid!r} failed in a checker", Failure(), method=challenge.method, authid=challenge.authid[:80])
         else:
+            turn.succeeded()
             self.metrics.logins.labels(challenge.method, "accepted").inc()
             return avatar
-        throttle.failed(host)
         self.metrics.logins.labels(challenge.method, "refused").inc()
         log.info(
             "login refused: method={method} authid={authid!r} peer={peer}",
             method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
         )
-        yield throttle.pause(started + throttle.floor - throttle.clock.seconds())
+        yield throttle.pause(turn.started + throttle.floor - throttle.clock.seconds())
         raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "authentication failed")
 
     @property
     def throttle(self) -> LoginThrottle:
         if self._throttle is None:
+            self._throttle = LoginThrottle(self.clock)
+        return self._throttle
+
+    @property
+    def clock(self):
+        """The reactor's clock (timers of login throttling and session expiry)."""
+        if self._clock is None:
             from twisted.internet import reactor
 
-            self._throttle = LoginThrottle(reactor)
-        return self._throttle
+            self._clock = reactor
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock) -> None:
+        self._clock = clock
 
     def calls_in_flight(self) -> int:
         return sum(session.calls_in_flight for session in self.sessions)
@@ -156,13 +188,65 @@ class Router:
     def session_opened(self, session) -> None:
         self.sessions.add(session)
         self.metrics.sessions_open.set(len(self.sessions))
+        expires = getattr(session.avatar, "expires", None)
+        if expires is not None:  # a wall-clock time; one timer on the reactor's clock
+            self._expiries[session] = self.clock.callLater(max(0.0, expires - time.time()), self._expired, session)
+
+    def _expired(self, session) -> None:
+        """The session's credential (e.g. a JWT) has expired: cancel its calls, GOODBYE, close."""
+        self._expiries.pop(session, None)
+        self.metrics.revoked.labels("session").inc()
+        log.info(
+            "session {session} ended: the credential of {authid} from {peer} expired",
+            session=session.session_id, authid=session.authid, peer=session.peer,
+        )
+        session.shutdown(SESSION_EXPIRED, "the session's credential has expired", 1000, "session expired")
 
     def session_closed(self, session, subscription_ids) -> None:
         for sid in subscription_ids:
             self.hub.unsubscribe(session, sid)
+        expiry = self._expiries.pop(session, None)
+        if expiry is not None and expiry.active():
+            expiry.cancel()
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.sessions_open.set(len(self.sessions))
+
+    def recheck_subscriptions(self) -> Deferred:
+        """Ask the authorization hook again about every open subscription and revoke the ones it now denies.
+
+        For a reload (SIGHUP): a subscription made under the old rules must not
+        keep delivering.  The hook may answer with a Deferred; a hook that fails
+        counts as a denial.  An alias that is gone (or now names something else)
+        is denied too.  Fires with the number of subscriptions revoked.
+        """
+        checks = [self._recheck(session, sub) for sub in self.hub.subscriptions() for session in list(sub.subscribers)]
+        return gatherResults(checks, consumeErrors=True).addCallback(sum)
+
+    def _recheck(self, session, sub) -> Deferred:
+        endpoint = sub.endpoint
+        if endpoint.alias is not None and self.resolver.aliases.get(endpoint.alias) != endpoint:
+            allowed = succeed(False)
+        else:
+            allowed = maybeDeferred(self.authorize, session, "subscribe", endpoint, {"filter": sub.filter})
+        return allowed.addErrback(self._recheck_failed, session, sub).addCallback(self._rechecked, session, sub)
+
+    def _recheck_failed(self, failure: Failure, session, sub) -> bool:
+        log.failure(
+            "re-checking subscription {id} to {endpoint} of {authid}: the hook failed, so it is revoked",
+            failure, id=sub.id, endpoint=sub.endpoint.name[:200], authid=session.authid,
+        )
+        return False
+
+    def _rechecked(self, allowed, session, sub) -> int:
+        if allowed is True or not session.revoke_subscription(sub.id, ApplicationError.NOT_AUTHORIZED):
+            return 0
+        self.metrics.revoked.labels("subscription").inc()
+        log.info(
+            "subscription {id} to {endpoint} (filter {filter!r}) of {authid} from {peer} revoked: no longer allowed",
+            id=sub.id, endpoint=sub.endpoint.name[:200], filter=sub.filter[:80], authid=session.authid, peer=session.peer,
+        )
+        return 1
 
     # -- requests ---------------------------------------------------------
 

@@ -27,6 +27,7 @@ LIMIT_OPTIONS = [
     ("max-sessions-per-peer", "Connections (HTTP or WebSocket) from one client address (HTTP 503 beyond)."),
     ("handshake-timeout", "Seconds from TCP accept, or from the previous response, to a complete HTTP request; "
      "and to a completed WAMP login."),
+    ("max-pending-logins", "Login attempts waiting for their check, per peer and per authid (refused at once beyond)."),
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
 ]

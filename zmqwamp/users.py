@@ -13,8 +13,18 @@ The checker (``--auth zmqwamp-users:PATH``) serves both WAMP methods:
 * ``wampcra``: the CHALLENGE carries salt, iterations and keylen; the client
   derives the same key and signs the challenge with it.
 
-An unknown authid gets a stable fake salt and the same amount of work as a
-known one, so neither the CHALLENGE nor the timing tells whether it exists.
+An unknown authid gets a decoy salt (and iterations, keylen) and the same
+amount of work as a known one, so neither the CHALLENGE nor the timing tells
+whether it exists.  Decoys derive from a secret kept in the file itself::
+
+    # decoy-secret: 3q2+7wAAAA...
+
+so every process reading the file (``--workers``, restarts, hosts behind a load
+balancer) gives an unknown authid the same salt, as a real user always gets
+hers.  The CLI writes the secret when a file has none.  A file without one
+still works (a warning at load says how to add it), with decoys that differ
+from process to process, which tells a client that compares two CHALLENGEs
+from two processes that the authid does not exist.
 
 Note that for WAMP-CRA the derived key *is* the secret: whoever reads this file
 can log in with ``wampcra`` (not with ``ticket``).  Keep it mode 0600, as the CLI
@@ -26,6 +36,7 @@ CLI::
     python -m zmqwamp.users add PATH AUTHID [--role ROLE] [--iterations N] [--password-stdin]
     python -m zmqwamp.users remove PATH AUTHID
     python -m zmqwamp.users list PATH
+    python -m zmqwamp.users decoy-secret PATH   # add the secret to a file that has none
 """
 
 from __future__ import annotations
@@ -38,7 +49,6 @@ import os
 import secrets
 import sys
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +70,8 @@ HEADER = (
     "# zmqwamp users file, managed with `python -m zmqwamp.users`. Keys are PBKDF2-derived, never passwords.\n"
     "# authid role pbkdf2-sha256 iterations keylen salt key\n"
 )
+DECOY_SECRET = "# decoy-secret:"  # the line holding the secret decoy salts derive from (base64)
+DECOY_SECRET_BYTES = 32
 
 
 class UsersFileError(ValueError):
@@ -100,13 +112,31 @@ def make_record(
     )
 
 
-def parse_users(text: str, source: str = "<users>") -> dict[str, UserRecord]:
+@dataclass(frozen=True)
+class UsersFile:
+    """A users file's content: its users, and the secret its decoy salts derive from (None: not there)."""
+
+    users: dict[str, UserRecord]
+    decoy_secret: bytes | None = None
+
+
+def new_decoy_secret() -> bytes:
+    return secrets.token_bytes(DECOY_SECRET_BYTES)
+
+
+def parse_users_file(text: str, source: str = "<users>") -> UsersFile:
     users: dict[str, UserRecord] = {}
+    decoy_secret = None
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
+        where = f"{source}:{number}"
+        if line.startswith(DECOY_SECRET):
+            if decoy_secret is not None:
+                raise UsersFileError(f"{where}: a second decoy secret")
+            decoy_secret = _parse_secret(where, line[len(DECOY_SECRET):].strip())
+            continue
         if not line or line.startswith("#"):
             continue
-        where = f"{source}:{number}"
         parts = line.split()
         if len(parts) != 7 or parts[2] != SCHEME:
             raise UsersFileError(f"{where}: expected 'authid role {SCHEME} iterations keylen salt key'")
@@ -120,26 +150,46 @@ def parse_users(text: str, source: str = "<users>") -> dict[str, UserRecord]:
         if authid in users:
             raise UsersFileError(f"{where}: authid {authid!r} appears twice")
         users[authid] = UserRecord(authid, role, int(iterations), int(keylen), salt, key.encode("ascii"))
-    return users
+    return UsersFile(users, decoy_secret)
 
 
-def read_users(path: str | Path) -> dict[str, UserRecord]:
+def _parse_secret(where: str, text: str) -> bytes:
+    try:
+        secret = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise UsersFileError(f"{where}: the decoy secret is not base64") from None
+    if len(secret) < 16:
+        raise UsersFileError(f"{where}: the decoy secret must be at least 16 bytes")
+    return secret
+
+
+def parse_users(text: str, source: str = "<users>") -> dict[str, UserRecord]:
+    return parse_users_file(text, source).users
+
+
+def read_users_file(path: str | Path) -> UsersFile:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise UsersFileError(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise UsersFileError(f"{path}: not UTF-8 text") from None
-    return parse_users(text, str(path))
+    return parse_users_file(text, str(path))
 
 
-def write_users(path: str | Path, users: dict[str, UserRecord]) -> None:
+def read_users(path: str | Path) -> dict[str, UserRecord]:
+    return read_users_file(path).users
+
+
+def write_users(path: str | Path, users: dict[str, UserRecord], decoy_secret: bytes | None = None) -> None:
     """Replace the file atomically, readable by its owner only."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(HEADER)
+            if decoy_secret is not None:
+                f.write(f"{DECOY_SECRET} {base64.b64encode(decoy_secret).decode('ascii')}\n")
             for record in users.values():
                 f.write(record.line())
         os.chmod(tmp, 0o600)
@@ -169,10 +219,12 @@ class UsersFileChecker:
     def __init__(self, path: str | Path, run=None) -> None:
         self.path = Path(path)
         self._run = run or _in_thread
-        self._secret = os.urandom(32)  # makes fake salts stable for this process, unguessable
+        self._process_secret = os.urandom(DECOY_SECRET_BYTES)  # for a file without a decoy secret
+        self._secret = self._process_secret
+        self._warned = False
         self._mtime: int | None = None
         self._users: dict[str, UserRecord] = {}
-        self._decoy_iterations = DEFAULT_ITERATIONS
+        self._decoy_params: list[tuple[int, int]] = [(DEFAULT_ITERATIONS, DEFAULT_KEYLEN)]
         self._reload(strict=True)
 
     def _reload(self, strict: bool = False) -> None:
@@ -183,26 +235,39 @@ class UsersFileChecker:
                 raise UsersFileError(f"{self.path}: cannot read: {e.strerror}") from None
             if mtime == self._mtime:
                 return
-            users = read_users(self.path)
+            users_file = read_users_file(self.path)
         except UsersFileError as e:
             if strict:
                 raise
             log.error("users file {path} not reloaded, keeping the last good one: {error}", path=str(self.path), error=str(e))
             return
         self._mtime = mtime
-        self._users = users
-        counts = Counter(u.iterations for u in users.values())
-        self._decoy_iterations = counts.most_common(1)[0][0] if counts else DEFAULT_ITERATIONS
+        self._users = users_file.users
+        # decoys take the parameters of real users, as often as those occur
+        self._decoy_params = sorted((u.iterations, u.keylen) for u in self._users.values()) or [
+            (DEFAULT_ITERATIONS, DEFAULT_KEYLEN)
+        ]
+        self._secret = users_file.decoy_secret or self._process_secret
+        if users_file.decoy_secret is None and not self._warned:
+            self._warned = True
+            log.warn(
+                "users file {path} has no decoy secret: an unknown authid gets a different wampcra salt in each "
+                "bridge process, which tells a client comparing two of them (--workers, restarts, a load balancer) "
+                "that it does not exist; add one with `python -m zmqwamp.users decoy-secret {path}`",
+                path=str(self.path),
+            )
 
     def _lookup(self, username: bytes) -> UserRecord | None:
         self._reload()
         return self._users.get(to_bytes(username).decode("utf-8", "replace"))
 
     def _decoy(self, username: bytes) -> UserRecord:
-        digest = hmac.new(self._secret, to_bytes(username), hashlib.sha256).digest()
-        salt = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
-        key = base64.b64encode(digest)  # never equal to a derived key in practice
-        return UserRecord("", "", self._decoy_iterations, DEFAULT_KEYLEN, salt, key)
+        """The same made-up record for ``username`` in every process that reads this file (its decoy secret)."""
+        digest = hmac.new(self._secret, b"zmqwamp decoy\0" + to_bytes(username), hashlib.sha256).digest()
+        salt = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")  # the shape of make_record's
+        iterations, keylen = self._decoy_params[int.from_bytes(digest[16:24], "big") % len(self._decoy_params)]
+        key = base64.b64encode(hashlib.sha256(digest).digest())  # never equal to a derived key in practice
+        return UserRecord("", "", iterations, keylen, salt, key)
 
     def wampcra_salt(self, username: bytes) -> Salt:
         record = self._lookup(username) or self._decoy(username)
@@ -239,7 +304,9 @@ A users file with salted PBKDF2-SHA256 keys (never passwords) and a role per
 user, managed with `python -m zmqwamp.users add|remove|list PATH`.  Serves the
 WAMP authmethods 'ticket' (the password is the ticket) and 'wampcra' (salted:
 salt, iterations and keylen are sent in the CHALLENGE).  The file is re-read
-when it changes.
+when it changes.  Unknown authids get decoy salts derived from the file's
+'# decoy-secret:' line, the same in every bridge process; the CLI writes it
+(`python -m zmqwamp.users decoy-secret PATH` adds it to an older file).
 """
 
 
@@ -275,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     remove.add_argument("authid")
     listing = sub.add_parser("list", help="list authids and roles")
     listing.add_argument("path")
+    decoy = sub.add_parser(
+        "decoy-secret", help="add the secret unknown authids' decoy salts derive from, if the file has none"
+    )
+    decoy.add_argument("path")
     args = parser.parse_args(argv)
     try:
         path = Path(args.path)
@@ -282,18 +353,27 @@ def main(argv: list[str] | None = None) -> int:
             for record in read_users(path).values():
                 print(f"{record.authid}\t{record.role}")
             return 0
-        users = read_users(path) if path.exists() else {}
+        users_file = read_users_file(path) if path.exists() else UsersFile({})
+        users = dict(users_file.users)
+        # every write keeps the file's decoy secret, or creates one
+        decoy_secret = users_file.decoy_secret or new_decoy_secret()
         if args.command == "add":
             check_name("authid", args.authid)
             record = make_record(args.authid, _read_password(args), args.role, args.iterations, args.keylen)
             verb = "updated" if args.authid in users else "added"
             users[args.authid] = record
-            write_users(path, users)
+            write_users(path, users, decoy_secret)
             print(f"{verb} {args.authid} (role {args.role}) in {path}")
+        elif args.command == "decoy-secret":
+            if users_file.decoy_secret is not None:
+                print(f"{path} already has a decoy secret")
+            else:
+                write_users(path, users, decoy_secret)
+                print(f"added a decoy secret to {path} ({len(users)} user(s) unchanged)")
         else:
             if users.pop(args.authid, None) is None:
                 raise UsersFileError(f"{path}: no user {args.authid!r}")
-            write_users(path, users)
+            write_users(path, users, decoy_secret)
             print(f"removed {args.authid} from {path}")
     except UsersFileError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,446 @@
+"""Revocation (issue 13, item 17): what a reload or a credential's expiry takes away, it takes away at once.
+
+* SIGHUP that removes a user's rule revokes that user's open subscriptions
+  (WAMP subscription revocation: UNSUBSCRIBED with request 0);
+* a session ends when its credential expires (a JWT's ``exp``);
+* the ``jwt:`` checker refuses tokens that live longer than ``max_lifetime``.
+
+Unit tests on a ``MemoryReactorClock``; end-to-end tests against a real
+``twistd -n zmqwamp`` with real pyzmq services and raw WebSocket, autobahn-python
+clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.request
+
+import jwt
+import pytest
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.serializer import JsonObjectSerializer
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import MemoryReactorClock
+from txzmq import ZmqFactory
+from zope.interface import implementer
+
+from harness import start_bridge, start_pub, start_rep
+from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED, WSClient
+from test_auth import fired
+from test_session import FakeForwarder, MemoryTransport
+from wampclient import SessionClosed, connect
+from zmqwamp import Bridge
+from zmqwamp.auth import Identity, TicketCredentials, build_portal
+from zmqwamp.config import BridgeConfig
+from zmqwamp.endpoints import Endpoint, EndpointResolver
+from zmqwamp.hub import SubscriptionHub
+from zmqwamp.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
+from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.policy import UserRule
+from zmqwamp.protocol import WampSession
+from zmqwamp.router import SESSION_EXPIRED, Router
+
+PUB = "tcp://127.0.0.1:9000"
+REP = "tcp://127.0.0.1:9999"
+JWT_SECRET = "revocation-jwt-secret-that-is-long-enough-0123"
+REVOCABLE = {"subscriber": {"features": {"subscription_revocation": True}}, "caller": {}}
+PLAIN = {"subscriber": {}, "caller": {}}
+
+
+def revoked(metrics, what: str) -> float:
+    return metrics.registry.get_sample_value("zmqwamp_revoked_total", {"what": what}) or 0
+
+
+# -- in memory -------------------------------------------------------------------------
+
+
+@implementer(ICredentialsChecker)
+class IdentityChecker:
+    """Accepts any ticket; the identity (and its expiry) is the test's."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self):
+        self.expires = None
+
+    def requestAvatarId(self, credentials):
+        return succeed(Identity(credentials.username.decode(), "user", "test", expires=self.expires))
+
+
+@pytest.fixture
+def world():
+    """A router with a real hub (on an in-memory reactor), a checker, and an authorization hook the test steers."""
+    clock = MemoryReactorClock()
+    zmq_factory = ZmqFactory()
+    zmq_factory.reactor = clock
+    metrics = BridgeMetrics()
+    allowed: dict = {}  # authid -> True, False or a Deferred (default: True)
+    checker = IdentityChecker()
+
+    def authorize(session, action, endpoint, options):
+        return allowed.get(session.authid, True)
+
+    router = Router(
+        realm="zmqwamp",
+        portal=build_portal([checker], anonymous=False),
+        resolver=EndpointResolver({"ticks": Endpoint(PUB, kind="sub", alias="ticks")}),
+        authorize=authorize,
+        forwarder=FakeForwarder(),
+        hub=SubscriptionHub(zmq_factory, metrics),
+        metrics=metrics,
+        call_timeout=10.0,
+        max_call_timeout=60.0,
+        clock=clock,
+    )
+    router.test_allowed = allowed
+    router.test_checker = checker
+    yield router
+    router.hub.close()
+    zmq_factory.shutdown()
+
+
+def login(router, authid: str, roles=REVOCABLE):
+    transport = MemoryTransport()
+    session = WampSession(router, JsonObjectSerializer(), transport, f"tcp4:192.0.2.1:{len(router.sessions) + 1}")
+    send(session, 1, "zmqwamp", {"roles": roles, "authmethods": ["ticket"], "authid": authid})
+    send(session, 5, "any-ticket", {})
+    assert session.is_open, messages(transport)
+    return session, transport
+
+
+def send(session, *msg):
+    session.message_received(json.dumps(list(msg)).encode(), False)
+
+
+def messages(transport) -> list:
+    return [json.loads(payload) for payload, _ in transport.sent if isinstance(payload, bytes)]
+
+
+def subscribe(session, transport, topic=PUB, options=None) -> int:
+    send(session, 32, 7, options or {}, topic)
+    reply = messages(transport)[-1]
+    assert reply[0] == SUBSCRIBED, reply
+    return reply[2]
+
+
+def publish(router, address=PUB, payload=b"tick"):
+    router.hub._message(address, [payload])
+
+
+def events(transport) -> int:
+    return sum(1 for item in transport.sent if isinstance(item, tuple) and isinstance(item[0], bytes) and json.loads(item[0])[0] == EVENT)
+
+
+def test_welcome_announces_subscription_revocation(world):
+    session, transport = login(world, "alice")
+    welcome = messages(transport)[-1]
+    assert welcome[2]["roles"]["broker"]["features"]["subscription_revocation"] is True
+
+
+def test_a_reload_revokes_what_the_hook_now_denies(world):
+    """alice's subscription is revoked (UNSUBSCRIBED 0 with the id and reason) and gets no more EVENTs;
+    bob's, on the same subscription, goes on; counted and the hub keeps the zmq subscription for bob."""
+    alice, a_transport = login(world, "alice")
+    bob, b_transport = login(world, "bob")
+    sid = subscribe(alice, a_transport)
+    assert subscribe(bob, b_transport) == sid
+    world.test_allowed["alice"] = False
+    assert fired(world.recheck_subscriptions()) == 1
+    assert messages(a_transport)[-1] == [UNSUBSCRIBED, 0, {"subscription": sid, "reason": "wamp.error.not_authorized"}]
+    sent_before = len(a_transport.sent)
+    publish(world)
+    assert len(a_transport.sent) == sent_before
+    assert events(b_transport) == 1
+    assert revoked(world.metrics, "subscription") == 1
+    send(alice, 34, 8, sid)  # the client did not hear (or raced): its UNSUBSCRIBE is an ordinary error
+    assert messages(a_transport)[-1][:5] == [8, 34, 8, {}, "wamp.error.no_such_subscription"]
+
+
+def test_a_client_that_did_not_announce_revocation_just_stops_getting_events(world):
+    """WAMP forbids UNSUBSCRIBED 0 to a subscriber that did not announce subscription_revocation."""
+    alice, transport = login(world, "alice", roles=PLAIN)
+    subscribe(alice, transport)
+    sent_before = len(transport.sent)
+    world.test_allowed["alice"] = False
+    assert fired(world.recheck_subscriptions()) == 1
+    publish(world)
+    assert len(transport.sent) == sent_before
+    assert alice.is_open and world.hub.subscription_count() == 0
+
+
+def test_a_deferred_answer_is_waited_for(world):
+    """The hook may answer with a Deferred: the subscription goes when it fires with False, not before."""
+    alice, transport = login(world, "alice")
+    subscribe(alice, transport)
+    answer = Deferred()
+    world.test_allowed["alice"] = answer
+    result = world.recheck_subscriptions()
+    publish(world)
+    assert events(transport) == 1
+    answer.callback(False)
+    assert fired(result) == 1
+    publish(world)
+    assert events(transport) == 1
+
+
+def test_a_failing_hook_revokes(world):
+    """Deny by default: a hook that raises (or fails its Deferred) on re-check revokes the subscription."""
+    alice, transport = login(world, "alice")
+    subscribe(alice, transport)
+    world.authorize = lambda *a: 1 / 0
+    assert fired(world.recheck_subscriptions()) == 1
+    assert messages(transport)[-1][0] == UNSUBSCRIBED
+
+
+def test_a_session_that_left_meanwhile_is_left_alone(world):
+    """A session that closes while its re-check is pending is not sent anything and counts as nothing revoked."""
+    alice, transport = login(world, "alice")
+    subscribe(alice, transport)
+    answer = Deferred()
+    world.test_allowed["alice"] = answer
+    result = world.recheck_subscriptions()
+    send(alice, 6, {}, "wamp.close.goodbye_and_out")
+    sent_before = len(transport.sent)
+    answer.callback(False)
+    assert fired(result) == 0 and len(transport.sent) == sent_before
+
+
+def test_a_removed_alias_is_revoked(world):
+    """A subscription to an alias that the reload removed (or pointed elsewhere) is revoked."""
+    alice, transport = login(world, "alice")
+    sid = subscribe(alice, transport, "ticks")
+    assert fired(world.recheck_subscriptions()) == 0
+    world.resolver.aliases = {"ticks": Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks")}
+    assert fired(world.recheck_subscriptions()) == 1
+    assert messages(transport)[-1][2]["subscription"] == sid
+
+
+def test_bridge_reload_replaces_the_rules_and_revokes():
+    """Bridge.reload gives the realm's rulebook the new rules (no reaching into the portal) and re-checks."""
+    rule = UserRule(endpoints=(PUB,), authids=("alice",), actions=("subscribe",))
+    other = UserRule(endpoints=(PUB,), authids=("bob",), actions=("subscribe",))
+    bridge = Bridge(allow=[PUB], anonymous=False, rules=[rule, other], checkers=[IdentityChecker()])
+    clock = MemoryReactorClock()
+    service = bridge.make_service(clock)
+    try:
+        bridge.router.hub._zmq.reactor = clock
+        alice, transport = login(bridge.router, "alice")
+        subscribe(alice, transport)
+        bridge.config_loader = lambda: BridgeConfig(allow=[PUB], rules=[other])
+        bridge.reload()
+        assert bridge.router.portal.realm.rulebook is bridge.rulebook and bridge.rulebook.rules == (other,)
+        assert messages(transport)[-1][0] == UNSUBSCRIBED
+    finally:
+        bridge.router.hub.close()
+        bridge.router.hub._zmq.shutdown()
+        del service
+
+
+def test_a_session_ends_when_its_credential_expires(world):
+    """A credential valid for 5 more seconds: at 5 s the call in flight gets ERROR canceled, then GOODBYE
+    zmqwamp.close.session_expired and close 1000; counted and logged; not a moment before."""
+    world.test_checker.expires = time.time() + 5
+    session, transport = login(world, "alice")
+    send(session, 48, 11, {}, REP, ["in flight"])
+    assert len(world.forwarder.requests) == 1
+    world.clock.advance(4.9)
+    assert session.is_open
+    world.clock.advance(0.2)
+    *_, error, goodbye = messages(transport)
+    assert error[:5] == [8, 48, 11, {}, "wamp.error.canceled"]
+    assert goodbye == [6, {"message": "the session's credential has expired"}, SESSION_EXPIRED]
+    assert transport.closed == 1000 and session.state == "closed"
+    assert revoked(world.metrics, "session") == 1
+
+
+def test_a_session_that_ends_first_cancels_its_expiry_timer(world):
+    """No timer is left behind by a session that closes before its credential expires (nor for one without expiry)."""
+    world.test_checker.expires = time.time() + 60
+    session, _ = login(world, "alice")
+    assert len(world.clock.getDelayedCalls()) == 1
+    send(session, 6, {}, "wamp.close.goodbye_and_out")
+    assert world.clock.getDelayedCalls() == []
+    world.test_checker.expires = None
+    login(world, "bob")
+    assert world.clock.getDelayedCalls() == []
+
+
+def token(**claims):
+    body = {"sub": "dave", "aud": "zmqwamp-e2e", "exp": int(time.time()) + 60, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, JWT_SECRET, algorithm="HS256")
+
+
+def test_jwt_identity_carries_the_expiry_and_lifetime_is_capped():
+    """The identity expires at exp (+ leeway); tokens with exp more than max_lifetime away, or more than
+    max_lifetime after their iat, are refused."""
+    checker = JwtChecker(JWT_SECRET.encode(), audience="zmqwamp-e2e", leeway=2, max_lifetime=3600)
+    exp = int(time.time()) + 60
+    identity = fired(checker.requestAvatarId(TicketCredentials("", token(exp=exp))))
+    assert identity.expires == exp + 2
+    now = int(time.time())
+    for refused in (token(exp=now + 100 * 365 * 86400), token(exp=now + 3700), token(iat=now - 7200, exp=now + 60)):
+        with pytest.raises(Exception) as e:
+            fired(checker.requestAvatarId(TicketCredentials("", refused)))
+        assert type(e.value).__name__ == "UnauthorizedLogin"
+    assert JwtChecker(JWT_SECRET.encode(), audience="a").max_lifetime == 86400
+
+
+def test_jwt_max_lifetime_argument(tmp_path):
+    key = tmp_path / "k"
+    key.write_text(JWT_SECRET)
+    assert checker_from_argstring(f"secret_file={key},audience=a,max_lifetime=600").max_lifetime == 600
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(JwtConfigError, match="max_lifetime"):
+            checker_from_argstring(f"secret_file={key},audience=a,max_lifetime={bad}")
+
+
+# -- end to end --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    pub, pub_addr = start_pub(interval=0.05, topics="alice.,bob.")
+    slow, slow_addr = start_rep(delay=30)
+    yield {"pub": pub_addr, "slow": slow_addr}
+    pub.stop()
+    slow.stop()
+
+
+async def ticket_session(url: str, authid: str, ticket: str, roles: dict) -> tuple[WSClient, list]:
+    ws = await WSClient.connect(url)
+    ws.send_json([1, "zmqwamp", {"roles": roles, "authmethods": ["ticket"], "authid": authid}])
+    assert (await ws.recv_json(10))[0] == 4
+    ws.send_json([5, ticket, {}])
+    welcome = await ws.recv_json(10)
+    assert welcome[0] == 2, welcome
+    return ws, welcome
+
+
+async def wait_for_event(ws: WSClient, timeout: float = 10.0) -> list:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        msg = await ws.recv_json(max(0.1, deadline - asyncio.get_running_loop().time()))
+        if msg[0] == EVENT:
+            return msg
+
+
+def events_in(frames) -> int:
+    return sum(1 for f in frames if json.loads(f.payload)[0] == EVENT)
+
+
+def test_sighup_that_removes_a_rule_revokes_open_subscriptions(upstream, tmp_path):
+    """alice's subscriptions made under a rule that SIGHUP removed stop: a client that announced
+    subscription_revocation gets UNSUBSCRIBED [35, 0, {subscription, reason}], no client of alice's gets
+    another EVENT (autobahn-python's included); bob's rule stays and so do his EVENTs.
+
+    Before: every subscription kept delivering after the reload."""
+    pub = upstream["pub"]
+    rules = {
+        "alice": f'[[rules]]\nauthid = "alice"\nendpoints = ["{pub}"]\nactions = ["subscribe"]\n',
+        "bob": f'[[rules]]\nauthid = "bob"\nendpoints = ["{pub}"]\nactions = ["subscribe"]\n',
+    }
+    config = tmp_path / "z.toml"
+    config.write_text(rules["alice"] + rules["bob"])
+    proc, url = start_bridge("--config", str(config), "--allow", pub, "--auth", "memory:alice:pw-alice:bob:pw-bob")
+    try:
+
+        async def scenario():
+            revocable, welcome = await ticket_session(url, "alice", "pw-alice", REVOCABLE)
+            assert welcome[2]["roles"]["broker"]["features"]["subscription_revocation"] is True
+            plain, _ = await ticket_session(url, "alice", "pw-alice", PLAIN)
+            bob, _ = await ticket_session(url, "bob", "pw-bob", PLAIN)
+            sids = [(await ws.subscribe(pub))[2] for ws in (revocable, plain, bob)]
+            python_events: list = []
+            python = await connect(
+                url, authmethods=["ticket"], authid="alice", on_challenge=lambda challenge: "pw-alice"
+            )
+            await python.subscribe(lambda *args: python_events.append(args), pub)
+            for ws in (revocable, plain, bob):
+                await wait_for_event(ws)
+            while not python_events:
+                await asyncio.sleep(0.05)
+
+            config.write_text(rules["bob"])
+            mark = len(proc.lines)
+            proc.proc.send_signal(signal.SIGHUP)
+            started = time.monotonic()
+            while True:  # EVENTs sent before the revocation may come first
+                msg = await revocable.recv_json(5)
+                if msg[0] != EVENT:
+                    break
+                assert time.monotonic() - started < 10, "10 s after SIGHUP, EVENTs still come and no UNSUBSCRIBED"
+            took = time.monotonic() - started
+            await asyncio.sleep(0.3)  # what was on the way before the revocation arrives
+            for ws in (plain, bob):
+                await ws.idle(0.01)
+            seen_by_python = len(python_events)
+            after = {"revocable": await revocable.idle(1.0), "plain": await plain.idle(1.0), "bob": await bob.idle(1.0)}
+            after["python"] = len(python_events) - seen_by_python
+            await asyncio.get_running_loop().run_in_executor(None, lambda: proc.wait_for("subscription.s. revoked", start=mark))
+            goodbye = await plain.goodbye()
+            return msg, sids, took, after, goodbye
+
+        msg, sids, took, after, goodbye = asyncio.run(asyncio.wait_for(scenario(), 60))
+        metrics = urllib.request.urlopen(url.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=10).read().decode()
+    finally:
+        proc.stop()
+    assert msg == [UNSUBSCRIBED, 0, {"subscription": sids[0], "reason": "wamp.error.not_authorized"}]
+    assert took < 5
+    assert events_in(after["revocable"]) == 0 and events_in(after["plain"]) == 0 and after["python"] == 0
+    assert events_in(after["bob"]) > 0
+    assert goodbye[0] == 6  # the plain client's session is still open
+    assert 'zmqwamp_revoked_total{what="subscription"} 3.0' in metrics
+    assert "reload: 3 subscription(s) revoked" in proc.output
+
+
+def test_a_jwt_session_ends_when_the_token_expires(upstream, tmp_path):
+    """A token that expires in about 2 s: its session gets ERROR canceled for the call in flight, then GOODBYE
+    zmqwamp.close.session_expired (autobahn-python's onLeave sees the reason).  Before: the session went on."""
+    key = tmp_path / "jwt.key"
+    key.write_text(JWT_SECRET)
+    proc, url = start_bridge("--allow", upstream["slow"], "--auth", f"jwt:secret_file={key},audience=zmqwamp-e2e")
+    try:
+
+        async def scenario():
+            short = token(exp=int(time.time()) + 3)
+            session = await connect(url, authmethods=["ticket"], on_challenge=lambda challenge: short)
+            call = asyncio.ensure_future(session.call(upstream["slow"], "no answer for 30 s"))
+            details = await asyncio.wait_for(session.left, 10)
+            with pytest.raises(ApplicationError) as error:
+                await call
+            return details, error.value
+
+        details, error = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        proc.stop()
+    assert details.reason == SESSION_EXPIRED
+    assert error.error == "wamp.error.canceled"
+    assert "the credential of dave from" in proc.output and JWT_SECRET not in proc.output
+
+
+def test_a_token_valid_for_a_hundred_years_is_refused(tmp_path):
+    """exp 100 years out: ABORT not_authorized, logged with the reason (never the token).  Before: accepted."""
+    key = tmp_path / "jwt.key"
+    key.write_text(JWT_SECRET)
+    proc, url = start_bridge("--anonymous", "--auth", f"jwt:secret_file={key},audience=zmqwamp-e2e")
+    forever = token(exp=int(time.time()) + 100 * 365 * 86400)
+    try:
+
+        async def scenario():
+            with pytest.raises(SessionClosed) as refused:
+                await connect(url, authmethods=["ticket"], on_challenge=lambda challenge: forever)
+            day = await connect(url, authmethods=["ticket"], on_challenge=lambda challenge: token())
+            day.leave()
+            return refused.value
+
+        refused = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        proc.stop()
+    assert refused.reason == "wamp.error.not_authorized"
+    assert "jwt refused: exp is more than max_lifetime (86400s) away" in proc.output
+    assert forever not in proc.output
