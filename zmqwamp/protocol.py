@@ -16,7 +16,8 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   ``UNREGISTER`` -> ``ERROR`` ``wamp.error.no_such_registration``; an
   unacknowledged ``PUBLISH`` has no reply in WAMP: it is logged and counted.
 * Anything else (bad serialization, unknown type, a message before ``HELLO``, a
-  second ``HELLO``, a message a router never receives) -> ``ABORT``
+  second ``HELLO``, a message a router never receives, a CBOR tag in
+  :data:`REFUSED_CBOR_TAGS`) -> ``ABORT``
   ``wamp.error.protocol_violation`` and close; other sessions are unaffected.
 * Over a limit (:mod:`zmqwamp.limits`: calls in flight, calls per second,
   subscriptions) -> ``ERROR`` ``zmqwamp.error.limit_exceeded``; too many
@@ -37,6 +38,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
+import cbor2
 from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.wamp import message as m
@@ -63,10 +65,54 @@ from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 
 log = Logger()
 
+
+class WampProtocolViolation(Exception):
+    pass
+
+
+# CBOR tags a client may not send.  25/256 (string references) and 28/29 (value
+# sharing) let a few bytes stand for a value of any size: 311 bytes of nested shared
+# lists made json.dumps of a CALL argument freeze the reactor for 76 s, then fail with
+# MemoryError.  35 (regular expression) and 36 (MIME message) compile or parse each
+# value: 2.7 s and 0.9 s of CPU per MB, against 5 ms for plain strings.  None of them
+# means anything to a ZeroMQ service (the codecs cannot encode what they decode to).
+REFUSED_CBOR_TAGS = {
+    25: "string reference", 256: "string reference namespace",
+    28: "shared value", 29: "shared value reference",
+    35: "regular expression", 36: "MIME message",
+}
+
+
+def _refuse_tag(tag: int) -> Callable[[Any, bool], Any]:
+    def refuse(value: Any, immutable: bool) -> Any:
+        raise WampProtocolViolation(f"CBOR tag {tag} ({REFUSED_CBOR_TAGS[tag]}) is not accepted")
+
+    return refuse
+
+
+class SafeCBORSerializer(CBORObjectSerializer):
+    """Autobahn's CBOR serializer, refusing :data:`REFUSED_CBOR_TAGS` while decoding.
+
+    cbor2 resolves those tags itself (``tag_hook`` never sees them); its
+    ``semantic_decoders`` (cbor2 6) override that, so the decoder stops at the
+    first such tag, before anything is expanded: O(payload).  Not batched.
+    """
+
+    _DECODERS = {tag: _refuse_tag(tag) for tag in REFUSED_CBOR_TAGS}
+
+    def unserialize(self, payload: bytes) -> list:
+        try:
+            return [cbor2.loads(payload, semantic_decoders=self._DECODERS)]
+        except cbor2.CBORDecodeError as e:
+            if isinstance(e.__cause__, WampProtocolViolation):
+                raise e.__cause__ from None
+            raise
+
+
 # One instance per serializer, shared by all sessions: autobahn caches a
 # message's bytes per serializer instance, so an EVENT is encoded once.
 SERIALIZERS = {
-    "wamp.2.cbor": CBORObjectSerializer(),
+    "wamp.2.cbor": SafeCBORSerializer(),
     "wamp.2.msgpack": MsgPackObjectSerializer(),
     "wamp.2.json": JsonObjectSerializer(),
 }
@@ -89,10 +135,6 @@ try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the sa
     _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 except ImportError:  # autobahn on ujson: no such class
     _JSON_ENCODER = None
-
-
-class WampProtocolViolation(Exception):
-    pass
 
 
 def _unserialize(serializer, payload: bytes) -> list:
@@ -127,6 +169,8 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
         raise WampProtocolViolation(f"{'binary' if is_binary else 'text'} frame on a {serializer.NAME} session")
     try:
         raws = _unserialize(serializer, payload)
+    except WampProtocolViolation:
+        raise
     except Exception as e:  # the serializers raise whatever their parser raises
         raise WampProtocolViolation(f"invalid {serializer.NAME} message: {type(e).__name__}") from None
     out = []

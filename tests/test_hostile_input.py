@@ -1,0 +1,154 @@
+"""What one client's input may cost the bridge (issue 13: item 2).
+
+Each attack runs against a real twistd bridge with real zmq services, from a raw
+client (tests/minws.py) or autobahn-python, while another session checks that
+the bridge still answers everyone else.  The logic is also tested in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import cbor2
+import pytest
+
+from harness import start_bridge, start_rep
+from minws import ABORT, RESULT, Closed, WSClient
+from probes import metric
+from test_session import MemoryTransport, world  # noqa: F401  (world is a fixture)
+from zmqwamp.protocol import SERIALIZERS, WampProtocolViolation, WampSession, decode
+
+
+def run(coro, timeout=90):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    rep, rep_addr = start_rep()
+    proc, url = start_bridge(
+        "--anonymous", "--allow", "tcp://127.0.0.1:*",
+    )
+    yield {"url": url, "proc": proc, "rep": rep_addr}
+    for p in (proc, rep):
+        p.stop()
+
+
+async def joined(url: str, **kw) -> WSClient:
+    ws = await WSClient.connect(url, **kw)
+    await ws.hello()
+    return ws
+
+
+async def answered_within(ws: WSClient, rep: str, seconds: float) -> list:
+    """A CALL from another session, answered within ``seconds`` (the bound of each attack below)."""
+    reply = await asyncio.wait_for(ws.call(rep, ["still here"]), seconds)
+    assert reply[0] == RESULT and reply[3] == ["got this still here"], reply
+    return reply
+
+
+# -- 2: CBOR value sharing and string references ----------------------------------------------
+
+
+def shared_bomb(depth: int, procedure: str) -> bytes:
+    """x = [x', x'] nested ``depth`` deep, each list encoded once and referenced twice (tags 28/29):
+    about 300 bytes for 2**depth leaves."""
+    x = ["aaaaaaaaaa"]
+    for _ in range(depth):
+        x = [x, x]
+    return cbor2.dumps([48, 1, {}, procedure, [x]], value_sharing=True)
+
+
+class CborClient:
+    def __init__(self, ws: WSClient) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def joined(cls, url: str) -> "CborClient":
+        ws = await WSClient.connect(url, protocols=("wamp.2.cbor",))
+        assert ws.protocol == "wamp.2.cbor"
+        client = cls(ws)
+        client.send([1, "zmqwamp", {"roles": {"caller": {}}}])
+        assert (await client.recv())[0] == 2
+        return client
+
+    def send(self, msg) -> None:
+        self.ws.send(cbor2.dumps(msg), binary=True)
+
+    def send_raw(self, payload: bytes) -> None:
+        self.ws.send(payload, binary=True)
+
+    async def recv(self, timeout: float = 5.0):
+        return cbor2.loads((await self.ws.recv(timeout)).payload)
+
+
+@pytest.mark.parametrize("depth", [24, 40])
+def test_cbor_shared_values_are_refused_before_anything_is_expanded(bridge, depth):
+    """The 311-byte bomb of the review (depth 40) gets ABORT protocol_violation at once; other sessions never notice.
+
+    Without the check the CALL argument is expanded by json.dumps on the reactor
+    (depth 24: 2**24 leaves, 285 MB of JSON, 7 s alone on this machine; depth 40
+    ran out of memory after 76 s)."""
+
+    async def scenario():
+        good = await joined(bridge["url"])
+        bomber = await CborClient.joined(bridge["url"])
+        payload = shared_bomb(depth, bridge["rep"])
+        assert len(payload) < 400
+        bomber.send_raw(payload)
+        await answered_within(good, bridge["rep"], 3.0)
+        abort = await bomber.recv()
+        with pytest.raises(Closed):
+            await bomber.recv()
+        await good.goodbye()
+        return abort
+
+    before = metric(bridge["url"], "zmqwamp_protocol_errors_total")
+    abort = run(scenario())
+    assert abort[0] == ABORT and abort[2] == "wamp.error.protocol_violation", abort
+    assert re.search(r"CBOR tag 2[89] \(shared value( reference)?\) is not accepted", abort[1]["message"]), abort
+    assert metric(bridge["url"], "zmqwamp_protocol_errors_total") == before + 1
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("string reference", cbor2.CBORTag(256, ["abcdefgh", cbor2.CBORTag(25, 0)])),
+        ("regular expression", cbor2.CBORTag(35, "(a+)+b")),
+        ("MIME message", cbor2.CBORTag(36, "Content-Type: text/plain\n\nhi")),
+    ],
+)
+def test_other_costly_cbor_tags_are_refused(bridge, name, value):
+    async def scenario():
+        bomber = await CborClient.joined(bridge["url"])
+        bomber.send([48, 1, {}, bridge["rep"], [value]])
+        return await bomber.recv()
+
+    abort = run(scenario())
+    assert abort[0] == ABORT and abort[2] == "wamp.error.protocol_violation", abort
+    assert f"({name}) is not accepted" in abort[1]["message"]
+
+
+def test_plain_cbor_still_works(bridge):
+    """A CBOR session's calls (bytes and tags the codecs know nothing about aside) are answered as before."""
+
+    async def scenario():
+        client = await CborClient.joined(bridge["url"])
+        client.send([48, 7, {}, bridge["rep"], ["hello", b"\x00\xff", {"n": [1, 2.5, None]}]])
+        return await client.recv()
+
+    assert run(scenario()) == [50, 7, {}, ["got this hello", b"\x00\xff", {"n": [1, 2.5, None]}]]
+
+
+def test_refused_cbor_tags_in_memory(world):
+    """The check is in the serializer: the decode stops at the first shared value; a CBOR session aborts, naming it."""
+    with pytest.raises(WampProtocolViolation, match=r"CBOR tag 2[89]"):
+        decode(SERIALIZERS["wamp.2.cbor"], shared_bomb(40, "tcp://127.0.0.1:9999"), True)
+    transport = MemoryTransport()
+    session = WampSession(world, SERIALIZERS["wamp.2.cbor"], transport, "test-peer")
+    session.message_received(cbor2.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]), True)
+    session.message_received(shared_bomb(3, "tcp://127.0.0.1:9999"), True)
+    abort = cbor2.loads(transport.sent[-1][0])
+    assert abort[0] == ABORT and "CBOR tag" in abort[1]["message"] and transport.closed == 1000
+    assert world.forwarder.requests == []
