@@ -1,4 +1,4 @@
-"""What one client's input may cost the bridge (issue 13: item 2).
+"""What one client's input may cost the bridge (issue 13: items 2, 10).
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
@@ -14,7 +14,7 @@ import cbor2
 import pytest
 
 from harness import start_bridge, start_rep
-from minws import ABORT, RESULT, Closed, WSClient
+from minws import ABORT, ERROR, RESULT, Closed, WSClient
 from probes import metric
 from test_session import MemoryTransport, world  # noqa: F401  (world is a fixture)
 from zmqwamp.protocol import SERIALIZERS, WampProtocolViolation, WampSession, decode
@@ -152,3 +152,62 @@ def test_refused_cbor_tags_in_memory(world):
     abort = cbor2.loads(transport.sent[-1][0])
     assert abort[0] == ABORT and "CBOR tag" in abort[1]["message"] and transport.closed == 1000
     assert world.forwarder.requests == []
+
+
+# -- 10: log flooding -------------------------------------------------------------------------------
+
+
+def test_a_flooding_session_writes_a_bounded_log(bridge):
+    """1,200 requests that each used to log a line with what the client sent (unacknowledged PUBLISH to a 3 kB
+    topic, refused SUBSCRIBE to a 2 kB address, CANCEL of an unknown call): the bridge writes a burst of short
+    lines, counts the rest in zmqwamp_log_suppressed_total, and says how many when the session ends.
+
+    Without the limits this wrote 2 MB of log here (the review measured 28.6 MiB/s)."""
+    proc = bridge["proc"]
+    n = 400
+
+    async def scenario():
+        ws = await joined(bridge["url"])
+        start = len(proc.lines)
+        before = metric(bridge["url"], "zmqwamp_log_suppressed_total")
+        for i in range(n):
+            ws.send_json([16, ws.next_id(), {}, "t" * 3000])  # PUBLISH without acknowledge: no reply
+            ws.send_json([32, ws.next_id(), {}, "tcp://" + "h" * 2000 + ":1"])  # not allowed: ERROR
+            ws.send_json([49, 10**9 + i, {}])  # CANCEL of no call: no reply
+        await ws.call(bridge["rep"], ["sync"])  # answered after everything above was handled (and logged)
+        logged = proc.lines[start:]
+        suppressed = metric(bridge["url"], "zmqwamp_log_suppressed_total") - before
+        await ws.goodbye()
+        return logged, suppressed, start
+
+    logged, suppressed, start = run(scenario())
+    size = sum(len(line) + 1 for line in logged)
+    print(f"{len(logged)} lines, {size} bytes of log for {3 * n} log-worthy requests; {suppressed:.0f} suppressed")
+    assert len(logged) < 40 and size < 16_000, f"{len(logged)} lines, {size} bytes"
+    assert max(len(line) for line in logged) < 500
+    assert suppressed >= 3 * n - 30
+    proc.wait_for(r"log lines about \S+ were not logged: over max_log_lines_per_second", start=start)
+
+
+def test_pongs_that_answer_no_ping_do_not_flood_the_log():
+    """While the bridge waits for the pong to its ping, 20,000 wrong pongs: a few log lines, not 20,000 (autobahn
+    logs a warning for each)."""
+    proc, url = start_bridge("--anonymous", "--ping-interval", "1", "--ping-timeout", "10")
+
+    async def scenario():
+        ws = await joined(url)
+        ws.auto_pong = False
+        while not ws.pings:  # the bridge's ping: from now on a pong is pending
+            with pytest.raises(asyncio.TimeoutError):
+                await ws.recv(0.2)
+        start = len(proc.lines)
+        ws.send_raw(b"\x8a\x84\x00\x00\x00\x00nope" * 20_000)  # pong, masked (key 0), "nope"
+        reply = await ws.call("tcp://127.0.0.1:1", ["sync"])  # not allowed: ERROR, after all the pongs
+        assert reply[0] == ERROR
+        return proc.lines[start:]
+
+    try:
+        logged = run(scenario())
+    finally:
+        proc.stop()
+    assert len(logged) < 30, "\n".join(logged[:5])

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from txzmq import ZmqFactory
 
 from zmqwamp.auth import IZmqAvatar, LoginThrottle, build_portal
+from zmqwamp.clientlog import ClientLog
 from zmqwamp.config import BridgeConfig, ConfigError, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.flow import PendingWrites
@@ -220,6 +221,7 @@ class Bridge:
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
             throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
+            client_log=ClientLog(metrics, config.max_log_lines_per_second, config.max_log_lines_per_second_total),
         )
         top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)

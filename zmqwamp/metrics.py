@@ -23,6 +23,9 @@ class BridgeMetrics:
         self.limit_exceeded = Counter(
             "zmqwamp_limit_exceeded_total", "Requests or connections refused (or closed) by a limit", ["limit"], registry=r
         )
+        self.log_suppressed = Counter(
+            "zmqwamp_log_suppressed_total", "Log lines caused by clients and not logged (over the log rate limits)", registry=r
+        )
         self.outgoing_buffered = Gauge(
             "zmqwamp_outgoing_buffered_bytes", "Bytes waiting for slow WebSocket clients (bounded per connection)", registry=r
         )

@@ -57,6 +57,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from zmqwamp.auth import Challenge, peer_host
+from zmqwamp.clientlog import clip
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer, PendingWrites
 from zmqwamp.frames import WholeFrameReader
@@ -199,12 +200,15 @@ class WampSession:
     None for the default) and ``close(code, reason)``.  ``limits`` (None: no
     limits) are checked here: over one, a CALL or SUBSCRIBE gets ERROR
     ``zmqwamp.error.limit_exceeded``.
+
+    Log lines about the client go through the router's
+    :class:`~zmqwamp.clientlog.ClientLog`, which keeps its ``log_budget`` here.
     """
 
     # one per connection: no per-instance __dict__
     __slots__ = (
         "router", "serializer", "transport", "peer", "limits", "_call_rate", "_subscribing", "state",
-        "session_id", "avatar", "_challenge", "_calls", "_subscriptions",
+        "session_id", "avatar", "_challenge", "_calls", "_subscriptions", "log_budget",
     )
 
     def __init__(
@@ -229,6 +233,7 @@ class WampSession:
         self._challenge = None  # the CHALLENGE awaiting its AUTHENTICATE
         self._calls: dict[int, Any] = {}
         self._subscriptions: dict[int, str | None] = {}  # id -> its endpoint's slow-consumer policy
+        self.log_budget = None  # this client's share of the log (zmqwamp.clientlog), made when first needed
 
     @property
     def is_open(self) -> bool:
@@ -247,7 +252,7 @@ class WampSession:
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         if self.state == "closed":
             self.router.metrics.dropped.labels("after_close").inc()
-            log.info("message from {peer} after session end ignored", peer=self.peer)
+            self.router.client_log.emit(self, log.info, "message from {peer} after session end ignored", peer=self.peer)
             return
         try:
             for raw, msg in decode(self.serializer, payload, is_binary):
@@ -302,7 +307,7 @@ class WampSession:
         self.router.session_opened(self)
         log.info(
             "session {session} open: authid={authid} role={authrole} peer={peer}",
-            session=self.session_id, authid=avatar.authid, authrole=avatar.authrole, peer=self.peer,
+            session=self.session_id, authid=clip(avatar.authid), authrole=clip(avatar.authrole), peer=self.peer,
         )
         self.send(
             m.Welcome(
@@ -326,7 +331,7 @@ class WampSession:
             self.abort(ApplicationError.NOT_AUTHORIZED, "login failed")
 
     def _on_abort(self, raw, msg: m.Abort) -> None:
-        log.info("client {peer} aborted: {reason}", peer=self.peer, reason=msg.reason)
+        self.router.client_log.emit(self, log.info, "client {peer} aborted: {reason}", peer=self.peer, reason=clip(msg.reason))
         self._end()
         self.transport.close(1000, None)
 
@@ -371,8 +376,10 @@ class WampSession:
         if d is not None:
             d.cancel()  # -> _call_done with CancelledError -> ERROR canceled
         else:
-            log.info("CANCEL for unknown call {request} from {peer} ignored", request=msg.request, peer=self.peer)
             self.router.metrics.dropped.labels("cancel_unknown").inc()
+            self.router.client_log.emit(
+                self, log.info, "CANCEL for unknown call {request} from {peer} ignored", request=msg.request, peer=self.peer
+            )
 
     def _on_subscribe(self, raw, msg: m.Subscribe) -> None:
         if self.limits is not None and len(self._subscriptions) + self._subscribing >= self.limits.max_subscriptions:
@@ -401,7 +408,7 @@ class WampSession:
 
     def _limit_exceeded(self, request_type: int, request: int, limit: str, text: str) -> None:
         self.router.metrics.limit_exceeded.labels(limit).inc()
-        log.info("{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text)
+        self.router.client_log.emit(self, log.info, "{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text)
         self.send(m.Error(request_type, request, LIMIT_EXCEEDED, args=[f"{limit}: {text}"]))
 
     def _on_unsubscribe(self, raw, msg: m.Unsubscribe) -> None:
@@ -419,7 +426,10 @@ class WampSession:
             self.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, NOT_SUPPORTED, args=[text]))
         else:
             self.router.metrics.dropped.labels("publish").inc()
-            log.info("unacknowledged PUBLISH to {topic} from {peer} dropped: {text}", topic=msg.topic, peer=self.peer, text=text)
+            self.router.client_log.emit(
+                self, log.info, "unacknowledged PUBLISH to {topic} from {peer} dropped: {text}",
+                topic=clip(msg.topic), peer=self.peer, text=text,
+            )
 
     def _on_register(self, raw, msg: m.Register) -> None:
         text = "this bridge does not route REGISTER: callees are zmq REP services"
@@ -466,7 +476,7 @@ class WampSession:
         elif failure.check(CancelledError):
             self.send(m.Error(request_type, request, ApplicationError.CANCELED, args=["call canceled"]))
         else:
-            log.failure("request {request} failed", failure, request=request)
+            self.router.client_log.emit(self, log.failure, "request {request} failed", failure=failure, request=request)
             self.send(m.Error(request_type, request, INTERNAL_ERROR, args=["internal error in the bridge"]))
 
     def abort(self, reason: str, text: str | None) -> None:
@@ -477,8 +487,10 @@ class WampSession:
         self.transport.close(1000, None)
 
     def protocol_violation(self, text: str) -> None:
+        """ABORT and close.  ``text`` may quote the client (autobahn's ProtocolError messages do): clipped."""
         self.router.metrics.protocol_errors.inc()
-        log.warn("protocol violation from {peer}: {text}", peer=self.peer, text=text)
+        text = clip(text, 300)
+        self.router.client_log.emit(self, log.warn, "protocol violation from {peer}: {text}", peer=self.peer, text=text)
         self.abort(PROTOCOL_VIOLATION, text)
 
     def shutdown(self, reason: str = "wamp.close.system_shutdown") -> None:
@@ -512,7 +524,11 @@ class WampSession:
         self.router.session_closed(self, list(self._subscriptions))
         self._subscriptions.clear()
         if was_open:
-            log.info("session {session} closed: authid={authid} peer={peer}", session=self.session_id, authid=self.authid, peer=self.peer)
+            log.info(
+                "session {session} closed: authid={authid} peer={peer}",
+                session=self.session_id, authid=clip(self.authid), peer=self.peer,
+            )
+        self.router.client_log.gone(self, self.peer)
 
 
 class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
@@ -528,13 +544,18 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
             )
         allowed = self.factory.websocket_allowed(request)
         if allowed is not True:
-            log.info("WebSocket from {peer} refused (origin={origin})", peer=request.peer, origin=request.headers.get("origin"))
+            self.factory.router.client_log.emit(
+                None, log.info, "WebSocket from {peer} refused (origin={origin})",
+                peer=request.peer, origin=clip(request.headers.get("origin")),
+            )
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "not allowed")
         host = peer_host(self.peer)
         refused = self.factory.connections.admit(host)
         if refused is not None:
             self.factory.router.metrics.limit_exceeded.labels(refused).inc()
-            log.info("WebSocket from {peer} refused: {limit} reached", peer=request.peer, limit=refused)
+            self.factory.router.client_log.emit(
+                None, log.info, "WebSocket from {peer} refused: {limit} reached", peer=request.peer, limit=refused
+            )
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"{refused} reached")
         self._counted_host = host
         return offered
@@ -630,6 +651,21 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
             return
         policy = slow_consumer or self.factory.slow_consumer
         self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
+
+    def processControlFrame(self) -> bool:
+        """Autobahn's, except that a pong not answering the pending auto-ping is ignored through the client log.
+
+        Autobahn logs a warning for each: a client could write a log line per
+        6-byte frame (20,000 such pongs wrote 2.4 MB of log).
+        """
+        if self.current_frame.opcode == 10 and self.autoPingPending:
+            if b"".join(self.control_frame_data) != self.autoPingPending:
+                self.control_frame_data = None
+                self.factory.router.client_log.emit(
+                    self.session, log.info, "pong from {peer} ignored: it does not answer the pending ping", peer=self.peer
+                )
+                return True
+        return super().processControlFrame()
 
     _tcp = None  # the TCP connection under self.transport, if frames may go straight to its socket
     _corked: list[bytes] | None = None  # frames held until the end of a batch (see _write)

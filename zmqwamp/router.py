@@ -27,6 +27,7 @@ from zmqwamp.auth import (
     peer_host,
     select_method,
 )
+from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
@@ -57,6 +58,7 @@ class Router:
         call_timeout: float,
         max_call_timeout: float,
         throttle: LoginThrottle | None = None,
+        client_log: ClientLog | None = None,
     ) -> None:
         self.realm = realm
         self.portal = portal
@@ -71,6 +73,7 @@ class Router:
         self.stopping = False  # set by the shutdown: no new sessions or calls
         self._call_counters: dict = {}
         self._throttle = throttle
+        self.client_log = client_log or ClientLog(metrics)
 
     # -- sessions ---------------------------------------------------------
 
@@ -177,9 +180,9 @@ class Router:
     def _after_authorize(self, allowed, session, action: str, endpoint: Endpoint, then: Callable, args: tuple):
         if allowed is not True:
             self.metrics.denied.labels(action).inc()
-            log.info(
-                "denied {action} on {endpoint} for {authid} from {peer}",
-                action=action, endpoint=endpoint.name, authid=session.authid, peer=session.peer,
+            self.client_log.emit(
+                session, log.info, "denied {action} on {endpoint} for {authid} from {peer}",
+                action=action, endpoint=clip(endpoint.name), authid=clip(session.authid), peer=session.peer,
             )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"{action} on {endpoint.name!r} is not allowed")
         return then(*args)
@@ -241,7 +244,9 @@ class Router:
             raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
         if failure.check(CallTimedOut):
             self._count_call(endpoint, "timeout", started)
-            log.warn("call to {endpoint} timed out after {timeout}s", endpoint=endpoint.name, timeout=timeout)
+            self.client_log.emit(
+                None, log.warn, "call to {endpoint} timed out after {timeout}s", endpoint=clip(endpoint.name), timeout=timeout
+            )
             raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
         self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
         return failure
