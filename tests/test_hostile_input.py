@@ -1,4 +1,4 @@
-"""What one client's input may cost the bridge (issue 13: items 2, 10).
+"""What one client's input may cost the bridge (issue 13: items 2, 10, 14).
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
@@ -8,16 +8,20 @@ the bridge still answers everyone else.  The logic is also tested in memory.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import time
 
 import cbor2
 import pytest
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from harness import start_bridge, start_rep
-from minws import ABORT, ERROR, RESULT, Closed, WSClient
-from probes import metric
+from minws import ABORT, ERROR, RESULT, Closed, WSClient, encode_frame
+from probes import metric, rss_mib
 from test_session import MemoryTransport, world  # noqa: F401  (world is a fixture)
-from zmqwamp.protocol import SERIALIZERS, WampProtocolViolation, WampSession, decode
+from zmqwamp.config import BridgeConfig
+from zmqwamp.protocol import SERIALIZERS, WampProtocolViolation, WampServerFactory, WampSession, decode
 
 
 def run(coro, timeout=90):
@@ -46,6 +50,42 @@ async def answered_within(ws: WSClient, rep: str, seconds: float) -> list:
     reply = await asyncio.wait_for(ws.call(rep, ["still here"]), seconds)
     assert reply[0] == RESULT and reply[3] == ["got this still here"], reply
     return reply
+
+
+# -- the WebSocket adapter in memory, for the tests below ------------------------------------------
+
+
+class Transport(StringTransport):
+    def unregisterProducer(self) -> None:  # autobahn unregisters one when it drops a connection, registered or not
+        self.producer = None
+
+
+HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
+)
+
+
+def open_wamp(router, **config):
+    """A WampServerProtocol after the opening handshake and HELLO/WELCOME, on a StringTransport."""
+    factory = WampServerFactory(router, lambda request: True, BridgeConfig(**config), clock=MemoryReactorClock())
+    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
+    proto = factory.buildProtocol(None)
+    transport = Transport()
+    proto.makeConnection(transport)
+    loop = asyncio.new_event_loop()  # autobahn finishes the handshake in a callback (txaio: asyncio, see conftest)
+    try:
+        asyncio.set_event_loop(loop)
+        proto.dataReceived(HANDSHAKE)
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert proto.state == proto.STATE_OPEN, transport.value()
+    proto.dataReceived(encode_frame(1, json.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]).encode()))
+    assert proto.session.is_open
+    transport.clear()
+    return proto, transport
 
 
 # -- 2: CBOR value sharing and string references ----------------------------------------------
@@ -211,3 +251,56 @@ def test_pongs_that_answer_no_ping_do_not_flood_the_log():
     finally:
         proc.stop()
     assert len(logged) < 30, "\n".join(logged[:5])
+
+
+# -- 14: pongs to a client that does not read -------------------------------------------------
+
+
+def test_pings_from_a_client_that_never_reads_do_not_grow_the_bridge(bridge):
+    """Pings as fast as the bridge takes them for 5 s, never reading: RSS grows by less than 15 MiB, pongs are dropped.
+
+    Without the bound every pong waits in the transport's buffer: the review saw
+    72 -> 299 MB in 20 s; here the bridge grew by about as much as it was sent
+    (45 MiB for 40 MiB of pings in 5 s; 1 MiB with the bound)."""
+    pid = bridge["proc"].proc.pid
+    ping = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # ping, masked (key 0), 125 bytes
+    burst = ping * 2000
+
+    async def scenario():
+        good = await joined(bridge["url"])
+        ws = await joined(bridge["url"], rcvbuf=4096)
+        baseline = rss_mib(pid)
+        sent = 0
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            ws.send_raw(burst)
+            await ws.writer.drain()
+            sent += len(burst)
+        await answered_within(good, bridge["rep"], 5.0)
+        grown = rss_mib(pid) - baseline
+        await good.goodbye()
+        ws.abort()
+        return sent, grown
+
+    before = metric(bridge["url"], "zmqwamp_dropped_total", reason="pong")
+    sent, grown = run(scenario())
+    dropped = metric(bridge["url"], "zmqwamp_dropped_total", reason="pong") - before
+    print(f"pings sent: {sent / 2**20:.0f} MiB, bridge RSS grew {grown:.1f} MiB, pongs dropped {dropped:.0f}")
+    assert sent > 20 * 2**20, "the test did not send enough pings to show anything"
+    assert grown < 15, f"RSS grew by {grown:.1f} MiB"
+    assert dropped > 0
+
+
+def test_a_client_not_reading_gets_only_its_latest_pong_once_it_reads_again(world):
+    """While the transport is paused, pongs are not written: the latest waits in the outgoing buffer, the rest are counted."""
+    proto, transport = open_wamp(world)
+    proto.dataReceived(encode_frame(9, b"one"))
+    assert transport.value() == b"\x8a\x03one"  # not paused: answered at once
+    transport.clear()
+    proto._outgoing.pauseProducing()  # what the transport does when its buffer is full
+    for payload in (b"two", b"three", b"four"):
+        proto.dataReceived(encode_frame(9, payload))
+    assert transport.value() == b"" and len(proto._outgoing) == 1
+    assert world.metrics.registry.get_sample_value("zmqwamp_dropped_total", {"reason": "pong"}) == 2
+    proto._outgoing.resumeProducing()
+    assert transport.value() == b"\x8a\x04four"
