@@ -1,4 +1,4 @@
-"""What one client's input may cost the bridge (issue 13: items 2, 10, 14).
+"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15).
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
@@ -14,14 +14,18 @@ import time
 
 import cbor2
 import pytest
+from autobahn.exception import PayloadExceededError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from harness import start_bridge, start_rep
-from minws import ABORT, ERROR, RESULT, Closed, WSClient, encode_frame
-from probes import metric, rss_mib
+from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient, encode_frame
+from probes import metric, rss_mib, start_fastpub
 from test_session import MemoryTransport, world  # noqa: F401  (world is a fixture)
+from wampclient import close, connect
 from zmqwamp.config import BridgeConfig
-from zmqwamp.protocol import SERIALIZERS, WampProtocolViolation, WampServerFactory, WampSession, decode
+from zmqwamp.protocol import SERIALIZERS, MessageTooBig, WampProtocolViolation, WampServerFactory, WampSession, decode
+
+MAX_MESSAGE = 4096
 
 
 def run(coro, timeout=90):
@@ -31,11 +35,12 @@ def run(coro, timeout=90):
 @pytest.fixture(scope="module")
 def bridge():
     rep, rep_addr = start_rep()
+    big, big_addr = start_fastpub(rate=20, size=MAX_MESSAGE + 2000, topic="big")  # every event over the limit
     proc, url = start_bridge(
-        "--anonymous", "--allow", "tcp://127.0.0.1:*",
+        "--anonymous", "--allow", "tcp://127.0.0.1:*", "--max-message-size", str(MAX_MESSAGE),
     )
-    yield {"url": url, "proc": proc, "rep": rep_addr}
-    for p in (proc, rep):
+    yield {"url": url, "proc": proc, "rep": rep_addr, "big": big_addr}
+    for p in (proc, rep, big):
         p.stop()
 
 
@@ -304,3 +309,65 @@ def test_a_client_not_reading_gets_only_its_latest_pong_once_it_reads_again(worl
     assert world.metrics.registry.get_sample_value("zmqwamp_dropped_total", {"reason": "pong"}) == 2
     proto._outgoing.resumeProducing()
     assert transport.value() == b"\x8a\x04four"
+
+
+# -- 15: replies and events over the message size limit -------------------------------------
+
+
+def test_reply_over_the_size_limit_gets_payload_size_exceeded(bridge):
+    """A REP echoing a large argument: the CALL gets ERROR wamp.error.payload_size_exceeded naming both sizes.
+
+    msgpack carries [0, 0, ...] in one byte per element; the REP receives it as
+    JSON text ("[0,0,...]", two bytes each) and echoes it: a 6 kB reply for a
+    3 kB CALL.  Without the check autobahn refuses to send it and logs; the
+    call never gets an answer."""
+
+    async def scenario():
+        session = await connect(bridge["url"], serializer="msgpack")
+        try:
+            with pytest.raises(PayloadExceededError) as e:  # autobahn's exception for wamp.error.payload_size_exceeded
+                await asyncio.wait_for(session.call(bridge["rep"], [0] * 3000), 5)
+            small = await session.call(bridge["rep"], "small")
+        finally:
+            await close(session)
+        return e.value, small
+
+    before = metric(bridge["url"], "zmqwamp_dropped_total", reason="reply_too_large")
+    error, small = run(scenario())
+    assert re.fullmatch(rf"the reply is \d{{4}} bytes, over the bridge's max_message_size of {MAX_MESSAGE} bytes", str(error))
+    assert small == "got this small"
+    assert metric(bridge["url"], "zmqwamp_dropped_total", reason="reply_too_large") == before + 1
+
+
+def test_event_over_the_size_limit_is_dropped_and_counted(bridge):
+    """A PUB of 6 kB messages: each EVENT is dropped (counted, logged), the session carries on."""
+
+    async def scenario():
+        ws = await joined(bridge["url"])
+        subscribed = await ws.subscribe(bridge["big"])
+        assert subscribed[0] == SUBSCRIBED, subscribed
+        start = metric(bridge["url"], "zmqwamp_dropped_total", reason="event_too_large")
+        deadline = time.monotonic() + 10
+        while metric(bridge["url"], "zmqwamp_dropped_total", reason="event_too_large") < start + 3:
+            assert time.monotonic() < deadline, "no event dropped"
+            await asyncio.sleep(0.1)
+        reply = await ws.call(bridge["rep"], ["x"])  # skips EVENTs; there are none
+        await ws.goodbye()
+        return reply
+
+    assert run(scenario())[0] == RESULT
+    bridge["proc"].wait_for(r"event for subscription \d+ dropped: \d+ bytes, over the bridge's max_message_size")
+
+
+def test_a_reply_over_the_size_limit_is_refused_before_the_websocket_layer(world):
+    """send_frame and prepare raise MessageTooBig (autobahn's sendMessage would only log); the session answers the CALL."""
+    proto, transport = open_wamp(world, max_message_size=1024)
+    proto.dataReceived(encode_frame(1, json.dumps([48, 3, {}, "tcp://127.0.0.1:9999", ["x"]]).encode()))
+    world.forwarder.requests[-1][3].callback([b"y" * 2000])
+    with pytest.raises(MessageTooBig):
+        proto.prepare(b"z" * 1025, False)
+    frames = transport.value()
+    assert frames[0] == 0x81 and frames[1] == len(frames) - 2  # one short text frame: the ERROR, not the reply
+    error = json.loads(frames[2:])
+    assert error[:5] == [ERROR, 48, 3, {}, "wamp.error.payload_size_exceeded"], error
+    assert error[5] == ["the reply is 2014 bytes, over the bridge's max_message_size of 1024 bytes"]

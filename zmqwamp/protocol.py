@@ -9,7 +9,8 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   "authentication failed").  The checks themselves are the router's and
   :mod:`zmqwamp.auth`'s.
 * ``GOODBYE`` -> ``GOODBYE`` (``wamp.close.goodbye_and_out``), then close.
-* ``CALL`` -> ``RESULT`` or ``ERROR``; ``CANCEL`` -> ``ERROR`` (``wamp.error.canceled``).
+* ``CALL`` -> ``RESULT`` or ``ERROR``; ``CANCEL`` -> ``ERROR`` (``wamp.error.canceled``).  A
+  reply over the message size limit -> ``ERROR`` ``wamp.error.payload_size_exceeded``.
 * ``SUBSCRIBE`` -> ``SUBSCRIBED`` or ``ERROR``; ``UNSUBSCRIBE`` -> ``UNSUBSCRIBED`` or ``ERROR``;
   then ``EVENT`` for every matching zmq message.
 * ``REGISTER`` / ``PUBLISH`` (acknowledged) -> ``ERROR`` ``zmqwamp.error.not_supported``;
@@ -71,6 +72,15 @@ log = Logger()
 
 class WampProtocolViolation(Exception):
     pass
+
+
+class MessageTooBig(Exception):
+    """A message over the WebSocket message size limit: autobahn would refuse to send it."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, over the bridge's max_message_size of {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
 # CBOR tags a client may not send.  25/256 (string references) and 28/29 (value
@@ -205,6 +215,9 @@ class WampSession:
 
     Log lines about the client go through the router's
     :class:`~zmqwamp.clientlog.ClientLog`, which keeps its ``log_budget`` here.
+
+    ``send_frame`` and ``prepare`` raise :class:`MessageTooBig` for a message
+    over the size limit: a reply then gets ERROR ``wamp.error.payload_size_exceeded``.
     """
 
     # one per connection: no per-instance __dict__
@@ -371,7 +384,10 @@ class WampSession:
         if self.state == "open":
             # the bytes of m.Result(request, args=args).serialize(), without building the message object
             raw = [m.Result.MESSAGE_TYPE, request, {}, args] if args else [m.Result.MESSAGE_TYPE, request, {}]
-            self._send_payload(_serialize(self.serializer, raw))
+            try:
+                self._send_payload(_serialize(self.serializer, raw))
+            except MessageTooBig as e:
+                self._too_big(m.Call.MESSAGE_TYPE, request, "reply", e)
 
     def _on_cancel(self, raw, msg: m.Cancel) -> None:
         d = self._calls.get(msg.request)
@@ -445,11 +461,25 @@ class WampSession:
     # -- out ----------------------------------------------------------------
 
     def send(self, msg: m.Message) -> None:
-        self._send_payload(msg.serialize(self.serializer))
+        try:
+            self._send_payload(msg.serialize(self.serializer))
+        except MessageTooBig as e:
+            if not isinstance(msg, m.Error):
+                raise  # only a reply can grow with what a client or a service sends
+            self._too_big(msg.request_type, msg.request, "error", e)
 
     def _send_payload(self, payload: bytes) -> None:
-        self.router.metrics.bytes_out.inc(len(payload))
         self.transport.send_frame(payload, self.serializer.BINARY)
+        self.router.metrics.bytes_out.inc(len(payload))
+
+    def _too_big(self, request_type: int, request: int, what: str, e: MessageTooBig) -> None:
+        """A reply over the size limit (autobahn would refuse it): ERROR ``wamp.error.payload_size_exceeded`` instead."""
+        self.router.metrics.dropped.labels(f"{what}_too_large").inc()
+        self.router.client_log.emit(
+            self, log.info, "{what} to request {request} of {peer} not sent: {text}",
+            what=what, request=request, peer=self.peer, text=str(e),
+        )
+        self.send(m.Error(request_type, request, ApplicationError.PAYLOAD_SIZE_EXCEEDED, args=[f"the {what} is {e}"]))
 
     def send_event(self, event: m.Event, prepared: dict[str, Any]) -> int:
         """Send ``event``; return the payload bytes handed on (0: not sent, the session is not open).
@@ -463,8 +493,19 @@ class WampSession:
         entry = prepared.get(key)
         if entry is None:
             payload = event.serialize(self.serializer)
-            entry = prepared[key] = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
+            try:
+                entry = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
+            except MessageTooBig as e:  # once per zmq message and serializer, then dropped for each subscriber
+                entry = (None, 0)
+                self.router.client_log.emit(
+                    None, log.warn, "event for subscription {subscription} dropped: {text}",
+                    subscription=event.subscription, text=str(e),
+                )
+            prepared[key] = entry
         frame, size = entry
+        if frame is None:
+            self.router.metrics.dropped.labels("event_too_large").inc()
+            return 0
         self.transport.send_prepared(frame, self._subscriptions.get(event.subscription))
         return size
 
@@ -642,9 +683,13 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
         ):
             self._write(self.factory.prepareMessage(payload, is_binary).payloadHybi)
             return
+        if len(payload) > self._max_payload:  # sendMessage would refuse it, and only log that
+            raise MessageTooBig(len(payload), self._max_payload)
         self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
 
     def prepare(self, payload: bytes, is_binary: bool):
+        if len(payload) > self._max_payload:
+            raise MessageTooBig(len(payload), self._max_payload)
         return self.factory.prepareMessage(payload, is_binary)
 
     def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
