@@ -1,4 +1,4 @@
-"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15).
+"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18).
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
@@ -371,3 +371,79 @@ def test_a_reply_over_the_size_limit_is_refused_before_the_websocket_layer(world
     error = json.loads(frames[2:])
     assert error[:5] == [ERROR, 48, 3, {}, "wamp.error.payload_size_exceeded"], error
     assert error[5] == ["the reply is 2014 bytes, over the bridge's max_message_size of 1024 bytes"]
+
+
+# -- 18: frames per message -------------------------------------------------------------------
+
+
+def test_many_fragments_close_with_1009_at_once(bridge):
+    """One message in 100,000 empty continuation frames: closed 1009 after 64, quickly; another session carries on.
+
+    Without the cap autobahn parses every frame (1,000,000 cost 5.1 s of CPU)
+    and the connection stays open."""
+
+    async def scenario():
+        good = await joined(bridge["url"])
+        ws = await joined(bridge["url"])
+        ws.send_frame(1, b"[", fin=False)
+        ws.send_raw(b"".join(encode_cont() for _ in range(100_000)))
+        with pytest.raises(Closed) as closed:
+            while True:
+                await ws.recv(5.0)
+        await answered_within(good, bridge["rep"], 5.0)
+        await good.goodbye()
+        return closed.value
+
+    before = metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_message_fragments")
+    closed = run(scenario())
+    assert closed.code == 1009 and "max_message_fragments" in closed.reason, closed
+    assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_message_fragments") == before + 1
+
+
+def encode_cont() -> bytes:
+    return b"\x00\x80\x00\x00\x00\x00"  # continuation, not final, masked (key 0), empty
+
+
+def test_fragments_up_to_the_cap_make_a_message(bridge):
+    async def scenario():
+        ws = await joined(bridge["url"])
+        text = json.dumps([48, 5, {}, bridge["rep"], ["fragments" * 10]]).encode()
+        pieces = [text[i:i + 1] for i in range(len(text))][:63] + [text[63:]]
+        assert len(pieces) == 64
+        for i, piece in enumerate(pieces):
+            ws.send_frame(1 if i == 0 else 0, piece, fin=i == len(pieces) - 1)
+        reply = await ws.recv_json()
+        await ws.goodbye()
+        return reply
+
+    assert run(scenario())[:2] == [RESULT, 5]
+
+
+# -- the new options ----------------------------------------------------------------------------
+
+
+def test_new_limits_in_the_config_file_and_on_the_command_line(tmp_path):
+    from twisted.python import usage
+
+    from zmqwamp.config import ConfigError, load_config
+    from zmqwamp.tap import Options
+
+    defaults = BridgeConfig()
+    assert (defaults.max_message_fragments, defaults.max_log_lines_per_second, defaults.max_log_lines_per_second_total) == (
+        64, 1.0, 100.0
+    )
+    path = tmp_path / "c.toml"
+    path.write_text("max_message_fragments = 8\nmax_log_lines_per_second = 0.5\nmax_log_lines_per_second_total = 20\n")
+    c = load_config(path)
+    assert (c.max_message_fragments, c.max_log_lines_per_second, c.max_log_lines_per_second_total) == (8, 0.5, 20.0)
+    for bad in ("max_message_fragments = 0", "max_log_lines_per_second = 0", "max_log_lines_per_second_total = -1"):
+        path.write_text(bad + "\n")
+        with pytest.raises(ConfigError):
+            load_config(path)
+    o = Options()
+    o.parseOptions(["--max-message-fragments", "3", "--max-log-lines-per-second", "2", "--max-log-lines-per-second-total", "7"])
+    assert (o.config.max_message_fragments, o.config.max_log_lines_per_second, o.config.max_log_lines_per_second_total) == (
+        3, 2.0, 7.0
+    )
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--max-message-fragments", "0"])

@@ -57,6 +57,7 @@ class BridgeConfig:
     handshake_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
+    max_message_fragments: int = 64
     max_log_lines_per_second: float = 1.0
     max_log_lines_per_second_total: float = 100.0
 
@@ -216,7 +217,7 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         raise ConfigError(f"{source}: realm must not be empty")
     for name in (
         "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
-        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout",
+        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout", "max_message_fragments",
         "max_log_lines_per_second", "max_log_lines_per_second_total",
     ):
         if getattr(config, name) <= 0:

@@ -28,6 +28,7 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   ``wamp.close.system_shutdown`` and close 1001.  See docs/reliability.md.
 * A client that sends pings but does not read gets a pong for its latest ping
   only, once it reads again.
+* A message in more than ``max_message_fragments`` frames -> close 1009.
 
 :class:`WampSession` is the state machine and knows nothing of WebSocket;
 :class:`WampServerProtocol` adapts it to Autobahn's WebSocket protocol.
@@ -63,7 +64,7 @@ from zmqwamp.auth import Challenge, peer_host
 from zmqwamp.clientlog import clip
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer, PendingWrites
-from zmqwamp.frames import WholeFrameReader
+from zmqwamp.frames import FragmentLimit, WholeFrameReader
 from zmqwamp.limits import LIMIT_EXCEEDED, ConnectionCounter, SessionLimits, TokenBucket
 from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 
@@ -574,7 +575,7 @@ class WampSession:
         self.router.client_log.gone(self, self.peer)
 
 
-class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
+class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtocol):
     session: WampSession | None = None
 
     def onConnect(self, request):
@@ -640,6 +641,18 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
             self.factory.router.metrics.limit_exceeded.labels("login_timeout").inc()
             log.info("session from {peer} aborted: no completed login within {t}s", peer=self.peer, t=self.factory.login_timeout)
             self.session.abort(ApplicationError.TIMEOUT, f"no completed login within {self.factory.login_timeout:g}s")
+
+    @property
+    def max_message_fragments(self) -> int:
+        return self.factory.max_message_fragments
+
+    def message_fragments_exceeded(self) -> None:
+        self.factory.router.metrics.limit_exceeded.labels("max_message_fragments").inc()
+        self.factory.router.client_log.emit(
+            self.session, log.info, "WebSocket from {peer} closed: a message of more than {n} frames (max_message_fragments)",
+            peer=self.peer, n=self.max_message_fragments,
+        )
+        super().message_fragments_exceeded()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.message_received(payload, isBinary)
@@ -864,6 +877,7 @@ class WampServerFactory(WebSocketServerFactory):
         self.websocket_allowed = websocket_allowed
         self.login_timeout = config.handshake_timeout
         self.max_outgoing_buffer = config.max_outgoing_buffer
+        self.max_message_fragments = config.max_message_fragments
         self.slow_consumer = config.slow_consumer
         self.session_limits = SessionLimits(
             max_calls_in_flight=config.max_calls_in_flight,

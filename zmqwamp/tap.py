@@ -23,6 +23,7 @@ LIMIT_OPTIONS = [
     ("handshake-timeout", "Seconds from TCP accept to a complete HTTP request / WebSocket handshake."),
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
+    ("max-message-fragments", "WebSocket frames one message may be made of (close 1009 beyond)."),
     ("max-log-lines-per-second", "Log lines one client may cause per second, after a burst of 10."),
     ("max-log-lines-per-second-total", "Log lines all clients together may cause per second."),
 ]
