@@ -105,11 +105,13 @@ def start_pub(bind: str = "tcp://127.0.0.1:*", interval: float = 0.05, topics: s
     return p, p.wait_for(r"bound to (\S+)").group(1)
 
 
-def start_bridge(*args: str, listen: str = "tcp:0:interface=127.0.0.1", cwd: str | None = None) -> tuple[Process, str]:
+def start_bridge(
+    *args: str, listen: str = "tcp:0:interface=127.0.0.1", cwd: str | None = None, env: dict | None = None
+) -> tuple[Process, str]:
     """Run ``twistd -n zmqwamp``; return it and its ws:// URL."""
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", listen, *args]
     # Not the checkout: the plugin must be found through the installed package.
-    p = Process(argv, cwd=cwd or tempfile.gettempdir())
+    p = Process(argv, env=env, cwd=cwd or tempfile.gettempdir())
     try:
         port = p.wait_for(r"starting on (\d+)").group(1)
     except AssertionError:

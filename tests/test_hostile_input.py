@@ -1,4 +1,4 @@
-"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18).
+"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18, 19).
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
+from pathlib import Path
 
 import cbor2
 import pytest
 from autobahn.exception import PayloadExceededError
+from autobahn.wamp.serializer import JsonObjectSerializer
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from harness import start_bridge, start_rep
+from hang_bridge import HANGING
 from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient, encode_frame
 from probes import metric, rss_mib, start_fastpub
-from test_session import MemoryTransport, world  # noqa: F401  (world is a fixture)
+from test_session import MemoryTransport, received, send, world  # noqa: F401  (world is a fixture)
 from wampclient import close, connect
 from zmqwamp.config import BridgeConfig
 from zmqwamp.protocol import SERIALIZERS, MessageTooBig, WampProtocolViolation, WampServerFactory, WampSession, decode
 
+HERE = Path(__file__).resolve().parent
 MAX_MESSAGE = 4096
 
 
@@ -37,7 +43,9 @@ def bridge():
     rep, rep_addr = start_rep()
     big, big_addr = start_fastpub(rate=20, size=MAX_MESSAGE + 2000, topic="big")  # every event over the limit
     proc, url = start_bridge(
-        "--anonymous", "--allow", "tcp://127.0.0.1:*", "--max-message-size", str(MAX_MESSAGE),
+        "--anonymous", "--allow", "tcp://127.0.0.1:*", "--max-message-size", str(MAX_MESSAGE), "--call-timeout", "1",
+        "--bridge-class", "hang_bridge.HangBridge",
+        env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
     )
     yield {"url": url, "proc": proc, "rep": rep_addr, "big": big_addr}
     for p in (proc, rep, big):
@@ -417,6 +425,79 @@ def test_fragments_up_to_the_cap_make_a_message(bridge):
         return reply
 
     assert run(scenario())[:2] == [RESULT, 5]
+
+
+# -- 19: an authorization hook that never answers ---------------------------------------------
+
+
+def test_call_whose_authorization_never_answers_times_out(bridge):
+    """--bridge-class whose hook never fires for one endpoint: the CALL gets ERROR canceled after its timeout."""
+
+    async def scenario():
+        ws = await joined(bridge["url"])
+        started = time.monotonic()
+        reply = await ws.call(HANGING, ["x"], options={"timeout": 300}, timeout=5)
+        took = time.monotonic() - started
+        subscribed = await ws.subscribe(HANGING, timeout=5)  # no timeout option: --call-timeout 1
+        await answered_within(ws, bridge["rep"], 5.0)
+        await ws.goodbye()
+        return reply, took, subscribed
+
+    reply, took, subscribed = run(scenario())
+    assert reply[0] == ERROR and reply[4] == "wamp.error.canceled", reply
+    assert reply[5] == [f"call timed out: no authorization decision for '{HANGING}' within 0.3s"]
+    assert took >= 0.3
+    assert subscribed[0] == ERROR and subscribed[4] == "wamp.error.timeout", subscribed
+    assert subscribed[5] == [f"subscribe timed out: no authorization decision for '{HANGING}' within 1s"]
+    assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="authorization_timeout") >= 2
+
+
+def hanging_world(router, clock):
+    """``router`` with a hook that never answers for one endpoint and the memory clock."""
+    router._clock = clock
+    pending = []
+
+    def authorize(session, action, endpoint, options):
+        if endpoint.address == HANGING:
+            d = Deferred()
+            pending.append(d)
+            return d
+        return True
+
+    router.authorize = authorize
+    transport = MemoryTransport()
+    session = WampSession(router, JsonObjectSerializer(), transport, "test-peer")
+    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
+    transport.sent.clear()
+    return session, transport, pending
+
+
+def test_authorization_deadline_in_memory(world):
+    """The hook's Deferred gets the call's timeout (CALL option, else call_timeout) on the router's clock, and is cancelled."""
+    clock = MemoryReactorClock()
+    session, transport, pending = hanging_world(world, clock)
+    send(session, 48, 1, {"timeout": 2000}, HANGING, ["x"])
+    send(session, 32, 2, {}, HANGING)
+    clock.advance(1.9)
+    assert received(transport) == []
+    clock.advance(0.2)
+    assert received(transport) == [
+        [ERROR, 48, 1, {}, "wamp.error.canceled", [f"call timed out: no authorization decision for '{HANGING}' within 2s"]]
+    ]
+    clock.advance(8)
+    assert received(transport)[-1][:5] == [ERROR, 32, 2, {}, "wamp.error.timeout"]  # call_timeout 10 s
+    assert all(d.called for d in pending)  # cancelled, so a hook with a canceller can stop its work
+    assert session.calls_in_flight == 0 and session._subscribing == 0
+
+
+def test_an_answer_in_time_is_used_and_cancels_the_deadline(world):
+    clock = MemoryReactorClock()
+    session, transport, pending = hanging_world(world, clock)
+    send(session, 48, 1, {}, HANGING, ["x"])
+    pending[0].callback(True)
+    assert clock.getDelayedCalls() == [] and len(world.forwarder.requests) == 1
+    world.forwarder.requests[0][3].callback([b"ok"])
+    assert received(transport) == [[RESULT, 1, {}, ["ok"]]]
 
 
 # -- the new options ----------------------------------------------------------------------------

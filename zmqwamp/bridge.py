@@ -222,6 +222,7 @@ class Bridge:
             max_call_timeout=config.max_call_timeout,
             throttle=LoginThrottle(reactor, floor=config.login_delay, cap=config.login_penalty_max),
             client_log=ClientLog(metrics, config.max_log_lines_per_second, config.max_log_lines_per_second_total),
+            clock=reactor,
         )
         top = BridgeService(config.log_format, self.reload, reactor)
         router_service = RouterService(router, zmq_factory, reactor, config.drain_time)

@@ -10,6 +10,7 @@ error URI, ready to be sent as an ERROR.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
@@ -59,6 +60,7 @@ class Router:
         max_call_timeout: float,
         throttle: LoginThrottle | None = None,
         client_log: ClientLog | None = None,
+        clock=None,
     ) -> None:
         self.realm = realm
         self.portal = portal
@@ -74,6 +76,7 @@ class Router:
         self._call_counters: dict = {}
         self._throttle = throttle
         self.client_log = client_log or ClientLog(metrics)
+        self._clock = clock
 
     # -- sessions ---------------------------------------------------------
 
@@ -143,6 +146,15 @@ class Router:
             self._throttle = LoginThrottle(reactor)
         return self._throttle
 
+    @property
+    def clock(self):
+        """The reactor's clock (IReactorTime), for the authorization deadline."""
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        return self._clock
+
     def calls_in_flight(self) -> int:
         return sum(session.calls_in_flight for session in self.sessions)
 
@@ -170,12 +182,40 @@ class Router:
             )
         return target
 
-    def _authorized(self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args):
-        """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred."""
+    def _authorized(
+        self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args, timeout_ms: int | None = None
+    ):
+        """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred.
+
+        A Deferred must fire within the call's timeout (``timeout_ms``, else the
+        endpoint's or ``call_timeout``, as for the zmq request): a hook that never
+        answers would leave the request unanswered for good.
+        """
         allowed = self.authorize(session, action, endpoint, options)
         if isinstance(allowed, Deferred):
+            timeout = self.call_deadline(endpoint, timeout_ms)
+            expired = partial(self._authorize_timed_out, session, action, endpoint)
+            allowed.addTimeout(timeout, self.clock, onTimeoutCancel=expired)
             return allowed.addCallback(self._after_authorize, session, action, endpoint, then, args)
         return self._after_authorize(allowed, session, action, endpoint, then, args)
+
+    def call_deadline(self, endpoint: Endpoint, timeout_ms: int | None) -> float:
+        """Seconds a request may take: the CALL's ``timeout`` option (bounded), the endpoint's, or ``call_timeout``."""
+        if timeout_ms:
+            return min(timeout_ms / 1000.0, self.max_call_timeout)
+        return endpoint.timeout or self.call_timeout
+
+    def _authorize_timed_out(self, session, action: str, endpoint: Endpoint, result, timeout: float):
+        """The hook's Deferred did not fire in time (and was cancelled): ERROR, as for a call without a reply."""
+        if not (isinstance(result, Failure) and result.check(CancelledError)):
+            return result  # the hook's canceller gave an answer of its own
+        self.metrics.limit_exceeded.labels("authorization_timeout").inc()
+        self.client_log.emit(
+            session, log.warn, "no authorization decision for {action} on {endpoint} within {timeout}s: authid={authid} peer={peer}",
+            action=action, endpoint=clip(endpoint.name), timeout=timeout, authid=clip(session.authid), peer=session.peer,
+        )
+        text = f"{action} timed out: no authorization decision for {clip(endpoint.name)!r} within {timeout:g}s"
+        raise ApplicationError(ApplicationError.CANCELED if action == "call" else ApplicationError.TIMEOUT, text)
 
     def _after_authorize(self, allowed, session, action: str, endpoint: Endpoint, then: Callable, args: tuple):
         if allowed is not True:
@@ -205,7 +245,9 @@ class Router:
             raise ApplicationError(
                 ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
             )
-        return self._authorized(session, "call", endpoint, {}, self._forward, endpoint, args, timeout_ms)
+        return self._authorized(
+            session, "call", endpoint, {}, self._forward, endpoint, args, timeout_ms, timeout_ms=timeout_ms
+        )
 
     def _forward(self, endpoint: Endpoint, args: list | None, timeout_ms: int | None) -> Deferred:
         try:
