@@ -155,6 +155,10 @@ class Router:
             self._clock = reactor
         return self._clock
 
+    @clock.setter
+    def clock(self, clock) -> None:
+        self._clock = clock
+
     def calls_in_flight(self) -> int:
         return sum(session.calls_in_flight for session in self.sessions)
 
