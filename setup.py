@@ -22,7 +22,7 @@ setup(
         "txzmq>=1.0.0",
         "pyzmq>=25",
         "msgpack>=1.0",
-        "cbor2>=5.4",
+        "cbor2>=6.1.4",  # semantic_decoders (6.0: refusing tags); no quadratic-time decodes (6.1.3, 6.1.4)
         "prometheus-client>=0.20",
         "service-identity>=24.1",
         "pyjwt>=2.8",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
 from minws import encode_frame
-from zmqwamp.frames import WholeFrameReader, whole_data_frame
+from zmqwamp.frames import FragmentLimit, WholeFrameReader, whole_data_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
 KEY = b"\x12\x34\xab\xcd"
@@ -223,3 +223,38 @@ def test_fast_path_does_what_autobahn_does(stream, cuts, validate_utf8):
             pos += n
         reads.append(data[pos:])
     assert outcome(FastRecording, reads, validate_utf8) == outcome(Recording, reads, validate_utf8)
+
+
+# -- frames per message (FragmentLimit) -----------------------------------------------------------
+
+
+class Capped(FragmentLimit, FastRecording):
+    max_message_fragments = 4
+
+
+def fragmented(parts: list[bytes], opcode: int = TEXT) -> bytes:
+    return b"".join(
+        encode_frame(opcode if i == 0 else CONT, part, fin=i == len(parts) - 1, key=KEY) for i, part in enumerate(parts)
+    )
+
+
+def test_messages_of_up_to_max_message_fragments_frames_are_delivered():
+    """The count is per message: two messages of 4 frames each, with a ping between fragments (not counted)."""
+    first = fragmented([b"a", b"b", b"c", b"d"])
+    ping_inside = (
+        encode_frame(TEXT, b"w", fin=False, key=KEY) + encode_frame(PING, b"p", key=KEY)
+        + encode_frame(CONT, b"x", fin=False, key=KEY) + encode_frame(CONT, b"y", fin=False, key=KEY)
+        + encode_frame(CONT, b"z", key=KEY)
+    )
+    messages, sent, state, dropping = outcome(Capped, [first + ping_inside + encode_frame(TEXT, b"[1]", key=KEY)])
+    assert messages == [(b"abcd", False), (b"wxyz", False), (b"[1]", False)]
+    assert sent == b"\x8a\x01p" and not dropping  # the pong
+
+
+def test_one_frame_over_max_message_fragments_closes_1009_and_reads_nothing_more():
+    """The 5th frame of a message: close 1009 naming the limit, the connection dropped, what follows not parsed."""
+    data = fragmented([b""] * 5 + [b"end"]) + encode_frame(TEXT, b"after", key=KEY)
+    messages, sent, state, dropping = outcome(Capped, [data])
+    assert messages == []
+    assert sent[0] == 0x88 and sent[2:4] == (1009).to_bytes(2, "big") and b"max_message_fragments" in sent
+    assert state == Capped.STATE_CLOSED and dropping

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from txzmq import ZmqFactory
 
 from zmqwamp.auth import IZmqAvatar, LoginThrottle, RuleBook, build_portal
+from zmqwamp.clientlog import ClientLog
 from zmqwamp.config import BridgeConfig, ConfigError, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.flow import PendingWrites
@@ -245,6 +246,7 @@ class Bridge:
                 reactor, floor=config.login_delay, cap=config.login_penalty_max,
                 login_timeout=config.handshake_timeout, max_queue=config.max_pending_logins,
             ),
+            client_log=ClientLog(metrics, config.max_log_lines_per_second, config.max_log_lines_per_second_total),
             clock=reactor,
             max_filter_length=config.max_filter_length,
         )

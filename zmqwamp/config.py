@@ -68,6 +68,9 @@ class BridgeConfig:
     handshake_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
+    max_message_fragments: int = 64
+    max_log_lines_per_second: float = 1.0
+    max_log_lines_per_second_total: float = 100.0
 
     @property
     def listen_endpoints(self) -> list[str]:
@@ -227,6 +230,7 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
         "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout", "max_filter_length",
         "max_filters_per_endpoint", "max_endpoints_per_session", "max_endpoints_per_peer", "max_zmq_sockets", "max_pending_logins",
+        "max_message_fragments", "max_log_lines_per_second", "max_log_lines_per_second_total",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")

@@ -99,3 +99,40 @@ class WholeFrameReader:
                 if not data:
                     return
         super()._dataReceived(data)
+
+
+class FragmentLimit:
+    """Mixin for autobahn's ``WebSocketServerProtocol``: at most ``max_message_fragments`` frames per message.
+
+    Autobahn bounds a message's bytes, not its frames: 300,042 one-byte
+    fragments cost 3.2 s of CPU, 1,000,000 empty continuation frames 5.1 s
+    (each frame goes through its parser, and the unparsed rest of a read is
+    copied per frame).  Browsers never fragment what they send.  One frame
+    over the limit closes the connection with 1009 (message too big: the
+    code for a message an endpoint will not take in, here by its number of
+    frames) and drops it after the close frame, so the frames still coming
+    are discarded unparsed.  Whole frames (:class:`WholeFrameReader`) are
+    single-frame messages and never get here.
+    """
+
+    max_message_fragments = 64
+    _fragments = 0  # frames of the message being received
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        self._fragments = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        self._fragments += 1
+        if self._fragments > self.max_message_fragments and not self.failedByMe:
+            self.message_fragments_exceeded()
+            return
+        super().onMessageFrameBegin(length)
+
+    def message_fragments_exceeded(self) -> None:
+        """Close with 1009, then drop the connection: what the client still sends is not parsed."""
+        self._fail_connection(
+            self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG,
+            f"max_message_fragments: a message of more than {self.max_message_fragments} frames",
+        )
+        self.dropConnection(abort=False)

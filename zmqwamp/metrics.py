@@ -31,6 +31,9 @@ class BridgeMetrics:
             "Subscriptions revoked when a reload no longer allows them, sessions ended when their credential expired",
             ["what"], registry=r,
         )
+        self.log_suppressed = Counter(
+            "zmqwamp_log_suppressed_total", "Log lines caused by clients and not logged (over the log rate limits)", registry=r
+        )
         self.outgoing_buffered = Gauge(
             "zmqwamp_outgoing_buffered_bytes", "Bytes waiting for slow WebSocket clients (bounded per connection)", registry=r
         )

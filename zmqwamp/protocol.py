@@ -9,7 +9,8 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   "authentication failed").  The checks themselves are the router's and
   :mod:`zmqwamp.auth`'s.
 * ``GOODBYE`` -> ``GOODBYE`` (``wamp.close.goodbye_and_out``), then close.
-* ``CALL`` -> ``RESULT`` or ``ERROR``; ``CANCEL`` -> ``ERROR`` (``wamp.error.canceled``).
+* ``CALL`` -> ``RESULT`` or ``ERROR``; ``CANCEL`` -> ``ERROR`` (``wamp.error.canceled``).  A
+  reply over the message size limit -> ``ERROR`` ``wamp.error.payload_size_exceeded``.
 * ``SUBSCRIBE`` -> ``SUBSCRIBED`` or ``ERROR``; ``UNSUBSCRIBE`` -> ``UNSUBSCRIBED`` or ``ERROR``;
   then ``EVENT`` for every matching zmq message.  When a reload no longer allows
   a subscription: ``UNSUBSCRIBED`` with request 0 and details ``subscription``,
@@ -22,7 +23,8 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   ``UNREGISTER`` -> ``ERROR`` ``wamp.error.no_such_registration``; an
   unacknowledged ``PUBLISH`` has no reply in WAMP: it is logged and counted.
 * Anything else (bad serialization, unknown type, a message before ``HELLO``, a
-  second ``HELLO``, a message a router never receives) -> ``ABORT``
+  second ``HELLO``, a message a router never receives, a CBOR tag in
+  :data:`REFUSED_CBOR_TAGS`) -> ``ABORT``
   ``wamp.error.protocol_violation`` and close; other sessions are unaffected.
 * Over a limit (:mod:`zmqwamp.limits`: calls in flight, calls per second,
   subscriptions) -> ``ERROR`` ``zmqwamp.error.limit_exceeded``; too many
@@ -30,6 +32,9 @@ Wire protocol (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``
   EVENTs loses some (its endpoint's policy, :mod:`zmqwamp.flow`) or is closed
   with 1008; a reply is never dropped.  Shutdown -> ``GOODBYE``
   ``wamp.close.system_shutdown`` and close 1001.  See docs/reliability.md.
+* A client that sends pings but does not read gets a pong for its latest ping
+  only, once it reads again.
+* A message in more than ``max_message_fragments`` frames -> close 1009.
 
 :class:`WampSession` is the state machine and knows nothing of WebSocket;
 :class:`WampServerProtocol` adapts it to Autobahn's WebSocket protocol.
@@ -43,6 +48,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
+import cbor2
 from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.wamp import message as m
@@ -59,19 +65,73 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zmqwamp.auth import Challenge, peer_host
+from zmqwamp.auth import Challenge
+from zmqwamp.clientlog import clip
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer, PendingWrites
-from zmqwamp.frames import WholeFrameReader
+from zmqwamp.frames import FragmentLimit, WholeFrameReader
 from zmqwamp.limits import LIMIT_EXCEEDED, PASS_THROUGH_WRAPPERS, SERVER, SessionLimits, TokenBucket
 from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 
 log = Logger()
 
+
+class WampProtocolViolation(Exception):
+    pass
+
+
+class MessageTooBig(Exception):
+    """A message over the WebSocket message size limit: autobahn would refuse to send it."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, over the bridge's max_message_size of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# CBOR tags a client may not send.  25/256 (string references) and 28/29 (value
+# sharing) let a few bytes stand for a value of any size: 311 bytes of nested shared
+# lists made json.dumps of a CALL argument freeze the reactor for 76 s, then fail with
+# MemoryError.  35 (regular expression) and 36 (MIME message) compile or parse each
+# value: 2.7 s and 0.9 s of CPU per MB, against 5 ms for plain strings.  None of them
+# means anything to a ZeroMQ service (the codecs cannot encode what they decode to).
+REFUSED_CBOR_TAGS = {
+    25: "string reference", 256: "string reference namespace",
+    28: "shared value", 29: "shared value reference",
+    35: "regular expression", 36: "MIME message",
+}
+
+
+def _refuse_tag(tag: int) -> Callable[[Any, bool], Any]:
+    def refuse(value: Any, immutable: bool) -> Any:
+        raise WampProtocolViolation(f"CBOR tag {tag} ({REFUSED_CBOR_TAGS[tag]}) is not accepted")
+
+    return refuse
+
+
+class SafeCBORSerializer(CBORObjectSerializer):
+    """Autobahn's CBOR serializer, refusing :data:`REFUSED_CBOR_TAGS` while decoding.
+
+    cbor2 resolves those tags itself (``tag_hook`` never sees them); its
+    ``semantic_decoders`` (cbor2 6) override that, so the decoder stops at the
+    first such tag, before anything is expanded: O(payload).  Not batched.
+    """
+
+    _DECODERS = {tag: _refuse_tag(tag) for tag in REFUSED_CBOR_TAGS}
+
+    def unserialize(self, payload: bytes) -> list:
+        try:
+            return [cbor2.loads(payload, semantic_decoders=self._DECODERS)]
+        except cbor2.CBORDecodeError as e:
+            if isinstance(e.__cause__, WampProtocolViolation):
+                raise e.__cause__ from None
+            raise
+
+
 # One instance per serializer, shared by all sessions: autobahn caches a
 # message's bytes per serializer instance, so an EVENT is encoded once.
 SERIALIZERS = {
-    "wamp.2.cbor": CBORObjectSerializer(),
+    "wamp.2.cbor": SafeCBORSerializer(),
     "wamp.2.msgpack": MsgPackObjectSerializer(),
     "wamp.2.json": JsonObjectSerializer(),
 }
@@ -94,10 +154,6 @@ try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the sa
     _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 except ImportError:  # autobahn on ujson: no such class
     _JSON_ENCODER = None
-
-
-class WampProtocolViolation(Exception):
-    pass
 
 
 def _unserialize(serializer, payload: bytes) -> list:
@@ -132,6 +188,8 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
         raise WampProtocolViolation(f"{'binary' if is_binary else 'text'} frame on a {serializer.NAME} session")
     try:
         raws = _unserialize(serializer, payload)
+    except WampProtocolViolation:
+        raise
     except Exception as e:  # the serializers raise whatever their parser raises
         raise WampProtocolViolation(f"invalid {serializer.NAME} message: {type(e).__name__}") from None
     out = []
@@ -160,12 +218,18 @@ class WampSession:
     None for the default) and ``close(code, reason)``.  ``limits`` (None: no
     limits) are checked here: over one, a CALL or SUBSCRIBE gets ERROR
     ``zmqwamp.error.limit_exceeded``.
+
+    Log lines about the client go through the router's
+    :class:`~zmqwamp.clientlog.ClientLog`, which keeps its ``log_budget`` here.
+
+    ``send_frame`` and ``prepare`` raise :class:`MessageTooBig` for a message
+    over the size limit: a reply then gets ERROR ``wamp.error.payload_size_exceeded``.
     """
 
     # one per connection: no per-instance __dict__
     __slots__ = (
         "router", "serializer", "transport", "peer", "limits", "_call_rate", "_subscribing", "state",
-        "session_id", "avatar", "_challenge", "_calls", "_subscriptions",
+        "session_id", "avatar", "_challenge", "_calls", "_subscriptions", "log_budget",
         "_revocable",
     )
 
@@ -192,6 +256,7 @@ class WampSession:
         self._calls: dict[int, Any] = {}
         self._subscriptions: dict[int, str | None] = {}  # id -> its endpoint's slow-consumer policy
         self._revocable = False  # the client announced subscription_revocation: tell it when one is revoked
+        self.log_budget = None  # this client's share of the log (zmqwamp.clientlog), made when first needed
 
     @property
     def is_open(self) -> bool:
@@ -210,7 +275,7 @@ class WampSession:
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         if self.state == "closed":
             self.router.metrics.dropped.labels("after_close").inc()
-            log.info("message from {peer} after session end ignored", peer=self.peer)
+            self.router.client_log.emit(self, log.info, "message from {peer} after session end ignored", peer=self.peer)
             return
         try:
             for raw, msg in decode(self.serializer, payload, is_binary):
@@ -267,7 +332,7 @@ class WampSession:
         self.router.session_opened(self)
         log.info(
             "session {session} open: authid={authid} role={authrole} peer={peer}",
-            session=self.session_id, authid=avatar.authid, authrole=avatar.authrole, peer=self.peer,
+            session=self.session_id, authid=clip(avatar.authid), authrole=clip(avatar.authrole), peer=self.peer,
         )
         self.send(
             m.Welcome(
@@ -291,7 +356,7 @@ class WampSession:
             self.abort(ApplicationError.NOT_AUTHORIZED, "login failed")
 
     def _on_abort(self, raw, msg: m.Abort) -> None:
-        log.info("client {peer} aborted: {reason}", peer=self.peer, reason=msg.reason)
+        self.router.client_log.emit(self, log.info, "client {peer} aborted: {reason}", peer=self.peer, reason=clip(msg.reason))
         self._end()
         self.transport.close(1000, None)
 
@@ -329,15 +394,20 @@ class WampSession:
         if self.state == "open":
             # the bytes of m.Result(request, args=args).serialize(), without building the message object
             raw = [m.Result.MESSAGE_TYPE, request, {}, args] if args else [m.Result.MESSAGE_TYPE, request, {}]
-            self._send_payload(_serialize(self.serializer, raw))
+            try:
+                self._send_payload(_serialize(self.serializer, raw))
+            except MessageTooBig as e:
+                self._too_big(m.Call.MESSAGE_TYPE, request, "reply", e)
 
     def _on_cancel(self, raw, msg: m.Cancel) -> None:
         d = self._calls.get(msg.request)
         if d is not None:
             d.cancel()  # -> _call_done with CancelledError -> ERROR canceled
         else:
-            log.info("CANCEL for unknown call {request} from {peer} ignored", request=msg.request, peer=self.peer)
             self.router.metrics.dropped.labels("cancel_unknown").inc()
+            self.router.client_log.emit(
+                self, log.info, "CANCEL for unknown call {request} from {peer} ignored", request=msg.request, peer=self.peer
+            )
 
     def _on_subscribe(self, raw, msg: m.Subscribe) -> None:
         if self.limits is not None and len(self._subscriptions) + self._subscribing >= self.limits.max_subscriptions:
@@ -366,7 +436,7 @@ class WampSession:
 
     def _limit_exceeded(self, request_type: int, request: int, limit: str, text: str) -> None:
         self.router.metrics.limit_exceeded.labels(limit).inc()
-        log.info("{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text)
+        self.router.client_log.emit(self, log.info, "{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text)
         self.send(m.Error(request_type, request, LIMIT_EXCEEDED, args=[f"{limit}: {text}"]))
 
     def _on_unsubscribe(self, raw, msg: m.Unsubscribe) -> None:
@@ -399,7 +469,10 @@ class WampSession:
             self.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, NOT_SUPPORTED, args=[text]))
         else:
             self.router.metrics.dropped.labels("publish").inc()
-            log.info("unacknowledged PUBLISH to {topic} from {peer} dropped: {text}", topic=msg.topic, peer=self.peer, text=text)
+            self.router.client_log.emit(
+                self, log.info, "unacknowledged PUBLISH to {topic} from {peer} dropped: {text}",
+                topic=clip(msg.topic), peer=self.peer, text=text,
+            )
 
     def _on_register(self, raw, msg: m.Register) -> None:
         text = "this bridge does not route REGISTER: callees are zmq REP services"
@@ -413,11 +486,25 @@ class WampSession:
     # -- out ----------------------------------------------------------------
 
     def send(self, msg: m.Message) -> None:
-        self._send_payload(msg.serialize(self.serializer))
+        try:
+            self._send_payload(msg.serialize(self.serializer))
+        except MessageTooBig as e:
+            if not isinstance(msg, m.Error):
+                raise  # only a reply can grow with what a client or a service sends
+            self._too_big(msg.request_type, msg.request, "error", e)
 
     def _send_payload(self, payload: bytes) -> None:
-        self.router.metrics.bytes_out.inc(len(payload))
         self.transport.send_frame(payload, self.serializer.BINARY)
+        self.router.metrics.bytes_out.inc(len(payload))
+
+    def _too_big(self, request_type: int, request: int, what: str, e: MessageTooBig) -> None:
+        """A reply over the size limit (autobahn would refuse it): ERROR ``wamp.error.payload_size_exceeded`` instead."""
+        self.router.metrics.dropped.labels(f"{what}_too_large").inc()
+        self.router.client_log.emit(
+            self, log.info, "{what} to request {request} of {peer} not sent: {text}",
+            what=what, request=request, peer=self.peer, text=str(e),
+        )
+        self.send(m.Error(request_type, request, ApplicationError.PAYLOAD_SIZE_EXCEEDED, args=[f"the {what} is {e}"]))
 
     def send_event(self, event: m.Event, prepared: dict[str, Any]) -> int:
         """Send ``event``; return the payload bytes handed on (0: not sent, the session is not open).
@@ -431,8 +518,19 @@ class WampSession:
         entry = prepared.get(key)
         if entry is None:
             payload = event.serialize(self.serializer)
-            entry = prepared[key] = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
+            try:
+                entry = (self.transport.prepare(payload, self.serializer.BINARY), len(payload))
+            except MessageTooBig as e:  # once per zmq message and serializer, then dropped for each subscriber
+                entry = (None, 0)
+                self.router.client_log.emit(
+                    None, log.warn, "event for subscription {subscription} dropped: {text}",
+                    subscription=event.subscription, text=str(e),
+                )
+            prepared[key] = entry
         frame, size = entry
+        if frame is None:
+            self.router.metrics.dropped.labels("event_too_large").inc()
+            return 0
         self.transport.send_prepared(frame, self._subscriptions.get(event.subscription))
         return size
 
@@ -446,7 +544,7 @@ class WampSession:
         elif failure.check(CancelledError):
             self.send(m.Error(request_type, request, ApplicationError.CANCELED, args=["call canceled"]))
         else:
-            log.failure("request {request} failed", failure, request=request)
+            self.router.client_log.emit(self, log.failure, "request {request} failed", failure=failure, request=request)
             self.send(m.Error(request_type, request, INTERNAL_ERROR, args=["internal error in the bridge"]))
 
     def abort(self, reason: str, text: str | None) -> None:
@@ -457,8 +555,10 @@ class WampSession:
         self.transport.close(1000, None)
 
     def protocol_violation(self, text: str) -> None:
+        """ABORT and close.  ``text`` may quote the client (autobahn's ProtocolError messages do): clipped."""
         self.router.metrics.protocol_errors.inc()
-        log.warn("protocol violation from {peer}: {text}", peer=self.peer, text=text)
+        text = clip(text, 300)
+        self.router.client_log.emit(self, log.warn, "protocol violation from {peer}: {text}", peer=self.peer, text=text)
         self.abort(PROTOCOL_VIOLATION, text)
 
     def shutdown(
@@ -498,10 +598,14 @@ class WampSession:
         self.router.session_closed(self, list(self._subscriptions))
         self._subscriptions.clear()
         if was_open:
-            log.info("session {session} closed: authid={authid} peer={peer}", session=self.session_id, authid=self.authid, peer=self.peer)
+            log.info(
+                "session {session} closed: authid={authid} peer={peer}",
+                session=self.session_id, authid=clip(self.authid), peer=self.peer,
+            )
+        self.router.client_log.gone(self, self.peer)
 
 
-class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
+class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtocol):
     session: WampSession | None = None
 
     def onConnect(self, request):
@@ -514,7 +618,10 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
             )
         allowed = self.factory.websocket_allowed(request)
         if allowed is not True:
-            log.info("WebSocket from {peer} refused (origin={origin})", peer=request.peer, origin=request.headers.get("origin"))
+            self.factory.router.client_log.emit(
+                None, log.info, "WebSocket from {peer} refused (origin={origin})",
+                peer=request.peer, origin=clip(request.headers.get("origin")),
+            )
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "not allowed")
         # Connections are counted (max_sessions, max_sessions_per_peer) by the guard
         # under the HTTP site, from accept: zmqwamp.limits.ConnectionGuard.
@@ -558,6 +665,18 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
             log.info("session from {peer} aborted: no completed login within {t}s", peer=self.peer, t=self.factory.login_timeout)
             self.session.abort(ApplicationError.TIMEOUT, f"no completed login within {self.factory.login_timeout:g}s")
 
+    @property
+    def max_message_fragments(self) -> int:
+        return self.factory.max_message_fragments
+
+    def message_fragments_exceeded(self) -> None:
+        self.factory.router.metrics.limit_exceeded.labels("max_message_fragments").inc()
+        self.factory.router.client_log.emit(
+            self.session, log.info, "WebSocket from {peer} closed: a message of more than {n} frames (max_message_fragments)",
+            peer=self.peer, n=self.max_message_fragments,
+        )
+        super().message_fragments_exceeded()
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.message_received(payload, isBinary)
         if self._login_deadline is not None and self.session.state == "open":
@@ -596,9 +715,13 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
         ):
             self._write(self.factory.prepareMessage(payload, is_binary).payloadHybi)
             return
+        if len(payload) > self._max_payload:  # sendMessage would refuse it, and only log that
+            raise MessageTooBig(len(payload), self._max_payload)
         self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
 
     def prepare(self, payload: bytes, is_binary: bool):
+        if len(payload) > self._max_payload:
+            raise MessageTooBig(len(payload), self._max_payload)
         return self.factory.prepareMessage(payload, is_binary)
 
     def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
@@ -607,6 +730,46 @@ class WampServerProtocol(WholeFrameReader, WebSocketServerProtocol):
             return
         policy = slow_consumer or self.factory.slow_consumer
         self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
+
+    _pong: bytes | None = None  # the latest ping's payload, while its pong waits in the outgoing buffer
+
+    def sendPong(self, payload: bytes | None = None) -> None:
+        """Answer a ping at once; while the client is not reading, only its latest ping, once it reads again.
+
+        Pongs are autobahn's own writes: they bypass the outgoing buffer, and a
+        client sending pings without reading grew the bridge from 72 to 299 MB
+        in 20 s.  RFC 6455 (5.5.3) lets an endpoint answer only the most recent
+        of several pings: one pong waits in the outgoing buffer, later pings
+        replace its payload (counted in ``zmqwamp_dropped_total{reason="pong"}``).
+        """
+        outgoing = self._outgoing
+        if outgoing is None or outgoing.writes_through():
+            super().sendPong(payload)
+            return
+        if self._pong is not None:
+            self.factory.router.metrics.dropped.labels("pong").inc()
+        else:
+            outgoing.send(self._send_latest_pong, 2 + len(payload or b""))
+        self._pong = payload or b""
+
+    def _send_latest_pong(self) -> None:
+        payload, self._pong = self._pong, None
+        super().sendPong(payload)
+
+    def processControlFrame(self) -> bool:
+        """Autobahn's, except that a pong not answering the pending auto-ping is ignored through the client log.
+
+        Autobahn logs a warning for each: a client could write a log line per
+        6-byte frame (20,000 such pongs wrote 2.4 MB of log).
+        """
+        if self.current_frame.opcode == 10 and self.autoPingPending:
+            if b"".join(self.control_frame_data) != self.autoPingPending:
+                self.control_frame_data = None
+                self.factory.router.client_log.emit(
+                    self.session, log.info, "pong from {peer} ignored: it does not answer the pending ping", peer=self.peer
+                )
+                return True
+        return super().processControlFrame()
 
     _tcp = None  # the TCP connection under self.transport, if frames may go straight to its socket
     _corked: list[bytes] | None = None  # frames held until the end of a batch (see _write)
@@ -734,6 +897,7 @@ class WampServerFactory(WebSocketServerFactory):
         self.websocket_allowed = websocket_allowed
         self.login_timeout = config.handshake_timeout
         self.max_outgoing_buffer = config.max_outgoing_buffer
+        self.max_message_fragments = config.max_message_fragments
         self.slow_consumer = config.slow_consumer
         self.session_limits = SessionLimits(
             max_calls_in_flight=config.max_calls_in_flight,

@@ -10,6 +10,7 @@ error URI, ready to be sent as an ERROR.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Callable
 
 from autobahn.wamp.exception import ApplicationError
@@ -29,6 +30,7 @@ from zmqwamp.auth import (
     peer_host,
     select_method,
 )
+from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
@@ -68,6 +70,7 @@ class Router:
         max_call_timeout: float,
         throttle: LoginThrottle | None = None,
         max_filter_length: int = 256,
+        client_log: ClientLog | None = None,
         clock=None,
     ) -> None:
         self.realm = realm
@@ -86,6 +89,7 @@ class Router:
         self._other_counters: dict = {}  # outcome -> counter of OTHER_ENDPOINTS
         self._endpoint_labels: set[str] = set()
         self._throttle = throttle
+        self.client_log = client_log or ClientLog(metrics)
         self._clock = clock
         self._expiries: dict = {}  # session -> its credential's expiry timer
 
@@ -171,7 +175,7 @@ class Router:
 
     @property
     def clock(self):
-        """The reactor's clock (timers of login throttling and session expiry)."""
+        """The reactor's clock (timers of login throttling, session expiry and the authorization deadline)."""
         if self._clock is None:
             from twisted.internet import reactor
 
@@ -261,19 +265,47 @@ class Router:
             )
         return target
 
-    def _authorized(self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args):
-        """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred."""
+    def _authorized(
+        self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args, timeout_ms: int | None = None
+    ):
+        """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred.
+
+        A Deferred must fire within the call's timeout (``timeout_ms``, else the
+        endpoint's or ``call_timeout``, as for the zmq request): a hook that never
+        answers would leave the request unanswered for good.
+        """
         allowed = self.authorize(session, action, endpoint, options)
         if isinstance(allowed, Deferred):
+            timeout = self.call_deadline(endpoint, timeout_ms)
+            expired = partial(self._authorize_timed_out, session, action, endpoint)
+            allowed.addTimeout(timeout, self.clock, onTimeoutCancel=expired)
             return allowed.addCallback(self._after_authorize, session, action, endpoint, then, args)
         return self._after_authorize(allowed, session, action, endpoint, then, args)
+
+    def call_deadline(self, endpoint: Endpoint, timeout_ms: int | None) -> float:
+        """Seconds a request may take: the CALL's ``timeout`` option (bounded), the endpoint's, or ``call_timeout``."""
+        if timeout_ms:
+            return min(timeout_ms / 1000.0, self.max_call_timeout)
+        return endpoint.timeout or self.call_timeout
+
+    def _authorize_timed_out(self, session, action: str, endpoint: Endpoint, result, timeout: float):
+        """The hook's Deferred did not fire in time (and was cancelled): ERROR, as for a call without a reply."""
+        if not (isinstance(result, Failure) and result.check(CancelledError)):
+            return result  # the hook's canceller gave an answer of its own
+        self.metrics.limit_exceeded.labels("authorization_timeout").inc()
+        self.client_log.emit(
+            session, log.warn, "no authorization decision for {action} on {endpoint} within {timeout}s: authid={authid} peer={peer}",
+            action=action, endpoint=clip(endpoint.name), timeout=timeout, authid=clip(session.authid), peer=session.peer,
+        )
+        text = f"{action} timed out: no authorization decision for {clip(endpoint.name)!r} within {timeout:g}s"
+        raise ApplicationError(ApplicationError.CANCELED if action == "call" else ApplicationError.TIMEOUT, text)
 
     def _after_authorize(self, allowed, session, action: str, endpoint: Endpoint, then: Callable, args: tuple):
         if allowed is not True:
             self.metrics.denied.labels(action).inc()
-            log.info(
-                "denied {action} on {endpoint} for {authid} from {peer}",
-                action=action, endpoint=endpoint.name, authid=session.authid, peer=session.peer,
+            self.client_log.emit(
+                session, log.info, "denied {action} on {endpoint} for {authid} from {peer}",
+                action=action, endpoint=clip(endpoint.name), authid=clip(session.authid), peer=session.peer,
             )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"{action} on {endpoint.name!r} is not allowed")
         return then(*args)
@@ -296,17 +328,16 @@ class Router:
             raise ApplicationError(
                 ApplicationError.INVALID_ARGUMENT, "keyword arguments are not supported: send positional arguments"
             )
-        return self._authorized(session, "call", endpoint, {}, self._forward, session, endpoint, args, timeout_ms)
+        return self._authorized(
+            session, "call", endpoint, {}, self._forward, session, endpoint, args, timeout_ms, timeout_ms=timeout_ms
+        )
 
     def _forward(self, session, endpoint: Endpoint, args: list | None, timeout_ms: int | None) -> Deferred:
         try:
             frames = encode_args(args, endpoint.codec)
         except CodecError as e:
             raise ApplicationError(ApplicationError.INVALID_ARGUMENT, str(e)) from None
-        if timeout_ms:
-            timeout = min(timeout_ms / 1000.0, self.max_call_timeout)
-        else:
-            timeout = endpoint.timeout or self.call_timeout
+        timeout = self.call_deadline(endpoint, timeout_ms)
         started = time.monotonic()
         try:
             d = self.forwarder.request(endpoint.address, frames, timeout, session)
@@ -337,7 +368,9 @@ class Router:
             raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
         if failure.check(CallTimedOut):
             self._count_call(endpoint, "timeout", started)
-            log.warn("call to {endpoint} timed out after {timeout}s", endpoint=endpoint.name, timeout=timeout)
+            self.client_log.emit(
+                None, log.warn, "call to {endpoint} timed out after {timeout}s", endpoint=clip(endpoint.name), timeout=timeout
+            )
             raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
         self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
         return failure
@@ -372,7 +405,7 @@ class Router:
     def _limit_error(self, session, e: LimitExceeded) -> ApplicationError:
         """A request refused by a limit: counted, logged, and the ERROR to send."""
         self.metrics.limit_exceeded.labels(e.limit).inc()
-        log.info("{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text)
+        self.client_log.emit(session, log.info, "{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text)
         return ApplicationError(LIMIT_EXCEEDED, str(e))
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:

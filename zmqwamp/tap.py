@@ -30,6 +30,9 @@ LIMIT_OPTIONS = [
     ("max-pending-logins", "Login attempts waiting for their check, per peer and per authid (refused at once beyond)."),
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
+    ("max-message-fragments", "WebSocket frames one message may be made of (close 1009 beyond)."),
+    ("max-log-lines-per-second", "Log lines one client may cause per second, after a burst of 10."),
+    ("max-log-lines-per-second-total", "Log lines all clients together may cause per second."),
 ]
 
 
