@@ -167,6 +167,7 @@ def makeService(options: Options):
             options.shared_listens,
             options["workers"],
             stop_timeout=options.config.drain_time + 10,
+            log_format=options.config.log_format,
         )
     bridge = options.bridge_class(options.config, checkers=options.get("credCheckers", []))
     bridge.inherited_fds = options.get("inherit-fd", [])

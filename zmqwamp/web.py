@@ -45,6 +45,29 @@ class HealthResource(Resource):
         return json.dumps(body).encode()
 
 
+class BridgeWebSocketResource(WebSocketResource):
+    """``/ws``: while the bridge drains (SIGTERM), a new upgrade gets HTTP 503 instead of a session.
+
+    The port keeps listening during the drain so that a proxy sees ``/healthz``
+    turn 503 and retries a refused upgrade on another bridge (haproxy
+    ``retry-on 503``, nginx ``proxy_next_upstream http_503``) instead of a node
+    that vanished.
+    """
+
+    def __init__(self, factory: WampServerFactory, router: Router) -> None:
+        super().__init__(factory)
+        self._router = router
+
+    def render(self, request):
+        if self._router.stopping:
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"retry-after", b"1")
+            request.setHeader(b"connection", b"close")
+            return b"the bridge is shutting down\n"
+        return super().render(request)
+
+
 STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -70,7 +93,7 @@ def build_site(factory: WampServerFactory | None, router: Router, *, static: boo
     """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``."""
     root = Resource()
     if factory is not None:
-        root.putChild(b"ws", WebSocketResource(factory))
+        root.putChild(b"ws", BridgeWebSocketResource(factory, router))
     if static:
         root.putChild(b"", _static(STATIC / "index.html"))
         root.putChild(b"js", _static(STATIC / "js"))

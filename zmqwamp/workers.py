@@ -86,8 +86,12 @@ class WorkerSupervisor(Service):
 
     restart_delay = 1.0
 
-    def __init__(self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float) -> None:
+    def __init__(
+        self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float,
+        log_format: str = "text",
+    ) -> None:
         self.reactor = reactor
+        self.log_format = log_format
         self.worker_args = worker_args
         self.listens = listens
         self.count = count
@@ -95,9 +99,32 @@ class WorkerSupervisor(Service):
         self.workers: dict[int, tuple[_Worker, object]] = {}
         self._sockets: list[list[socket.socket]] = []
 
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        from zmqwamp.logs import use_log_format
+
+        use_log_format(parent, self.log_format)  # the supervisor's lines in the workers' format
+
+    def privilegedStartService(self) -> None:
+        """Bind the shared ports before twistd drops privileges; a port in use is one clear line."""
+        super().privilegedStartService()
+        from twisted.internet.error import CannotListenError
+
+        from zmqwamp.bridge import exit_cannot_listen
+
+        try:
+            for listen in self.listens:
+                self._sockets.append(open_shared_sockets(listen, self.count))
+        except OSError as e:
+            for group in self._sockets:
+                for s in group:
+                    s.close()
+            exit_cannot_listen(CannotListenError(listen.interface, listen.port, e))
+
     def startService(self) -> None:
         super().startService()
-        self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
+        if not self._sockets:  # started without privilegedStartService (e.g. by hand, in tests)
+            self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
         for listen, group in zip(self.listens, self._sockets):
             log.info(
                 "supervisor: {n} workers share {host}:{port}",
@@ -107,7 +134,10 @@ class WorkerSupervisor(Service):
             self._spawn(index)
         import signal
 
+        from zmqwamp.bridge import install_stop_signals
+
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._signal_all, "HUP"))
+        self.reactor.callWhenRunning(install_stop_signals, self.reactor)
 
     def _signal_all(self, name: str) -> None:
         for _, transport in list(self.workers.values()):
