@@ -257,6 +257,8 @@ class Bridge:
         except ConfigError as e:
             log.error("reload failed, keeping the running configuration: {error}", error=str(e))
             return
+        if new.auth != self.config.auth:
+            log.warn("reload: 'auth' changed in the file; checkers change only at a restart (the running ones stay)")
         self.policy = EndpointPolicy(new.allow)
         self.origins = OriginPolicy(new.origins)
         self.router.resolver.aliases = dict(new.endpoints)

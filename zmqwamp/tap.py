@@ -116,6 +116,22 @@ class Options(usage.Options, AuthOptionMixin):
         validate(config, "command line")
         return config
 
+    def _file_checkers(self, config: BridgeConfig) -> list:
+        """The checkers of the file's ``auth`` list, made as ``--auth`` makes them (same plugins, same checks).
+
+        Errors name the file and the checker type, never the rest of the description
+        (``memory:alice:secret`` holds a password).
+        """
+        options = type(self)()
+        for index, description in enumerate(config.auth):
+            try:
+                options.opt_auth(description)
+            except usage.UsageError as e:
+                kind, _, argstring = description.partition(":")
+                reason = str(e).replace(argstring, "...") if argstring else str(e)
+                raise usage.UsageError(f"{self['config']}: auth[{index}] ({kind}): {reason}") from None
+        return options.get("credCheckers", [])
+
     def postOptions(self) -> None:
         try:
             config = self.merged_config()
@@ -144,6 +160,7 @@ class Options(usage.Options, AuthOptionMixin):
             except Exception as e:  # endpoint parsers raise whatever their arguments cause
                 raise usage.UsageError(f"--listen {description!r}: {e}") from None
         self.config = config
+        self["credCheckers"] = self._file_checkers(config) + self.get("credCheckers", [])
         self.bridge_class = Bridge
         if self["bridge-class"]:
             try:
