@@ -184,3 +184,14 @@ def test_port_in_use_is_one_clear_line():
             assert "Traceback" not in text, text
             assert f"cannot listen on 127.0.0.1:{port}" in text, text
             assert sum("cannot listen" in line for line in out.lines) == 1, text
+
+
+def test_successful_health_checks_stay_out_of_the_access_log(bridge):
+    """A proxy's /healthz every second is not logged; other requests (and a failed health check) are."""
+    port = bridge["url"].split(":")[2].split("/")[0]
+    mark = len(bridge["proc"].lines)
+    for _ in range(3):
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    assert get(f"http://127.0.0.1:{port}/no-such-page")[0] == 404
+    bridge["proc"].wait_for(r'"GET /no-such-page HTTP/1.1" 404', start=mark)
+    assert not any("GET /healthz" in line for line in bridge["proc"].lines[mark:])

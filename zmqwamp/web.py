@@ -89,6 +89,19 @@ def _static(path: Path) -> File:
     return StaticFile(str(path))
 
 
+class BridgeSite(Site):
+    """twisted.web's site, whose access log leaves out successful ``/healthz`` requests.
+
+    Proxies and orchestrators ask every second or so (the shipped haproxy.cfg: each
+    bridge, every second), which would be most of the log; a 503 is still logged.
+    """
+
+    def log(self, request) -> None:
+        if request.path == b"/healthz" and request.code == 200:
+            return
+        super().log(request)
+
+
 def build_site(factory: WampServerFactory | None, router: Router, *, static: bool = True, metrics: bool = True) -> Site:
     """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``."""
     root = Resource()
@@ -100,6 +113,6 @@ def build_site(factory: WampServerFactory | None, router: Router, *, static: boo
     root.putChild(b"healthz", HealthResource(router))
     if metrics:
         root.putChild(b"metrics", MetricsResource(registry=router.metrics.registry))
-    site = Site(root)
+    site = BridgeSite(root)
     site.displayTracebacks = False
     return site
