@@ -14,7 +14,7 @@ DEMO_PUB    ?= tcp://127.0.0.1:9000
 
 all: install
 
-$(PY_STAMP): setup.py
+$(PY_STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
