@@ -219,7 +219,7 @@ class Bridge:
         self.checkers = list(checkers)
         self.policy = EndpointPolicy(config.allow)
         self.origins = OriginPolicy(config.origins)
-        self.inherited_fds: list[int] = []
+        self.inherited_fds: list[tuple[int, bool]] = []  # (fd, PROXY protocol?) of a --workers worker
         self.config_loader = None  # () -> BridgeConfig, for reload; set by twistd when there is a --config
 
     # -- the hooks ----------------------------------------------------------
@@ -315,7 +315,7 @@ class Bridge:
         if self.inherited_fds:  # a worker of --workers: the supervisor holds the ports
             from zmqwamp.workers import InheritedPortService
 
-            return [InheritedPortService(reactor, fd, site) for fd in self.inherited_fds]
+            return [InheritedPortService(reactor, fd, site, proxy) for fd, proxy in self.inherited_fds]
         return [self._listener(reactor, description, site) for description in self.config.listen_endpoints]
 
     @staticmethod

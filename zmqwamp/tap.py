@@ -72,8 +72,9 @@ class Options(usage.Options, AuthOptionMixin):
 
     def opt_inherit_fd(self, fd: str) -> None:
         """(internal) Listen on this inherited socket instead of --listen; used by --workers."""
+        proxy = fd.startswith("haproxy:")  # a haproxy:tcp: listen port: PROXY protocol first
         try:
-            self.setdefault("inherit-fd", []).append(int(fd))
+            self.setdefault("inherit-fd", []).append((int(fd[len("haproxy:"):] if proxy else fd), proxy))
         except ValueError:
             raise usage.UsageError("--inherit-fd takes a file descriptor number") from None
 
