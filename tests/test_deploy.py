@@ -125,6 +125,19 @@ class Bridge:
     def start(self) -> None:
         listen = f"{self.listen_kind}:{self.port}:interface=127.0.0.1"
         self.proc, _ = start_bridge(*self.args, listen=listen)
+        # serving (its reactor runs, so its signal handlers are in place), not only bound
+        wait(lambda: self.healthy(listen), 20, f"{self.name} to serve /healthz")
+
+    @staticmethod
+    def healthy(listen: str) -> bool:
+        from zmqwamp.healthcheck import _connect
+
+        try:
+            with _connect(listen, 5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                return sock.recv(100).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
 
     listen_kind: str = "tcp"
 
