@@ -101,6 +101,9 @@ class BridgeSite(Site):
             return
         super().log(request)
 
+    def logPrefix(self) -> str:
+        return "Site"  # "Site starting on PORT", as before: tools read the port from that line
+
 
 def build_site(factory: WampServerFactory | None, router: Router, *, static: bool = True, metrics: bool = True) -> Site:
     """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``."""
