@@ -10,11 +10,11 @@ DEMO_LISTEN ?= tcp:8080:interface=127.0.0.1
 DEMO_REP    ?= tcp://127.0.0.1:9999
 DEMO_PUB    ?= tcp://127.0.0.1:9000
 
-.PHONY: all install demo test test-python test-js test-client js-bundle browser-deps bench soak clean
+.PHONY: all install demo test test-python test-js test-client test-deploy js-bundle browser-deps bench soak clean
 
 all: install
 
-$(PY_STAMP): setup.py
+$(PY_STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -34,10 +34,19 @@ $(JS_CLIENT_STAMP): js-client/package.json js-client/package-lock.json
 demo: $(PY_STAMP)
 	$(BIN)/python scripts/demo.py --listen '$(DEMO_LISTEN)' --rep '$(DEMO_REP)' --pub '$(DEMO_PUB)'
 
-test: test-python test-js test-client
+test: test-python test-js test-client test-deploy
 
+# Deployment tests (tests/test_deploy.py, tests/test_packages.py) are test-deploy's.
 test-python: $(PY_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --ignore=tests/test_deploy.py --ignore=tests/test_packages.py
+
+# The deployment, run for real: two bridges behind the shipped haproxy.cfg and nginx.conf with
+# js-client clients (failover, rolling restart, addresses), and the packages as users get them
+# (the wheel in a fresh venv, npm pack into a fresh project). Installs Debian's haproxy and nginx
+# when missing and run as root (scripts/ensure-proxies.sh); otherwise those tests skip and say why.
+test-deploy: $(PY_STAMP) $(JS_CLIENT_STAMP)
+	scripts/ensure-proxies.sh
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_deploy.py tests/test_packages.py
 
 test-js: $(PY_STAMP) $(JS_TEST_STAMP)
 	cd tests/js && PATH="$(CURDIR)/$(BIN):$$PATH" node --experimental-websocket --test --test-concurrency=1 --test-reporter=spec

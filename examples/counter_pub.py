@@ -10,9 +10,23 @@ Binding to ``tcp://127.0.0.1:*`` picks a free port; the bound address is printed
 
 import argparse
 import signal
+import sys
 import time
 
 import zmq
+
+
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C, which reaches every process of the terminal's group) and SIGTERM stop the loop
+    once; a second signal while closing is ignored instead of interrupting the cleanup with a traceback."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main() -> None:
@@ -21,11 +35,17 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between ticks")
     parser.add_argument("--topics", default="hugo,otto", help="comma-separated message prefixes")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    stop_on_signals()
     topics = [t.encode() for t in args.topics.split(",") if t]
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
-    sock.bind(args.bind)
+    try:
+        sock.bind(args.bind)
+    except zmq.ZMQError as e:
+        print(f"counter PUB: cannot bind {args.bind}: {e}", file=sys.stderr, flush=True)
+        sock.close(linger=0)
+        ctx.term()
+        sys.exit(1)
     print(f"counter PUB bound to {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
     n = 0
     try:
@@ -42,4 +62,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a signal before the loop started: stop just as quietly
+        pass

@@ -36,7 +36,7 @@ def _stop_leftovers() -> None:
 class Process:
     """A child process whose output is collected; ``wait_for`` a line pattern."""
 
-    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None, new_session: bool = False) -> None:
         _RUNNING.add(self)
         self.argv = argv
         self.lines: list[str] = []
@@ -48,6 +48,7 @@ class Process:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             cwd=cwd,
+            start_new_session=new_session,  # its own process group, e.g. to signal all of it as systemd would
         )
         threading.Thread(target=self._pump, daemon=True).start()
 

@@ -8,6 +8,7 @@ rules, the Origin allowlist, the growing delay, and no secret in the bridge log.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -446,10 +447,22 @@ def test_repeated_failures_grow_the_delay(services):
     assert "delayed 1.0s after repeated failures" in proc.output
 
 
-def test_no_secret_in_bridge_log(services, files):
-    """Accepted and refused logins of every method leave authids in the log, never a password, ticket or signature."""
+def _json_text(value) -> str:
+    """Every key and value of a decoded JSON record, as plain text."""
+    if isinstance(value, dict):
+        return " ".join(f"{k} {_json_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(_json_text(v) for v in value)
+    return str(value)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_secret_in_bridge_log(services, files, log_format):
+    """Accepted and refused logins of every method leave authids in the log, never a password, ticket or signature
+    (in the JSON log neither, whose records carry every field of an event, not only those its message shows)."""
     sent: list[str] = []
     proc, url = start_bridge(
+        "--log-format", log_format,
         "--allow", services["rep"],
         "--auth", f"zmqwamp-users:{files / 'users'}",
         "--auth", f"jwt:secret_file={files / 'jwt.key'},audience=zmqwamp-e2e",
@@ -474,10 +487,14 @@ def test_no_secret_in_bridge_log(services, files):
     finally:
         proc.stop()
     log = proc.output
+    if log_format == "json":  # every line is a JSON object: check the raw lines and every decoded value
+        assert_no_secret(proc, [*USERS.values(), "Guess-Pa55word", JWT_SECRET, *sent])
+        log = "\n".join(_json_text(json.loads(line)) for line in proc.lines)
     assert "login refused: method=ticket authid='alice'" in log
     assert "login refused: method=wampcra authid='no-such-user'" in log
     assert "jwt refused: ExpiredSignatureError" in log
-    assert_no_secret(proc, [*USERS.values(), "Guess-Pa55word", JWT_SECRET, *sent])
+    for secret in [*USERS.values(), "Guess-Pa55word", JWT_SECRET, *sent]:
+        assert secret not in log, f"a secret appears in the bridge log: {secret[:4]}..."
 
 
 # -- the Bridge subclass example ---------------------------------------------------------------

@@ -168,22 +168,6 @@ def test_sighup_reloads_allow_rules_without_dropping_sessions(services, tmp_path
         proc.stop()
 
 
-def test_json_log_format(services):
-    proc, url = start_bridge("--anonymous", "--log-format", "json", "--allow", services["rep"])
-    try:
-
-        async def scenario():
-            s = await connect(url)
-            await close(s)
-
-        run(scenario())
-        proc.wait_for("session .* closed")
-    finally:
-        proc.stop()
-    records = [json.loads(line.strip("\x1e")) for line in proc.lines if line.strip("\x1e").startswith("{")]
-    assert any(r.get("log_namespace") == "zmqwamp.protocol" and r.get("authid") == "anonymous" for r in records)
-
-
 def test_workers_refuse_tls_listen_with_a_clear_error():
     out = subprocess.run(
         [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--workers", "2", "--listen", "ssl:8443:privateKey=k.pem"],

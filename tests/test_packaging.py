@@ -50,3 +50,29 @@ def test_version_command():
 
     out = subprocess.run([sys.executable, "-m", "zmqwamp", "--version"], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == f"zmqwamp {__version__}"
+
+
+def test_one_version_everywhere():
+    """pyproject.toml's version is the one: zmqwamp.__version__ reads it; js-client says the same."""
+    import json
+    import re
+    import tomllib
+
+    from zmqwamp import __version__
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == version
+    assert json.loads((ROOT / "js-client/package.json").read_text())["version"] == version
+    assert re.search(r'export const version = "([^"]+)"', (ROOT / "js-client/src/index.js").read_text()).group(1) == version
+    banner = (ROOT / "zmqwamp/static/js/zmqwamp.js").read_text()[:200]
+    assert f"zmqwamp-client {version} " in banner
+    assert not re.search(r"^\s*version\s*=", (ROOT / "setup.py").read_text(), re.M), "setup.py must not set a version"
+
+
+def test_license_is_the_one_the_metadata_names():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+    for path in (ROOT / "LICENSE", ROOT / "js-client/LICENSE"):
+        assert path.read_text().startswith("MIT License")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import zmq
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-import zmq
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
@@ -26,6 +27,7 @@ from zmqwamp.flow import PendingWrites
 from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
 from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, UpstreamBudget
+from zmqwamp.logs import use_log_format
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver
 from zmqwamp.peers import ClientAddresses
@@ -61,7 +63,8 @@ class RouterService(Service):
         super().stopService()
         self.router.stopping = True
         log.info(
-            "stopping: draining {n} call(s) in flight for up to {t}s", n=self.router.calls_in_flight(), t=self.drain_time
+            "stopping: draining {n} call(s) in flight for up to {t}s; /healthz and new WebSocket upgrades get 503",
+            n=self.router.calls_in_flight(), t=self.drain_time,
         )
         d = self._wait(self.router.calls_in_flight, self.drain_time)
         d.addCallback(self._say_goodbye)
@@ -105,7 +108,14 @@ class RouterService(Service):
 
 
 class BridgeService(MultiService):
-    """The top service: JSON logs if asked, and SIGHUP -> ``on_reload``."""
+    """The top service: the log format, SIGHUP -> ``on_reload``, SIGTERM/SIGINT once, and the stop order.
+
+    Stop order: twistd stops every child of a MultiService at once, which would
+    close the listening ports at the first instant of a drain, so a proxy would
+    only see the node vanish.  Here the :class:`RouterService` drains first
+    while the ports keep listening (``/healthz`` answers 503, a new WebSocket
+    upgrade gets HTTP 503: :mod:`zmqwamp.web`), and the listeners close after it.
+    """
 
     def __init__(self, log_format: str, on_reload=None, reactor=None) -> None:
         super().__init__()
@@ -115,19 +125,79 @@ class BridgeService(MultiService):
 
     def setServiceParent(self, parent):
         super().setServiceParent(parent)
-        if self.log_format == "json" and hasattr(parent, "setComponent"):
-            import sys
+        use_log_format(parent, self.log_format)
 
-            from twisted.logger import ILogObserver, jsonFileLogObserver
-
-            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout))
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            exit_cannot_listen(e)
 
     def startService(self) -> None:
         super().startService()
+        if self.reactor is not None:  # after the reactor's own handlers (serve_forever starts us before run)
+            self.reactor.callWhenRunning(install_stop_signals, self.reactor)
         if self.on_reload is not None:
             import signal
 
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.on_reload))
+
+    def stopService(self):
+        Service.stopService(self)
+        children = list(self)
+        first = [s for s in children if isinstance(s, RouterService)]
+        rest = [s for s in reversed(children) if s not in first]
+        drained = DeferredList([maybeDeferred(s.stopService) for s in first])
+        return drained.addCallback(lambda _: DeferredList([maybeDeferred(s.stopService) for s in rest]))
+
+
+def exit_cannot_listen(error: CannotListenError) -> None:
+    """A port that cannot be bound: one clear log line and exit 1, instead of twistd's traceback."""
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    log.critical(
+        "cannot listen on {interface}:{port}: {reason}; is another bridge (or anything else) using it?",
+        interface=error.interface or "*", port=error.port, reason=reason,
+    )
+    raise SystemExit(1)
+
+
+def install_stop_signals(reactor) -> None:
+    """SIGTERM/SIGINT stop the reactor once; a repeated signal is logged and ignored.
+
+    Twisted's own handlers call ``reactor.stop()`` on every signal, and the
+    second one raises ReactorNotRunning (a critical traceback in the log): it
+    happens whenever two arrive, e.g. Ctrl-C reaching a whole process group and
+    a supervisor's SIGTERM after it, or systemd's SIGTERM to every process of
+    the unit while the supervisor forwards its own.  Installed once the reactor
+    runs, so it replaces Twisted's handlers.
+    """
+    if reactor is None or getattr(reactor, "_zmqwamp_stop_signals", False):
+        return
+    import signal
+
+    from twisted.internet.error import ReactorNotRunning
+
+    reactor._zmqwamp_stop_signals = True
+    received: list[int] = []
+
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    def handler(number, frame) -> None:
+        name = signal.Signals(number).name
+        if received:
+            reactor.callFromThread(log.info, "{signal} received while stopping: already stopping", signal=name)
+            return
+        received.append(number)
+        reactor._exitSignal = number  # what Twisted's handler records; cleared after a drained stop
+        reactor.callFromThread(log.info, "{signal} received: stopping", signal=name)
+        reactor.callFromThread(stop)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)
 
 
 class Bridge:
@@ -157,7 +227,7 @@ class Bridge:
         self.policy = EndpointPolicy(config.allow)
         self.origins = OriginPolicy(config.origins)
         self.rulebook = RuleBook(config.rules)  # the per-user rules every avatar reads; replaced on reload
-        self.inherited_fds: list[int] = []
+        self.inherited_fds: list[tuple[int, bool]] = []  # (fd, PROXY protocol?) of a --workers worker
         self.config_loader = None  # () -> BridgeConfig, for reload; set by twistd when there is a --config
 
     # -- the hooks ----------------------------------------------------------
@@ -197,6 +267,8 @@ class Bridge:
         except ConfigError as e:
             log.error("reload failed, keeping the running configuration: {error}", error=str(e))
             return
+        if new.auth != self.config.auth:
+            log.warn("reload: 'auth' changed in the file; checkers change only at a restart (the running ones stay)")
         self.policy = EndpointPolicy(new.allow)
         self.origins = OriginPolicy(new.origins)
         self.router.resolver.aliases = dict(new.endpoints)
@@ -283,7 +355,7 @@ class Bridge:
         if self.inherited_fds:  # a worker of --workers: the supervisor holds the ports
             from zmqwamp.workers import InheritedPortService
 
-            return [InheritedPortService(reactor, fd, site) for fd in self.inherited_fds]
+            return [InheritedPortService(reactor, fd, site, proxy) for fd, proxy in self.inherited_fds]
         return [self._listener(reactor, description, site) for description in self.config.listen_endpoints]
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 Every option can be given in the TOML file (read with :mod:`tomllib`) or on the
 command line; a command-line value wins, and repeatable options (``allow``,
-``listen``, ``origins``, ``allow_hosts``, ``trusted_proxies``) are added to the file's.  Per-user ``[[rules]]`` exist
+``listen``, ``origins``, ``allow_hosts``, ``trusted_proxies``, ``auth``) are added to the file's.  Per-user ``[[rules]]`` exist
 only in the file (see docs/auth.md).  Errors name the file and the key.
 """
 
@@ -33,6 +33,9 @@ class BridgeConfig:
     realm: str = "zmqwamp"
     allow: list[str] = field(default_factory=list)
     anonymous: bool = False
+    # Cred checker descriptions, as --auth takes them ("zmqwamp-users:/etc/zmqwamp/users", "jwt:..."); the
+    # command line's --auth adds to them.  Built once at start (tap.py): SIGHUP does not change checkers.
+    auth: list[str] = field(default_factory=list)
     call_timeout: float = 10.0
     max_call_timeout: float = 300.0
     idle_close: float = 30.0
@@ -77,7 +80,7 @@ class BridgeConfig:
         return self.listen or [DEFAULT_LISTEN]
 
 
-_LISTS = ("listen", "allow", "origins", "metrics_listen", "allow_hosts", "trusted_proxies")
+_LISTS = ("listen", "allow", "origins", "metrics_listen", "allow_hosts", "trusted_proxies", "auth")
 _SCALARS = {f.name: f.type for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")}
 
 

@@ -87,8 +87,9 @@ class Options(usage.Options, AuthOptionMixin):
 
     def opt_inherit_fd(self, fd: str) -> None:
         """(internal) Listen on this inherited socket instead of --listen; used by --workers."""
+        proxy = fd.startswith("haproxy:")  # a haproxy:tcp: listen port: PROXY protocol first
         try:
-            self.setdefault("inherit-fd", []).append(int(fd))
+            self.setdefault("inherit-fd", []).append((int(fd[len("haproxy:"):] if proxy else fd), proxy))
         except ValueError:
             raise usage.UsageError("--inherit-fd takes a file descriptor number") from None
 
@@ -144,6 +145,22 @@ class Options(usage.Options, AuthOptionMixin):
         validate(config, "command line")
         return config
 
+    def _file_checkers(self, config: BridgeConfig) -> list:
+        """The checkers of the file's ``auth`` list, made as ``--auth`` makes them (same plugins, same checks).
+
+        Errors name the file and the checker type, never the rest of the description
+        (``memory:alice:secret`` holds a password).
+        """
+        options = type(self)()
+        for index, description in enumerate(config.auth):
+            try:
+                options.opt_auth(description)
+            except usage.UsageError as e:
+                kind, _, argstring = description.partition(":")
+                reason = str(e).replace(argstring, "...") if argstring else str(e)
+                raise usage.UsageError(f"{self['config']}: auth[{index}] ({kind}): {reason}") from None
+        return options.get("credCheckers", [])
+
     def postOptions(self) -> None:
         try:
             config = self.merged_config()
@@ -172,6 +189,7 @@ class Options(usage.Options, AuthOptionMixin):
             except Exception as e:  # endpoint parsers raise whatever their arguments cause
                 raise usage.UsageError(f"--listen {description!r}: {e}") from None
         self.config = config
+        self["credCheckers"] = self._file_checkers(config) + self.get("credCheckers", [])
         self.bridge_class = Bridge
         if self["bridge-class"]:
             try:
@@ -195,6 +213,7 @@ def makeService(options: Options):
             options.shared_listens,
             options["workers"],
             stop_timeout=options.config.drain_time + 10,
+            log_format=options.config.log_format,
         )
     bridge = options.bridge_class(options.config, checkers=options.get("credCheckers", []))
     bridge.inherited_fds = options.get("inherit-fd", [])

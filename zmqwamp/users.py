@@ -28,12 +28,13 @@ from two processes that the authid does not exist.
 
 Note that for WAMP-CRA the derived key *is* the secret: whoever reads this file
 can log in with ``wampcra`` (not with ``ticket``).  Keep it mode 0600, as the CLI
-writes it.  The file is re-read when it changes; a broken edit keeps the last
+writes it, or 0640 with the group of the service that reads it (``--group``; a
+systemd unit's ``User=`` cannot read a root-owned 0600 file).  The file is re-read when it changes; a broken edit keeps the last
 good content (and logs why).
 
 CLI::
 
-    python -m zmqwamp.users add PATH AUTHID [--role ROLE] [--iterations N] [--password-stdin]
+    python -m zmqwamp.users add PATH AUTHID [--role ROLE] [--iterations N] [--password-stdin] [--group GROUP]
     python -m zmqwamp.users remove PATH AUTHID
     python -m zmqwamp.users list PATH
     python -m zmqwamp.users decoy-secret PATH   # add the secret to a file that has none
@@ -181,9 +182,28 @@ def read_users(path: str | Path) -> dict[str, UserRecord]:
     return read_users_file(path).users
 
 
-def write_users(path: str | Path, users: dict[str, UserRecord], decoy_secret: bytes | None = None) -> None:
-    """Replace the file atomically, readable by its owner only."""
+def write_users(
+    path: str | Path, users: dict[str, UserRecord], decoy_secret: bytes | None = None, group: str | None = None
+) -> None:
+    """Replace the file atomically: mode 0600, or 0640 with ``group`` (the service's, so it can read it).
+
+    Without ``group`` an existing file keeps its group and its group-read bit, so a file
+    made for a service (``--group zmqwamp``) stays readable by it after later edits;
+    nobody else ever gets a bit.
+    """
     path = Path(path)
+    mode, gid = 0o600, None
+    if group is not None:
+        import grp
+
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise UsersFileError(f"no group {group!r}") from None
+        mode = 0o640
+    elif path.exists():
+        st = path.stat()
+        mode, gid = 0o600 | (st.st_mode & 0o040), st.st_gid
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -192,7 +212,12 @@ def write_users(path: str | Path, users: dict[str, UserRecord], decoy_secret: by
                 f.write(f"{DECOY_SECRET} {base64.b64encode(decoy_secret).decode('ascii')}\n")
             for record in users.values():
                 f.write(record.line())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
+        if gid is not None and gid != os.stat(tmp).st_gid:
+            try:
+                os.chown(tmp, -1, gid)
+            except PermissionError:
+                raise UsersFileError(f"{path}: cannot give the file to group {group or gid} (run as root)") from None
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -337,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"PBKDF2 iterations [default: {DEFAULT_ITERATIONS}]")
     add.add_argument("--keylen", type=int, default=DEFAULT_KEYLEN, help=f"derived key length in bytes [default: {DEFAULT_KEYLEN}]")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument(
+        "--group", help="give the file to this group, mode 0640, for the service that reads it "
+        "[default: a new file is 0600; an existing one keeps its group and mode]",
+    )
     remove = sub.add_parser("remove", help="remove a user")
     remove.add_argument("path")
     remove.add_argument("authid")
@@ -362,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             record = make_record(args.authid, _read_password(args), args.role, args.iterations, args.keylen)
             verb = "updated" if args.authid in users else "added"
             users[args.authid] = record
-            write_users(path, users, decoy_secret)
+            write_users(path, users, decoy_secret, args.group)
             print(f"{verb} {args.authid} (role {args.role}) in {path}")
         elif args.command == "decoy-secret":
             if users_file.decoy_secret is not None:

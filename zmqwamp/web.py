@@ -174,14 +174,38 @@ class BridgeSite(Site):
         self.hosts = hosts
         self.on_refused = on_refused
 
+    def log(self, request) -> None:
+        """The access log leaves out successful ``/healthz`` requests: proxies ask every second or so
+        (the shipped haproxy.cfg: each bridge, every second), which would be most of the log; a 503 is still logged."""
+        if request.path == b"/healthz" and request.code == 200:
+            return
+        super().log(request)
+
     def logPrefix(self) -> str:
         return "Site"  # "Site starting on <port>", as before: tools read the port from that line
 
 
 class WampResource(WebSocketResource):
-    """``/ws``: the upgrade ends the HTTP part of the connection (and its request deadline)."""
+    """``/ws``: the upgrade ends the HTTP part of the connection (and its request deadline).
+
+    While the bridge drains (SIGTERM), a new upgrade gets HTTP 503 instead of a
+    session.  The port keeps listening during the drain so that a proxy sees
+    ``/healthz`` turn 503 and retries a refused upgrade on another bridge (haproxy
+    ``retry-on 503``, nginx ``proxy_next_upstream http_503``) instead of a node
+    that vanished.
+    """
+
+    def __init__(self, factory: WampServerFactory, router: Router) -> None:
+        super().__init__(factory)
+        self._router = router
 
     def render(self, request):
+        if self._router.stopping:
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"retry-after", b"1")
+            request.setHeader(b"connection", b"close")
+            return b"the bridge is shutting down\n"
         guard = _guard(request)
         if guard is not None:
             guard.upgraded()
@@ -282,7 +306,7 @@ def build_site(
     ops = factory is None
     root = Resource()
     if factory is not None:
-        root.putChild(b"ws", WampResource(factory))
+        root.putChild(b"ws", WampResource(factory, router))
     if static:
         root.putChild(b"", _static(STATIC / "index.html"))
         root.putChild(b"js", _static(STATIC / "js"))

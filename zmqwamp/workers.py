@@ -34,20 +34,23 @@ class TCPListen:
     interface: str
     port: int
     backlog: int
+    proxy: bool = False  # haproxy:tcp:...: the workers read a PROXY protocol header first
 
 
 def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
-    """The host/port of each ``tcp:`` endpoint description; anything else is refused."""
+    """The host/port of each ``tcp:`` (or ``haproxy:tcp:``) endpoint description; anything else is refused."""
     out = []
     for description in descriptions:
-        if description.split(":", 1)[0] not in ("tcp", "tcp6"):
+        proxy = description.startswith("haproxy:")
+        plain = description[len("haproxy:"):] if proxy else description
+        if plain.split(":", 1)[0] not in ("tcp", "tcp6"):
             raise WorkersUnsupported(
-                f"--workers shares plain tcp: listen endpoints only; {description!r} is not one "
+                f"--workers shares plain tcp: listen endpoints only (haproxy:tcp: too); {description!r} is not one "
                 "(terminate TLS in front, or run one process per TLS port)"
             )
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, plain)
         assert isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
-        out.append(TCPListen(endpoint._interface or "0.0.0.0", endpoint._port, endpoint._backlog))
+        out.append(TCPListen(endpoint._interface or "0.0.0.0", endpoint._port, endpoint._backlog, proxy))
     return out
 
 
@@ -86,8 +89,12 @@ class WorkerSupervisor(Service):
 
     restart_delay = 1.0
 
-    def __init__(self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float) -> None:
+    def __init__(
+        self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float,
+        log_format: str = "text",
+    ) -> None:
         self.reactor = reactor
+        self.log_format = log_format
         self.worker_args = worker_args
         self.listens = listens
         self.count = count
@@ -95,9 +102,32 @@ class WorkerSupervisor(Service):
         self.workers: dict[int, tuple[_Worker, object]] = {}
         self._sockets: list[list[socket.socket]] = []
 
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        from zmqwamp.logs import use_log_format
+
+        use_log_format(parent, self.log_format)  # the supervisor's lines in the workers' format
+
+    def privilegedStartService(self) -> None:
+        """Bind the shared ports before twistd drops privileges; a port in use is one clear line."""
+        super().privilegedStartService()
+        from twisted.internet.error import CannotListenError
+
+        from zmqwamp.bridge import exit_cannot_listen
+
+        try:
+            for listen in self.listens:
+                self._sockets.append(open_shared_sockets(listen, self.count))
+        except OSError as e:
+            for group in self._sockets:
+                for s in group:
+                    s.close()
+            exit_cannot_listen(CannotListenError(listen.interface, listen.port, e))
+
     def startService(self) -> None:
         super().startService()
-        self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
+        if not self._sockets:  # started without privilegedStartService (e.g. by hand, in tests)
+            self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
         for listen, group in zip(self.listens, self._sockets):
             log.info(
                 "supervisor: {n} workers share {host}:{port}",
@@ -107,7 +137,10 @@ class WorkerSupervisor(Service):
             self._spawn(index)
         import signal
 
+        from zmqwamp.bridge import install_stop_signals
+
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._signal_all, "HUP"))
+        self.reactor.callWhenRunning(install_stop_signals, self.reactor)
 
     def _signal_all(self, name: str) -> None:
         for _, transport in list(self.workers.values()):
@@ -119,8 +152,8 @@ class WorkerSupervisor(Service):
     def _spawn(self, index: int) -> None:
         fds = [group[index].fileno() for group in self._sockets]
         args = [sys.executable, "-m", "zmqwamp", *self.worker_args]
-        for fd in fds:
-            args += ["--inherit-fd", str(fd)]
+        for fd, listen in zip(fds, self.listens):
+            args += ["--inherit-fd", f"haproxy:{fd}" if listen.proxy else str(fd)]
         child_fds = {0: "w", 1: 1, 2: 2, **{fd: fd for fd in fds}}
         protocol = _Worker(self, index)
         transport = self.reactor.spawnProcess(protocol, sys.executable, args, env=os.environ.copy(), childFDs=child_fds)
@@ -178,9 +211,13 @@ def adopt_listening_socket(reactor, fd: int, factory):
 class InheritedPortService(Service):
     """Listens on an inherited socket while running."""
 
-    def __init__(self, reactor, fd: int, factory) -> None:
+    def __init__(self, reactor, fd: int, factory, proxy: bool = False) -> None:
         self.reactor = reactor
         self.fd = fd
+        if proxy:  # what serverFromString("haproxy:tcp:...") does around the factory
+            from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+            factory = HAProxyWrappingFactory(factory)
         self.factory = factory
         self.port = None
 
