@@ -243,7 +243,8 @@ def test_bridge_reload_replaces_the_rules_and_revokes():
 
 def test_a_session_ends_when_its_credential_expires(world):
     """A credential valid for 5 more seconds: at 5 s the call in flight gets ERROR canceled, then GOODBYE
-    zmqwamp.close.session_expired and close 1000; counted and logged; not a moment before."""
+    zmqwamp.close.session_expired, and close 1000 once the client's GOODBYE is in; counted and logged; not a
+    moment before."""
     world.test_checker.expires = time.time() + 5
     session, transport = login(world, "alice")
     send(session, 48, 11, {}, REP, ["in flight"])
@@ -254,7 +255,9 @@ def test_a_session_ends_when_its_credential_expires(world):
     *_, error, goodbye = messages(transport)
     assert error[:5] == [8, 48, 11, {}, "wamp.error.canceled"]
     assert goodbye == [6, {"message": "the session's credential has expired"}, SESSION_EXPIRED]
-    assert transport.closed == 1000 and session.state == "closed"
+    assert session.state == "closed" and transport.closed is None  # waiting for the client's GOODBYE
+    send(session, 6, {}, "wamp.close.goodbye_and_out")
+    assert transport.closed == 1000
     assert revoked(world.metrics, "session") == 1
 
 

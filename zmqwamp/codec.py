@@ -14,11 +14,29 @@ Rules (per endpoint, ``auto`` unless configured):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 
 class CodecError(ValueError):
     """A value cannot be carried by the endpoint's codec."""
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A value a client sent that no codec can carry (e.g. a CBOR typed array of floats).
+
+    Decoding it would fail the whole message; as a value, only the CALL that
+    carries it fails, with an ERROR that says ``what`` it was.
+    """
+
+    what: str
+
+
+def _refuse(value: Any) -> Any:
+    if isinstance(value, Unsupported):
+        raise TypeError(f"{value.what} is not supported")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _reject_constant(name: str) -> Any:
@@ -27,7 +45,7 @@ def _reject_constant(name: str) -> Any:
 
 def _json_text(value: Any) -> bytes:
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise CodecError(f"argument is not JSON-serializable: {e}") from None
 
@@ -49,6 +67,8 @@ def encode_args(args: Sequence[Any] | None, codec: str = "auto") -> list[bytes]:
             frames.append(bytes(value))
         elif isinstance(value, str):
             frames.append(value.encode("utf-8"))
+        elif isinstance(value, Unsupported):
+            raise CodecError(f"{value.what} is not supported")
         elif codec in ("text", "binary"):
             raise CodecError(f"{codec} codec: arguments must be strings or bytes, got {type(value).__name__}")
         else:

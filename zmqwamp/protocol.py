@@ -49,6 +49,7 @@ from functools import partial
 from typing import Any, Callable
 
 import cbor2
+import msgpack
 from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.wamp import message as m
@@ -67,6 +68,7 @@ from twisted.python.failure import Failure
 
 from zmqwamp.auth import Challenge
 from zmqwamp.clientlog import clip
+from zmqwamp.codec import Unsupported
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer, PendingWrites
 from zmqwamp.frames import FragmentLimit, WholeFrameReader
@@ -109,15 +111,41 @@ def _refuse_tag(tag: int) -> Callable[[Any, bool], Any]:
     return refuse
 
 
+# RFC 8746 typed arrays: tag 64 (uint8) and 68 (uint8, clamped) are plain bytes, which
+# cbor-x (wampy.js's CBOR) sends for every Uint8Array / Uint8ClampedArray; the others
+# (65-87: wider integers and floats, in either byte order) have no ZeroMQ encoding here.
+BYTES_CBOR_TAGS = (64, 68)
+TYPED_ARRAY_CBOR_TAGS = range(65, 88)
+
+
+def _bytes_tag(value: Any, immutable: bool) -> Any:
+    if not isinstance(value, bytes):
+        raise WampProtocolViolation("a CBOR typed array (tag 64 or 68) must wrap a byte string")
+    return value
+
+
+def _typed_array_tag(tag: int) -> Callable[[Any, bool], Any]:
+    def typed_array(value: Any, immutable: bool) -> Any:
+        return Unsupported(f"a CBOR typed array of tag {tag} (RFC 8746; only bytes, a Uint8Array, can be sent)")
+
+    return typed_array
+
+
 class SafeCBORSerializer(CBORObjectSerializer):
     """Autobahn's CBOR serializer, refusing :data:`REFUSED_CBOR_TAGS` while decoding.
 
     cbor2 resolves those tags itself (``tag_hook`` never sees them); its
     ``semantic_decoders`` (cbor2 6) override that, so the decoder stops at the
     first such tag, before anything is expanded: O(payload).  Not batched.
+    Typed arrays of bytes (tags 64, 68) decode as bytes; other typed arrays as
+    :class:`~zmqwamp.codec.Unsupported`, which a CALL refuses with an ERROR.
     """
 
-    _DECODERS = {tag: _refuse_tag(tag) for tag in REFUSED_CBOR_TAGS}
+    _DECODERS = {
+        **{tag: _refuse_tag(tag) for tag in REFUSED_CBOR_TAGS},
+        **{tag: _typed_array_tag(tag) for tag in TYPED_ARRAY_CBOR_TAGS},
+        **{tag: _bytes_tag for tag in BYTES_CBOR_TAGS},
+    }
 
     def unserialize(self, payload: bytes) -> list:
         try:
@@ -142,6 +170,9 @@ ROLES = {
 }
 
 PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
+
+# Seconds to wait for the client's GOODBYE after ours, before closing anyway.
+GOODBYE_WAIT = 1.0
 
 # Frames held for the end of a batch (WampServerProtocol._write): past this, sent at once.
 CORK_LIMIT = 64 * 1024
@@ -178,11 +209,42 @@ def _serialize(serializer, raw: list) -> bytes:
     return serializer.serialize(raw)
 
 
+# Where each message a client may send keeps its options (or details) dict:
+# HELLO, ABORT, AUTHENTICATE, GOODBYE, ERROR, PUBLISH, SUBSCRIBE, CALL, CANCEL, REGISTER, YIELD.
+_OPTIONS_AT = {1: 2, 3: 1, 5: 2, 6: 1, 8: 3, 16: 2, 32: 2, 48: 2, 49: 2, 64: 2, 70: 2}
+# JavaScript's undefined as msgpackr (ext type 0) and cbor-x (the simple value) encode it
+_MSGPACK_EXT = msgpack.ExtType
+_CBOR_UNDEFINED = cbor2.undefined
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value is _CBOR_UNDEFINED or (type(value) is _MSGPACK_EXT and value.code == 0)
+
+
+def _drop_absent_options(raw: list) -> None:
+    """An option whose value is null or undefined is an option not given.
+
+    wampy.js sends ``match: undefined`` and ``get_retained: undefined`` in every
+    SUBSCRIBE; over msgpack and CBOR those arrive as values autobahn's parsers
+    refuse ("invalid type"), which ended the session.
+    """
+    at = _OPTIONS_AT.get(raw[0])
+    if at is None or len(raw) <= at:
+        return
+    options = raw[at]
+    if type(options) is dict and options:
+        for value in options.values():
+            if _absent(value):
+                raw[at] = {key: value for key, value in options.items() if not _absent(value)}
+                return
+
+
 def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Message]]:
     """Parse a WebSocket message into (raw list, parsed message) pairs.
 
     The raw list is kept because autobahn's parsers drop options they do not
-    know, such as SUBSCRIBE's ``filter``.
+    know, such as SUBSCRIBE's ``_filter``.  Options that are null or undefined
+    are taken out first (:func:`_drop_absent_options`).
     """
     if is_binary != serializer.BINARY:
         raise WampProtocolViolation(f"{'binary' if is_binary else 'text'} frame on a {serializer.NAME} session")
@@ -199,6 +261,7 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
         klass = Serializer.MESSAGE_TYPE_MAP.get(raw[0])
         if klass is None:
             raise WampProtocolViolation(f"unknown WAMP message type {raw[0]}")
+        _drop_absent_options(raw)
         try:
             msg = klass.parse(raw)
         except ProtocolError as e:
@@ -230,7 +293,7 @@ class WampSession:
     __slots__ = (
         "router", "serializer", "transport", "peer", "limits", "_call_rate", "_subscribing", "state",
         "session_id", "avatar", "_challenge", "_calls", "_subscriptions", "log_budget",
-        "_revocable",
+        "_revocable", "_closing",
     )
 
     def __init__(
@@ -256,6 +319,7 @@ class WampSession:
         self._calls: dict[int, Any] = {}
         self._subscriptions: dict[int, str | None] = {}  # id -> its endpoint's slow-consumer policy
         self._revocable = False  # the client announced subscription_revocation: tell it when one is revoked
+        self._closing: tuple[int, str, Any] | None = None  # after our GOODBYE: (close code, reason, timer)
         self.log_budget = None  # this client's share of the log (zmqwamp.clientlog), made when first needed
 
     @property
@@ -273,6 +337,9 @@ class WampSession:
     # -- in -----------------------------------------------------------------
 
     def message_received(self, payload: bytes, is_binary: bool) -> None:
+        if self._closing is not None:
+            self._after_goodbye(payload, is_binary)
+            return
         if self.state == "closed":
             self.router.metrics.dropped.labels("after_close").inc()
             self.router.client_log.emit(self, log.info, "message from {peer} after session end ignored", peer=self.peer)
@@ -578,13 +645,35 @@ class WampSession:
                 d.cancel()
             self.send(m.Goodbye(reason=reason, message=message))
             self._end()
-            self.transport.close(code, close_reason)
+            # WAMP: the client answers GOODBYE with GOODBYE; closing at once made every
+            # browser log "WebSocket is already in CLOSING or CLOSED state" for its answer.
+            timer = self.router.clock.callLater(GOODBYE_WAIT, self._close_after_goodbye)
+            self._closing = (code, close_reason, timer)
         elif self.state != "closed":
             self.abort(reason, message)
+
+    def _after_goodbye(self, payload: bytes, is_binary: bool) -> None:
+        """A message after our GOODBYE: the client's GOODBYE closes the connection; anything else was on its way."""
+        try:
+            messages = decode(self.serializer, payload, is_binary)
+        except WampProtocolViolation:
+            messages = []
+        if any(isinstance(msg, m.Goodbye) for _, msg in messages):
+            self._closing[2].cancel()
+            self._close_after_goodbye()
+
+    def _close_after_goodbye(self) -> None:
+        code, reason, _ = self._closing
+        self._closing = None
+        self.transport.close(code, reason)
 
     # -- end ----------------------------------------------------------------
 
     def transport_lost(self) -> None:
+        if self._closing is not None:
+            timer, self._closing = self._closing[2], None
+            if timer.active():
+                timer.cancel()
         self._end()
 
     def _end(self) -> None:

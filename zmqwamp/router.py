@@ -414,11 +414,7 @@ class Router:
 
     def _subscribe_checked(self, session, uri: str, options: dict):
         target = self._resolve(uri, "sub")
-        filter_ = _option_filter(options.get("filter"))
-        if filter_ is not None and target.filter is not None and filter_ != target.filter:
-            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "filter given both in the URI and in options")
-        if filter_ is None:
-            filter_ = target.filter or b""
+        filter_ = _subscription_filter(options, target.filter)
         if len(filter_) > self.max_filter_length:
             raise self._limit_error(
                 session,
@@ -453,11 +449,32 @@ def _backend_unavailable(failure: Failure):
     raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
 
 
-def _option_filter(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "the filter option must be a string or bytes")
+# Where a SUBSCRIBE may carry its filter.  ``_filter`` is the spelling WAMP allows for a
+# custom option (``_[a-z0-9_]{3,}``; wampy.js forwards only such keys), ``filter`` the one
+# autobahn-js users have written since the start (it passes any key through).
+FILTER_OPTIONS = ("_filter", "filter")
+
+
+def _subscription_filter(options: dict, uri_filter: bytes | None) -> bytes:
+    """The prefix filter of a SUBSCRIBE, from its options or its URI's ``?filter=`` (none: every message).
+
+    Given in more than one place, the values must agree: a filter dropped or misspelt
+    somewhere must never silently widen the subscription to every message.
+    """
+    given = {} if uri_filter is None else {"the URI's ?filter=": uri_filter}
+    for key in FILTER_OPTIONS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        elif isinstance(value, (bytes, bytearray)):
+            value = bytes(value)
+        else:
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, f"the {key} option must be a string or bytes")
+        given[f"option {key}"] = value
+    if len(set(given.values())) > 1:
+        raise ApplicationError(
+            ApplicationError.INVALID_ARGUMENT, f"the filter is given in {' and '.join(given)} with different values"
+        )
+    return next(iter(given.values()), b"")
