@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Process, start_bridge, start_rep
+from harness import ROOT, start_bridge, start_rep
 from zmqwamp.config import load_config
 from zmqwamp.tap import Options
 

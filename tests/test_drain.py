@@ -151,7 +151,16 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                             break
                     assert len(pids) == 2
                     calls = [asyncio.ensure_future(s.call(slow_addr, "x")) for s in sessions]
-                    await asyncio.sleep(0.3)
+                    # every call is at its worker (each worker's /healthz: calls in flight == its sessions) before
+                    # the signal: a CALL still on its way when the drain starts would be refused, rightly
+                    seen: dict = {}
+
+                    def all_in_flight():
+                        body = json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])
+                        seen[body["pid"]] = body["calls_in_flight"] == body["sessions"]
+                        return len(seen) == 2 and all(seen.values())
+
+                    await wait_until(all_in_flight, timeout=10.0)
                     if to_group:
                         os.killpg(proc.proc.pid, signal.SIGTERM)
                     else:

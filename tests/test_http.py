@@ -31,7 +31,8 @@ from probes import metric, rss_mib
 from zmqwamp.config import ConfigError, load_config
 from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory
 from zmqwamp.peers import ClientAddresses, host_key, is_local, peer_string
-from zmqwamp.protocol import _plain_tcp
+from zmqwamp.limits import PASS_THROUGH_WRAPPERS
+from zmqwamp.wire import plain_tcp
 from zmqwamp.tap import Options
 from zmqwamp.web import BridgeSite, HealthResource, HostCheck, LocalOnly
 
@@ -47,12 +48,14 @@ class World:
         root = Resource()
         root.putChild(b"data", Data(b"hello", "text/plain"))
         root.putChild(b"local", LocalOnly(Data(b"secret", "text/plain")))
-        router = SimpleNamespace(
-            stopping=False, sessions=[1, 2], calls_in_flight=lambda: 3,
-            hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
-            forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
+        context = SimpleNamespace(
+            registry=SimpleNamespace(stopping=False, sessions=[1, 2], calls_in_flight=3),
+            router=SimpleNamespace(
+                hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
+                forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
+            ),
         )
-        root.putChild(b"healthz", HealthResource(router))
+        root.putChild(b"healthz", HealthResource(context))
         self.site = BridgeSite(root, hosts=HostCheck(allow_hosts), on_refused=self.refused.append, reactor=self.clock)
         self.counter = counter
         self.factory = ConnectionGuardFactory(
@@ -270,13 +273,15 @@ def test_the_fast_write_path_finds_tcp_under_the_proxy_protocol_wrapper():
     """guard -> Twisted's PROXY protocol wrapper -> tcp.Connection: both wrappers pass writes through."""
     connection = tcp.Connection.__new__(tcp.Connection)
     connection.TLS = False
+    connection._tempDataLen, connection.offset, connection.dataBuffer = 0, 0, b""  # what the writer reads
+    connection.socket, connection.connected, connection.disconnecting = None, 1, False
     guard = World().factory.buildProtocol(None)
     proxied = HAProxyProtocolWrapper(HAProxyWrappingFactory(World().factory), guard)
     proxied.transport = connection
     guard.transport = proxied
-    assert _plain_tcp(guard) is connection
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is connection
     connection.TLS = True
-    assert _plain_tcp(guard) is None
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is None
 
 
 # -- the options --------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_bridge_writes_one_json_object_per_line(services):
     got = records(proc.lines)
     messages = [r["message"] for r in got]
     assert any(m.startswith("twistd ") and "starting up" in m for m in messages), messages[:3]
-    opened = [r for r in got if r["namespace"] == "zmqwamp.protocol" and " open: " in r["message"]]
+    opened = [r for r in got if r["namespace"] == "zmqwamp.session" and " open: " in r["message"]]
     assert opened and opened[0]["authid"] == "anonymous" and opened[0]["level"] == "info"
     assert isinstance(opened[0]["peer"], str) and "127.0.0.1" in opened[0]["peer"]  # an address object, as text
     assert not any(k.startswith("log_") for r in got for k in r), "Twisted internals leaked into the records"

@@ -211,37 +211,3 @@ class OutgoingBuffer:
         self._metrics.limit_exceeded.labels("slow_consumer").inc()
         log.warn("slow consumer {peer}: closing ({text}); {n} events dropped", peer=self._peer, text=text, n=dropped)
         self._overflow(text)
-
-
-class PendingWrites:
-    """Frames held while a batch of zmq messages is handled, sent together when it ends.
-
-    The readers of :mod:`zmqwamp.zmqread` hold it around each batch; a
-    connection written to meanwhile keeps its frames
-    (``WampServerProtocol._write``) and adds itself here, and the release
-    sends each connection's frames in one ``send``.  Outside a batch, frames go
-    out at once.  Shared by the connection factory and the zmq readers.
-    """
-
-    __slots__ = ("holding", "_connections")
-
-    def __init__(self) -> None:
-        self.holding = 0
-        self._connections: list = []
-
-    def add(self, connection) -> None:
-        self._connections.append(connection)
-
-    def hold(self) -> None:
-        self.holding += 1
-
-    def release(self) -> None:
-        self.holding -= 1
-        if self.holding or not self._connections:
-            return
-        connections, self._connections = self._connections, []
-        for connection in connections:
-            try:
-                connection.flush_writes()
-            except Exception:  # one connection's failure must not keep the others' frames
-                log.failure("sending frames to {peer} failed", peer=getattr(connection, "peer", "?"))

@@ -26,17 +26,15 @@ from typing import Any, Callable
 
 import zmq
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
 from zmqwamp.endpoints import InvalidEndpoint
-from zmqwamp.flow import PendingWrites
 from zmqwamp.limits import UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver, NameNotResolved
-from zmqwamp.zmqread import BatchedRead
+from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 
 log = Logger()
 
@@ -87,15 +85,13 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
 
     def __init__(
         self,
-        factory: ZmqFactory,
+        factory: BridgeZmqFactory,
         address: str,
         on_unmatched: Callable[[str, str], None],
-        writes: PendingWrites | None = None,
         connect_to: str | None = None,
     ) -> None:
-        """``connect_to``: what the socket connects to (``address`` by default); None: nothing yet, see :meth:`connect`."""
+        """``connect_to``: what the socket connects to; None: nothing yet, see :meth:`connect`."""
         self.address = address
-        self.writes = writes
         self._on_unmatched = on_unmatched
         self._requests: dict[bytes, Deferred] = {}
         self._next_id = itertools.count(1)
@@ -231,22 +227,19 @@ def _ipc_listening(path: str) -> bool:
 class RequestForwarder:
     def __init__(
         self,
-        zmq_factory: ZmqFactory,
-        clock: IReactorTime,
+        zmq_factory: BridgeZmqFactory,
         metrics: BridgeMetrics,
         idle_close: float = 30.0,
-        writes: PendingWrites | None = None,
         budget: UpstreamBudget | None = None,
         names: HostResolver | None = None,
     ) -> None:
         self._zmq = zmq_factory
-        self._writes = writes
-        self._clock = clock
+        self._clock = zmq_factory.reactor
         self._metrics = metrics
         self._idle_close = idle_close
         self._budget = budget if budget is not None else UpstreamBudget()
         self._budget.reclaim = self._reclaim_idle
-        self._names = names if names is not None else HostResolver(clock, metrics=metrics)
+        self._names = names if names is not None else HostResolver(self._clock, metrics=metrics)
         self._connections: dict[str, UpstreamRequestConnection] = {}
         self._inflight: dict[str, int] = {}
         self._idle_timers: dict = {}  # address -> its idle-close timer, oldest idle first
@@ -287,7 +280,7 @@ class RequestForwarder:
         """The rare path: charge ``owner``, make the socket, connect it (after resolving a host name)."""
         self._budget.charge(("req", address), owner)
         try:
-            connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply, self._writes)
+            connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply)
         except zmq.ZMQError as e:
             self._budget.release(("req", address))
             raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None

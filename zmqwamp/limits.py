@@ -1,6 +1,6 @@
 """Limits that keep one client from using up the bridge (docs/reliability.md).
 
-* Per session (checked by :class:`zmqwamp.protocol.WampSession`): calls in
+* Per session (checked by :class:`zmqwamp.session.WampSession`): calls in
   flight, subscriptions, calls per second.  Exceeding one gets ERROR
   ``zmqwamp.error.limit_exceeded`` whose message names the limit; the session
   carries on.
@@ -25,14 +25,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http_headers import Headers
 from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
-from zmqwamp.auth import peer_host
-from zmqwamp.peers import ClientAddresses, host_key, peer_string
+from zmqwamp.peers import ClientAddresses, host_key, peer_host, peer_string
+from zmqwamp.registry import WhenZero
 
 try:  # what the haproxy: endpoint wraps connections in (not exported by Twisted)
     from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -104,6 +105,19 @@ class ConnectionCounter:
         self.total = 0
         self.websockets = 0  # of those, upgraded to WebSocket (the drain waits for them)
         self._by_host: Counter[str] = Counter()
+        self._no_websockets = WhenZero()
+
+    def websocket_opened(self) -> None:
+        self.websockets += 1
+
+    def websocket_closed(self) -> None:
+        self.websockets -= 1
+        if not self.websockets:
+            self._no_websockets.reached()
+
+    def no_websockets(self) -> Deferred:
+        """Fires when no WebSocket connection is open (at once if none is)."""
+        return self._no_websockets.wait(self.websockets)
 
     def admit(self, host: str | None) -> str | None:
         """Count a new connection from ``host``; or the name of the limit it would exceed."""
@@ -336,7 +350,7 @@ class ConnectionGuard(ProtocolWrapper):
         if not self.websocket:
             self.websocket = True
             if self._counted:
-                self.factory.counter.websockets += 1
+                self.factory.counter.websocket_opened()
 
     # -- the wire --
 
@@ -374,7 +388,7 @@ class ConnectionGuard(ProtocolWrapper):
             self._counted = False
             self.factory.counter.release(self._key)
             if self.websocket:
-                self.factory.counter.websockets -= 1
+                self.factory.counter.websocket_closed()
         super().connectionLost(reason)
 
     def _arm(self) -> None:
@@ -397,7 +411,7 @@ class ConnectionGuard(ProtocolWrapper):
         self.transport.abortConnection()
 
 
-# Wrappers that pass writes through unchanged: the WebSocket fast path (zmqwamp.protocol._plain_tcp) looks under them.
+# Wrappers that pass writes through unchanged: the write path (zmqwamp.wire.plain_tcp) looks under them.
 PASS_THROUGH_WRAPPERS = (ConnectionGuard, HAProxyProtocolWrapper)
 
 

@@ -6,7 +6,7 @@ object, ``log_logger``), so ``json.loads`` per line fails on it.  Log shippers
 (journald, Docker, Loki, Elasticsearch) want plain JSON lines, so
 :class:`JSONLinesObserver` writes, per event::
 
-    {"time": "2026-12-02T10:00:00.123Z", "level": "info", "namespace": "zmqwamp.protocol",
+    {"time": "2026-12-02T10:00:00.123Z", "level": "info", "namespace": "zmqwamp.session",
      "message": "session 7 open: authid=alice ...", "session": 7, "authid": "alice", ...}
 
 ``message`` is the text the text format shows; the event's own fields follow,

@@ -15,7 +15,7 @@ local-only pages) gets it from here, so there is one answer to "who is this".
 
 Addresses are Twisted ``IAddress`` objects; a forwarded client without a port
 gets port 0.  :func:`peer_string` writes them as autobahn does
-(``tcp4:1.2.3.4:5678``), which :func:`zmqwamp.auth.peer_host` cuts to the key of
+(``tcp4:1.2.3.4:5678``), which :func:`peer_host` cuts to the key of
 per-peer limits (``tcp4:1.2.3.4``).
 """
 
@@ -28,7 +28,6 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from twisted.web.http_headers import Headers
 
-from zmqwamp.auth import peer_host
 
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 UNIX = "unix"  # the --trusted-proxy value for peers on unix sockets
@@ -89,6 +88,13 @@ def peer_string(address: IAddress) -> str:
         name = address.name.decode(errors="replace") if isinstance(address.name, bytes) else address.name
         return f"unix:{name}" if name else "unix"
     return "unknown"
+
+
+def peer_host(peer: str) -> str:
+    """The address part of an autobahn peer string (``tcp4:1.2.3.4:5678`` -> ``tcp4:1.2.3.4``)."""
+    if peer.startswith(("tcp4:", "tcp6:", "tcp:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
 
 
 def host_key(address: IAddress) -> str:

@@ -31,8 +31,8 @@ from twisted.web.static import File
 
 from zmqwamp.limits import SERVER, ConnectionGuard, refusal_response
 from zmqwamp.peers import is_local, peer_string
-from zmqwamp.protocol import WampServerFactory
-from zmqwamp.router import Router
+from zmqwamp.session import SessionContext
+from zmqwamp.websocket import WampServerFactory
 
 log = Logger()
 
@@ -195,12 +195,12 @@ class WampResource(WebSocketResource):
     that vanished.
     """
 
-    def __init__(self, factory: WampServerFactory, router: Router) -> None:
+    def __init__(self, factory: WampServerFactory) -> None:
         super().__init__(factory)
-        self._router = router
+        self._registry = factory.context.registry
 
     def render(self, request):
-        if self._router.stopping:
+        if self._registry.stopping:
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request.setHeader(b"retry-after", b"1")
@@ -223,13 +223,13 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, router: Router, details_for_everyone: bool = False) -> None:
+    def __init__(self, context: SessionContext, details_for_everyone: bool = False) -> None:
         super().__init__()
-        self._router = router
+        self._context = context
         self._details_for_everyone = details_for_everyone
 
     def render_GET(self, request):
-        stopping = self._router.stopping
+        stopping = self._context.registry.stopping
         request.setResponseCode(503 if stopping else 200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -237,10 +237,10 @@ class HealthResource(Resource):
         if self._details_for_everyone or getattr(request, "client_local", False):
             body.update(
                 pid=os.getpid(),  # tells the processes of --workers apart
-                sessions=len(self._router.sessions),
-                calls_in_flight=self._router.calls_in_flight(),
-                subscriptions=self._router.hub.subscription_count(),
-                zmq_endpoints={"req": self._router.forwarder.addresses, "sub": self._router.hub.addresses},
+                sessions=len(self._context.registry.sessions),
+                calls_in_flight=self._context.registry.calls_in_flight,
+                subscriptions=self._context.router.hub.subscription_count(),
+                zmq_endpoints={"req": self._context.router.forwarder.addresses, "sub": self._context.router.hub.addresses},
             )
         return json.dumps(body).encode()
 
@@ -292,7 +292,7 @@ def _static(path: Path) -> File:
 
 def build_site(
     factory: WampServerFactory | None,
-    router: Router,
+    context: SessionContext,
     *,
     static: bool = True,
     metrics: bool = True,
@@ -306,12 +306,12 @@ def build_site(
     ops = factory is None
     root = Resource()
     if factory is not None:
-        root.putChild(b"ws", WampResource(factory, router))
+        root.putChild(b"ws", WampResource(factory))
     if static:
         root.putChild(b"", _static(STATIC / "index.html"))
         root.putChild(b"js", _static(STATIC / "js"))
-    root.putChild(b"healthz", HealthResource(router, details_for_everyone=ops))
+    root.putChild(b"healthz", HealthResource(context, details_for_everyone=ops))
     if metrics:
-        exporter = MetricsResource(registry=router.metrics.registry)
+        exporter = MetricsResource(registry=context.metrics.registry)
         root.putChild(b"metrics", exporter if ops else LocalOnly(exporter))
-    return BridgeSite(root, hosts=hosts, on_refused=lambda limit: router.metrics.limit_exceeded.labels(limit).inc())
+    return BridgeSite(root, hosts=hosts, on_refused=lambda limit: context.metrics.limit_exceeded.labels(limit).inc())

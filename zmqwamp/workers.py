@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
+from twisted.protocols.haproxy import proxyEndpoint
 
 log = Logger()
 
@@ -49,8 +51,13 @@ def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
                 "(terminate TLS in front, or run one process per TLS port)"
             )
         endpoint = serverFromString(reactor, plain)
-        assert isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
-        out.append(TCPListen(endpoint._interface or "0.0.0.0", endpoint._port, endpoint._backlog, proxy))
+        try:  # what Twisted parsed out of the description (its endpoints keep it in private attributes)
+            interface, port, backlog = endpoint._interface, endpoint._port, endpoint._backlog
+        except AttributeError:
+            raise WorkersUnsupported(
+                f"this Twisted's {type(endpoint).__name__} does not tell its port: run one bridge per port"
+            ) from None
+        out.append(TCPListen(interface or "0.0.0.0", port, backlog, proxy))
     return out
 
 
@@ -113,7 +120,7 @@ class WorkerSupervisor(Service):
         super().privilegedStartService()
         from twisted.internet.error import CannotListenError
 
-        from zmqwamp.bridge import exit_cannot_listen
+        from zmqwamp.service import exit_cannot_listen
 
         try:
             for listen in self.listens:
@@ -137,7 +144,7 @@ class WorkerSupervisor(Service):
             self._spawn(index)
         import signal
 
-        from zmqwamp.bridge import install_stop_signals
+        from zmqwamp.service import install_stop_signals
 
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._signal_all, "HUP"))
         self.reactor.callWhenRunning(install_stop_signals, self.reactor)
@@ -184,12 +191,7 @@ class WorkerSupervisor(Service):
             for s in group:
                 s.close()
 
-        def stopped(_):
-            # Workers drained and exited: a clean exit, not twistd re-raising SIGTERM.
-            if hasattr(self.reactor, "_exitSignal"):
-                self.reactor._exitSignal = None
-
-        return DeferredList(waits).addCallback(stopped)
+        return DeferredList(waits)
 
     @staticmethod
     def _kill(transport) -> None:
@@ -199,36 +201,16 @@ class WorkerSupervisor(Service):
             pass
 
 
-def adopt_listening_socket(reactor, fd: int, factory):
-    """Listen on an inherited socket (a worker's share of the supervisor's port)."""
+def inherited_endpoint(reactor, fd: int, proxy: bool = False) -> IStreamServerEndpoint:
+    """The endpoint of an inherited listening socket (a worker's share of the supervisor's port).
+
+    ``proxy``: the port speaks the PROXY protocol (``haproxy:tcp:...``), as
+    ``serverFromString`` would wrap it.
+    """
     with socket.socket(fileno=os.dup(fd)) as s:
         family = s.family
-    port = reactor.adoptStreamPort(fd, family, factory)  # Twisted keeps its own copy
-    os.close(fd)
-    return port
-
-
-class InheritedPortService(Service):
-    """Listens on an inherited socket while running."""
-
-    def __init__(self, reactor, fd: int, factory, proxy: bool = False) -> None:
-        self.reactor = reactor
-        self.fd = fd
-        if proxy:  # what serverFromString("haproxy:tcp:...") does around the factory
-            from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
-
-            factory = HAProxyWrappingFactory(factory)
-        self.factory = factory
-        self.port = None
-
-    def startService(self) -> None:
-        super().startService()
-        self.port = adopt_listening_socket(self.reactor, self.fd, self.factory)
-
-    def stopService(self):
-        super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
+    endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(reactor, fd, family)
+    return proxyEndpoint(endpoint) if proxy else endpoint
 
 
 def worker_args(raw_args: list[str]) -> list[str]:
