@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from autobahn.wamp.serializer import JsonObjectSerializer, Serializer
 from twisted.cred.portal import Portal

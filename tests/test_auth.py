@@ -6,7 +6,6 @@ so these tests also pin our WAMP-CRA to what the stock clients do.
 
 from __future__ import annotations
 
-
 import pytest
 from autobahn.wamp import auth as client_auth
 from twisted.cred import strcred
@@ -32,10 +31,11 @@ from zmqwamp.auth import (
     select_method,
     wampcra_sign,
 )
-from memory import make_world, new_session, received, send
 from zmqwamp.login import LoginThrottle
 from zmqwamp.peers import peer_host
 from zmqwamp.users import UsersFileChecker, make_record, write_users
+
+from memory import make_world, new_session, received, send
 
 SECRETS = ["s3cret-alice", "pw-bob", "wrong-guess"]
 

@@ -13,18 +13,19 @@ import time
 
 import pytest
 import zmq
+from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.internet import tcp
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
-from harness import start_bridge, start_rep
-from minws import ABORT, EVENT, RESULT, WSClient
-from probes import start_fastpub
 from zmqwamp import wire
 from zmqwamp.websocket import WampServerProtocol
 from zmqwamp.wire import CORK_LIMIT, FrameWriter, WriteBatch, plain_tcp
 from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
+
+from harness import start_bridge, start_rep
+from minws import ABORT, EVENT, RESULT, WSClient
+from probes import start_fastpub
 
 
 @pytest.fixture

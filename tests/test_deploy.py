@@ -70,7 +70,7 @@ def make_cert(directory: Path) -> dict[str, Path]:
     """A self-signed certificate for localhost / 127.0.0.1: key, cert, and both in one PEM (haproxy's crt)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())

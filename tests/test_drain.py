@@ -143,7 +143,7 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                             try:
                                 sessions.append(await connect(url))
                                 break
-                            except (OSError, asyncio.TimeoutError):
+                            except (TimeoutError, OSError):
                                 await asyncio.sleep(0.1)
                         status, body = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/healthz")
                         pids.add(json.loads(body)["pid"])

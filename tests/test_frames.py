@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
-from minws import encode_frame
 from zmqwamp.frames import FragmentLimit, WholeFrameReader, whole_data_frame
+
+from minws import encode_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
 KEY = b"\x12\x34\xab\xcd"

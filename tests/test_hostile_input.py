@@ -20,16 +20,17 @@ from autobahn.exception import PayloadExceededError
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
-from harness import start_bridge, start_rep
-from hang_bridge import HANGING
-from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient, encode_frame
-from probes import metric, rss_mib, start_fastpub
-from memory import new_session, received, send
-from wampclient import close, connect
 from zmqwamp.config import BridgeConfig
 from zmqwamp.messages import SERIALIZERS, WampProtocolViolation, decode
 from zmqwamp.session import MessageTooBig
 from zmqwamp.websocket import WampServerFactory
+
+from hang_bridge import HANGING
+from harness import start_bridge, start_rep
+from memory import new_session, received, send
+from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient, encode_frame
+from probes import metric, rss_mib, start_fastpub
+from wampclient import close, connect
 
 HERE = Path(__file__).resolve().parent
 MAX_MESSAGE = 4096
@@ -119,7 +120,7 @@ class CborClient:
         self.ws = ws
 
     @classmethod
-    async def joined(cls, url: str) -> "CborClient":
+    async def joined(cls, url: str) -> CborClient:
         ws = await WSClient.connect(url, protocols=("wamp.2.cbor",))
         assert ws.protocol == "wamp.2.cbor"
         client = cls(ws)

@@ -26,15 +26,15 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from harness import start_bridge
-from probes import metric, rss_mib
 from zmqwamp.config import ConfigError, load_config
-from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory
+from zmqwamp.limits import PASS_THROUGH_WRAPPERS, ConnectionCounter, ConnectionGuardFactory
 from zmqwamp.peers import ClientAddresses, host_key, is_local, peer_string
-from zmqwamp.limits import PASS_THROUGH_WRAPPERS
-from zmqwamp.wire import plain_tcp
 from zmqwamp.tap import Options
 from zmqwamp.web import BridgeSite, HealthResource, HostCheck, LocalOnly
+from zmqwamp.wire import plain_tcp
+
+from harness import start_bridge
+from probes import metric, rss_mib
 
 # -- in memory: a guarded site on a StringTransport ------------------------------------------
 

@@ -12,9 +12,10 @@ import pytest
 from autobahn.wamp.serializer import MsgPackObjectSerializer
 
 from zmqwamp.codec import CodecError, Unsupported, encode_args
-from memory import PUB, REP, joined, new_session, received, send
 from zmqwamp.messages import SERIALIZERS, decode
 from zmqwamp.session import GOODBYE_WAIT
+
+from memory import PUB, REP, joined, new_session, received, send
 
 MSGPACK_UNDEFINED = msgpack.ExtType(0, b"\x00")  # what msgpackr (wampy) sends for undefined
 

@@ -6,15 +6,23 @@ import asyncio
 import time
 
 import pytest
+from test_http import World
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from zmqwamp.limits import (
+    ConnectionCounter,
+    ConnectionGuardFactory,
+    LimitExceeded,
+    SessionLimits,
+    TokenBucket,
+    UpstreamBudget,
+)
+
 from harness import start_bridge, start_pub, start_rep
+from memory import PUB, REP, new_session, received, send
 from minws import ERROR, RESULT, SUBSCRIBED, Closed, HandshakeRefused, WSClient, open_tcp
 from probes import metric
-from test_http import World
-from memory import PUB, REP, new_session, received, send
-from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, LimitExceeded, SessionLimits, TokenBucket, UpstreamBudget
 
 LIMIT = "zmqwamp.error.limit_exceeded"
 

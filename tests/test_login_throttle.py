@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-
+from test_auth import pending
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -21,15 +21,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
-from harness import start_bridge
-from minws import ABORT, WELCOME, WSClient
-from test_auth import pending
 from zmqwamp import Bridge
 from zmqwamp.auth import Challenge, build_portal
 from zmqwamp.config import ConfigError, parse_config
 from zmqwamp.login import LoginService, LoginThrottle
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.tap import Options
+
+from harness import start_bridge
+from minws import ABORT, WELCOME, WSClient
 
 CAROL = "carol-right-1"
 

@@ -12,9 +12,10 @@ from datetime import datetime
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
+from zmqwamp.logs import JSONLinesObserver, event_as_record
+
 from harness import BIN, Process, start_bridge
 from wampclient import close, connect
-from zmqwamp.logs import JSONLinesObserver, event_as_record
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -21,17 +21,13 @@ import urllib.request
 import jwt
 import pytest
 from autobahn.wamp.exception import ApplicationError
+from test_auth import fired
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
-from harness import start_bridge, start_pub, start_rep
-from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED, WSClient
-from test_auth import fired
-from memory import World, make_world, new_session, send
-from wampclient import SessionClosed, connect
 from zmqwamp import Bridge
 from zmqwamp.auth import Identity, TicketCredentials, build_portal
 from zmqwamp.config import BridgeConfig
@@ -39,6 +35,11 @@ from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
 from zmqwamp.policy import UserRule
 from zmqwamp.registry import SESSION_EXPIRED
+
+from harness import start_bridge, start_pub, start_rep
+from memory import World, make_world, new_session, send
+from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED, WSClient
+from wampclient import SessionClosed, connect
 
 PUB = "tcp://127.0.0.1:9000"
 REP = "tcp://127.0.0.1:9999"

@@ -8,9 +8,10 @@ import pytest
 from autobahn.wamp.serializer import MsgPackObjectSerializer
 from twisted.internet.defer import Deferred
 
-from memory import PUB, REP, joined, new_session, received, send
 from zmqwamp.endpoints import Endpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut
+
+from memory import PUB, REP, joined, new_session, received, send
 
 
 def test_call_is_forwarded_and_answered(world):

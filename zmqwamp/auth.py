@@ -35,8 +35,9 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsChecker
 from twisted.cred.credentials import Anonymous, IAnonymous, IUsernameHashedPassword, IUsernamePassword
@@ -104,7 +105,7 @@ class Salt:
 class IWampCraSalts(Interface):
     """A checker whose stored secrets are PBKDF2-derived keys says how they were derived."""
 
-    def wampcra_salt(username: bytes) -> "Salt | None | Deferred":
+    def wampcra_salt(username: bytes) -> Salt | None | Deferred:
         """The :class:`Salt` for ``username``'s key, or None for plain WAMP-CRA.
 
         Should answer for unknown users too (a stable fake salt), so that a
@@ -228,7 +229,7 @@ def _normalise_checker(checker: ICredentialsChecker) -> None:
     """``strcred``'s ``memory:`` stores str names and passwords; Cred credentials carry bytes."""
     users = getattr(checker, "users", None)
     if type(checker).__name__ == "InMemoryUsernamePasswordDatabaseDontUse" and isinstance(users, dict):
-        checker.users = {to_bytes(name): to_bytes(password) for name, password in users.items()}
+        checker.users = {to_bytes(name): to_bytes(password) for name, password in users.items()}  # type: ignore[attr-defined]
 
 
 # -- avatar and realm ------------------------------------------------------
@@ -241,7 +242,7 @@ class IZmqAvatar(Interface):
     authprovider = Attribute("who vouched for the identity (str)")
     expires = Attribute("wall-clock time (time.time()) at which the session ends, or None (optional)")
 
-    def zmq_allowed(action: str, endpoint: Endpoint, options: dict[str, Any]) -> "bool | Deferred[bool]":
+    def zmq_allowed(action: str, endpoint: Endpoint, options: dict[str, Any]) -> bool | Deferred[bool]:
         """May this session do ``action`` ('call' or 'subscribe') on ``endpoint``?"""
 
 
@@ -262,7 +263,7 @@ class SessionAvatar:
         authrole: str,
         authmethod: str,
         authprovider: str,
-        rules: Iterable[UserRule] = (),
+        rules: Iterable[UserRule] | RuleBook = (),
         endpoints: Iterable[str] | None = None,
         expires: float | None = None,
     ) -> None:
@@ -302,7 +303,7 @@ class RuleBook:
 
 @implementer(IRealm)
 class BridgeRealm:
-    def __init__(self, rules: "Iterable[UserRule] | RuleBook" = ()) -> None:
+    def __init__(self, rules: Iterable[UserRule] | RuleBook = ()) -> None:
         self.rulebook = rules if isinstance(rules, RuleBook) else RuleBook(rules)
 
     def requestAvatar(self, avatarId, mind, *interfaces):
@@ -314,14 +315,19 @@ class BridgeRealm:
         else:
             identity = as_identity(avatarId, "cred")
         avatar = SessionAvatar(
-            identity.authid, identity.authrole, method, identity.authprovider, self.rulebook, identity.endpoints,
+            identity.authid,
+            identity.authrole,
+            method,
+            identity.authprovider,
+            self.rulebook,
+            identity.endpoints,
             identity.expires,
         )
         return IZmqAvatar, avatar, lambda: None
 
 
 def build_portal(
-    checkers: Iterable[ICredentialsChecker], anonymous: bool, rules: "Iterable[UserRule] | RuleBook" = ()
+    checkers: Iterable[ICredentialsChecker], anonymous: bool, rules: Iterable[UserRule] | RuleBook = ()
 ) -> Portal:
     """A portal serving ticket/wampcra with ``checkers`` (in order), and anonymous if asked.
 
@@ -408,6 +414,7 @@ def make_challenge(portal: Portal, method: str, authid: str | None):
 
 def check_response(portal: Portal, challenge: Challenge, signature: str | bytes) -> Deferred:
     """Check an AUTHENTICATE against its CHALLENGE; fires with an :class:`IZmqAvatar`."""
+    credentials: TicketCredentials | WampCraCredentials
     if challenge.method == "ticket":
         credentials = TicketCredentials(challenge.authid, signature)
     else:

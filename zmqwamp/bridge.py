@@ -7,7 +7,8 @@ server-side code a team writes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.cred.checkers import ICredentialsChecker
@@ -66,7 +67,8 @@ class Bridge:
         self.origins = OriginPolicy(config.origins)
         self.rulebook = RuleBook(config.rules)  # the per-user rules every avatar reads; replaced on reload
         self.inherited_fds: list[tuple[int, bool]] = []  # (fd, PROXY protocol?) of a --workers worker
-        self.config_loader = None  # () -> BridgeConfig, for reload; set by twistd when there is a --config
+        # for reload: set by twistd when there is a --config
+        self.config_loader: Callable[[], BridgeConfig] | None = None
 
     # -- the hooks ----------------------------------------------------------
 
@@ -112,11 +114,16 @@ class Bridge:
         self.context.router.resolver.aliases = dict(new.endpoints)
         self.rulebook.replace(new.rules)
         self.config.allow, self.config.origins, self.config.endpoints, self.config.rules = (
-            new.allow, new.origins, new.endpoints, new.rules,
+            new.allow,
+            new.origins,
+            new.endpoints,
+            new.rules,
         )
         log.info(
             "configuration reloaded: {allow} allow pattern(s), {aliases} alias(es), {rules} rule(s)",
-            allow=len(new.allow), aliases=len(new.endpoints), rules=len(new.rules),
+            allow=len(new.allow),
+            aliases=len(new.endpoints),
+            rules=len(new.rules),
         )
         d = self.context.router.recheck_subscriptions()
         d.addCallback(lambda revoked: log.info("reload: {n} subscription(s) revoked", n=revoked))
@@ -142,7 +149,9 @@ class Bridge:
             resolver=EndpointResolver(config.endpoints),
             authorize=self.zmq_allowed,
             forwarder=RequestForwarder(zmq_factory, metrics, idle_close=config.idle_close, budget=budget, names=names),
-            hub=SubscriptionHub(zmq_factory, metrics, budget=budget, names=names, max_filters=config.max_filters_per_endpoint),
+            hub=SubscriptionHub(
+                zmq_factory, metrics, budget=budget, names=names, max_filters=config.max_filters_per_endpoint
+            ),
             registry=registry,
             metrics=metrics,
             clock=reactor,
@@ -155,8 +164,11 @@ class Bridge:
             config.realm,
             build_portal(self.checkers, config.anonymous, self.rulebook),
             LoginThrottle(
-                reactor, floor=config.login_delay, cap=config.login_penalty_max,
-                login_timeout=config.handshake_timeout, max_queue=config.max_pending_logins,
+                reactor,
+                floor=config.login_delay,
+                cap=config.login_penalty_max,
+                login_timeout=config.handshake_timeout,
+                max_queue=config.max_pending_logins,
             ),
             metrics,
             stopping=lambda: registry.stopping,
@@ -166,23 +178,33 @@ class Bridge:
         # every connection to the listen ports is counted (max_sessions, max_sessions_per_peer) ...
         connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
         top = BridgeService(config.log_format, reactor, self.reload)
-        DrainService(router, registry, connections, zmq_factory, names, reactor, config.drain_time).setServiceParent(top)
+        DrainService(router, registry, connections, zmq_factory, names, reactor, config.drain_time).setServiceParent(
+            top
+        )
         factory = WampServerFactory(context, self.websocket_allowed, config, zmq_factory.write_batch)
         addresses = ClientAddresses(config.trusted_proxies, config.forwarded_header)
         hosts = HostCheck(config.allow_hosts)
 
         def guarded(site, counter: ConnectionCounter) -> ConnectionGuardFactory:
             return ConnectionGuardFactory(
-                site, config.handshake_timeout, reactor, counter, addresses,
+                site,
+                config.handshake_timeout,
+                reactor,
+                counter,
+                addresses,
                 on_limit=lambda limit: metrics.limit_exceeded.labels(limit).inc(),
             )
 
-        site = guarded(build_site(factory, context, static=config.static, metrics=not config.metrics_listen, hosts=hosts), connections)
+        site = guarded(
+            build_site(factory, context, static=config.static, metrics=not config.metrics_listen, hosts=hosts),
+            connections,
+        )
         for endpoint in self._listen_endpoints(reactor):
             ListeningPort(endpoint, site).setServiceParent(top)
         # ... and those to the metrics ports apart, so a flood of the first never hides the second
         operations = guarded(
-            build_site(None, context, static=False, hosts=hosts), ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
+            build_site(None, context, static=False, hosts=hosts),
+            ConnectionCounter(config.max_sessions, config.max_sessions_per_peer),
         )
         for description in config.metrics_listen:
             ListeningPort(serverFromString(reactor, description), operations).setServiceParent(top)

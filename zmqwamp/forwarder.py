@@ -22,10 +22,12 @@ import itertools
 import os
 import stat
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
@@ -95,8 +97,9 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         self._on_unmatched = on_unmatched
         self._requests: dict[bytes, Deferred] = {}
         self._next_id = itertools.count(1)
-        self._outbox: list[tuple[bytes, tuple[bytes, ...]]] = []  # (id, frames) not sent yet
-        self._flush_call = None
+        self._outbox: list[tuple[bytes, Sequence[bytes]]] = []  # (id, frames) not sent yet
+        self._flush_call: IDelayedCall | _NotConnected | None = None
+        self._reactor = factory.reactor
         # Deadlines, one FIFO per timeout value: requests with the same timeout
         # expire in the order they were sent, so each FIFO needs one timer (for its
         # oldest request), not one per request.  Answered requests leave their
@@ -122,7 +125,10 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         for d in requests.values():
             d.errback(reason)
 
-    def sendMsg(self, frames: tuple[bytes, ...] | list[bytes], timeout: float) -> Deferred:
+    def _forget(self, msg_id: bytes) -> None:
+        self._requests.pop(msg_id, None)
+
+    def sendMsg(self, frames: Sequence[bytes], timeout: float) -> Deferred:
         """Queue a request, sent at the end of this reactor iteration.
 
         The Deferred fires with the reply frames, or fails with
@@ -131,11 +137,11 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         Cancelling it forgets the request (and if it was not sent yet, it never is).
         """
         msg_id = next(self._next_id).to_bytes(8, "big")
-        d = Deferred(canceller=lambda _: self._requests.pop(msg_id, None))
+        d: Deferred = Deferred(canceller=lambda _: self._forget(msg_id))
         requests = self._requests
         requests[msg_id] = d
         self._outbox.append((msg_id, frames))
-        reactor = self.factory.reactor
+        reactor = self._reactor
         if self._flush_call is None:
             self._flush_call = reactor.callLater(0, self._flush)
         fifo = self._deadlines.get(timeout)
@@ -154,7 +160,7 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         del self._deadline_timers[timeout]
         fifo = self._deadlines[timeout]
         requests = self._requests
-        now = self.factory.reactor.seconds()
+        now = self._reactor.seconds()
         while fifo and (fifo[0][0] <= now or fifo[0][1] not in requests):
             _, msg_id = fifo.popleft()
             d = requests.pop(msg_id, None)
@@ -165,7 +171,7 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         if timeout in self._deadline_timers:  # a callback sent a new request, which set the timer
             return
         if fifo:
-            self._deadline_timers[timeout] = self.factory.reactor.callLater(fifo[0][0] - now, self._expire, timeout)
+            self._deadline_timers[timeout] = self._reactor.callLater(fifo[0][0] - now, self._expire, timeout)
         else:
             del self._deadlines[timeout]
 
@@ -261,7 +267,7 @@ class RequestForwarder:
         for the connection if this request opens it: raises
         :class:`~zmqwamp.limits.LimitExceeded` if it may not.
         """
-        if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
+        if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://") :]):
             raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
         connection = self._connection(address, owner)
         return connection.sendMsg(frames, timeout).addBoth(self._release, address)
@@ -357,7 +363,9 @@ class RequestForwarder:
     def _unmatched_reply(self, address: str, why: str) -> None:
         self._metrics.dropped.labels(f"reply_{why}").inc()
         if why == "late":
-            log.warn("late reply from {address} dropped: its call had already timed out or been cancelled", address=address)
+            log.warn(
+                "late reply from {address} dropped: its call had already timed out or been cancelled", address=address
+            )
         else:
             log.warn("malformed reply from {address} dropped (no request envelope)", address=address)
 
@@ -372,4 +380,3 @@ class RequestForwarder:
                 timer.cancel()
         self._idle_timers.clear()
         self._inflight.clear()
-

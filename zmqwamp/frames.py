@@ -19,6 +19,8 @@ never has to decide anything about a bad frame.
 
 from __future__ import annotations
 
+from autobahn.twisted.websocket import WebSocketServerProtocol
+
 _TEXT = 0x81  # FIN, no RSV bits, opcode 1
 _BINARY = 0x82  # FIN, no RSV bits, opcode 2
 
@@ -53,8 +55,10 @@ def whole_data_frame(data: bytes, pos: int, max_payload: int) -> tuple[bytes, bo
     if end > len(data):
         return None
     if length:
-        mask = (data[start:start + 4] * (length // 4 + 1))[:length]
-        payload = (int.from_bytes(data[start + 4:end], "little") ^ int.from_bytes(mask, "little")).to_bytes(length, "little")
+        mask = (data[start : start + 4] * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(data[start + 4 : end], "little") ^ int.from_bytes(mask, "little")).to_bytes(
+            length, "little"
+        )
     else:
         payload = b""
     if first == _TEXT:
@@ -65,14 +69,22 @@ def whole_data_frame(data: bytes, pos: int, max_payload: int) -> tuple[bytes, bo
     return payload, first == _BINARY, end
 
 
-class WholeFrameReader:
-    """Mixin for autobahn's ``WebSocketServerProtocol``: whole data frames go straight to ``onMessage``.
+class WholeFrameReader(WebSocketServerProtocol):
+    """Autobahn's ``WebSocketServerProtocol``, whole data frames straight to ``onMessage``.
 
     Call :meth:`read_whole_frames` in ``onOpen``.  Only between frames (autobahn
     holds no part of a frame or message) on an open connection; the first frame
     :func:`whole_data_frame` does not take, and all after it in that read, go to
     autobahn's parser, as does everything once the connection is closing.
     """
+
+    # autobahn's protocol options, set on each protocol from its factory's (setProtocolOptions)
+    logFrames: bool
+    logOctets: bool
+    autoFragmentSize: int
+    maskServerFrames: bool
+    maxFramePayloadSize: int
+    maxMessagePayloadSize: int
 
     _frame_limit = 0  # the largest payload read here; 0: all frames through autobahn
 
@@ -83,8 +95,13 @@ class WholeFrameReader:
 
     def _dataReceived(self, data: bytes) -> None:
         limit = self._frame_limit
-        if limit and self.state == self.STATE_OPEN and not self.data and self.current_frame is None \
-                and not self.inside_message:
+        if (
+            limit
+            and self.state == self.STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+        ):
             pos = 0
             while True:
                 frame = whole_data_frame(data, pos, limit)
@@ -101,8 +118,8 @@ class WholeFrameReader:
         super()._dataReceived(data)
 
 
-class FragmentLimit:
-    """Mixin for autobahn's ``WebSocketServerProtocol``: at most ``max_message_fragments`` frames per message.
+class FragmentLimit(WebSocketServerProtocol):
+    """Autobahn's ``WebSocketServerProtocol``, at most ``max_message_fragments`` frames per message.
 
     Autobahn bounds a message's bytes, not its frames: 300,042 one-byte
     fragments cost 3.2 s of CPU, 1,000,000 empty continuation frames 5.1 s

@@ -117,7 +117,7 @@ class SubscriptionHub:
         return list(self._by_id.values())
 
     def subscribe(self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
-        """``subscriber`` joins the Subscription for (endpoint, filter): at once, or a Deferred while the host name resolves.
+        """``subscriber`` joins the Subscription for (endpoint, filter): now, or a Deferred while the name resolves.
 
         Raises (or the Deferred fails with) :class:`~zmqwamp.limits.LimitExceeded`,
         :class:`~zmqwamp.forwarder.BackendUnavailable` (the name did not resolve)
@@ -132,7 +132,8 @@ class SubscriptionHub:
             filters = self._filters[address]
             if filter_ not in filters and len(filters) >= self.max_filters:
                 raise LimitExceeded(
-                    "max_filters_per_endpoint", f"{self.max_filters} distinct filters are already subscribed at this endpoint"
+                    "max_filters_per_endpoint",
+                    f"{self.max_filters} distinct filters are already subscribed at this endpoint",
                 )
             sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_)
             subs[(endpoint, filter_)] = sub
@@ -142,7 +143,7 @@ class SubscriptionHub:
         sub.subscribers.add(subscriber)
         connection = self._connections[address]
         if connection.waiting is not None:
-            d = Deferred()
+            d: Deferred = Deferred()
             connection.waiting.append((subscriber, sub, d))
             return d
         return sub
@@ -177,7 +178,7 @@ class SubscriptionHub:
 
     def _connected(self, target: str, connection: UpstreamSubConnection) -> None:
         connection.connect(target)
-        waiting, connection.waiting = connection.waiting, None
+        waiting, connection.waiting = connection.waiting or [], None
         for _, sub, d in waiting:
             d.callback(sub)
 

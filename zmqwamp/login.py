@@ -10,7 +10,7 @@ a signature is ever logged.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from autobahn.wamp.exception import ApplicationError
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
@@ -51,7 +51,7 @@ class LoginService:
 
     @inlineCallbacks
     def hello(self, session, hello):
-        """Answer a HELLO: fire with an avatar (anonymous), a :class:`Challenge` to send, or fail with ApplicationError."""
+        """Answer a HELLO: an avatar (anonymous), a :class:`Challenge` to send, or fail with ApplicationError."""
         if self._stopping():
             raise ApplicationError("wamp.close.system_shutdown", "the bridge is shutting down")
         if hello.realm != self.realm:
@@ -59,9 +59,7 @@ class LoginService:
         method = select_method(self.portal, hello.authmethods or ["anonymous"])
         if method is None:
             self.metrics.logins.labels("none", "refused").inc()
-            log.info(
-                "login refused: none of the offered authmethods is enabled, peer={peer}", peer=session.peer
-            )
+            log.info("login refused: none of the offered authmethods is enabled, peer={peer}", peer=session.peer)
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "no offered authentication method is enabled")
         if method != "anonymous":
             # -> CHALLENGE; the session answers with AUTHENTICATE -> authenticate()
@@ -93,23 +91,33 @@ class LoginService:
             self.metrics.logins.labels(challenge.method, "refused").inc()
             log.info(
                 "login refused: too many login attempts ({why}): method={method} authid={authid!r} peer={peer}",
-                why=str(e), method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
+                why=str(e),
+                method=challenge.method,
+                authid=challenge.authid[:80],
+                peer=session.peer,
             )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "too many login attempts") from None
         try:
-            avatar = yield check_response(self.portal, challenge, signature).addTimeout(throttle.login_timeout, throttle.clock)
+            avatar = yield check_response(self.portal, challenge, signature).addTimeout(
+                throttle.login_timeout, throttle.clock
+            )
         except LoginFailed:
             turn.failed()
         except CheckTimedOut:
             turn.failed()
             log.warn(
                 "{method} login for {authid!r}: the checker gave no answer within {t}s",
-                method=challenge.method, authid=challenge.authid[:80], t=throttle.login_timeout,
+                method=challenge.method,
+                authid=challenge.authid[:80],
+                t=throttle.login_timeout,
             )
         except Exception:
             turn.failed()
             log.failure(
-                "{method} login for {authid!r} failed in a checker", Failure(), method=challenge.method, authid=challenge.authid[:80]
+                "{method} login for {authid!r} failed in a checker",
+                Failure(),
+                method=challenge.method,
+                authid=challenge.authid[:80],
             )
         else:
             turn.succeeded()
@@ -118,7 +126,9 @@ class LoginService:
         self.metrics.logins.labels(challenge.method, "refused").inc()
         log.info(
             "login refused: method={method} authid={authid!r} peer={peer}",
-            method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
+            method=challenge.method,
+            authid=challenge.authid[:80],
+            peer=session.peer,
         )
         yield throttle.pause(turn.started + throttle.floor - throttle.clock.seconds())
         raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "authentication failed")
@@ -149,7 +159,7 @@ class LoginTurn:
     """An attempt's turn: its check may run now.  Say how it went with :meth:`succeeded` or
     :meth:`failed`; either gives the turn to the next attempt in line (so does :meth:`release`)."""
 
-    def __init__(self, throttle: "LoginThrottle", host: str, authid: str, lines: list) -> None:
+    def __init__(self, throttle: LoginThrottle, host: str, authid: str, lines: list) -> None:
         self._throttle = throttle
         self.host = host
         self.authid = authid
@@ -303,16 +313,18 @@ class LoginThrottle:
             # no sooner than: the holder's penalty, one penalty for each attempt ahead, then its own
             ahead = self._penalty(self._counts.get(key, 0))
             if max(line.ready_at - now, 0.0) + queued * ahead + wait > self.budget + _BUDGET_SLACK:
-                return fail(TooManyLoginAttempts(f"attempts {_whose(key)} could not be checked within {self.budget:g}s"))
+                return fail(
+                    TooManyLoginAttempts(f"attempts {_whose(key)} could not be checked within {self.budget:g}s")
+                )
         lines = []
         for key in keys:
             line = self._lines.get(key)
             if line is None:
                 line = self._lines[key] = _Line()
             lines.append((key, line))
-        d = lines[0][1].lock.acquire()
+        d: Deferred = lines[0][1].lock.acquire()
         for _, line in lines[1:]:
-            d.addCallback(lambda _, lock=line.lock: lock.acquire())
+            d.addCallback(_acquire, line.lock)
         return d.addCallback(self._granted, host, authid, lines, now, wanted)
 
     def _granted(self, _, host: str, authid: str, lines: list, arrived: float, wanted) -> Deferred:
@@ -324,13 +336,17 @@ class LoginThrottle:
         wait = self.delay(host, authid)
         if now - arrived + wait > self.budget + _BUDGET_SLACK:
             turn.release()
-            raise TooManyLoginAttempts(f"waited {now - arrived:.1f}s in line, then {wait:g}s more would pass {self.budget:g}s")
+            raise TooManyLoginAttempts(
+                f"waited {now - arrived:.1f}s in line, then {wait:g}s more would pass {self.budget:g}s"
+            )
         for _, line in lines:
             line.ready_at = now + wait
         if wait:
             log.info(
                 "login from {peer} for {authid!r} delayed {wait}s after repeated failures",
-                peer=host, authid=authid[:80], wait=wait,
+                peer=host,
+                authid=authid[:80],
+                wait=wait,
             )
         return self.pause(wait).addCallback(self._checking, turn, wanted)
 
@@ -350,6 +366,10 @@ class LoginThrottle:
         if seconds <= 0:
             return succeed(None)
         return deferLater(self.clock, seconds, lambda: None)
+
+
+def _acquire(_: object, lock: DeferredLock) -> Deferred:
+    return lock.acquire()
 
 
 def _whose(key: tuple[str, str]) -> str:

@@ -18,7 +18,7 @@ a password, ticket, token or signature as a field either (tests/test_logs.py).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, formatEvent
@@ -46,7 +46,7 @@ def event_as_record(event: dict) -> dict:
     """The JSON record of a twisted.logger event (see the module docstring)."""
     level = event.get("log_level")
     stamp = event.get("log_time")
-    when = datetime.fromtimestamp(stamp, timezone.utc) if stamp is not None else datetime.now(timezone.utc)
+    when = datetime.fromtimestamp(stamp, UTC) if stamp is not None else datetime.now(UTC)
     record: dict[str, Any] = {
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "level": getattr(level, "name", "info"),

@@ -11,7 +11,8 @@ message list.  No state and no network here.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import cbor2
 import msgpack
@@ -27,6 +28,17 @@ from autobahn.wamp.serializer import (
 from zmqwamp.codec import Unsupported
 
 
+class ObjectSerializer(Protocol):
+    """What a session needs of a serializer (autobahn's ``*ObjectSerializer`` classes)."""
+
+    NAME: str
+    BINARY: bool
+
+    def serialize(self, obj: Any) -> bytes: ...
+
+    def unserialize(self, payload: bytes) -> list[Any]: ...
+
+
 class WampProtocolViolation(Exception):
     """What a client sent is not a WAMP message this router takes: the session gets ABORT."""
 
@@ -38,9 +50,12 @@ class WampProtocolViolation(Exception):
 # value: 2.7 s and 0.9 s of CPU per MB, against 5 ms for plain strings.  None of them
 # means anything to a ZeroMQ service (the codecs cannot encode what they decode to).
 REFUSED_CBOR_TAGS = {
-    25: "string reference", 256: "string reference namespace",
-    28: "shared value", 29: "shared value reference",
-    35: "regular expression", 36: "MIME message",
+    25: "string reference",
+    256: "string reference namespace",
+    28: "shared value",
+    29: "shared value reference",
+    35: "regular expression",
+    36: "MIME message",
 }
 
 
@@ -98,7 +113,7 @@ class SafeCBORSerializer(CBORObjectSerializer):
 
 # One instance per serializer, shared by all sessions: autobahn caches a
 # message's bytes per serializer instance, so an EVENT is encoded once.
-SERIALIZERS = {
+SERIALIZERS: dict[str, ObjectSerializer] = {
     "wamp.2.cbor": SafeCBORSerializer(),
     "wamp.2.msgpack": MsgPackObjectSerializer(),
     "wamp.2.json": JsonObjectSerializer(),
@@ -106,8 +121,9 @@ SERIALIZERS = {
 
 # not batched, no decimal options: see unserialize and encode
 _JSON = SERIALIZERS["wamp.2.json"]
-try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the same options
-    from autobahn.wamp.serializer import _WAMPJsonEncoder
+_JSON_ENCODER: json.JSONEncoder | None
+try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the same options (a private class:
+    from autobahn.wamp.serializer import _WAMPJsonEncoder  # without it, autobahn's own serialize is used)
 
     _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 except ImportError:  # autobahn on ujson: no such class
@@ -185,7 +201,7 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
     for raw in raws:
         if not isinstance(raw, list) or not raw or type(raw[0]) is not int:
             raise WampProtocolViolation("a WAMP message is a list starting with an integer type")
-        klass = Serializer.MESSAGE_TYPE_MAP.get(raw[0])
+        klass: Any = Serializer.MESSAGE_TYPE_MAP.get(raw[0])
         if klass is None:
             raise WampProtocolViolation(f"unknown WAMP message type {raw[0]}")
         _drop_absent_options(raw)

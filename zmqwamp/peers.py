@@ -22,12 +22,11 @@ per-peer limits (``tcp4:1.2.3.4``).
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from twisted.web.http_headers import Headers
-
 
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 UNIX = "unix"  # the --trusted-proxy value for peers on unix sockets
@@ -165,7 +164,7 @@ class ClientAddresses:
     def __bool__(self) -> bool:
         return bool(self.networks) or self.trust_unix
 
-    def trusted(self, address: IAddress) -> bool:
+    def trusted(self, address: IAddress | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Is ``address`` (a connection's peer, or a hop of a forwarded chain) a trusted proxy?"""
         if isinstance(address, UNIXAddress):
             return self.trust_unix

@@ -99,7 +99,9 @@ class SessionRegistry:
         self.metrics.revoked.labels("session").inc()
         log.info(
             "session {session} ended: the credential of {authid} from {peer} expired",
-            session=session.session_id, authid=session.authid, peer=session.peer,
+            session=session.session_id,
+            authid=session.authid,
+            peer=session.peer,
         )
         session.shutdown(SESSION_EXPIRED, "the session's credential has expired", 1000, "session expired")
 

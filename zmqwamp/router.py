@@ -12,8 +12,9 @@ every open subscription.  Logging in is :mod:`zmqwamp.login`'s.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred, succeed
@@ -105,7 +106,10 @@ class Router:
     def _recheck_failed(self, failure: Failure, session, sub) -> bool:
         log.failure(
             "re-checking subscription {id} to {endpoint} of {authid}: the hook failed, so it is revoked",
-            failure, id=sub.id, endpoint=sub.endpoint.name[:200], authid=session.authid,
+            failure,
+            id=sub.id,
+            endpoint=sub.endpoint.name[:200],
+            authid=session.authid,
         )
         return False
 
@@ -115,7 +119,11 @@ class Router:
         self.metrics.revoked.labels("subscription").inc()
         log.info(
             "subscription {id} to {endpoint} (filter {filter!r}) of {authid} from {peer} revoked: no longer allowed",
-            id=sub.id, endpoint=sub.endpoint.name[:200], filter=sub.filter[:80], authid=session.authid, peer=session.peer,
+            id=sub.id,
+            endpoint=sub.endpoint.name[:200],
+            filter=sub.filter[:80],
+            authid=session.authid,
+            peer=session.peer,
         )
         return 1
 
@@ -133,7 +141,14 @@ class Router:
         return target
 
     def _authorized(
-        self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args, timeout_ms: int | None = None
+        self,
+        session,
+        action: str,
+        endpoint: Endpoint,
+        options: dict,
+        then: Callable,
+        *args,
+        timeout_ms: int | None = None,
     ):
         """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred.
 
@@ -161,8 +176,14 @@ class Router:
             return result  # the hook's canceller gave an answer of its own
         self.metrics.limit_exceeded.labels("authorization_timeout").inc()
         self.client_log.emit(
-            session, log.warn, "no authorization decision for {action} on {endpoint} within {timeout}s: authid={authid} peer={peer}",
-            action=action, endpoint=clip(endpoint.name), timeout=timeout, authid=clip(session.authid), peer=session.peer,
+            session,
+            log.warn,
+            "no authorization decision for {action} on {endpoint} within {timeout}s: authid={authid} peer={peer}",
+            action=action,
+            endpoint=clip(endpoint.name),
+            timeout=timeout,
+            authid=clip(session.authid),
+            peer=session.peer,
         )
         text = f"{action} timed out: no authorization decision for {clip(endpoint.name)!r} within {timeout:g}s"
         raise ApplicationError(ApplicationError.CANCELED if action == "call" else ApplicationError.TIMEOUT, text)
@@ -171,8 +192,13 @@ class Router:
         if allowed is not True:
             self.metrics.denied.labels(action).inc()
             self.client_log.emit(
-                session, log.info, "denied {action} on {endpoint} for {authid} from {peer}",
-                action=action, endpoint=clip(endpoint.name), authid=clip(session.authid), peer=session.peer,
+                session,
+                log.info,
+                "denied {action} on {endpoint} for {authid} from {peer}",
+                action=action,
+                endpoint=clip(endpoint.name),
+                authid=clip(session.authid),
+                peer=session.peer,
             )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"{action} on {endpoint.name!r} is not allowed")
         return then(*args)
@@ -236,7 +262,11 @@ class Router:
         if failure.check(CallTimedOut):
             self._count_call(endpoint, "timeout", started)
             self.client_log.emit(
-                None, log.warn, "call to {endpoint} timed out after {timeout}s", endpoint=clip(endpoint.name), timeout=timeout
+                None,
+                log.warn,
+                "call to {endpoint} timed out after {timeout}s",
+                endpoint=clip(endpoint.name),
+                timeout=timeout,
             )
             raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
         self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
@@ -272,7 +302,9 @@ class Router:
     def _limit_error(self, session, e: LimitExceeded) -> ApplicationError:
         """A request refused by a limit: counted, logged, and the ERROR to send."""
         self.metrics.limit_exceeded.labels(e.limit).inc()
-        self.client_log.emit(session, log.info, "{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text)
+        self.client_log.emit(
+            session, log.info, "{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text
+        )
         return ApplicationError(LIMIT_EXCEEDED, str(e))
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:
@@ -285,10 +317,20 @@ class Router:
         if len(filter_) > self.max_filter_length:
             raise self._limit_error(
                 session,
-                LimitExceeded("max_filter_length", f"the filter is {len(filter_)} bytes, at most {self.max_filter_length} are allowed"),
+                LimitExceeded(
+                    "max_filter_length",
+                    f"the filter is {len(filter_)} bytes, at most {self.max_filter_length} are allowed",
+                ),
             )
         return self._authorized(
-            session, "subscribe", target.endpoint, {"filter": filter_}, self._subscribe, session, target.endpoint, filter_
+            session,
+            "subscribe",
+            target.endpoint,
+            {"filter": filter_},
+            self._subscribe,
+            session,
+            target.endpoint,
+            filter_,
         )
 
     def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:

@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, maybeDeferred
@@ -94,7 +95,8 @@ class DrainService(Service):
         self.registry.stopping = True
         log.info(
             "stopping: draining {n} call(s) in flight for up to {t}s; /healthz and new WebSocket upgrades get 503",
-            n=self.registry.calls_in_flight, t=self.drain_time,
+            n=self.registry.calls_in_flight,
+            t=self.drain_time,
         )
         d = self._within(self.registry.no_calls(), self.drain_time)
         d.addCallback(self._say_goodbye)
@@ -165,7 +167,9 @@ def exit_cannot_listen(error: CannotListenError) -> None:
     reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
     log.critical(
         "cannot listen on {interface}:{port}: {reason}; is another bridge (or anything else) using it?",
-        interface=error.interface or "*", port=error.port, reason=reason,
+        interface=error.interface or "*",
+        port=error.port,
+        reason=reason,
     )
     raise SystemExit(1)
 

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from autobahn.wamp import message as m
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures
-from autobahn.wamp.serializer import Serializer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -54,7 +54,7 @@ from zmqwamp.auth import Challenge
 from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.limits import LIMIT_EXCEEDED, SessionLimits, TokenBucket
 from zmqwamp.login import LoginService
-from zmqwamp.messages import WampProtocolViolation, decode, encode
+from zmqwamp.messages import ObjectSerializer, WampProtocolViolation, decode, encode
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.registry import SessionRegistry
 from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
@@ -123,15 +123,28 @@ class WampSession:
 
     # one per connection: no per-instance __dict__
     __slots__ = (
-        "context", "serializer", "channel", "peer", "limits", "_call_rate", "_subscribing", "state",
-        "session_id", "avatar", "_challenge", "_calls", "_subscriptions", "log_budget",
-        "_revocable", "_closing",
+        "context",
+        "serializer",
+        "channel",
+        "peer",
+        "limits",
+        "_call_rate",
+        "_subscribing",
+        "state",
+        "session_id",
+        "avatar",
+        "_challenge",
+        "_calls",
+        "_subscriptions",
+        "log_budget",
+        "_revocable",
+        "_closing",
     )
 
     def __init__(
         self,
         context: SessionContext,
-        serializer: Serializer,
+        serializer: ObjectSerializer,
         channel: MessageChannel,
         peer: str,
         limits: SessionLimits | None = None,
@@ -174,7 +187,9 @@ class WampSession:
             return
         if self.state == "closed":
             self.context.metrics.dropped.labels("after_close").inc()
-            self.context.client_log.emit(self, log.info, "message from {peer} after session end ignored", peer=self.peer)
+            self.context.client_log.emit(
+                self, log.info, "message from {peer} after session end ignored", peer=self.peer
+            )
             return
         try:
             for raw, msg in decode(self.serializer, payload, is_binary):
@@ -218,6 +233,7 @@ class WampSession:
         if self.state != "challenge":
             raise WampProtocolViolation("AUTHENTICATE without a CHALLENGE")
         challenge, self._challenge = self._challenge, None
+        assert challenge is not None  # state "challenge" has one
         self.state = "login"
         d = self.context.logins.authenticate(self, challenge, msg.signature)
         d.addCallbacks(self._welcome, self._login_failed)
@@ -231,7 +247,10 @@ class WampSession:
         self.context.registry.opened(self)
         log.info(
             "session {session} open: authid={authid} role={authrole} peer={peer}",
-            session=self.session_id, authid=clip(avatar.authid), authrole=clip(avatar.authrole), peer=self.peer,
+            session=self.session_id,
+            authid=clip(avatar.authid),
+            authrole=clip(avatar.authrole),
+            peer=self.peer,
         )
         self.send(
             m.Welcome(
@@ -248,14 +267,17 @@ class WampSession:
     def _login_failed(self, failure: Failure) -> None:
         if self.state != "login":
             return
-        if failure.check(ApplicationError):
-            self.abort(failure.value.error, failure.value.args[0] if failure.value.args else None)
+        err = failure.value
+        if isinstance(err, ApplicationError):
+            self.abort(err.error, err.args[0] if err.args else None)
         else:
             log.failure("login failed unexpectedly", failure)
             self.abort(ApplicationError.NOT_AUTHORIZED, "login failed")
 
     def _on_abort(self, raw, msg: m.Abort) -> None:
-        self.context.client_log.emit(self, log.info, "client {peer} aborted: {reason}", peer=self.peer, reason=clip(msg.reason))
+        self.context.client_log.emit(
+            self, log.info, "client {peer} aborted: {reason}", peer=self.peer, reason=clip(msg.reason)
+        )
         self._end()
         self.channel.close(1000, None)
 
@@ -267,15 +289,19 @@ class WampSession:
     def _on_call(self, raw, msg: m.Call) -> None:
         if msg.request in self._calls:
             raise WampProtocolViolation(f"CALL request id {msg.request} already in flight")
-        if self.limits is not None:
+        if self.limits is not None and self._call_rate is not None:
             if len(self._calls) >= self.limits.max_calls_in_flight:
                 return self._limit_exceeded(
-                    m.Call.MESSAGE_TYPE, msg.request, "max_calls_in_flight",
+                    m.Call.MESSAGE_TYPE,
+                    msg.request,
+                    "max_calls_in_flight",
                     f"{self.limits.max_calls_in_flight} calls are already waiting for a reply",
                 )
             if not self._call_rate.take():
                 return self._limit_exceeded(
-                    m.Call.MESSAGE_TYPE, msg.request, "max_calls_per_second",
+                    m.Call.MESSAGE_TYPE,
+                    msg.request,
+                    "max_calls_per_second",
                     f"more than {self.limits.max_calls_per_second:g} calls per second",
                 )
         d = self.context.router.call(self, msg.procedure, msg.args, msg.kwargs, msg.timeout)
@@ -309,13 +335,19 @@ class WampSession:
         else:
             self.context.metrics.dropped.labels("cancel_unknown").inc()
             self.context.client_log.emit(
-                self, log.info, "CANCEL for unknown call {request} from {peer} ignored", request=msg.request, peer=self.peer
+                self,
+                log.info,
+                "CANCEL for unknown call {request} from {peer} ignored",
+                request=msg.request,
+                peer=self.peer,
             )
 
     def _on_subscribe(self, raw, msg: m.Subscribe) -> None:
         if self.limits is not None and len(self._subscriptions) + self._subscribing >= self.limits.max_subscriptions:
             return self._limit_exceeded(
-                m.Subscribe.MESSAGE_TYPE, msg.request, "max_subscriptions",
+                m.Subscribe.MESSAGE_TYPE,
+                msg.request,
+                "max_subscriptions",
                 f"this session already holds {self.limits.max_subscriptions} subscriptions",
             )
         options = raw[2] if len(raw) > 2 and isinstance(raw[2], dict) else {}
@@ -339,7 +371,9 @@ class WampSession:
 
     def _limit_exceeded(self, request_type: int, request: int, limit: str, text: str) -> None:
         self.context.metrics.limit_exceeded.labels(limit).inc()
-        self.context.client_log.emit(self, log.info, "{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text)
+        self.context.client_log.emit(
+            self, log.info, "{limit} reached by {peer}: {text}", limit=limit, peer=self.peer, text=text
+        )
         self.send(m.Error(request_type, request, LIMIT_EXCEEDED, args=[f"{limit}: {text}"]))
 
     def _on_unsubscribe(self, raw, msg: m.Unsubscribe) -> None:
@@ -373,8 +407,12 @@ class WampSession:
         else:
             self.context.metrics.dropped.labels("publish").inc()
             self.context.client_log.emit(
-                self, log.info, "unacknowledged PUBLISH to {topic} from {peer} dropped: {text}",
-                topic=clip(msg.topic), peer=self.peer, text=text,
+                self,
+                log.info,
+                "unacknowledged PUBLISH to {topic} from {peer} dropped: {text}",
+                topic=clip(msg.topic),
+                peer=self.peer,
+                text=text,
             )
 
     def _on_register(self, raw, msg: m.Register) -> None:
@@ -383,7 +421,12 @@ class WampSession:
 
     def _on_unregister(self, raw, msg: m.Unregister) -> None:
         self.send(
-            m.Error(m.Unregister.MESSAGE_TYPE, msg.request, ApplicationError.NO_SUCH_REGISTRATION, args=["nothing is registered"])
+            m.Error(
+                m.Unregister.MESSAGE_TYPE,
+                msg.request,
+                ApplicationError.NO_SUCH_REGISTRATION,
+                args=["nothing is registered"],
+            )
         )
 
     # -- out ----------------------------------------------------------------
@@ -401,11 +444,16 @@ class WampSession:
         self.context.metrics.bytes_out.inc(len(payload))
 
     def _too_big(self, request_type: int, request: int, what: str, e: MessageTooBig) -> None:
-        """A reply over the size limit (autobahn would refuse it): ERROR ``wamp.error.payload_size_exceeded`` instead."""
+        """A reply over the size limit (autobahn would refuse it): ERROR ``wamp.error.payload_size_exceeded``."""
         self.context.metrics.dropped.labels(f"{what}_too_large").inc()
         self.context.client_log.emit(
-            self, log.info, "{what} to request {request} of {peer} not sent: {text}",
-            what=what, request=request, peer=self.peer, text=str(e),
+            self,
+            log.info,
+            "{what} to request {request} of {peer} not sent: {text}",
+            what=what,
+            request=request,
+            peer=self.peer,
+            text=str(e),
         )
         self.send(m.Error(request_type, request, ApplicationError.PAYLOAD_SIZE_EXCEEDED, args=[f"the {what} is {e}"]))
 
@@ -426,8 +474,11 @@ class WampSession:
             except MessageTooBig as e:  # once per zmq message and serializer, then dropped for each subscriber
                 entry = (None, 0)
                 self.context.client_log.emit(
-                    None, log.warn, "event for subscription {subscription} dropped: {text}",
-                    subscription=event.subscription, text=str(e),
+                    None,
+                    log.warn,
+                    "event for subscription {subscription} dropped: {text}",
+                    subscription=event.subscription,
+                    text=str(e),
                 )
             prepared[key] = entry
         frame, size = entry
@@ -440,14 +491,16 @@ class WampSession:
     def _error(self, request_type: int, request: int, failure: Failure) -> None:
         if self.state != "open":
             return
-        if failure.check(ApplicationError):
-            err = failure.value
+        err = failure.value
+        if isinstance(err, ApplicationError):
             text = err.args[0] if err.args else err.error
             self.send(m.Error(request_type, request, err.error, args=[text]))
         elif failure.check(CancelledError):
             self.send(m.Error(request_type, request, ApplicationError.CANCELED, args=["call canceled"]))
         else:
-            self.context.client_log.emit(self, log.failure, "request {request} failed", failure=failure, request=request)
+            self.context.client_log.emit(
+                self, log.failure, "request {request} failed", failure=failure, request=request
+            )
             self.send(m.Error(request_type, request, INTERNAL_ERROR, args=["internal error in the bridge"]))
 
     def abort(self, reason: str, text: str | None) -> None:
@@ -461,7 +514,9 @@ class WampSession:
         """ABORT and close.  ``text`` may quote the client (autobahn's ProtocolError messages do): clipped."""
         self.context.metrics.protocol_errors.inc()
         text = clip(text, 300)
-        self.context.client_log.emit(self, log.warn, "protocol violation from {peer}: {text}", peer=self.peer, text=text)
+        self.context.client_log.emit(
+            self, log.warn, "protocol violation from {peer}: {text}", peer=self.peer, text=text
+        )
         self.abort(PROTOCOL_VIOLATION, text)
 
     def shutdown(
@@ -494,11 +549,13 @@ class WampSession:
             messages = decode(self.serializer, payload, is_binary)
         except WampProtocolViolation:
             messages = []
-        if any(isinstance(msg, m.Goodbye) for _, msg in messages):
+        if self._closing is not None and any(isinstance(msg, m.Goodbye) for _, msg in messages):
             self._closing[2].cancel()
             self._close_after_goodbye()
 
     def _close_after_goodbye(self) -> None:
+        if self._closing is None:
+            return
         code, reason, _ = self._closing
         self._closing = None
         self.channel.close(code, reason)
@@ -526,6 +583,8 @@ class WampSession:
         if was_open:
             log.info(
                 "session {session} closed: authid={authid} peer={peer}",
-                session=self.session_id, authid=clip(self.authid), peer=self.peer,
+                session=self.session_id,
+                authid=clip(self.authid),
+                peer=self.peer,
             )
         self.context.client_log.gone(self, self.peer)

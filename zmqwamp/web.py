@@ -17,15 +17,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.twisted import MetricsResource
 from twisted.logger import Logger
 from twisted.web.pages import notFound
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
@@ -114,9 +115,9 @@ class BridgeRequest(Request):
         self._refused = True
         super().gotLength(0)  # an empty content buffer for twisted.web's bookkeeping
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after this
-        self.channel.site.on_refused(limit)
+        self._site.on_refused(limit)
         log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
-        self.channel.transport.write(refusal_response(status, text))
+        self.channel.transport.write(refusal_response(status, text))  # type: ignore[union-attr]  # connected
         self.channel.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -127,8 +128,12 @@ class BridgeRequest(Request):
         if not self._refused:
             super().requestReceived(command, path, version)
 
+    @property
+    def _site(self) -> BridgeSite:
+        return self.channel.site  # type: ignore[attr-defined]  # twisted.web's Site sets it on its channels
+
     def process(self) -> None:
-        site = self.channel.site
+        site = self._site
         if site.hosts is not None and is_local(self.getHost()) and not site.hosts.allows(self.getHeader(b"host")):
             host = (self.getHeader(b"host") or b"")[:100].decode("latin-1")
             self._refuse(403, "allow_hosts", f"Host {host!r} not allowed on a loopback address (see --allow-host)")
@@ -139,7 +144,7 @@ class BridgeRequest(Request):
             super().process()
 
     def _refuse(self, code: int, limit: str, text: str) -> None:
-        self.channel.site.on_refused(limit)
+        self._site.on_refused(limit)
         log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
         self.setResponseCode(code)
         self.setHeader(b"server", SERVER)
@@ -233,14 +238,17 @@ class HealthResource(Resource):
         request.setResponseCode(503 if stopping else 200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        body = {"up": not stopping}
+        body: dict[str, Any] = {"up": not stopping}
         if self._details_for_everyone or getattr(request, "client_local", False):
             body.update(
                 pid=os.getpid(),  # tells the processes of --workers apart
                 sessions=len(self._context.registry.sessions),
                 calls_in_flight=self._context.registry.calls_in_flight,
                 subscriptions=self._context.router.hub.subscription_count(),
-                zmq_endpoints={"req": self._context.router.forwarder.addresses, "sub": self._context.router.hub.addresses},
+                zmq_endpoints={
+                    "req": self._context.router.forwarder.addresses,
+                    "sub": self._context.router.hub.addresses,
+                },
             )
         return json.dumps(body).encode()
 
@@ -250,7 +258,7 @@ class LocalOnly(Resource):
 
     isLeaf = True
 
-    def __init__(self, resource: Resource) -> None:
+    def __init__(self, resource: IResource) -> None:
         super().__init__()
         self._resource = resource
 

@@ -12,13 +12,17 @@ read without autobahn's parser (:mod:`zmqwamp.frames`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.wamp.exception import ApplicationError
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from zmqwamp.clientlog import clip
 from zmqwamp.config import BridgeConfig
@@ -32,8 +36,12 @@ from zmqwamp.wire import FrameWriter, WriteBatch, plain_tcp
 log = Logger()
 
 
-class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtocol):
+class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtocol):  # type: ignore[misc]
+    # (autobahn's two bases disagree on the types of peer and _transport_details: not ours to settle)
     session: WampSession | None = None
+    factory: WampServerFactory
+    transport: Any  # Twisted's transport, or the connection guard around it
+    peer: str
 
     def onConnect(self, request):
         for offered in request.protocols:
@@ -41,13 +49,17 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
                 break
         else:
             raise ConnectionDeny(
-                ConnectionDeny.BAD_REQUEST, f"no supported WAMP subprotocol offered (want one of {', '.join(SERIALIZERS)})"
+                ConnectionDeny.BAD_REQUEST,
+                f"no supported WAMP subprotocol offered (want one of {', '.join(SERIALIZERS)})",
             )
         allowed = self.factory.websocket_allowed(request)
         if allowed is not True:
             self.factory.context.client_log.emit(
-                None, log.info, "WebSocket from {peer} refused (origin={origin})",
-                peer=request.peer, origin=clip(request.headers.get("origin")),
+                None,
+                log.info,
+                "WebSocket from {peer} refused (origin={origin})",
+                peer=request.peer,
+                origin=clip(request.headers.get("origin")),
             )
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "not allowed")
         # Connections are counted (max_sessions, max_sessions_per_peer) by the guard
@@ -56,27 +68,36 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
 
     def onOpen(self) -> None:
         factory = self.factory
-        self._outgoing = OutgoingBuffer(factory.max_outgoing_buffer, self._slow_consumer, factory.context.metrics, self.peer)
+        self._outgoing = OutgoingBuffer(
+            factory.max_outgoing_buffer, self._slow_consumer, factory.context.metrics, self.peer
+        )
         try:
             # replace twisted.web's HTTPChannel, still registered from before the upgrade
             self.transport.unregisterProducer()
             self.transport.registerProducer(self._outgoing, True)
         except (AttributeError, RuntimeError) as e:
             log.warn("outgoing buffer for {peer} not bounded: {error}", peer=self.peer, error=e)
-        self.session = WampSession(
-            factory.context, SERIALIZERS[self.websocket_protocol_in_use], self, self.peer, factory.session_limits
-        )
+        subprotocol = self.websocket_protocol_in_use
+        assert subprotocol in SERIALIZERS  # onConnect chose it
+        self.session = WampSession(factory.context, SERIALIZERS[subprotocol], self, self.peer, factory.session_limits)
         # Frames this connection sends are exactly autobahn's PreparedMessage bytes (one
         # unmasked, uncompressed, unfragmented frame, nothing logged): the fast paths of
         # send_frame and send_prepared may write them to the transport themselves.
         self._plain_frames = (
-            getattr(self, "_perMessageCompress", None) is None and not self.autoFragmentSize and not self.maskServerFrames
-            and not self.logFrames and not self.logOctets and not self.trackedTimings
+            getattr(self, "_perMessageCompress", None) is None
+            and not self.autoFragmentSize
+            and not self.maskServerFrames
+            and not self.logFrames
+            and not self.logOctets
+            and not self.trackedTimings
         )
         # sendMessage refuses a payload over maxMessagePayloadSize (0: no limit)
         self._max_payload = self.maxMessagePayloadSize or float("inf")
         self.read_whole_frames()
-        self._writer = FrameWriter(self.transport, plain_tcp(self.transport, PASS_THROUGH_WRAPPERS), factory.write_batch, self.peer)
+        self.max_message_fragments = factory.max_message_fragments
+        self._writer = FrameWriter(
+            self.transport, plain_tcp(self.transport, PASS_THROUGH_WRAPPERS), factory.write_batch, self.peer
+        )
         # The opening handshake is over, and autobahn reads none of these again (it keeps
         # them only for its test suite): free them, ~1.5 KB of every idle session.
         self.http_headers = {}
@@ -89,24 +110,28 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         self._login_deadline = None
         if self.session is not None and self.session.state in ("hello", "login", "challenge"):
             self.factory.context.metrics.limit_exceeded.labels("login_timeout").inc()
-            log.info("session from {peer} aborted: no completed login within {t}s", peer=self.peer, t=self.factory.login_timeout)
+            log.info(
+                "session from {peer} aborted: no completed login within {t}s",
+                peer=self.peer,
+                t=self.factory.login_timeout,
+            )
             self.session.abort(ApplicationError.TIMEOUT, f"no completed login within {self.factory.login_timeout:g}s")
-
-    @property
-    def max_message_fragments(self) -> int:
-        return self.factory.max_message_fragments
 
     def message_fragments_exceeded(self) -> None:
         self.factory.context.metrics.limit_exceeded.labels("max_message_fragments").inc()
         self.factory.context.client_log.emit(
-            self.session, log.info, "WebSocket from {peer} closed: a message of more than {n} frames (max_message_fragments)",
-            peer=self.peer, n=self.max_message_fragments,
+            self.session,
+            log.info,
+            "WebSocket from {peer} closed: a message of more than {n} frames (max_message_fragments)",
+            peer=self.peer,
+            n=self.max_message_fragments,
         )
         super().message_fragments_exceeded()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.session.message_received(payload, isBinary)
-        if self._login_deadline is not None and self.session.state == "open":
+        session = self.session
+        session.message_received(payload, isBinary)  # type: ignore[union-attr]  # made in onOpen
+        if self._login_deadline is not None and session.state == "open":  # type: ignore[union-attr]
             self._login_deadline.cancel()  # logged in: free the timer now, not when it fires
             self._login_deadline = None
 
@@ -114,7 +139,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         if self.session is not None:
             self.session.transport_lost()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._writer is not None:
             self._writer.discard()
         if self._login_deadline is not None and self._login_deadline.active():
@@ -125,10 +150,12 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             if self._outgoing is not None:
                 self._outgoing.stopProducing()
 
-    # the session's MessageChannel: frames go through the bounded outgoing buffer, then the writer
+    # The session's MessageChannel: frames go through the bounded outgoing buffer, then the writer.  Both are
+    # made in onOpen, with the session: the channel's methods (send_frame, prepare, send_prepared) are only
+    # ever called by it, so they do not check for None (the type checker is told so where they use them).
     _outgoing: OutgoingBuffer | None = None
     _writer: FrameWriter | None = None  # this connection's frames to the kernel (zmqwamp.wire), once open
-    _login_deadline = None
+    _login_deadline: IDelayedCall | None = None
 
     # Fast path: when the outgoing buffer writes through (nothing queued, transport
     # not paused), OutgoingBuffer.send would call write() at once; so write the framed
@@ -139,14 +166,17 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
 
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
         if (
-            self._plain_frames and self._outgoing.writes_through()
-            and self.state == self.STATE_OPEN and len(payload) <= self._max_payload
+            self._plain_frames
+            and self._outgoing.writes_through()  # type: ignore[union-attr]
+            and self.state == self.STATE_OPEN
+            and len(payload) <= self._max_payload
         ):
-            self._writer.write(self.factory.prepareMessage(payload, is_binary).payloadHybi)
+            frame = self.factory.prepareMessage(payload, is_binary).payloadHybi
+            self._writer.write(frame)  # type: ignore[union-attr]
             return
         if len(payload) > self._max_payload:  # sendMessage would refuse it, and only log that
             raise MessageTooBig(len(payload), self._max_payload)
-        self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))
+        self._outgoing.send(partial(self._write_message, payload, is_binary), len(payload))  # type: ignore[union-attr]
 
     def prepare(self, payload: bytes, is_binary: bool):
         if len(payload) > self._max_payload:
@@ -154,11 +184,13 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         return self.factory.prepareMessage(payload, is_binary)
 
     def send_prepared(self, prepared, slow_consumer: str | None = None) -> None:
-        if self._plain_frames and self._outgoing.writes_through() and self.state == self.STATE_OPEN:
-            self._writer.write(prepared.payloadHybi)
+        outgoing, writer = self._outgoing, self._writer
+        if self._plain_frames and outgoing.writes_through() and self.state == self.STATE_OPEN:  # type: ignore[union-attr]
+            writer.write(prepared.payloadHybi)  # type: ignore[union-attr]
             return
         policy = slow_consumer or self.factory.slow_consumer
-        self._outgoing.send(partial(self._write_prepared, prepared), len(prepared.payloadHybi), policy)
+        write = partial(self._write_prepared, prepared)
+        outgoing.send(write, len(prepared.payloadHybi), policy)  # type: ignore[union-attr]
 
     _pong: bytes | None = None  # the latest ping's payload, while its pong waits in the outgoing buffer
 
@@ -195,7 +227,10 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             if b"".join(self.control_frame_data) != self.autoPingPending:
                 self.control_frame_data = None
                 self.factory.context.client_log.emit(
-                    self.session, log.info, "pong from {peer} ignored: it does not answer the pending ping", peer=self.peer
+                    self.session,
+                    log.info,
+                    "pong from {peer} ignored: it does not answer the pending ping",
+                    peer=self.peer,
                 )
                 return True
         return super().processControlFrame()
@@ -239,7 +274,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
 
 
 class WampServerFactory(WebSocketServerFactory):
-    protocol = WampServerProtocol
+    protocol = WampServerProtocol  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -90,7 +90,7 @@ def plain_tcp(transport: Any, wrappers: tuple[type, ...] = ()) -> tcp.Connection
     """
     global _internals_missing_logged
     while wrappers and isinstance(transport, wrappers):
-        transport = transport.transport
+        transport = transport.transport  # type: ignore[attr-defined]  # ProtocolWrapper's, under all of them
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return None  # TLS: listenSSL wraps, startTLS sets .TLS
     missing = [name for name in TCP_INTERNALS if not hasattr(transport, name)]
@@ -116,7 +116,9 @@ class FrameWriter:
 
     __slots__ = ("peer", "_transport", "_tcp", "_batch", "_corked", "_corked_size")
 
-    def __init__(self, transport: Any, tcp_connection: tcp.Connection | None, batch: WriteBatch, peer: str = "?") -> None:
+    def __init__(
+        self, transport: Any, tcp_connection: tcp.Connection | None, batch: WriteBatch, peer: str = "?"
+    ) -> None:
         self.peer = peer
         self._transport = transport
         self._tcp = tcp_connection
@@ -166,9 +168,14 @@ class FrameWriter:
     def _send(self, data: bytes) -> None:
         """Straight to the socket when the transport has nothing buffered; else to the transport."""
         tcp_connection = self._tcp
-        if tcp_connection is not None and not tcp_connection._tempDataLen \
-                and tcp_connection.offset == len(tcp_connection.dataBuffer) and tcp_connection.connected \
-                and not tcp_connection.disconnecting and not self._transport.disconnecting:
+        if (
+            tcp_connection is not None
+            and not tcp_connection._tempDataLen
+            and tcp_connection.offset == len(tcp_connection.dataBuffer)
+            and tcp_connection.connected
+            and not tcp_connection.disconnecting
+            and not self._transport.disconnecting
+        ):
             try:
                 sent = tcp_connection.socket.send(data)
             except OSError:  # EAGAIN; or an error the transport will find and report itself

@@ -19,7 +19,7 @@ from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IProcessTransport, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols.haproxy import proxyEndpoint
@@ -44,7 +44,7 @@ def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
     out = []
     for description in descriptions:
         proxy = description.startswith("haproxy:")
-        plain = description[len("haproxy:"):] if proxy else description
+        plain = description[len("haproxy:") :] if proxy else description
         if plain.split(":", 1)[0] not in ("tcp", "tcp6"):
             raise WorkersUnsupported(
                 f"--workers shares plain tcp: listen endpoints only (haproxy:tcp: too); {description!r} is not one "
@@ -80,10 +80,10 @@ def open_shared_sockets(listen: TCPListen, count: int) -> list[socket.socket]:
 
 
 class _Worker(ProcessProtocol):
-    def __init__(self, supervisor: "WorkerSupervisor", index: int) -> None:
+    def __init__(self, supervisor: WorkerSupervisor, index: int) -> None:
         self.supervisor = supervisor
         self.index = index
-        self.ended = Deferred()
+        self.ended: Deferred = Deferred()
 
     def processEnded(self, reason) -> None:
         code = getattr(reason.value, "exitCode", None)
@@ -97,7 +97,12 @@ class WorkerSupervisor(Service):
     restart_delay = 1.0
 
     def __init__(
-        self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float,
+        self,
+        reactor,
+        worker_args: list[str],
+        listens: list[TCPListen],
+        count: int,
+        stop_timeout: float,
         log_format: str = "text",
     ) -> None:
         self.reactor = reactor
@@ -106,7 +111,7 @@ class WorkerSupervisor(Service):
         self.listens = listens
         self.count = count
         self.stop_timeout = stop_timeout
-        self.workers: dict[int, tuple[_Worker, object]] = {}
+        self.workers: dict[int, tuple[_Worker, IProcessTransport]] = {}
         self._sockets: list[list[socket.socket]] = []
 
     def setServiceParent(self, parent):
@@ -135,10 +140,12 @@ class WorkerSupervisor(Service):
         super().startService()
         if not self._sockets:  # started without privilegedStartService (e.g. by hand, in tests)
             self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
-        for listen, group in zip(self.listens, self._sockets):
+        for listen, group in zip(self.listens, self._sockets, strict=False):
             log.info(
                 "supervisor: {n} workers share {host}:{port}",
-                n=self.count, host=listen.interface, port=group[0].getsockname()[1],
+                n=self.count,
+                host=listen.interface,
+                port=group[0].getsockname()[1],
             )
         for index in range(self.count):
             self._spawn(index)
@@ -159,7 +166,7 @@ class WorkerSupervisor(Service):
     def _spawn(self, index: int) -> None:
         fds = [group[index].fileno() for group in self._sockets]
         args = [sys.executable, "-m", "zmqwamp", *self.worker_args]
-        for fd, listen in zip(fds, self.listens):
+        for fd, listen in zip(fds, self.listens, strict=False):
             args += ["--inherit-fd", f"haproxy:{fd}" if listen.proxy else str(fd)]
         child_fds = {0: "w", 1: 1, 2: 2, **{fd: fd for fd in fds}}
         protocol = _Worker(self, index)

@@ -23,7 +23,8 @@ read until ``EAGAIN``.  So a batch cut short schedules its own next read.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 from twisted.internet.interfaces import IReactorTime
