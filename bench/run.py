@@ -42,12 +42,11 @@ from common import (  # noqa: E402
     rss_bytes,
     say,
 )
+from crossbar_install import CROSSBAR_VERSION, ensure_crossbar, ensure_pyspy  # noqa: E402
 from report import build_report, num, rnd, times  # noqa: E402
 
 PY = sys.executable  # the project's venv python: autobahn, pyzmq, twisted
 BIN = Path(PY).parent
-CROSSBAR_VERSION = os.environ.get("BENCH_CROSSBAR_VERSION", "26.10.1")
-CROSSBAR_VENV = BENCH / ".crossbar-venv"
 BUSY = 85.0  # % of one core: a process at or above this is the bottleneck
 # zmqwamp's admission limits protect a production bridge from one abusive peer;
 # every bench client comes from 127.0.0.1, so they are raised (only if this
@@ -194,28 +193,8 @@ class Bench:
         self.probe(target, 30)
         return target
 
-    def ensure_crossbar(self) -> Path:
-        exe = CROSSBAR_VENV / "bin" / "crossbar"
-        stamp = CROSSBAR_VENV / f".installed-{CROSSBAR_VERSION}"
-        if stamp.exists() and exe.exists():
-            return exe
-        say(f"installing Crossbar {CROSSBAR_VERSION} into {CROSSBAR_VENV.relative_to(ROOT)} (once; not a project dependency) ...")
-        with open(RESULTS / "crossbar-install.log", "w") as log:
-            steps = [
-                [sys.executable, "-m", "venv", "--clear", str(CROSSBAR_VENV)],
-                [str(CROSSBAR_VENV / "bin/pip"), "install", "-q", "--upgrade", "pip"],
-                [str(CROSSBAR_VENV / "bin/pip"), "install", "-q", f"crossbar=={CROSSBAR_VERSION}", "pyzmq"],
-                [str(exe), "version"],
-            ]
-            for argv in steps:
-                rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=1200).returncode
-                if rc != 0:
-                    raise RuntimeError(f"{' '.join(argv)} failed ({rc}); see {log.name}")
-        stamp.touch()
-        return exe
-
     def start_crossbar(self) -> Target:
-        exe = self.ensure_crossbar()
+        exe = ensure_crossbar()
         pub, pub_addr = self.start_timed_pub("pub-crossbar")
         port = free_port()
         cbdir = self.tmp / "crossbar-node"
@@ -557,18 +536,6 @@ class Bench:
         for child in (target.server, target.publisher):
             self.finish(child)
 
-    def ensure_pyspy(self) -> Path | None:
-        """py-spy in the bench's tool virtualenv (the Crossbar one), installed on first --profile."""
-        exe = CROSSBAR_VENV / "bin" / "py-spy"
-        if exe.exists():
-            return exe
-        pip = CROSSBAR_VENV / "bin" / "pip"
-        if not pip.exists():
-            return None
-        with open(RESULTS / "pyspy-install.log", "w") as log:
-            subprocess.run([str(pip), "install", "-q", "py-spy"], stdout=log, stderr=subprocess.STDOUT, timeout=600)
-        return exe if exe.exists() else None
-
     def run_profile(self) -> None:
         """Where a zmqwamp process spends its CPU under RPC (--profile-rpc, 64/16) and under fan-out.
 
@@ -581,7 +548,7 @@ class Bench:
         prof: dict = {"duration_s": dur, "rpc_load": "/".join(map(str, self.args.profile_rpc))}
         self.results["profile"] = prof
         try:
-            pyspy = self.ensure_pyspy()
+            pyspy = ensure_pyspy()
             if pyspy is None:
                 self.note("profile: py-spy not available; cProfile only")
             else:
@@ -888,7 +855,7 @@ def main() -> int:
             parser.error("--rpc wants IN/SESS pairs such as 16/1,64/16")
     limit_s = 60 * (args.max_minutes or (5 if args.quick else 25))
     if "crossbar" in args.targets:
-        bench.ensure_crossbar()  # outside the time bound: a first install takes a few minutes
+        ensure_crossbar()  # outside the time bound: a first install takes a few minutes
 
     def on_alarm(signum, frame):
         raise BenchTimeout(f"--max-minutes reached ({limit_s / 60:g} min)")
