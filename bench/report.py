@@ -204,10 +204,10 @@ class Report:
         """--workers 2 against one process."""
         results, out = self.results, self.out
         w = results.get("workers")
-        if w is None or not w.get("available"):
-            out("workers: not available in this build" if w is not None else "workers: not measured in this run")
+        if w is None:
+            out("workers: not measured in this run")
         elif w.get("w2") is None:
-            out(f"workers: --workers exists in this build but was not measured: {w.get('error', 'no result')}")
+            out(f"workers: not measured: {w.get('error', 'no result')}")
         else:
             out(f"workers: --workers 2 {w['w2']['calls_s']:.0f} calls/s vs 1 worker {w['w1']['calls_s']:.0f} calls/s "
                 f"(RPC 64/16) = {times(w['ratio'])}; bound with 2 workers: {w['w2']['bound']} "
@@ -265,12 +265,11 @@ class Report:
             target(f"idle: {z['sessions']} sessions held", z["joined"] / z["sessions"], 1.0, ">=", f"{z['joined']}/{z['sessions']}")
             target("idle: RSS/session vs anchor", ratio(z["kb_per_session"], a and a["kb_per_session"]), 0.5, "<=",
                    f"anchor measured at {a['joined'] if a else '-'} sessions")
-        if w and w.get("available") and w.get("w2"):
+        if w and w.get("w2"):
             target("--workers 2 vs 1 (RPC 64/16)", w["ratio"], 1.6, ">=",
                    f"bound with 2 workers: {w['w2']['bound']}" + (" (the LG/cores are the bottleneck)" if ("LG" in w["w2"]["bound"] or "cores" in w["w2"]["bound"]) else ""))
         else:
-            why = ("workers: not measured in this run" if w is None else "workers: not available in this build"
-                   if not w.get("available") else (w.get("error") or "not measured"))
+            why = "workers: not measured in this run" if w is None else (w.get("error") or "not measured")
             targets.append({"target": "--workers 2 vs 1", "measured": None, "want": ">= 1.6", "status": "n/a", "detail": why})
 
     def targets_table(self) -> None:

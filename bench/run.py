@@ -34,7 +34,7 @@ from crossbar_install import CROSSBAR_VERSION, ensure_crossbar  # noqa: E402
 from profiling import run_profile  # noqa: E402
 from report import build_report  # noqa: E402
 from scenarios import SECTIONS, Scenarios, settings  # noqa: E402
-from targets import Processes  # noqa: E402
+from targets import ZMQWAMP_LOAD_OPTIONS, Processes  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,7 +116,6 @@ def run(args: argparse.Namespace, procs: Processes, sc: Scenarios) -> None:
     say(f"zmqwamp bench ({'quick' if args.quick else 'full'}): {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"load generator = {args.client} autobahn-python asyncio client, up to {args.lg_procs} processes per scenario")
     procs.start_zmq_services()
-    sc.results["meta"]["zmqwamp_options"] = procs.zmqwamp_load_options()
     say("starting targets ...")
     starters = {"zmqwamp": procs.start_zmqwamp, "crossbar": procs.start_crossbar, "limit": procs.start_limit}
     if args.baseline:
@@ -172,6 +171,7 @@ def main() -> int:
         "load_generator": "bench/loadgen.py: autobahn-python asyncio client (lean: autobahn WebSocket + serializers, "
                           "frames after WELCOME read by its own parser unless --autobahn-frames; session: ApplicationSession); "
                           "RPC over >1 session and fan-out use --lg-procs processes, idle sessions 2,500 per process",
+        "zmqwamp_options": list(ZMQWAMP_LOAD_OPTIONS),
     }
     status = 0
     try:
