@@ -129,11 +129,9 @@ def run(args: argparse.Namespace, procs: Processes, sc: Scenarios) -> None:
             sc.note(f"{name} did not start: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
     for t in sc.targets.values():
         say(f"  {t.name:9} {t.url}  procedure={t.procedure} topic={t.topic} pids={t.pids()}")
-    for key, title, fn in (("idle", "idle sessions (RSS per session) ...", sc.idle), ("rpc", "RPC ...", sc.rpc),
-                           ("serializers", "serializers (RPC) ...", sc.serializers), ("fanout", "fan-out ...", sc.fanout),
-                           ("workers", "workers ...", sc.workers)):
+    for key, title in SECTIONS.items():
         if key in args.sections:
-            section(sc, procs.log, title, fn)
+            section(sc, procs.log, title, getattr(sc, key))
     if args.profile and "zmqwamp" in sc.targets:
         section(sc, procs.log, f"profile (py-spy, then cProfile, of a separate zmqwamp under RPC {args.profile_rpc[0]}/{args.profile_rpc[1]}, "
                 "then fan-out 100 subs @ 300/s) ...",

@@ -14,7 +14,10 @@ from measure import bound, measure_window, settle
 from report import num, rnd, times
 from targets import PY, Processes, Target
 
-SECTIONS = ("idle", "rpc", "serializers", "fanout", "workers")
+# --sections: each is the Scenarios method of that name, announced by its title (the title up to
+# " (" also names the section's time in results["section_s"]); they run in this order.
+SECTIONS = {"idle": "idle sessions (RSS per session) ...", "rpc": "RPC ...", "serializers": "serializers (RPC) ...",
+            "fanout": "fan-out ...", "workers": "workers ..."}
 
 
 def settings(quick: bool) -> dict:
@@ -67,6 +70,7 @@ class Scenarios:
 
     # -- RPC ----------------------------------------------------------------------
     def run_rpc(self, target: Target, inflight: int, sessions: int, serializer: str = "json") -> dict:
+        """``inflight`` calls kept in flight over ``sessions`` sessions for one window: calls/s, p50/p99, CPU."""
         cfg = self.cfg
         nproc = 1 if sessions == 1 else max(1, min(self.lg_procs, sessions))
         lgs = []
@@ -108,6 +112,7 @@ class Scenarios:
         return row
 
     def run_raw(self, inflight: int) -> dict:
+        """pyzmq DEALER -> the echo REP, no WAMP: the floor of the zmq hop."""
         cfg = self.cfg
         t0 = time.monotonic() + 1.0 + cfg["rpc_warmup"]  # 1 s to start the process
         t1 = t0 + cfg["rpc_duration"]
@@ -126,6 +131,7 @@ class Scenarios:
 
     # -- fan-out ----------------------------------------------------------------
     def run_fanout(self, target: Target, subscribers: int, rates: list[float]) -> list[dict]:
+        """One PUB to ``subscribers`` sessions, one step per rate (each drained, bounded): a row per step."""
         cfg = self.cfg
         nproc = max(1, min(self.lg_procs, subscribers))
         lgs = [self.procs.loadgen(f"lg-sub-{target.name}-{i}", target, "sub",
@@ -194,6 +200,7 @@ class Scenarios:
 
     # -- idle sessions ---------------------------------------------------------
     def run_idle(self, target: Target, sessions: int) -> dict:
+        """Hold ``sessions`` joined sessions: the server's RSS growth per session."""
         per_proc = 2500
         nproc = max(1, -(-sessions // per_proc))
         settle(target.pids)
@@ -261,6 +268,7 @@ class Scenarios:
 
     # -- the sections: each over every target ---------------------------------------
     def idle(self) -> None:
+        """Idle sessions on every target."""
         cfg = self.cfg
         # first: each server is fresh, so RSS growth is the sessions' own
         for name, t in self.targets.items():
@@ -287,6 +295,7 @@ class Scenarios:
         return best
 
     def rpc(self) -> None:
+        """Every RPC configuration on every target, then raw zmq."""
         cfg = self.cfg
         for inflight, sessions in cfg["rpc_configs"]:
             for name, row in self.best_rpc(inflight, sessions).items():
@@ -301,6 +310,7 @@ class Scenarios:
             say(f"    raw zmq   {inflight:3} in flight: {row['calls_s']:8.0f} calls/s p50 {num(row['p50_ms'])} p99 {num(row['p99_ms'])} ms")
 
     def serializers(self) -> None:
+        """RPC at cfg['ser_config'] with each serializer (json reuses the RPC section's rows when it has them)."""
         cfg = self.cfg
         inflight, sessions = cfg["ser_config"]
         for serializer in cfg["serializers"]:
@@ -312,6 +322,7 @@ class Scenarios:
                 say(f"    {name:9} {serializer:8}: {row['calls_s']:8.0f} calls/s p99 {num(row['p99_ms'])} ms [{row['bound']}]")
 
     def fanout(self) -> None:
+        """Every fan-out size and its rates on every target, each target settled before the next."""
         cfg = self.cfg
         for subscribers, rates in cfg["fanout"]:
             for name, t in self.targets.items():
@@ -321,6 +332,7 @@ class Scenarios:
                     settle(t.pids)
 
     def workers(self) -> None:
+        """--workers 2 against zmqwamp's RPC 64/16 row (needs the RPC section with 64/16)."""
         single = next((r for r in self.results["rpc"] if r["target"] == "zmqwamp" and r["inflight"] == 64
                        and r["sessions"] == 16), None)
         if "zmqwamp" not in self.targets or single is None:

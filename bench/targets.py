@@ -86,6 +86,7 @@ class Processes:
 
     # -- services ------------------------------------------------------------------
     def start_zmq_services(self) -> None:
+        """The echo REP every target forwards calls to."""
         rep = self.start("rep", [PY, str(ROOT / "examples/echo_rep.py"), "tcp://127.0.0.1:*"])
         self.rep = rep
         self.rep_addr = rep.wait_for(r"bound to (\S+)", 20)[0].group(1)
@@ -111,6 +112,7 @@ class Processes:
         return target
 
     def start_limit(self) -> Target:
+        """limit_server.py: canned RESULTs and its own timer as the publisher."""
         server = self.start("limit", [PY, str(BENCH / "limit_server.py"), "--port", "0"], stdin=True)
         port = int(server.wait_for(r"^LISTENING (\d+)", 30)[0].group(1))
         target = Target("limit", server, f"ws://127.0.0.1:{port}/ws", "bench.echo", "bench.events", server)
@@ -118,6 +120,7 @@ class Processes:
         return target
 
     def start_crossbar(self) -> Target:
+        """Crossbar with crossbar_forwarder.py in its router worker (the anchor)."""
         exe = ensure_crossbar()
         pub, pub_addr = self.start_timed_pub("pub-crossbar")
         port = free_port()
@@ -159,6 +162,7 @@ class Processes:
 
     # -- load generators -------------------------------------------------------------
     def loadgen(self, name: str, target: Target, mode: str, stdin: bool = True, serializer: str = "json", **opts) -> Child:
+        """A loadgen.py process (probe, rpc, sub, idle); ``opts`` become its --options."""
         argv = [PY, str(BENCH / "loadgen.py"), mode, "--url", target.url, "--realm", REALM,
                 "--procedure", target.procedure, "--topic", target.topic, "--serializer", serializer,
                 "--max-seconds", str(opts.pop("max_seconds", 600))]
@@ -171,6 +175,7 @@ class Processes:
         return self.start(name, argv, stdin=stdin)
 
     def probe(self, target: Target, timeout: float) -> None:
+        """Wait until ``target`` answers one call with the stock client; RuntimeError after ``timeout``."""
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:

@@ -3,7 +3,8 @@
 Like examples/counter_pub.py (binds, prints the bound address), but paced by
 the bench (scenarios.py, through targets.Target) on stdin: "STEP <step> <rate>
 <duration> <w0> <w1>" publishes rate*duration messages {"s", "n", "t"
-(CLOCK_MONOTONIC at send), "w0", "w1", "pad"} and prints "DONE <step> <count>"; "QUIT" (or end of stdin) exits.
+(CLOCK_MONOTONIC at send), "w0", "w1", "pad"} and prints "DONE <step> <count>";
+"QUIT" (or end of stdin) exits.
 """
 
 import json
