@@ -10,7 +10,7 @@ DEMO_LISTEN ?= tcp:8080:interface=127.0.0.1
 DEMO_REP    ?= tcp://127.0.0.1:9999
 DEMO_PUB    ?= tcp://127.0.0.1:9000
 
-.PHONY: all install demo test test-python test-js test-client test-deploy js-bundle browser-deps bench soak clean
+.PHONY: all install demo test test-python test-js test-client test-deploy js-bundle lint-js browser-deps bench soak clean
 
 all: install
 
@@ -61,6 +61,11 @@ test-client: $(PY_STAMP) $(JS_CLIENT_STAMP)
 # test-client fails while the committed copy differs from a fresh build.
 js-bundle: $(JS_CLIENT_STAMP)
 	cd js-client && node build.mjs --static
+
+# js-client's lint gate: ESLint (flat config), Prettier, and tsc: src/'s JSDoc types under strict, src/
+# implements zmqwamp.d.ts, test/types/usage.ts and the README's examples compile against it.
+lint-js: $(JS_CLIENT_STAMP)
+	cd js-client && npm run --silent lint && npm run --silent format:check && npm run --silent typecheck
 
 # Performance bench (issue 7; not part of `make test`): zmqwamp vs Crossbar + forwarder vs the
 # WebSocket layer's limit vs raw zmq. Installs Crossbar into bench/.crossbar-venv on first use.

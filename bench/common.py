@@ -1,7 +1,8 @@
-"""Shared helpers for the bench: latency histograms, /proc readings, child processes.
+"""Shared helpers for the bench: its places, latency histograms, /proc readings, child processes.
 
-Used by the orchestrator (run.py) and the load generator (loadgen.py); standard
-library only, so it also runs inside the Crossbar virtualenv if needed.
+Used by the orchestrator (run.py and the modules it wires) and the load generator
+(loadgen.py); standard library only, so it also runs inside the Crossbar virtualenv
+if needed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
+
+# -- the orchestrator's places and console ---------------------------------------
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+REALM = "zmqwamp"
+
+
+class BenchTimeout(Exception):
+    """--max-minutes reached (raised by run.py's SIGALRM handler): no section may swallow it."""
+
+
+def say(*parts) -> None:
+    print(*parts, flush=True)
+
 
 # -- latency histogram ---------------------------------------------------------
 # Log-scale buckets, 2% wide: mergeable across processes, cheap to record.

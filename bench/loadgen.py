@@ -11,7 +11,8 @@ server); only --url, --realm, --procedure and --topic differ.  Two clients:
 * ``--client session``: the stock ``ApplicationSession`` (always used by probe,
   so every target is checked with the unmodified client first).
 
-run.py starts one or several of these processes and talks to them on stdin/stdout:
+The bench (run.py: targets.py starts, scenarios.py drives) runs one or several of these
+processes and talks to them on stdin/stdout:
 
   probe  join, CALL --procedure once, print the reply, leave.
   rpc    join --sessions sessions, print READY, wait for "GO <t0> <t1>" on stdin

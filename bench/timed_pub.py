@@ -1,9 +1,10 @@
 """A plain ZeroMQ PUB for the fan-out scenario: timestamped JSON messages at a set rate.
 
 Like examples/counter_pub.py (binds, prints the bound address), but paced by
-run.py through stdin: "STEP <step> <rate> <duration> <w0> <w1>" publishes
-rate*duration messages {"s", "n", "t" (CLOCK_MONOTONIC at send), "w0", "w1",
-"pad"} and prints "DONE <step> <count>"; "QUIT" (or end of stdin) exits.
+the bench (scenarios.py, through targets.Target) on stdin: "STEP <step> <rate>
+<duration> <w0> <w1>" publishes rate*duration messages {"s", "n", "t"
+(CLOCK_MONOTONIC at send), "w0", "w1", "pad"} and prints "DONE <step> <count>";
+"QUIT" (or end of stdin) exits.
 """
 
 import json

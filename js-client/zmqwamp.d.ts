@@ -1,6 +1,8 @@
 // Type declarations for zmqwamp-client (the ES module, the CommonJS build and the
-// browser bundle's global `zmq`).  Kept by hand next to src/; test/types.test.mjs
-// type-checks test/types/usage.ts against this file.
+// browser bundle's global `zmq`).  Kept by hand next to src/, and checked both ways
+// (`npm run typecheck`): src/ (JavaScript with JSDoc) must implement these declarations
+// (test/types/conformance.ts), and the README's examples and test/types/usage.ts must
+// compile against them (test/build.test.mjs).
 
 /** libzmq's socket type numbers; zmqwamp-client offers REQ and SUB. */
 export declare const PUB: 1;
@@ -35,7 +37,8 @@ export type Sendable = Frame | ArrayBuffer | ArrayBufferView;
 /** A failure: `uri` is the WAMP error URI (e.g. "wamp.error.not_authorized"). */
 export declare class ZmqError extends Error {
   constructor(uri: string, message?: string, details?: { args?: unknown[]; kwargs?: Record<string, unknown> });
-  readonly name: "ZmqError";
+  /** Always "ZmqError". */
+  readonly name: string;
   /** The WAMP error URI. */
   readonly uri: string;
   /** Same as `uri` (Autobahn's name for it). */
@@ -70,8 +73,26 @@ export interface ContextOptions {
   connectTimeout?: number;
   /** Milliseconds the client waits past a request's timeout for the bridge's answer (default 2000). */
   timeoutGrace?: number;
-  /** A WebSocket class, for runtimes without a global one (Node 20: require("ws")). */
-  WebSocket?: unknown;
+  /**
+   * The WebSocket class this context's connections use (default: the global `WebSocket`).
+   * For runtimes without one (Node 20: `require("ws").WebSocket`) or to customise connections;
+   * the global is never changed.
+   */
+  WebSocket?: WebSocketClass;
+  /** Where the client's own warnings and errors go (default: `console`). */
+  logger?: Logger;
+}
+
+/** A WebSocket class with the WHATWG API: browsers', Node 22's global, the `ws` package's. */
+export type WebSocketClass = new (url: string, protocols?: string | string[]) => unknown;
+
+/**
+ * The client's warnings (an "error" event nobody listens to, a deprecated call) go to `warn`,
+ * exceptions thrown by listeners and WAMP protocol errors to `error`.
+ */
+export interface Logger {
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
 }
 
 /** No credentials: an anonymous session (the bridge must run with --anonymous). */
@@ -118,6 +139,11 @@ export interface RequestOptions {
   multipart?: boolean;
 }
 
+export interface SendOptions extends RequestOptions {
+  /** Hears the failure; without it the failure goes to the context's "error" listeners. */
+  errback?: ((error: ZmqError) => void) | null;
+}
+
 export interface SessionInfo {
   session: number;
   authid?: string;
@@ -152,20 +178,29 @@ declare class BaseSocket {
 }
 
 export declare class ReqSocket extends BaseSocket {
+  /** Made by `ctx.Socket(zmq.REQ, ...)`. */
+  private constructor();
   readonly type: 3;
-  /** Callback form: `callback(reply, frames)`; failures go to `errback` or the context's "error". */
+  /** Callback form: `callback(reply, frames)`; failures go to `options.errback` or the context's "error". */
   send(
     msg: Sendable | Sendable[],
-    callback?: (reply: any, frames: Frame[]) => void,
-    errback?: (error: ZmqError) => void,
+    callback?: ((reply: any, frames: Frame[]) => void) | null,
+    options?: SendOptions | null,
+  ): void;
+  /** @deprecated use `send(msg, callback, {errback, timeout, multipart})`; this form goes away in the next release. */
+  send(
+    msg: Sendable | Sendable[],
+    callback: ((reply: any, frames: Frame[]) => void) | null | undefined,
+    errback: ((error: ZmqError) => void) | null | undefined,
     options?: RequestOptions,
   ): void;
-  send(msg: Sendable | Sendable[], callback: (reply: any, frames: Frame[]) => void, options: RequestOptions): void;
   /** Promise form: resolves with the reply (an array of frames for a multipart reply). */
   request(msg: Sendable | Sendable[], options?: RequestOptions): Promise<any>;
 }
 
 export declare class SubSocket extends BaseSocket {
+  /** Made by `ctx.Socket(zmq.SUB, ...)`. */
+  private constructor();
   readonly type: 2;
   /** Set the handler `fn(msg, frames)`; `errback` hears subscribe failures (e.g. not authorized). */
   callback(fn: (msg: any, frames: Frame[]) => void, errback?: (error: ZmqError) => void): this;
@@ -197,3 +232,5 @@ export declare class ZmqContext {
 export declare function Context(url: string, options?: ContextOptions): ZmqContext;
 
 export as namespace zmq;
+// Only what is exported above is the module's API (BaseSocket is a declaration helper, not an export).
+export {};

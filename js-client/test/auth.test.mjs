@@ -9,10 +9,18 @@ import assert from "node:assert/strict";
 import { createHmac, pbkdf2Sync, randomBytes } from "node:crypto";
 import { WebSocketServer } from "ws";
 import * as zmq from "../dist/zmqwamp.mjs";
-import { bridgeHasAuth, sleep, startBridge, startEcho, waitUntil, withTimeout } from "./helpers.mjs";
+import { WebSocket, bridgeHasAuth, sleep, startBridge, startEcho, waitUntil, withTimeout } from "./helpers.mjs";
 
-const HELLO = 1, WELCOME = 2, ABORT = 3, CHALLENGE = 4, AUTHENTICATE = 5, GOODBYE = 6;
-const ERROR = 8, SUBSCRIBE = 32, CALL = 48, RESULT = 50;
+const HELLO = 1,
+  WELCOME = 2,
+  ABORT = 3,
+  CHALLENGE = 4,
+  AUTHENTICATE = 5,
+  GOODBYE = 6;
+const ERROR = 8,
+  SUBSCRIBE = 32,
+  CALL = 48,
+  RESULT = 50;
 
 const TICKETS = { hugo: "monkey" }; // authid -> ticket
 const TOKENS = { "tok-123": "token-user" }; // token -> authid it stands for
@@ -27,7 +35,11 @@ function craSignature(user, challenge) {
 
 /** A minimal WAMP router: authenticates, answers every CALL with the caller's authid. */
 function fakeRouter() {
-  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, handleProtocols: (protocols) => (protocols.has("wamp.2.json") ? "wamp.2.json" : false) });
+  const wss = new WebSocketServer({
+    host: "127.0.0.1",
+    port: 0,
+    handleProtocols: (protocols) => (protocols.has("wamp.2.json") ? "wamp.2.json" : false),
+  });
   const hellos = [];
   wss.on("connection", (ws) => {
     const send = (msg) => ws.send(JSON.stringify(msg));
@@ -52,7 +64,11 @@ function fakeRouter() {
           send([CHALLENGE, "wampcra", extra]);
         } else if (methods.includes("anonymous")) {
           authid = "anonymous";
-          send([WELCOME, hellos.length, { authid, authrole: "anonymous", authmethod: "anonymous", roles: { broker: {}, dealer: {} } }]);
+          send([
+            WELCOME,
+            hellos.length,
+            { authid, authrole: "anonymous", authmethod: "anonymous", roles: { broker: {}, dealer: {} } },
+          ]);
         } else {
           send([ABORT, { message: "no method" }, "wamp.error.no_auth_method"]);
           ws.close();
@@ -71,7 +87,11 @@ function fakeRouter() {
         }
         if (ok) {
           authid = pending.authid;
-          send([WELCOME, hellos.length, { authid, authrole: "user", authmethod: pending.method, roles: { broker: {}, dealer: {} } }]);
+          send([
+            WELCOME,
+            hellos.length,
+            { authid, authrole: "user", authmethod: pending.method, roles: { broker: {}, dealer: {} } },
+          ]);
         } else {
           send([ABORT, { message: "login refused" }, "wamp.error.not_authorized"]);
           ws.close();
@@ -113,7 +133,7 @@ describe("credentials -> WAMP authentication (in-test router)", () => {
 
   test("password, token and wampcra (plain and salted) log in; equal credentials share a session", async () => {
     router.hellos.length = 0;
-    const ctx = zmq.Context(router.url, { realm: "zmqwamp" });
+    const ctx = zmq.Context(router.url, { realm: "zmqwamp", WebSocket });
     contexts.push(ctx);
     const anon = ctx.Socket(zmq.REQ, "tcp://127.0.0.1:1");
     const hugo1 = ctx.Socket(zmq.REQ, "tcp://127.0.0.1:1", { username: "hugo", password: "monkey" });
@@ -128,7 +148,9 @@ describe("credentials -> WAMP authentication (in-test router)", () => {
     );
     assert.deepEqual(who, ["anonymous", "hugo", "hugo", "token-user", "otto", "anna"]);
     assert.equal(ctx.sessionCount, 5, "hugo's two sockets share one session");
-    const byAuthid = Object.fromEntries(router.hellos.map((h) => [h.authid ?? (h.authmethods ? "(token)" : "(anonymous)"), h]));
+    const byAuthid = Object.fromEntries(
+      router.hellos.map((h) => [h.authid ?? (h.authmethods ? "(token)" : "(anonymous)"), h]),
+    );
     assert.equal(router.hellos.length, 5);
     assert.equal(byAuthid["(anonymous)"].authmethods, undefined);
     assert.deepEqual(byAuthid.hugo.authmethods, ["ticket"]);
@@ -141,7 +163,7 @@ describe("credentials -> WAMP authentication (in-test router)", () => {
 
   test("a refused login reaches promise, errback, SUB errback and 'error'; it is not retried", async () => {
     router.hellos.length = 0;
-    const ctx = zmq.Context(router.url, { reconnect: { initialDelay: 0.05 } });
+    const ctx = zmq.Context(router.url, { reconnect: { initialDelay: 0.05 }, WebSocket });
     contexts.push(ctx);
     const errors = [];
     ctx.on("error", (e) => errors.push(e));
@@ -151,7 +173,11 @@ describe("credentials -> WAMP authentication (in-test router)", () => {
       assert.equal(e.message, "login refused");
       return true;
     });
-    const viaErrback = await withTimeout(new Promise((resolve) => req.send("x", () => resolve(null), resolve)), 5000, "errback");
+    const viaErrback = await withTimeout(
+      new Promise((resolve) => req.send("x", () => resolve(null), { errback: resolve })),
+      5000,
+      "errback",
+    );
     assert.equal(viaErrback.uri, "wamp.error.not_authorized");
     const sub = ctx.Socket(zmq.SUB, "tcp://127.0.0.1:3", { username: "otto", secret: "nope", method: "wampcra" });
     const subError = await withTimeout(new Promise((resolve) => sub.callback(() => {}, resolve)), 5000, "SUB errback");
@@ -165,39 +191,60 @@ describe("credentials -> WAMP authentication (in-test router)", () => {
 
 const auth = bridgeHasAuth();
 
-describe("two credential sets against the real bridge (--auth memory:...)", { skip: auth ? false : "this bridge has no --auth yet" }, () => {
-  let bridge, echo, ctx;
-  before(async () => {
-    echo = await startEcho();
-    bridge = await startBridge({ anonymous: false, args: ["--auth", "memory:hugo:monkey:otto:s3cret"] });
-  });
-  after(async () => {
-    if (ctx) await withTimeout(ctx.close(), 5000, "close").catch(() => {});
-    await Promise.allSettled([bridge, echo].filter(Boolean).map((p) => (p.stop ? p.stop() : p.proc.stop())));
-  });
+describe(
+  "two credential sets against the real bridge (--auth memory:...)",
+  { skip: auth ? false : "this bridge has no --auth yet" },
+  () => {
+    let bridge, echo, ctx;
+    before(async () => {
+      echo = await startEcho();
+      bridge = await startBridge({ anonymous: false, args: ["--auth", "memory:hugo:monkey:otto:s3cret"] });
+    });
+    after(async () => {
+      if (ctx) await withTimeout(ctx.close(), 5000, "close").catch(() => {});
+      await Promise.allSettled([bridge, echo].filter(Boolean).map((p) => (p.stop ? p.stop() : p.proc.stop())));
+    });
 
-  test("ticket (username/password and token) and wampcra sessions; bad password refused", async () => {
-    ctx = zmq.Context(bridge.url);
-    const errors = [];
-    ctx.on("error", (e) => errors.push(e));
-    const opened = [];
-    ctx.on("open", (info) => opened.push(info));
-    const hugo = ctx.Socket(zmq.REQ, echo.address, { username: "hugo", password: "monkey" });
-    const hugoToken = ctx.Socket(zmq.REQ, echo.address, { token: "monkey", username: "hugo" });
-    const otto = ctx.Socket(zmq.REQ, echo.address, { username: "otto", secret: "s3cret", method: "wampcra" });
-    const replies = await withTimeout(Promise.all([hugo.request("h"), hugoToken.request("t"), otto.request("o")]), 10000, "requests");
-    assert.deepEqual(replies, ["got this h", "got this t", "got this o"]);
-    assert.equal(ctx.sessionCount, 2, "the token login equals hugo's password login: same session");
-    assert.deepEqual(opened.map((i) => [i.authid, i.authmethod]).sort(), [["hugo", "ticket"], ["otto", "wampcra"]]);
-    assert.equal((await bridge.healthz()).sessions, 2);
+    test("ticket (username/password and token) and wampcra sessions; bad password refused", async () => {
+      ctx = zmq.Context(bridge.url, { WebSocket });
+      const errors = [];
+      ctx.on("error", (e) => errors.push(e));
+      const opened = [];
+      ctx.on("open", (info) => opened.push(info));
+      const hugo = ctx.Socket(zmq.REQ, echo.address, { username: "hugo", password: "monkey" });
+      const hugoToken = ctx.Socket(zmq.REQ, echo.address, { token: "monkey", username: "hugo" });
+      const otto = ctx.Socket(zmq.REQ, echo.address, { username: "otto", secret: "s3cret", method: "wampcra" });
+      const replies = await withTimeout(
+        Promise.all([hugo.request("h"), hugoToken.request("t"), otto.request("o")]),
+        10000,
+        "requests",
+      );
+      assert.deepEqual(replies, ["got this h", "got this t", "got this o"]);
+      assert.equal(ctx.sessionCount, 2, "the token login equals hugo's password login: same session");
+      assert.deepEqual(opened.map((i) => [i.authid, i.authmethod]).sort(), [
+        ["hugo", "ticket"],
+        ["otto", "wampcra"],
+      ]);
+      assert.equal((await bridge.healthz()).sessions, 2);
 
-    const wrong = ctx.Socket(zmq.REQ, echo.address, { username: "hugo", password: "not-monkey" });
-    await assert.rejects(withTimeout(wrong.request("x"), 10000, "bad login"), (e) => e.uri === "wamp.error.not_authorized");
-    const anonymous = ctx.Socket(zmq.REQ, echo.address);
-    await assert.rejects(withTimeout(anonymous.request("x"), 10000, "anonymous"), (e) => e.uri === "wamp.error.not_authorized");
-    assert.deepEqual(errors.map((e) => e.uri), ["wamp.error.not_authorized", "wamp.error.not_authorized"], "each refused login reported once");
+      const wrong = ctx.Socket(zmq.REQ, echo.address, { username: "hugo", password: "not-monkey" });
+      await assert.rejects(
+        withTimeout(wrong.request("x"), 10000, "bad login"),
+        (e) => e.uri === "wamp.error.not_authorized",
+      );
+      const anonymous = ctx.Socket(zmq.REQ, echo.address);
+      await assert.rejects(
+        withTimeout(anonymous.request("x"), 10000, "anonymous"),
+        (e) => e.uri === "wamp.error.not_authorized",
+      );
+      assert.deepEqual(
+        errors.map((e) => e.uri),
+        ["wamp.error.not_authorized", "wamp.error.not_authorized"],
+        "each refused login reported once",
+      );
 
-    await ctx.close();
-    await waitUntil(async () => (await bridge.healthz()).sessions === 0, 5000, "sessions released");
-  });
-});
+      await ctx.close();
+      await waitUntil(async () => (await bridge.healthz()).sessions === 0, 5000, "sessions released");
+    });
+  },
+);

@@ -1,5 +1,6 @@
 // The build outputs: the committed bundle the bridge serves is the one js-client builds,
-// the ES module / CommonJS builds agree, and the .d.ts type-checks the README's usage.
+// the ES module / CommonJS builds agree; and the types (`npm run typecheck`): src/ checks, it
+// implements zmqwamp.d.ts, and the README's examples compile against zmqwamp.d.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -7,13 +8,17 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { JS_CLIENT, ROOT } from "./helpers.mjs";
+import { checkReadme } from "./types/check-readme.mjs";
 
 const require = createRequire(import.meta.url);
 
 test("zmqwamp/static/js/zmqwamp.js is the current build of js-client (run `make js-bundle` and commit it)", () => {
   const built = readFileSync(join(JS_CLIENT, "dist/zmqwamp.js"), "utf8");
   const committed = readFileSync(join(ROOT, "zmqwamp/static/js/zmqwamp.js"), "utf8");
-  assert.ok(built === committed, "the bundle served by the bridge is stale: run `make js-bundle` and commit zmqwamp/static/js/zmqwamp.js");
+  assert.ok(
+    built === committed,
+    "the bundle served by the bridge is stale: run `make js-bundle` and commit zmqwamp/static/js/zmqwamp.js",
+  );
 });
 
 test("the ES module, CommonJS and browser builds export the same API", async () => {
@@ -35,11 +40,25 @@ test("the ES module, CommonJS and browser builds export the same API", async () 
   assert.ok(browserEsm.includes("export{"));
 });
 
-test("zmqwamp.d.ts type-checks test/types/usage.ts (tsc --strict)", () => {
-  const tsc = join(JS_CLIENT, "node_modules/typescript/bin/tsc");
+/** Run tsc on a project; fail the test with its output. */
+function tsc(project) {
+  const bin = join(JS_CLIENT, "node_modules/typescript/bin/tsc");
   try {
-    execFileSync(process.execPath, [tsc, "-p", join(JS_CLIENT, "test/types/tsconfig.json")], { encoding: "utf8", timeout: 60000 });
+    execFileSync(process.execPath, [bin, "-p", join(JS_CLIENT, project)], { encoding: "utf8", timeout: 120000 });
   } catch (e) {
-    assert.fail(`tsc failed:\n${e.stdout}${e.stderr}`);
+    assert.fail(`tsc -p ${project} failed:\n${e.stdout}${e.stderr}`);
   }
+}
+
+test("src/ type-checks: JavaScript with JSDoc under tsc --strict (tsconfig.json)", () => {
+  tsc("tsconfig.json");
+});
+
+test("src/ implements zmqwamp.d.ts, and test/types/usage.ts compiles against it (tsc --strict)", () => {
+  tsc("test/types/tsconfig.json");
+});
+
+test("every js example in README.md type-checks against zmqwamp.d.ts", () => {
+  const { count } = checkReadme();
+  assert.ok(count >= 4, `README.md has ${count} js examples`);
 });

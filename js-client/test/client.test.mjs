@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import * as zmq from "../dist/zmqwamp.mjs";
-import { startBridge, startCounter, startEcho, waitUntil, withTimeout } from "./helpers.mjs";
+import { WebSocket, startBridge, startCounter, startEcho, waitUntil, withTimeout } from "./helpers.mjs";
 
 const TEXT = new TextEncoder();
 
@@ -23,7 +23,7 @@ describe("zmqwamp-client against a real bridge", () => {
   let bridge, echo, slow, counter;
   const contexts = new Set();
   const context = (options) => {
-    const ctx = zmq.Context(bridge.url, { realm: "zmqwamp", ...options });
+    const ctx = zmq.Context(bridge.url, { realm: "zmqwamp", WebSocket, ...options });
     contexts.add(ctx);
     return ctx;
   };
@@ -37,21 +37,58 @@ describe("zmqwamp-client against a real bridge", () => {
 
   after(async () => {
     await Promise.allSettled([...contexts].map((c) => withTimeout(c.close(), 5000, "context close")));
-    await Promise.allSettled([bridge, echo, slow, counter].filter(Boolean).map((p) => (p.stop ? p.stop() : p.proc.stop())));
+    await Promise.allSettled(
+      [bridge, echo, slow, counter].filter(Boolean).map((p) => (p.stop ? p.stop() : p.proc.stop())),
+    );
   });
 
   test("REQ callback form: send() hands the echo reply to the callback", async () => {
     const ctx = context();
     const req = ctx.Socket(zmq.REQ, echo.address);
     const reply = await withTimeout(
-      new Promise((resolve, reject) => req.send({ myrequest: "hello" }, resolve, reject)),
+      new Promise((resolve, reject) => req.send({ myrequest: "hello" }, resolve, { errback: reject })),
       5000,
       "callback reply",
     );
     assert.equal(reply, 'got this {"myrequest":"hello"}');
     // The callback also gets the frames.
-    const frames = await withTimeout(new Promise((resolve, reject) => req.send("hi", (r, f) => resolve(f), reject)), 5000, "frames");
+    const frames = await withTimeout(
+      new Promise((resolve, reject) => req.send("hi", (r, f) => resolve(f), { errback: reject, timeout: 2000 })),
+      5000,
+      "frames",
+    );
     assert.deepEqual(frames, ["got this hi"]);
+    await ctx.close();
+  });
+
+  test("the old send(msg, callback, errback, options) form still works, with one deprecation warning (logger)", async () => {
+    const warnings = [];
+    const ctx = context({ logger: { warn: (...a) => warnings.push(a.join(" ")), error: console.error } });
+    const req = ctx.Socket(zmq.REQ, echo.address);
+    const slowReq = ctx.Socket(zmq.REQ, slow.address);
+    const reply = await withTimeout(new Promise((resolve, reject) => req.send("old", resolve, reject)), 5000, "reply");
+    assert.equal(reply, "got this old");
+    // The errback (3rd argument) hears the failure; the options (4th) are honoured.
+    const late = await withTimeout(
+      new Promise((resolve) => slowReq.send("late", () => resolve(null), resolve, { timeout: 200 })),
+      5000,
+      "errback",
+    );
+    assert.equal(late.uri, "wamp.error.canceled");
+    // No errback (null): the failure goes to the context's "error" listeners, as before.
+    const heard = new Promise((resolve) => ctx.on("error", resolve));
+    slowReq.send("late", () => {}, null, { timeout: 200 });
+    assert.equal((await withTimeout(heard, 5000, "error event")).uri, "wamp.error.canceled");
+    // The new form: no further warnings.
+    await withTimeout(
+      new Promise((resolve, reject) => req.send("new", resolve, { errback: reject })),
+      5000,
+      "new form",
+    );
+    assert.deepEqual(warnings, [
+      "zmqwamp-client: req.send(msg, callback, errback, options) is deprecated and goes away in the next release: " +
+        "use req.send(msg, callback, {errback, timeout, multipart})",
+    ]);
     await ctx.close();
   });
 
@@ -59,7 +96,11 @@ describe("zmqwamp-client against a real bridge", () => {
     const ctx = context();
     const req = ctx.Socket(zmq.REQ, echo.address);
     assert.equal(await withTimeout(req.request("hello", { timeout: 2000 }), 5000, "request"), "got this hello");
-    const replies = await withTimeout(Promise.all(Array.from({ length: 50 }, (_, i) => req.request(`n${i}`))), 10000, "50 requests");
+    const replies = await withTimeout(
+      Promise.all(Array.from({ length: 50 }, (_, i) => req.request(`n${i}`))),
+      10000,
+      "50 requests",
+    );
     replies.forEach((r, i) => assert.equal(r, `got this n${i}`));
     await ctx.close();
   });
@@ -73,7 +114,11 @@ describe("zmqwamp-client against a real bridge", () => {
       assert.ok(reply instanceof Uint8Array, `a reply that is not UTF-8 arrives as bytes, got ${typeof reply}`);
       assert.deepEqual([...reply], [...TEXT.encode("got this "), ...bytes]);
       // An ArrayBuffer is bytes too; multipart: one frame per element, the reply as frames.
-      const frames = await withTimeout(req.request(["a", bytes.buffer, { x: 1 }], { multipart: true }), 5000, "multipart");
+      const frames = await withTimeout(
+        req.request(["a", bytes.buffer, { x: 1 }], { multipart: true }),
+        5000,
+        "multipart",
+      );
       assert.equal(frames.length, 3);
       assert.equal(frames[0], "got this a");
       assert.deepEqual([...frames[1]], [...bytes]);
@@ -92,7 +137,10 @@ describe("zmqwamp-client against a real bridge", () => {
     all.callback((msg, frames) => gotAll.push(frames[0]));
     await withTimeout(Promise.all([hugo.ready(), all.ready()]), 5000, "subscriptions");
     await waitUntil(() => gotHugo.length >= 5 && gotAll.some((m) => m.startsWith("otto")), 10000, "events");
-    assert.ok(gotHugo.every((m) => typeof m === "string" && m.startsWith("hugo ")), JSON.stringify(gotHugo));
+    assert.ok(
+      gotHugo.every((m) => typeof m === "string" && m.startsWith("hugo ")),
+      JSON.stringify(gotHugo),
+    );
     assert.ok(gotAll.some((m) => m.startsWith("hugo ")));
     await ctx.close();
   });
@@ -133,7 +181,11 @@ describe("zmqwamp-client against a real bridge", () => {
     const ctx = context();
     const denied = "tcp://10.255.255.1:5555";
     const req = ctx.Socket(zmq.REQ, denied);
-    const viaErrback = await withTimeout(new Promise((resolve) => req.send("x", () => resolve(null), resolve)), 5000, "errback");
+    const viaErrback = await withTimeout(
+      new Promise((resolve) => req.send("x", () => resolve(null), { errback: resolve })),
+      5000,
+      "errback",
+    );
     assert.ok(viaErrback instanceof zmq.ZmqError);
     assert.equal(viaErrback.uri, "wamp.error.not_authorized");
     assert.match(viaErrback.message, /not allowed/);
@@ -165,7 +217,11 @@ describe("zmqwamp-client against a real bridge", () => {
     assert.ok(Date.now() - started < 2300, "the bridge's timeout came before the client's guard");
     // Socket-level default timeout, callback form.
     const req2 = ctx.Socket(zmq.REQ, slow.address, { timeout: 200 });
-    const err = await withTimeout(new Promise((resolve) => req2.send("late", () => resolve(null), resolve)), 5000, "errback");
+    const err = await withTimeout(
+      new Promise((resolve) => req2.send("late", () => resolve(null), { errback: resolve })),
+      5000,
+      "errback",
+    );
     assert.equal(err.uri, "wamp.error.canceled");
     await ctx.close();
   });
@@ -201,12 +257,15 @@ describe("zmqwamp-client against a real bridge", () => {
     assert.deepEqual(released.zmq_endpoints.sub, []);
     assert.equal(got.length, count, "no events after close");
     await assert.rejects(req.request("x"), (e) => e.uri === zmq.ERRORS.CLOSED);
-    assert.throws(() => ctx.Socket(zmq.REQ, echo.address), (e) => e.uri === zmq.ERRORS.CLOSED);
+    assert.throws(
+      () => ctx.Socket(zmq.REQ, echo.address),
+      (e) => e.uri === zmq.ERRORS.CLOSED,
+    );
   });
 
   test("unreachable bridge: a request fails fast with zmqwamp.error.disconnected", async () => {
     const port = await closedPort();
-    const ctx = zmq.Context(`ws://127.0.0.1:${port}/ws`, { reconnect: false });
+    const ctx = zmq.Context(`ws://127.0.0.1:${port}/ws`, { reconnect: false, WebSocket });
     contexts.add(ctx);
     const errors = [];
     ctx.on("error", (e) => errors.push(e));

@@ -12,11 +12,15 @@ export const JS_CLIENT = resolve(here, "..");
 export const ROOT = resolve(here, "../..");
 export const ARTIFACTS = join(ROOT, "test-artifacts");
 
-// Node 22+ has a global WebSocket.  On Node 20 use `ws`: the experimental one behind
-// --experimental-websocket never fires "close" for a refused connection.
-if (typeof globalThis.WebSocket === "undefined" || Number(process.versions.node.split(".")[0]) < 22) {
-  globalThis.WebSocket = (await import("ws")).WebSocket;
-}
+/**
+ * The WebSocket class the tests give their contexts (`{WebSocket}`; the library never sets a global):
+ * Node 22's own, else `ws` (the experimental one behind Node 20's --experimental-websocket never
+ * fires "close" for a refused connection).
+ */
+export const WebSocket =
+  typeof globalThis.WebSocket === "undefined" || Number(process.versions.node.split(".")[0]) < 22
+    ? (await import("ws")).WebSocket
+    : globalThis.WebSocket;
 
 /** An executable from the project's venv if there is one (make puts it on PATH too). */
 export function venvBin(name) {
@@ -123,10 +127,20 @@ export class Proc {
           const m = line.match(regex);
           if (m) return done(null, m);
         }
-        if (this.exitCode !== null) done(new Error(`${this.argv.slice(0, 3).join(" ")} exited (${this.exitCode}) before printing ${regex}:\n${this.output.slice(-3000)}`));
+        if (this.exitCode !== null)
+          done(
+            new Error(
+              `${this.argv.slice(0, 3).join(" ")} exited (${this.exitCode}) before printing ${regex}:\n${this.output.slice(-3000)}`,
+            ),
+          );
       };
       const timer = setTimeout(
-        () => done(new Error(`timed out after ${ms} ms waiting for ${regex} from ${this.argv.slice(0, 3).join(" ")}:\n${this.output.slice(-3000)}`)),
+        () =>
+          done(
+            new Error(
+              `timed out after ${ms} ms waiting for ${regex} from ${this.argv.slice(0, 3).join(" ")}:\n${this.output.slice(-3000)}`,
+            ),
+          ),
         ms,
       );
       const done = (err, m) => {
@@ -163,7 +177,13 @@ export async function startEcho(extra = []) {
 
 /** The example counter PUB (`hugo <n>` and `otto <n>` every `interval` seconds), on a free port. */
 export async function startCounter(interval = 0.1) {
-  const proc = new Proc([venvBin("python"), join(ROOT, "examples/counter_pub.py"), "tcp://127.0.0.1:*", "--interval", String(interval)]);
+  const proc = new Proc([
+    venvBin("python"),
+    join(ROOT, "examples/counter_pub.py"),
+    "tcp://127.0.0.1:*",
+    "--interval",
+    String(interval),
+  ]);
   const m = await proc.waitFor(/counter PUB bound to (\S+)/);
   return { proc, address: m[1] };
 }
@@ -172,7 +192,13 @@ export async function startCounter(interval = 0.1) {
  * `twistd -n zmqwamp` on 127.0.0.1 (port 0: a free one), anonymous, allowing `allow`.
  * `config` is TOML text written to a temporary file and passed with --config.
  */
-export async function startBridge({ port = 0, allow = ["tcp://127.0.0.1:*"], anonymous = true, config = null, args = [] } = {}) {
+export async function startBridge({
+  port = 0,
+  allow = ["tcp://127.0.0.1:*"],
+  anonymous = true,
+  config = null,
+  args = [],
+} = {}) {
   const argv = [venvBin("twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", `tcp:${port}:interface=127.0.0.1`];
   if (anonymous) argv.push("--anonymous");
   for (const a of allow) argv.push("--allow", a);
@@ -210,7 +236,11 @@ export async function startBridge({ port = 0, allow = ["tcp://127.0.0.1:*"], ano
  */
 export function bridgeHasAuth() {
   try {
-    const help = execFileSync(venvBin("twistd"), ["zmqwamp", "--help"], { cwd: ROOT, encoding: "utf8", timeout: 30000 });
+    const help = execFileSync(venvBin("twistd"), ["zmqwamp", "--help"], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 30000,
+    });
     return /--auth\b/.test(help);
   } catch {
     return true;

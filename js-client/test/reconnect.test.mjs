@@ -3,7 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as zmq from "../dist/zmqwamp.mjs";
-import { nextEvent, startBridge, startCounter, startEcho, waitUntil, withTimeout } from "./helpers.mjs";
+import { WebSocket, nextEvent, startBridge, startCounter, startEcho, waitUntil, withTimeout } from "./helpers.mjs";
 
 describe("reconnect after the bridge restarts on the same port", () => {
   let bridge, echo, counter, ctx;
@@ -20,7 +20,7 @@ describe("reconnect after the bridge restarts on the same port", () => {
 
   test("SUB resumes without duplicates, REQ fails fast while down and works after", async () => {
     const port = bridge.port;
-    ctx = zmq.Context(bridge.url, { reconnect: { initialDelay: 0.2, maxDelay: 1, growth: 1.5 } });
+    ctx = zmq.Context(bridge.url, { reconnect: { initialDelay: 0.2, maxDelay: 1, growth: 1.5 }, WebSocket });
     const opens = [];
     const closes = [];
     ctx.on("open", (info) => opens.push(info));

@@ -4,16 +4,31 @@ import { Context, REQ, SUB, ZmqError } from "zmqwamp-client";
 
 async function main(): Promise<void> {
   const ctx = Context("ws://localhost:8080/ws", { realm: "zmqwamp", reconnect: { initialDelay: 0.2, maxDelay: 5 } });
+  const quiet = zmq.Context("ws://localhost:8080/ws", {
+    WebSocket: globalThis.WebSocket,
+    logger: { warn: () => {}, error: (...args: unknown[]) => console.error(...args) },
+  });
   const req = ctx.Socket(REQ, "tcp://127.0.0.1:9999", { username: "hugo", password: "monkey" });
   req.send({ myrequest: "hello" }, (reply, frames) => console.log(reply, frames.length));
-  req.send("hi", (reply) => console.log(reply), (err: ZmqError) => console.log(err.uri, err.message));
+  req.send("hi", (reply) => console.log(reply), { errback: (err: ZmqError) => console.log(err.uri, err.message) });
+  req.send("hi", null, { timeout: 500, multipart: false, errback: null });
   const reply: string = await req.request({ myrequest: "hello" }, { timeout: 2000 });
   const parts: unknown[] = await req.request(["a", new Uint8Array([1, 2])], { multipart: true });
   const sub = ctx.Socket(SUB, "tcp://127.0.0.1:9000", { username: "hugo", password: "monkey", filter: "hugo" });
-  sub.callback((msg) => console.log(msg)).callback((msg, frames) => console.log(msg, frames), (e) => console.log(e.uri));
+  sub
+    .callback((msg) => console.log(msg))
+    .callback(
+      (msg, frames) => console.log(msg, frames),
+      (e) => console.log(e.uri),
+    );
   await sub.ready();
   const tokenReq = ctx.Socket(zmq.REQ, "echo", { token: "eyJ..." });
-  const craSub = ctx.Socket(zmq.SUB, "ticks", { username: "otto", secret: "s3cret", method: "wampcra", filter: new Uint8Array([0x68]) });
+  const craSub = ctx.Socket(zmq.SUB, "ticks", {
+    username: "otto",
+    secret: "s3cret",
+    method: "wampcra",
+    filter: new Uint8Array([0x68]),
+  });
   const anon = ctx.Socket("REQ", "tcp://127.0.0.1:9999", { timeout: 500 });
   ctx.on("open", (info) => console.log(info.authid, info.reconnected));
   ctx.on("close", (info) => console.log(info.willRetry, info.uri));
@@ -24,7 +39,7 @@ async function main(): Promise<void> {
     if (e instanceof zmq.ZmqError && e.uri === zmq.ERRORS.DISCONNECTED) console.log("offline");
   }
   await Promise.all([sub.close(), req.close(), tokenReq.close(), craSub.close()]);
-  await ctx.close();
+  await Promise.all([ctx.close(), quiet.close()]);
   console.log(reply, parts, zmq.version, zmq.PUB, zmq.REP);
 }
 

@@ -1,0 +1,379 @@
+// @ts-check
+// REQ and SUB sockets.  A socket is made by its context (ctx.Socket), which hands it a
+// SocketHost: the Link it runs on and the few context services it needs.  It joins the Link
+// as a LinkMember to hear about sessions opening, getting lost, failing or being closed.
+
+import autobahn from "autobahn";
+import { ERRORS, ZmqError, toZmqError } from "./errors.js";
+import { asBytes } from "./serializers.js";
+
+/** @typedef {import("autobahn").Session} Session */
+/** @typedef {import("autobahn").Subscription} Subscription */
+/** @typedef {import("./link.js").Link} Link */
+/** @typedef {import("./link.js").LinkMember} LinkMember */
+/** @typedef {import("zmqwamp-client").Frame} Frame */
+/** @typedef {import("zmqwamp-client").Sendable} Sendable */
+/** @typedef {import("zmqwamp-client").RequestOptions} RequestOptions */
+/** @typedef {import("zmqwamp-client").SendOptions} SendOptions */
+/** @typedef {import("zmqwamp-client").SocketState} SocketState */
+/** @typedef {import("./index.js").ZmqContext} ZmqContext */
+/** @typedef {(reply: any, frames: Frame[]) => void} ReplyCallback */
+/** @typedef {(error: ZmqError) => void} Errback */
+
+/**
+ * What a socket gets from its context.
+ * @typedef {object} SocketHost
+ * @property {import("./index.js").ZmqContext} context  the socket's public `context`
+ * @property {Link} link  the session this socket's credentials share
+ * @property {(error: ZmqError) => void} report  errors with nowhere else to go (the context's "error")
+ * @property {number} timeoutGrace  ms to wait past a request's timeout for the bridge's answer
+ * @property {(key: string, message: string) => void} deprecated  a warning, once per context and key
+ */
+
+/**
+ * One WAMP argument per frame: bytes of any kind become a Uint8Array, the rest is left as is.
+ * @param {unknown} value
+ */
+function toArg(value) {
+  const bytes = asBytes(value);
+  if (bytes) return bytes;
+  if (typeof Blob !== "undefined" && value instanceof Blob) {
+    throw new ZmqError(ERRORS.INVALID_ARGUMENT, "a Blob cannot be sent: read it into an ArrayBuffer first");
+  }
+  return value;
+}
+
+/**
+ * autobahn's unsubscribe throws synchronously when the session or subscription is gone.
+ * @param {Session} session
+ * @param {Subscription} subscription
+ * @returns {Promise<void>}
+ */
+function unsubscribeQuietly(session, subscription) {
+  try {
+    return Promise.resolve(session.unsubscribe(subscription)).then(
+      () => {},
+      () => {},
+    );
+  } catch {
+    return Promise.resolve();
+  }
+}
+
+class BaseSocket {
+  /**
+   * @param {SocketHost} host
+   * @param {string} endpoint
+   * @param {Record<string, unknown>} options
+   */
+  constructor(host, endpoint, options) {
+    /** @type {ZmqContext} */
+    this.context = host.context;
+    this.endpoint = endpoint;
+    this.options = { ...options };
+    this.closed = false;
+    this._host = host;
+    this._link = host.link;
+    /** @type {LinkMember} */
+    this._member = {
+      opened: (session) => this._sessionOpened(session),
+      lost: () => this._sessionLost(),
+      failed: (error) => this._failed(error),
+      closed: (error) => this._linkClosed(error),
+    };
+    this._link.join(this._member);
+  }
+
+  /**
+   * Where the socket stands.
+   * @returns {SocketState}
+   */
+  get state() {
+    const state = this._link.state;
+    return this.closed || state === "closing" ? "closed" : state;
+  }
+
+  /** @param {Session} _session */
+  _sessionOpened(_session) {}
+  _sessionLost() {}
+  /** @param {ZmqError} _error */
+  _failed(_error) {}
+  /** @param {ZmqError} _error */
+  _linkClosed(_error) {
+    this.closed = true;
+  }
+
+  /**
+   * Release the socket; the last socket of a session ends the session.  Never rejects.
+   * @returns {Promise<void>}
+   */
+  close() {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return this._link.leave(this._member);
+  }
+}
+
+export class ReqSocket extends BaseSocket {
+  /**
+   * Made by `ctx.Socket(zmq.REQ, endpoint, options)`.
+   * @param {SocketHost} host
+   * @param {string} endpoint
+   * @param {Record<string, unknown>} options
+   */
+  constructor(host, endpoint, options) {
+    super(host, endpoint, options);
+    /** @type {3} */
+    this.type = 3;
+  }
+
+  /**
+   * Send one request; the reply goes to `callback(reply, frames)`, a failure to
+   * `options.errback(error)` (or to the context's "error" listeners if there is no errback).
+   * The old form `send(msg, callback, errback, options)` still works for this release, with a
+   * one-time deprecation warning through the context's logger.
+   * @overload
+   * @param {Sendable | Sendable[]} msg
+   * @param {ReplyCallback | null} [callback]
+   * @param {SendOptions | null} [options]
+   * @returns {void}
+   */
+  /**
+   * @deprecated use `send(msg, callback, {errback, timeout, multipart})`
+   * @overload
+   * @param {Sendable | Sendable[]} msg
+   * @param {ReplyCallback | null | undefined} callback
+   * @param {Errback | null | undefined} errback
+   * @param {RequestOptions} [options]
+   * @returns {void}
+   */
+  /**
+   * @param {Sendable | Sendable[]} msg
+   * @param {ReplyCallback | null} [callback]
+   * @param {SendOptions | Errback | null} [options]
+   * @param {RequestOptions} [legacyOptions]
+   * @returns {void}
+   */
+  send(msg, callback, options, legacyOptions) {
+    /** @type {SendOptions} */
+    let opts;
+    if (typeof options === "function" || legacyOptions !== undefined) {
+      this._host.deprecated(
+        "send(msg, callback, errback, options)",
+        "req.send(msg, callback, errback, options) is deprecated and goes away in the next release: " +
+          "use req.send(msg, callback, {errback, timeout, multipart})",
+      );
+      opts = { ...legacyOptions, errback: typeof options === "function" ? options : undefined };
+    } else {
+      opts = options || {};
+    }
+    if (callback != null && typeof callback !== "function") throw new TypeError("callback must be a function");
+    const errback = opts.errback;
+    if (errback != null && typeof errback !== "function") throw new TypeError("errback must be a function");
+    this._request(msg, opts).then(
+      ({ reply, frames }) => {
+        if (callback) callback(reply, frames);
+      },
+      (err) => {
+        if (errback) errback(err);
+        else this._host.report(err);
+      },
+    );
+  }
+
+  /**
+   * Send one request; resolve with the reply, reject with a ZmqError.
+   * @param {Sendable | Sendable[]} msg
+   * @param {RequestOptions} [options]
+   * @returns {Promise<any>}
+   */
+  request(msg, options = {}) {
+    return this._request(msg, options).then(({ reply }) => reply);
+  }
+
+  /**
+   * @param {Sendable | Sendable[]} msg
+   * @param {RequestOptions} options
+   * @returns {Promise<{reply: any, frames: Frame[]}>}
+   */
+  async _request(msg, options) {
+    if (this.closed) throw new ZmqError(ERRORS.CLOSED, "the socket is closed");
+    const timeout = options.timeout ?? /** @type {number | undefined} */ (this.options.timeout);
+    const multipart = options.multipart ?? false;
+    /** @type {unknown[]} */
+    let args;
+    if (multipart) {
+      if (!Array.isArray(msg) || msg.length === 0) {
+        throw new ZmqError(ERRORS.INVALID_ARGUMENT, "a multipart request is a non-empty array of frames");
+      }
+      args = msg.map(toArg);
+    } else {
+      args = [toArg(msg)];
+    }
+    const link = this._link;
+    const session = await link.sessionFor(timeout);
+    if (this.closed) throw new ZmqError(ERRORS.CLOSED, "the socket is closed");
+    /** @type {{timeout?: number}} */
+    const callOptions = {};
+    if (timeout) callOptions.timeout = timeout;
+    const guardMs = timeout ? timeout + this._host.timeoutGrace : null;
+    const result = await link.call(session, this.endpoint, args, callOptions, guardMs);
+    const frames = /** @type {Frame[]} */ (result instanceof autobahn.Result ? result.args : [result]);
+    return { reply: multipart || frames.length !== 1 ? frames : frames[0], frames };
+  }
+}
+
+export class SubSocket extends BaseSocket {
+  /**
+   * Made by `ctx.Socket(zmq.SUB, endpoint, options)`; the context has checked `options.filter`.
+   * @param {SocketHost} host
+   * @param {string} endpoint
+   * @param {Record<string, unknown>} options
+   */
+  constructor(host, endpoint, options) {
+    super(host, endpoint, options);
+    /** @type {2} */
+    this.type = 2;
+    /** @type {((msg: any, frames: Frame[]) => void) | null} */
+    this._handler = null;
+    /** @type {Errback | null} */
+    this._errback = null;
+    /** @type {Subscription | null} */
+    this._subscription = null;
+    this._generation = 0;
+    /** @type {ZmqError | null} */
+    this._error = null;
+    /** @type {Set<{resolve: (s: SubSocket) => void, reject: (e: ZmqError) => void}>} */
+    this._readyWaiters = new Set();
+    const link = this._link;
+    if (link.state === "open" && link.session) this._sessionOpened(link.session);
+    else if (link.state === "failed" && link.error) this._failed(link.error);
+  }
+
+  /**
+   * Set the message handler `fn(msg, frames)`; `errback(error)` hears subscribe failures.
+   * @param {(msg: any, frames: Frame[]) => void} fn
+   * @param {Errback} [errback]
+   * @returns {this}
+   */
+  callback(fn, errback) {
+    if (typeof fn !== "function") throw new TypeError("callback needs a function");
+    this._handler = fn;
+    if (errback !== undefined) this._errback = errback;
+    if (this._error) this._reportError(this._error);
+    return this;
+  }
+
+  /**
+   * Resolves once the bridge confirmed the subscription in the current session.
+   * @returns {Promise<this>}
+   */
+  ready() {
+    if (this.closed) return Promise.reject(new ZmqError(ERRORS.CLOSED, "the socket is closed"));
+    if (this._subscription) return Promise.resolve(this);
+    if (this._error) return Promise.reject(this._error);
+    return new Promise((resolve, reject) => this._readyWaiters.add({ resolve: () => resolve(this), reject }));
+  }
+
+  /** @param {ZmqError | null} err */
+  _settleReady(err) {
+    for (const w of this._readyWaiters) err ? w.reject(err) : w.resolve(this);
+    this._readyWaiters.clear();
+  }
+
+  /** @param {ZmqError} err */
+  _reportError(err) {
+    if (this._errback) this._errback(err);
+    else this._host.report(err);
+  }
+
+  /** @param {Session} session */
+  _sessionOpened(session) {
+    if (this.closed) return;
+    const generation = ++this._generation;
+    this._subscription = null;
+    this._error = null;
+    /** @type {{filter?: unknown}} */
+    const subscribeOptions = {};
+    if (this.options.filter !== undefined) subscribeOptions.filter = toArg(this.options.filter);
+    // One handler per session: a new session means a new autobahn Session object, so a
+    // resubscription can never stack a second handler on the old one.
+    /** @param {unknown[] | undefined} args */
+    const handler = (args) => {
+      if (this.closed || generation !== this._generation || !this._handler) return;
+      const frames = /** @type {Frame[]} */ (args || []);
+      try {
+        this._handler(frames.length === 1 ? frames[0] : frames, frames);
+      } catch (e) {
+        this._host.report(toZmqError(e));
+      }
+    };
+    /** @type {Promise<Subscription>} */
+    let pending;
+    try {
+      pending = session.subscribe(this.endpoint, handler, subscribeOptions);
+    } catch {
+      return; // the session closed under us; the next session resubscribes
+    }
+    pending.then(
+      (subscription) => {
+        if (this.closed || generation !== this._generation) {
+          // Still this session (the socket was closed meanwhile): give the subscription back.
+          if (this._link.session === session && session.isOpen) unsubscribeQuietly(session, subscription);
+          return;
+        }
+        this._subscription = subscription;
+        this._settleReady(null);
+      },
+      (err) => {
+        if (generation !== this._generation || this.closed) return;
+        const e = toZmqError(err);
+        this._error = e;
+        this._settleReady(e);
+        this._reportError(e);
+      },
+    );
+  }
+
+  _sessionLost() {
+    this._generation++;
+    this._subscription = null;
+  }
+
+  /** @param {ZmqError} err */
+  _failed(err) {
+    this._generation++;
+    this._subscription = null;
+    this._error = err;
+    this._settleReady(err);
+    if (this._errback) this._errback(err);
+  }
+
+  /** @param {ZmqError} err */
+  _linkClosed(err) {
+    this._generation++;
+    this._subscription = null;
+    this.closed = true;
+    this._settleReady(err);
+  }
+
+  /**
+   * Unsubscribe (or, as the last socket of its session, end the session).  Never rejects.
+   * @returns {Promise<void>}
+   */
+  close() {
+    if (this.closed) return Promise.resolve();
+    const sub = this._subscription;
+    const link = this._link;
+    const session = link.session;
+    this._generation++;
+    this._subscription = null;
+    this._settleReady(new ZmqError(ERRORS.CLOSED, "the socket is closed"));
+    this.closed = true;
+    const unsubscribed =
+      sub && session && session.isOpen && link.memberCount > 1
+        ? Promise.race([unsubscribeQuietly(session, sub), new Promise((r) => setTimeout(r, 3000))])
+        : Promise.resolve(); // the last socket of a session: leaving the session releases it
+    return unsubscribed.then(() => link.leave(this._member));
+  }
+}

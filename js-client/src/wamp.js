@@ -1,0 +1,155 @@
+// @ts-check
+// One attempt at a WAMP session over one WebSocket.  It does what autobahn.Connection does for a
+// single try (open the WebSocket, join the realm, answer the challenge, say why it closed) and
+// nothing else: no retry loop (Link reconnects by its own policy), no console warnings on every
+// close, and the WebSocket class is the one it is given, never a global it would have to replace.
+// The WAMP protocol itself stays Autobahn's: autobahn.Session drives this transport exactly as it
+// drives Autobahn's own (lib/transport/websocket.js).
+
+import autobahn from "autobahn";
+
+/** @typedef {import("zmqwamp-client").Logger} Logger */
+/** @typedef {import("zmqwamp-client").WebSocketClass} WebSocketClass */
+
+/**
+ * The WHATWG WebSocket API as the client uses it (browsers, Node 22's global, the `ws` package).
+ * @typedef {object} WebSocketLike
+ * @property {string} binaryType
+ * @property {string} protocol
+ * @property {((event: {data: unknown}) => void) | null} onmessage
+ * @property {(() => void) | null} onopen
+ * @property {((event: {code: number, reason: string, wasClean: boolean}) => void) | null} onclose
+ * @property {(() => void) | null} onerror
+ * @property {(data: string | Uint8Array) => void} send
+ * @property {(code?: number, reason?: string) => void} close
+ */
+
+/**
+ * @typedef {object} WampOptions
+ * @property {string} url
+ * @property {string} realm
+ * @property {autobahn.Serializer} serializer
+ * @property {WebSocketClass} WebSocket
+ * @property {Logger} logger
+ * @property {string[]} [authmethods]
+ * @property {string} [authid]
+ * @property {autobahn.OnChallenge} [onchallenge]
+ */
+
+/**
+ * Why a connection ended.  `reason` as Autobahn says it: "unreachable" (the WebSocket never
+ * opened), "lost" (not a clean close), "closed", or "unsupported" (no WebSocket could be made).
+ * @typedef {object} WampClosed
+ * @property {string | null} uri  the WAMP reason of the ABORT or GOODBYE, if there was one
+ * @property {string} message
+ */
+
+const defer = autobahn.util.deferred_factory({ use_es6_promises: true });
+
+export class WampConnection {
+  /** @param {WampOptions} options */
+  constructor(options) {
+    this.options = options;
+    /** Called once the session joined the realm. @type {(session: autobahn.Session, details: autobahn.WelcomeDetails) => void} */
+    this.onopen = () => {};
+    /** Called once when the WebSocket is gone, whatever the reason. @type {(reason: string, details: WampClosed) => void} */
+    this.onclose = () => {};
+    /** @type {WebSocketLike | null} */
+    this._ws = null;
+    /** @type {autobahn.Session | null} */
+    this._session = null;
+    this._leave = { uri: /** @type {string | null} */ (null), message: "" };
+    this._ended = false;
+  }
+
+  open() {
+    const { url, realm, serializer, logger } = this.options;
+    const WebSocketClass = /** @type {new (url: string, protocols: string[]) => WebSocketLike} */ (
+      this.options.WebSocket
+    );
+    /** @type {WebSocketLike} */
+    let ws;
+    try {
+      ws = new WebSocketClass(url, [`wamp.2.${serializer.SERIALIZER_ID}`]);
+    } catch (e) {
+      logger.error(`zmqwamp-client: could not open a WebSocket to ${url}:`, e);
+      this._end("unsupported", { uri: null, message: String(e) });
+      return;
+    }
+    this._ws = ws;
+    ws.binaryType = "arraybuffer";
+    // Every error is followed by a close event, which is what counts.  The `ws` package's
+    // WebSocket is an EventEmitter: an "error" (a refused connection) without a listener
+    // would be thrown as an uncaught exception.
+    ws.onerror = () => {};
+
+    /** @type {autobahn.Transport} */
+    const transport = {
+      protocol: undefined,
+      serializer,
+      info: { type: "websocket", url, protocol: null },
+      onmessage() {}, // set by the Session
+      onopen() {},
+      onclose() {},
+      // As Autobahn's own transport: asynchronous, so a serializer may be too.
+      async send(msg) {
+        ws.send(await serializer.serialize(msg));
+      },
+      close(code, reason) {
+        ws.close(code, reason);
+      },
+    };
+    const session = new autobahn.Session(
+      transport,
+      defer,
+      this.options.onchallenge,
+      (error, message) => logger.error(message || "zmqwamp-client: exception in a handler:", error),
+      (error, message) => logger.error(message || "zmqwamp-client: WAMP protocol error:", error),
+    );
+    this._session = session;
+
+    let opened = false;
+    ws.onmessage = (event) => transport.onmessage(/** @type {unknown[]} */ (serializer.unserialize(event.data)));
+    ws.onopen = () => {
+      opened = true;
+      transport.protocol = ws.protocol;
+      transport.info.protocol = ws.protocol;
+      session.join(realm, this.options.authmethods, this.options.authid);
+    };
+    session.onjoin = (details) => {
+      try {
+        this.onopen(session, details);
+      } catch (e) {
+        logger.error("zmqwamp-client: exception while opening a session:", e);
+      }
+    };
+    // ABORT before the session opened, or GOODBYE after: remember why, then close the WebSocket.
+    session.onleave = (reason, details) => {
+      this._leave = { uri: reason, message: (details && details.message) || "" };
+      ws.close();
+    };
+    ws.onclose = (event) => {
+      const reason = !opened ? "unreachable" : !event.wasClean ? "lost" : "closed";
+      this._end(reason, this._leave);
+    };
+  }
+
+  /** Leave the session (GOODBYE) if it is open, else drop the WebSocket.  The close event follows. */
+  close(reason = "wamp.close.normal", message = "") {
+    if (this._session && this._session.isOpen && !this._ended) {
+      this._session.leave(reason, message || undefined);
+    } else if (this._ws && !this._ended) {
+      this._ws.close();
+    }
+  }
+
+  /**
+   * @param {string} reason
+   * @param {WampClosed} details
+   */
+  _end(reason, details) {
+    if (this._ended) return;
+    this._ended = true;
+    this.onclose(reason, details);
+  }
+}
