@@ -7,9 +7,9 @@ import txaio
 txaio.use_asyncio()
 txaio.use_twisted = lambda: None
 
-import pytest
+import pytest  # noqa: E402
 
-from harness import start_bridge, start_pub, start_rep
+from harness import start_bridge, start_pub, start_rep  # noqa: E402
 
 
 @pytest.fixture(scope="module")

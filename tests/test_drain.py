@@ -106,7 +106,7 @@ def test_sigterm_twice_stops_once_without_traceback():
             for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
                 mark = len(proc.lines)
                 proc.proc.send_signal(sig)
-                await loop.run_in_executor(None, lambda: proc.wait_for(r"SIG(TERM|INT)", start=mark))
+                await loop.run_in_executor(None, lambda: proc.wait_for(r"SIG(TERM|INT)", start=mark))  # noqa: B023
             assert await call == "got this in flight"
             await asyncio.wait_for(s.left, 10)
 
@@ -139,13 +139,13 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                     sessions, pids = [], set()
                     loop = asyncio.get_running_loop()
                     for _ in range(40):  # sessions until both workers have some
-                        for attempt in range(50):
+                        for _attempt in range(50):
                             try:
-                                sessions.append(await connect(url))
+                                sessions.append(await connect(url))  # noqa: B023
                                 break
                             except (TimeoutError, OSError):
                                 await asyncio.sleep(0.1)
-                        status, body = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/healthz")
+                        status, body = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/healthz")  # noqa: B023
                         pids.add(json.loads(body)["pid"])
                         if len(pids) == 2 and len(sessions) >= 4:
                             break
@@ -156,15 +156,15 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                     seen: dict = {}
 
                     def all_in_flight():
-                        body = json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])
+                        body = json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])  # noqa: B023
                         seen[body["pid"]] = body["calls_in_flight"] == body["sessions"]
                         return len(seen) == 2 and all(seen.values())
 
                     await wait_until(all_in_flight, timeout=10.0)
-                    if to_group:
-                        os.killpg(proc.proc.pid, signal.SIGTERM)
+                    if to_group:  # noqa: B023
+                        os.killpg(proc.proc.pid, signal.SIGTERM)  # noqa: B023
                     else:
-                        proc.proc.send_signal(signal.SIGTERM)
+                        proc.proc.send_signal(signal.SIGTERM)  # noqa: B023
                     assert await asyncio.gather(*calls) == ["got this x"] * len(calls)
 
                 run(scenario())

@@ -172,7 +172,7 @@ def test_different_timeouts_expire_independently(setup):
 def test_answered_requests_do_not_pile_up_in_the_deadline_queue(setup):
     forwarder, clock, _ = setup
     got = []
-    for i in range(1000):
+    for _i in range(1000):
         forwarder.request(ADDR, [b"x"], 30.0).addCallback(got.append)
         [msg_id] = ids(forwarder)
         reply(forwarder, msg_id, b"ok")

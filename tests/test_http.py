@@ -146,7 +146,7 @@ def test_a_body_is_refused_with_413_before_it_is_read():
         guard, transport = world.connect()
         stored = []
         guard.wrappedProtocol.requestFactory = type(
-            "Spy", (world.site.requestFactory,), {"handleContentChunk": lambda self, d: stored.append(d)}
+            "Spy", (world.site.requestFactory,), {"handleContentChunk": lambda self, d: stored.append(d)}  # noqa: B023
         )
         guard.dataReceived(request("/healthz", "POST", headers=[framing, "Expect: 100-continue"]) + b"5\r\nxxxxx\r\n" * 100)
         assert status(transport.value()) == 413 and b"100 Continue" not in transport.value()
@@ -532,7 +532,7 @@ def test_e2e_metrics_listen_serves_details_to_everyone_who_reaches_it():
     )
     try:
         first = proc.wait_for(r"starting on (\d+)")
-        second = proc.wait_for(r"starting on (?!%s\b)(\d+)" % first.group(1))
+        second = proc.wait_for(rf"starting on (?!{first.group(1)}\b)(\d+)")
         main_port = int(url.split(":")[2].split("/")[0])
         ops_port = int(second.group(1) if int(first.group(1)) == main_port else first.group(1))
         forwarded = ("X-Forwarded-For: 198.51.100.7",)

@@ -91,7 +91,7 @@ def test_fields_are_made_json_safe():
     log = Logger(namespace="zmqwamp.test", observer=LogPublisher(JSONLinesObserver(out)))
     log.info("peer {peer} sent {data!r}", peer=object(), data=b"\xff\x00", tags={"a"}, message="clash", time=3)
     try:
-        1 / 0
+        1 / 0  # noqa: B018
     except ZeroDivisionError:
         log.failure("it broke", Failure())
     first, second = [json.loads(line) for line in out.getvalue().splitlines()]
