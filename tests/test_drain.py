@@ -123,12 +123,12 @@ def test_sigterm_twice_stops_once_without_traceback():
 def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
     """--workers 2 with calls in flight: SIGTERM to every process (systemd's KillMode=control-group) or to the
     supervisor alone (KillMode=mixed) drains the workers and exits 0, without a ReactorNotRunning traceback."""
-    slow, slow_addr = start_rep(delay=1.0)
+    slow, slow_addr = start_rep(delay=0.5)  # one REP answers the calls one after another: N sessions x 0.5 s
     try:
         for to_group in (True, False):
             argv = _bridge_argv(
                 "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "--anonymous", "--allow", slow_addr,
-                "--drain-time", "5",
+                "--drain-time", "15",
             )
             proc = Process(argv, new_session=True)  # its own process group, like a systemd unit's cgroup
             try:
@@ -167,7 +167,10 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                         proc.proc.send_signal(signal.SIGTERM)  # noqa: B023
                     assert await asyncio.gather(*calls) == ["got this x"] * len(calls)
 
-                run(scenario())
+                try:
+                    run(scenario())
+                except Exception as e:
+                    raise AssertionError(f"{e!r}; the bridge said:\n{proc.output[-4000:]}") from e
                 assert proc.proc.wait(30) == 0, proc.output[-3000:]
             finally:
                 proc.stop()

@@ -140,6 +140,7 @@ class BridgeService(MultiService):
         use_log_format(parent, self.log_format)
 
     def privilegedStartService(self) -> None:
+        install_stop_signals(self.reactor)  # before anything slow: a Ctrl-C now stops cleanly too
         try:
             super().privilegedStartService()
         except CannotListenError as e:
@@ -174,7 +175,7 @@ def exit_cannot_listen(error: CannotListenError) -> None:
     raise SystemExit(1)
 
 
-_stop_signals_installed: set[int] = set()  # id() of the reactors that have them
+_stop_handlers: dict[int, Callable[[int, object], None]] = {}  # id() of a reactor -> its handler
 
 
 def install_stop_signals(reactor: Any) -> None:
@@ -186,27 +187,29 @@ def install_stop_signals(reactor: Any) -> None:
     a supervisor's SIGTERM after it, or systemd's SIGTERM to every process of
     the unit while the supervisor forwards its own.  Twisted's handlers also
     make twistd end by re-raising the signal (exit -15) where a drained stop is
-    a clean one.  Installed once the reactor runs, so it replaces Twisted's.
+    a clean one.  Installed at start (before the reactor runs, a Ctrl-C would
+    otherwise be a KeyboardInterrupt traceback in the middle of the start; the
+    stop then waits for the reactor) and again once it runs, replacing Twisted's.
     """
-    if id(reactor) in _stop_signals_installed:
-        return
-    _stop_signals_installed.add(id(reactor))
-    received: list[int] = []
+    handler = _stop_handlers.get(id(reactor))
+    if handler is None:
+        received: list[int] = []
 
-    def stop() -> None:
-        try:
-            reactor.stop()
-        except ReactorNotRunning:
-            pass
+        def stop() -> None:
+            try:
+                reactor.stop()
+            except ReactorNotRunning:
+                pass
 
-    def handler(number: int, frame: object) -> None:
-        name = signal.Signals(number).name
-        if received:
-            reactor.callFromThread(log.info, "{signal} received while stopping: already stopping", signal=name)
-            return
-        received.append(number)
-        reactor.callFromThread(log.info, "{signal} received: stopping", signal=name)
-        reactor.callFromThread(stop)
+        def handler(number: int, frame: object) -> None:
+            name = signal.Signals(number).name
+            if received:
+                reactor.callFromThread(log.info, "{signal} received while stopping: already stopping", signal=name)
+                return
+            received.append(number)
+            reactor.callFromThread(log.info, "{signal} received: stopping", signal=name)
+            reactor.callFromThread(stop)
 
+        _stop_handlers[id(reactor)] = handler
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, handler)

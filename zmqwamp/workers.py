@@ -122,10 +122,12 @@ class WorkerSupervisor(Service):
 
     def privilegedStartService(self) -> None:
         """Bind the shared ports before twistd drops privileges; a port in use is one clear line."""
-        super().privilegedStartService()
         from twisted.internet.error import CannotListenError
 
-        from zmqwamp.service import exit_cannot_listen
+        from zmqwamp.service import exit_cannot_listen, install_stop_signals
+
+        install_stop_signals(self.reactor)  # a Ctrl-C during the start stops cleanly too
+        super().privilegedStartService()
 
         try:
             for listen in self.listens:
