@@ -10,14 +10,14 @@ DEMO_LISTEN ?= tcp:8080:interface=127.0.0.1
 DEMO_REP    ?= tcp://127.0.0.1:9999
 DEMO_PUB    ?= tcp://127.0.0.1:9000
 
-.PHONY: all install demo test test-python test-js test-client test-deploy js-bundle lint-js browser-deps bench soak clean
+.PHONY: all install demo test test-python test-js test-client test-deploy js-bundle lint lint-python lint-js browser-deps bench soak clean
 
 all: install
 
 $(PY_STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,lint]'
 	touch $@
 
 install: $(PY_STAMP)
@@ -61,6 +61,16 @@ test-client: $(PY_STAMP) $(JS_CLIENT_STAMP)
 # test-client fails while the committed copy differs from a fresh build.
 js-bundle: $(JS_CLIENT_STAMP)
 	cd js-client && node build.mjs --static
+
+# The gate that keeps the code easy to change (.ci/run runs it before the tests): ruff (pyflakes, pycodestyle,
+# isort, bugbear, pyupgrade) on all Python, the package formatted (ruff format), mypy on the package (mypy-zope
+# for Twisted's interfaces), and js-client's own gate.  Versions pinned in pyproject.toml's 'lint' extra.
+lint: lint-python lint-js
+
+lint-python: $(PY_STAMP)
+	$(BIN)/ruff check zmqwamp twisted tests bench scripts examples
+	$(BIN)/ruff format --check zmqwamp twisted
+	$(BIN)/mypy
 
 # js-client's lint gate: ESLint (flat config), Prettier, and tsc: src/'s JSDoc types under strict, src/
 # implements zmqwamp.d.ts, test/types/usage.ts and the README's examples compile against it.

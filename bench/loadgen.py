@@ -48,7 +48,6 @@ from autobahn.asyncio.websocket import (  # noqa: E402
 )
 from autobahn.wamp import serializer as ser  # noqa: E402
 from autobahn.wamp.types import ComponentConfig  # noqa: E402
-
 from common import hist_add  # noqa: E402
 
 SERIALIZERS = {"json": ser.JsonSerializer, "msgpack": ser.MsgPackSerializer, "cbor": ser.CBORSerializer}
@@ -389,7 +388,7 @@ async def rpc(args) -> None:
             stats.drained = loop.create_future()
             try:
                 await asyncio.wait_for(stats.drained, 10.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         emit("RESULT", {"ok": stats.ok, "errors": stats.errors, "calls": stats.calls, "stuck": stats.outstanding,
                         "hist": stats.hist, "first_error": stats.first_error[:1]})
@@ -487,7 +486,7 @@ def main() -> None:
     async def bounded():
         try:
             await asyncio.wait_for(mode(args), args.max_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print("TIMEOUT: --max-seconds reached", flush=True)
 
     asyncio.run(bounded())

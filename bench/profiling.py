@@ -33,7 +33,7 @@ def run_profile(sc: Scenarios, profile_rpc: tuple[int, int]) -> None:
                                    ("fanout", lambda: sc.run_fanout(target, 100, [300]))):
                     out = RESULTS / f"profile-pyspy-{phase}.txt"
                     sc.window_hook = lambda seconds, out=out: sc.procs.start(
-                        f"py-spy-{phase}", [str(pyspy), "record", "--pid", str(target.server.pid), "--duration",
+                        f"py-spy-{phase}", [str(pyspy), "record", "--pid", str(target.server.pid), "--duration",  # noqa: B023
                                             str(max(1, int(seconds))), "--rate", "250", "--nonblocking", "--format", "raw",
                                             "--output", str(out)])
                     row = run()
@@ -148,7 +148,7 @@ def summarize_cprofile(pst: Path, text_path: Path) -> dict:
     idle = sum(tt for (fn, ln, func), (cc, nc, tt, ct, callers) in stats.stats.items() if "poll" in func and "epoll" in func)
     busy = stats.total_tt - idle  # cProfile measures wall time: take out the reactor's wait in epoll
     top = []
-    for (fn, ln, func), (cc, nc, tt, ct, callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2]):
+    for (fn, ln, func), (_cc, nc, tt, ct, _callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2]):
         if "poll" in func and "epoll" in func:
             continue
         top.append({"function": f"{_short(fn)}:{ln}({func})", "calls": nc, "tottime_s": round(tt, 3),

@@ -325,7 +325,7 @@ class Scenarios:
         """Every fan-out size and its rates on every target, each target settled before the next."""
         cfg = self.cfg
         for subscribers, rates in cfg["fanout"]:
-            for name, t in self.targets.items():
+            for _name, t in self.targets.items():
                 try:
                     self.results["fanout"].extend(self.run_fanout(t, subscribers, rates))
                 finally:

@@ -33,7 +33,7 @@ def main() -> None:
             if cmd[0] == "STEP":
                 step, rate, duration, w0, w1 = int(cmd[1]), float(cmd[2]), float(cmd[3]), float(cmd[4]), float(cmd[5])
                 dumps, send = json.dumps, sock.send
-                n = paced(rate, duration, lambda seq: send(dumps(event_payload(step, seq, w0, w1)).encode()))
+                n = paced(rate, duration, lambda seq: send(dumps(event_payload(step, seq, w0, w1)).encode()))  # noqa: B023
                 print(f"DONE {step} {n}", flush=True)
     finally:
         sock.close(linger=0)

@@ -69,7 +69,11 @@ def main() -> int:
     # The demo page (served at /) reads the endpoints it uses from its query string.
     page = f"http://localhost:{port}/?" + urllib.parse.urlencode({"rep": args.rep, "pub": args.pub}, safe=":/")
     print(f"\nzmqwamp demo: open {page} in a browser; WebSocket at ws://localhost:{port}/ws", flush=True)
-    print(f"  call  {args.rep}  (echo REP)\n  subscribe {args.pub}  (counter PUB, filter 'hugo' or 'otto')\n  Ctrl-C stops everything.\n", flush=True)
+    print(
+        f"  call  {args.rep}  (echo REP)\n  subscribe {args.pub}  (counter PUB, filter 'hugo' or 'otto')\n"
+        "  Ctrl-C stops everything.\n",
+        flush=True,
+    )
     while not stop and all(p.poll() is None for p in procs):
         time.sleep(0.2)
     # Ctrl-C in a terminal reaches every process of its group: give them a moment to stop by themselves

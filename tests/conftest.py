@@ -7,9 +7,9 @@ import txaio
 txaio.use_asyncio()
 txaio.use_twisted = lambda: None
 
-import pytest
+import pytest  # noqa: E402
 
-from harness import start_bridge, start_pub, start_rep
+from harness import start_bridge, start_pub, start_rep  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +29,13 @@ def bridge(services):
     proc, url = start_bridge("--anonymous", "--allow", services["rep"], "--allow", services["slow"], "--allow", services["pub"])
     yield {"url": url, "proc": proc, **services}
     proc.stop()
+
+
+@pytest.fixture
+def world():
+    """A bridge core in memory (tests/memory.py): router, hub, logins, registry, on a MemoryReactorClock."""
+    from memory import make_world
+
+    w = make_world()
+    yield w
+    w.close()

@@ -23,7 +23,7 @@ EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 
 
-_RUNNING: set["Process"] = set()
+_RUNNING: set[Process] = set()
 
 
 @atexit.register

@@ -132,7 +132,7 @@ class WSClient:
         ssl=None,
         preamble: bytes = b"",
         streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None,
-    ) -> "WSClient":
+    ) -> WSClient:
         """``rcvbuf``: a small receive buffer (for a client that stops reading); ``source``: local address;
         ``ssl``: an SSLContext for wss://; ``preamble``: bytes sent before the request (a PROXY protocol header);
         ``streams``: a connection already open (``open_tcp``) to upgrade instead of a new one."""
@@ -182,7 +182,7 @@ class WSClient:
                     await self.recv(timeout)
             except Closed as e:
                 self.closed = e
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 pass
         self.writer.close()
         return self.closed.code if self.closed else None
@@ -256,7 +256,7 @@ class WSClient:
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
                 got.append(await self.recv(left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return got
 

@@ -6,11 +6,8 @@ so these tests also pin our WAMP-CRA to what the stock clients do.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from autobahn.wamp import auth as client_auth
-from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.cred import strcred
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -25,22 +22,20 @@ from zmqwamp.auth import (
     Challenge,
     CheckerChain,
     Identity,
-    LoginThrottle,
     TicketCredentials,
     WampCraCredentials,
     build_portal,
     check_response,
     enabled_methods,
     make_challenge,
-    peer_host,
     select_method,
     wampcra_sign,
 )
-from zmqwamp.endpoints import EndpointResolver
-from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.protocol import WampSession
-from zmqwamp.router import Router
+from zmqwamp.login import LoginThrottle
+from zmqwamp.peers import peer_host
 from zmqwamp.users import UsersFileChecker, make_record, write_users
+
+from memory import make_world, new_session, received, send
 
 SECRETS = ["s3cret-alice", "pw-bob", "wrong-guess"]
 
@@ -336,18 +331,6 @@ def test_throttle_is_bounded():
 # -- the router's login and the session's CHALLENGE step, on a Clock -----------------
 
 
-class Transport:
-    def __init__(self):
-        self.sent = []
-        self.closed = None
-
-    def send_frame(self, payload, is_binary):
-        self.sent.append(json.loads(payload))
-
-    def close(self, code, reason):
-        self.closed = code
-
-
 class Peer:
     state = "login"  # a session waiting for its AUTHENTICATE to be checked
 
@@ -357,27 +340,19 @@ class Peer:
 
 @pytest.fixture
 def world(tmp_path):
-    clock = Clock()
     path = tmp_path / "users"
     write_users(path, {"alice": make_record("alice", "s3cret-alice", role="staff", iterations=1000)})
-    router = Router(
-        realm="zmqwamp",
+    world = make_world(
         portal=build_portal([UsersFileChecker(path, run=sync), strcred.makeChecker("memory:bob:pw-bob")], anonymous=False),
-        resolver=EndpointResolver(),
         authorize=lambda *a: True,
-        forwarder=None,
-        hub=None,
-        metrics=BridgeMetrics(),
-        call_timeout=10.0,
-        max_call_timeout=60.0,
-        throttle=LoginThrottle(clock, floor=0.5, cap=8.0),
+        throttle=lambda clock: LoginThrottle(clock, floor=0.5, cap=8.0),
     )
-    router.clock = clock
-    return router
+    yield world
+    world.close()
 
 
-def logins(router, method, outcome):
-    return router.metrics.registry.get_sample_value("zmqwamp_logins_total", {"method": method, "outcome": outcome}) or 0
+def logins(world, method, outcome):
+    return world.metrics.registry.get_sample_value("zmqwamp_logins_total", {"method": method, "outcome": outcome}) or 0
 
 
 @pytest.fixture
@@ -388,9 +363,9 @@ def log_lines():
     globalLogPublisher.removeObserver(events.append)
 
 
-def authenticate(router, authid, secret, method="ticket", peer=None):
-    challenge = fired(make_challenge(router.portal, method, authid))
-    return router.authenticate(peer or Peer(), challenge, client_signature(challenge, secret))
+def authenticate(world, authid, secret, method="ticket", peer=None):
+    challenge = fired(make_challenge(world.logins.portal, method, authid))
+    return world.logins.authenticate(peer or Peer(), challenge, client_signature(challenge, secret))
 
 
 def test_refusals_take_the_floor_delay_for_unknown_user_and_wrong_password(world):
@@ -427,10 +402,10 @@ def test_no_secret_in_log(world, log_lines):
     sent = []
     for method in ("ticket", "wampcra"):
         for authid, secret in [("alice", "wrong-guess"), ("bob", "pw-bob"), ("alice", "s3cret-alice")]:
-            challenge = fired(make_challenge(world.portal, method, authid))
+            challenge = fired(make_challenge(world.logins.portal, method, authid))
             signature = client_signature(challenge, secret)
             sent.append(signature)
-            pending(world.authenticate(Peer(), challenge, signature))
+            pending(world.logins.authenticate(Peer(), challenge, signature))
             world.clock.advance(60)
     text = "\n".join(formatEvent(e) for e in log_lines)
     assert "login refused: method=ticket authid='alice'" in text
@@ -438,23 +413,13 @@ def test_no_secret_in_log(world, log_lines):
         assert secret not in text
 
 
-def new_session(router):
-    transport = Transport()
-    session = WampSession(router, JsonObjectSerializer(), transport, "tcp4:192.0.2.1:9")
-    return session, transport
-
-
-def send(session, *msg):
-    session.message_received(json.dumps(list(msg)).encode(), False)
-
-
 def test_session_ticket_challenge_then_welcome(world):
     """HELLO(ticket) -> CHALLENGE -> AUTHENTICATE -> WELCOME with authid, authrole, authmethod, authprovider."""
-    session, transport = new_session(world)
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"})
-    assert transport.sent == [[4, "ticket", {}]]
+    assert received(transport) == [[4, "ticket", {}]]
     send(session, 5, "s3cret-alice", {})
-    welcome = transport.sent[-1]
+    welcome = received(transport)[-1]
     assert welcome[0] == 2
     details = welcome[2]
     assert (details["authid"], details["authrole"], details["authmethod"], details["authprovider"]) == (
@@ -466,7 +431,7 @@ def test_session_ticket_challenge_then_welcome(world):
 def hello_wampcra(router, authid):
     session, transport = new_session(router)
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["wampcra"], "authid": authid})
-    [[kind, method, extra]] = transport.sent
+    [[kind, method, extra]] = received(transport)
     assert (kind, method) == (4, "wampcra")
     return session, transport, extra
 
@@ -477,7 +442,7 @@ def test_session_salted_wampcra(world):
     assert (extra["iterations"], extra["keylen"]) == (1000, 32)
     key = client_auth.derive_key("s3cret-alice", extra["salt"], extra["iterations"], extra["keylen"])
     send(session, 5, client_auth.compute_wcs(key, extra["challenge"]).decode(), {})
-    assert transport.sent[-1][0] == 2 and transport.sent[-1][2]["authmethod"] == "wampcra"
+    assert received(transport)[-1][0] == 2 and received(transport)[-1][2]["authmethod"] == "wampcra"
 
 
 def test_wampcra_challenge_does_not_reveal_unknown_authids(world):
@@ -492,12 +457,12 @@ def test_wampcra_challenge_does_not_reveal_unknown_authids(world):
 
 def test_session_wrong_ticket_aborts_after_the_delay(world):
     """A wrong ticket gets ABORT not_authorized with no detail, after the floor delay; then the socket closes."""
-    session, transport = new_session(world)
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"})
     send(session, 5, "wrong-guess", {})
-    assert transport.sent == [[4, "ticket", {}]]
+    assert received(transport) == [[4, "ticket", {}]]
     world.clock.advance(0.5)
-    assert transport.sent[-1] == [3, {"message": "authentication failed"}, "wamp.error.not_authorized"]
+    assert received(transport)[-1] == [3, {"message": "authentication failed"}, "wamp.error.not_authorized"]
     assert transport.closed == 1000
 
 
@@ -511,15 +476,15 @@ def test_session_wrong_ticket_aborts_after_the_delay(world):
 )
 def test_session_out_of_order_is_a_protocol_violation(world, messages):
     """AUTHENTICATE without CHALLENGE, CALL during authentication, a second AUTHENTICATE: protocol violation."""
-    session, transport = new_session(world)
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
     for msg in messages:
         send(session, *msg)
-    assert transport.sent[-1][0] == 3 and transport.sent[-1][2] == "wamp.error.protocol_violation"
+    assert received(transport)[-1][0] == 3 and received(transport)[-1][2] == "wamp.error.protocol_violation"
 
 
 def test_session_no_enabled_method_aborts(world):
     """Offering only methods the bridge does not serve (here anonymous) is refused at once."""
-    session, transport = new_session(world)
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
-    assert transport.sent[-1][2] == "wamp.error.not_authorized"
+    assert received(transport)[-1][2] == "wamp.error.not_authorized"
     assert logins(world, "none", "refused") == 1

@@ -518,7 +518,7 @@ def test_custom_bridge_example(services, tmp_path):
             url = f"ws://127.0.0.1:{port}/ws"
 
             async def scenario():
-                bob = await join(url, "wampcra", "bob", "bob-secret")
+                bob = await join(url, "wampcra", "bob", "bob-secret")  # noqa: B023
                 assert await bob.call(services["rep"], "b") == "got this b"
                 with pytest.raises(ApplicationError) as e:
                     await bob.subscribe(lambda m: None, services["pub"])

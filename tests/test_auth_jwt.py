@@ -6,10 +6,10 @@ import time
 
 import jwt
 import pytest
+from test_auth import fired
 from twisted.cred import strcred
 from twisted.cred.error import UnauthorizedLogin
 
-from test_auth import fired
 from zmqwamp.auth import TicketCredentials
 from zmqwamp.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
 

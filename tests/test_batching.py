@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 import zmq
+from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
-from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
+
+from zmqwamp import wire
+from zmqwamp.websocket import WampServerProtocol
+from zmqwamp.wire import CORK_LIMIT, FrameWriter, WriteBatch, plain_tcp
+from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 
 from harness import start_bridge, start_rep
 from minws import ABORT, EVENT, RESULT, WSClient
 from probes import start_fastpub
-from zmqwamp.flow import PendingWrites
-from zmqwamp.protocol import CORK_LIMIT, WampServerProtocol
-from zmqwamp.zmqread import BatchedRead
 
 
 @pytest.fixture
@@ -39,20 +41,20 @@ def errors():
     globalLogPublisher.removeObserver(observer)
 
 
-# -- PendingWrites -------------------------------------------------------------
+# -- WriteBatch -------------------------------------------------------------
 class Conn:
     def __init__(self, log: list, name: str, fail: bool = False) -> None:
         self.log, self.name, self.fail, self.peer = log, name, fail, name
 
-    def flush_writes(self) -> None:
+    def flush(self) -> None:
         self.log.append(self.name)
         if self.fail:
             raise RuntimeError("boom")
 
 
-def test_pending_writes_flush_once_at_the_outer_release():
+def test_write_batch_flushes_once_at_the_outer_release():
     log: list = []
-    writes = PendingWrites()
+    writes = WriteBatch()
     writes.hold()
     writes.hold()  # nested (a read that triggers another read)
     writes.add(Conn(log, "a"))
@@ -66,9 +68,9 @@ def test_pending_writes_flush_once_at_the_outer_release():
     assert log == ["a", "b"], "a connection is flushed once per batch it wrote in"
 
 
-def test_pending_writes_one_failure_does_not_keep_the_others(errors):
+def test_write_batch_one_failure_does_not_keep_the_others(errors):
     log: list = []
-    writes = PendingWrites()
+    writes = WriteBatch()
     writes.hold()
     writes.add(Conn(log, "a", fail=True))
     writes.add(Conn(log, "b"))
@@ -82,9 +84,9 @@ class Sink(BatchedRead, ZmqConnection):
     socketType = zmq.PULL
     max_batch = 10
 
-    def __init__(self, factory, address, writes, fail_on=None) -> None:
+    def __init__(self, factory, address, fail_on=None) -> None:
         self.address = address
-        self.writes = writes
+        self.writes = factory.write_batch
         self.got: list[list[bytes]] = []
         self.held: list[int] = []
         self.fail_on = fail_on
@@ -100,8 +102,7 @@ class Sink(BatchedRead, ZmqConnection):
 @pytest.fixture
 def zmq_world():
     clock = MemoryReactorClock()
-    factory = ZmqFactory()
-    factory.reactor = clock
+    factory = BridgeZmqFactory(clock, CountingWrites())
     yield factory, clock
     factory.shutdown()
 
@@ -114,7 +115,7 @@ def push(factory, address, n):
     return sock
 
 
-class CountingWrites(PendingWrites):
+class CountingWrites(WriteBatch):
     __slots__ = ("releases",)
 
     def __init__(self) -> None:
@@ -128,8 +129,8 @@ class CountingWrites(PendingWrites):
 
 def test_batched_read_caps_each_wakeup_and_schedules_the_rest(zmq_world):
     factory, clock = zmq_world
-    writes = CountingWrites()
-    sink = Sink(factory, "inproc://batched-cap", writes)
+    writes = factory.write_batch
+    sink = Sink(factory, "inproc://batched-cap")
     sock = push(factory, "inproc://batched-cap", 25)
     try:
         start = writes.releases
@@ -150,8 +151,8 @@ def test_batched_read_caps_each_wakeup_and_schedules_the_rest(zmq_world):
 
 def test_batched_read_logs_a_failing_message_and_goes_on(zmq_world, errors):
     factory, clock = zmq_world
-    writes = PendingWrites()
-    sink = Sink(factory, "inproc://batched-fail", writes, fail_on=b"3")
+    writes = factory.write_batch
+    sink = Sink(factory, "inproc://batched-fail", fail_on=b"3")
     sock = push(factory, "inproc://batched-fail", 6)
     try:
         sink.doRead()
@@ -162,7 +163,7 @@ def test_batched_read_logs_a_failing_message_and_goes_on(zmq_world, errors):
         sink.shutdown()
 
 
-# -- WampServerProtocol's write path -------------------------------------------------
+# -- the write path (zmqwamp.wire, and autobahn's writes through WampServerProtocol) -------------------------------------------------
 class FakeSocket:
     def __init__(self, take: int | None = None, error: Exception | None = None) -> None:
         self.sent: list[bytes] = []
@@ -179,7 +180,7 @@ class FakeSocket:
 
 
 class FakeTCP:
-    """What flush_writes looks at in twisted.internet.tcp.Connection."""
+    """What FrameWriter looks at in twisted.internet.tcp.Connection (wire.TCP_INTERNALS)."""
 
     def __init__(self, socket: FakeSocket) -> None:
         self.socket = socket
@@ -202,13 +203,13 @@ class FakeTransport:
         self.tcp._tempDataLen += len(data)  # buffered, as Twisted's transport would
 
 
-def make_protocol(socket: FakeSocket) -> tuple[WampServerProtocol, FakeTransport, PendingWrites]:
+def make_protocol(socket: FakeSocket) -> tuple[WampServerProtocol, FakeTransport, WriteBatch]:
+    """A WampServerProtocol whose writer sends to ``socket`` (as if plain TCP), for its own and autobahn's writes."""
     proto = WampServerProtocol()
-    writes = PendingWrites()
-    proto.factory = SimpleNamespace(pending_writes=writes)
-    tcp = FakeTCP(socket)
-    proto._tcp = tcp
-    proto.transport = FakeTransport(tcp)
+    writes = WriteBatch()
+    fake_tcp = FakeTCP(socket)
+    proto.transport = FakeTransport(fake_tcp)
+    proto._writer = FrameWriter(proto.transport, fake_tcp, writes)
     proto.send_queue = []  # what autobahn's sendData looks at
     proto.logOctets = False
     return proto, proto.transport, writes
@@ -217,8 +218,8 @@ def make_protocol(socket: FakeSocket) -> tuple[WampServerProtocol, FakeTransport
 def test_write_outside_a_batch_goes_to_the_socket_at_once():
     sock = FakeSocket()
     proto, transport, _ = make_protocol(sock)
-    proto._write(b"one")
-    proto._write(b"two")
+    proto._writer.write(b"one")
+    proto._writer.write(b"two")
     assert sock.sent == [b"one", b"two"] and transport.written == []
 
 
@@ -226,8 +227,8 @@ def test_writes_in_a_batch_go_out_in_one_send_at_its_end():
     sock = FakeSocket()
     proto, transport, writes = make_protocol(sock)
     writes.hold()
-    proto._write(b"one")
-    proto._write(b"two")
+    proto._writer.write(b"one")
+    proto._writer.write(b"two")
     assert sock.sent == []
     writes.release()
     assert sock.sent == [b"onetwo"] and transport.written == []
@@ -236,16 +237,16 @@ def test_writes_in_a_batch_go_out_in_one_send_at_its_end():
 def test_what_the_kernel_does_not_take_goes_to_the_transport_and_keeps_the_order():
     sock = FakeSocket(take=4)
     proto, transport, writes = make_protocol(sock)
-    proto._write(b"0123456789")
+    proto._writer.write(b"0123456789")
     assert sock.sent == [b"0123"] and transport.written == [b"456789"]
-    proto._write(b"next")  # the transport now holds data: this must queue behind it
+    proto._writer.write(b"next")  # the transport now holds data: this must queue behind it
     assert sock.sent == [b"0123"] and transport.written == [b"456789", b"next"]
 
 
 @pytest.mark.parametrize("error", [BlockingIOError(11, "again"), BrokenPipeError(32, "broken pipe")])
 def test_socket_errors_leave_the_frame_to_the_transport(error):
     proto, transport, _ = make_protocol(FakeSocket(error=error))
-    proto._write(b"frame")
+    proto._writer.write(b"frame")
     assert transport.written == [b"frame"]
 
 
@@ -253,7 +254,7 @@ def test_closing_transport_gets_frames_through_twisted():
     sock = FakeSocket()
     proto, transport, _ = make_protocol(sock)
     transport.disconnecting = True
-    proto._write(b"late")
+    proto._writer.write(b"late")
     assert sock.sent == [] and transport.written == [b"late"]
 
 
@@ -262,8 +263,8 @@ def test_autobahn_writes_go_after_the_frames_held_for_the_batch():
     sock = FakeSocket()
     proto, transport, writes = make_protocol(sock)
     writes.hold()
-    proto._write(b"event1")
-    proto._write(b"event2")
+    proto._writer.write(b"event1")
+    proto._writer.write(b"event2")
     proto.sendData(b"close-frame")
     writes.release()
     assert b"".join(sock.wire) == b"event1event2close-frame"
@@ -273,7 +274,7 @@ def test_autobahn_writes_outside_a_batch_go_to_the_socket_at_once():
     """E.g. ABORT then the close frame: both on the wire before the client can answer the ABORT."""
     sock = FakeSocket()
     proto, transport, _ = make_protocol(sock)
-    proto._write(b"abort")
+    proto._writer.write(b"abort")
     proto.sendData(b"close-frame")
     assert sock.sent == [b"abort", b"close-frame"] and transport.written == []
 
@@ -284,11 +285,56 @@ def test_a_large_batch_is_sent_once_past_the_cork_limit():
     frame = b"x" * (CORK_LIMIT // 4 + 1)
     writes.hold()
     for _ in range(4):
-        proto._write(frame)
+        proto._writer.write(frame)
     assert sock.sent == [frame * 4], "past CORK_LIMIT the held frames go at once"
-    proto._write(b"tail")
+    proto._writer.write(b"tail")
     writes.release()
     assert sock.sent == [frame * 4, b"tail"]
+
+
+def bare_tcp_connection(without: str = "") -> tcp.Connection:
+    """A twisted tcp.Connection with what the writer reads set, less the attribute ``without``."""
+    connection = tcp.Connection.__new__(tcp.Connection)
+    connection.TLS = False
+    values = {"_tempDataLen": 0, "offset": 0, "dataBuffer": b"", "socket": None, "connected": 1, "disconnecting": False}
+    for name, value in values.items():
+        if name != without:
+            setattr(connection, name, value)
+    return connection
+
+
+def test_plain_tcp_takes_a_tcp_connection_with_the_internals_it_reads():
+    connection = bare_tcp_connection()
+    assert plain_tcp(connection) is connection
+    connection.TLS = True
+    assert plain_tcp(connection) is None, "TLS: frames must go through the TLS layer"
+    assert plain_tcp(FakeTransport(FakeTCP(FakeSocket()))) is None, "not a tcp.Connection"
+
+
+def test_a_twisted_without_the_internals_falls_back_to_transport_write(monkeypatch):
+    """A Twisted whose tcp.Connection lacks one of the internals (here: one renamed in a future release):
+    frames go through transport.write, logged once per process."""
+    missing = "_renamed_in_a_future_twisted"
+    monkeypatch.setattr(wire, "TCP_INTERNALS", (*wire.TCP_INTERNALS, missing))
+    seen = []
+
+    def observer(event):
+        if "transport.write" in event.get("log_format", ""):
+            seen.append(event)
+
+    monkeypatch.setattr(wire, "_internals_missing_logged", False)
+    globalLogPublisher.addObserver(observer)
+    try:
+        assert plain_tcp(bare_tcp_connection(without=missing)) is None
+        assert plain_tcp(bare_tcp_connection(without=missing)) is None
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(seen) == 1 and missing in seen[0]["missing"]
+    sock = FakeSocket()
+    transport = FakeTransport(FakeTCP(sock))
+    writer = FrameWriter(transport, None, WriteBatch())
+    writer.write(b"frame")
+    assert transport.written == [b"frame"] and sock.sent == [] and not writer.direct
 
 
 # -- end to end: a flood does not starve the bridge --------------------------------------

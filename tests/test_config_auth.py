@@ -9,10 +9,11 @@ import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.python import usage
 
-from harness import start_bridge
-from wampclient import SessionClosed, close, connect
 from zmqwamp.tap import Options
 from zmqwamp.users import UsersFileChecker
+
+from harness import start_bridge
+from wampclient import SessionClosed, close, connect
 
 
 def options_for(tmp_path, text: str, *argv: str) -> Options:

@@ -70,7 +70,7 @@ def make_cert(directory: Path) -> dict[str, Path]:
     """A self-signed certificate for localhost / 127.0.0.1: key, cert, and both in one PEM (haproxy's crt)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -268,7 +268,7 @@ class Proxy:
             return False
         header = rows[0].lstrip("# ").split(",")
         for row in rows[1:]:
-            cells = dict(zip(header, row.split(",")))
+            cells = dict(zip(header, row.split(","), strict=False))
             if cells.get("pxname") == "zmqwamp" and cells.get("svname") == name:
                 return cells.get("status") == "UP"
         return False
@@ -364,7 +364,7 @@ def outcome(request, tmp_path_factory) -> Outcome:
             drain_exit_codes.append(b.proc.stop(signal.SIGTERM, timeout=20))
             b.retire()
             b.start()
-            wait(lambda: proxy.server_up(b.name), 20, f"the proxy to see {b.name} up again")
+            wait(lambda: proxy.server_up(b.name), 20, f"the proxy to see {b.name} up again")  # noqa: B023
         rolling_until = time.time() * 1000
         wait(lambda: all(v != float("inf") for v in outages(clients.records(), rolling_from, rolling_until).values()),
              15, "every client to resubscribe after the rolling restart")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Process, start_bridge, start_rep
 from zmqwamp.config import load_config
 from zmqwamp.tap import Options
+
+from harness import ROOT, start_bridge, start_rep
 
 DEPLOY = ROOT / "examples" / "deploy"
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()

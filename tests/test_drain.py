@@ -106,7 +106,7 @@ def test_sigterm_twice_stops_once_without_traceback():
             for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
                 mark = len(proc.lines)
                 proc.proc.send_signal(sig)
-                await loop.run_in_executor(None, lambda: proc.wait_for(r"SIG(TERM|INT)", start=mark))
+                await loop.run_in_executor(None, lambda: proc.wait_for(r"SIG(TERM|INT)", start=mark))  # noqa: B023
             assert await call == "got this in flight"
             await asyncio.wait_for(s.left, 10)
 
@@ -123,12 +123,12 @@ def test_sigterm_twice_stops_once_without_traceback():
 def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
     """--workers 2 with calls in flight: SIGTERM to every process (systemd's KillMode=control-group) or to the
     supervisor alone (KillMode=mixed) drains the workers and exits 0, without a ReactorNotRunning traceback."""
-    slow, slow_addr = start_rep(delay=1.0)
+    slow, slow_addr = start_rep(delay=0.5)  # one REP answers the calls one after another: N sessions x 0.5 s
     try:
         for to_group in (True, False):
             argv = _bridge_argv(
                 "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "--anonymous", "--allow", slow_addr,
-                "--drain-time", "5",
+                "--drain-time", "15",
             )
             proc = Process(argv, new_session=True)  # its own process group, like a systemd unit's cgroup
             try:
@@ -139,26 +139,38 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                     sessions, pids = [], set()
                     loop = asyncio.get_running_loop()
                     for _ in range(40):  # sessions until both workers have some
-                        for attempt in range(50):
+                        for _attempt in range(50):
                             try:
-                                sessions.append(await connect(url))
+                                sessions.append(await connect(url))  # noqa: B023
                                 break
-                            except (OSError, asyncio.TimeoutError):
+                            except (TimeoutError, OSError):
                                 await asyncio.sleep(0.1)
-                        status, body = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/healthz")
+                        status, body = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/healthz")  # noqa: B023
                         pids.add(json.loads(body)["pid"])
                         if len(pids) == 2 and len(sessions) >= 4:
                             break
                     assert len(pids) == 2
                     calls = [asyncio.ensure_future(s.call(slow_addr, "x")) for s in sessions]
-                    await asyncio.sleep(0.3)
-                    if to_group:
-                        os.killpg(proc.proc.pid, signal.SIGTERM)
+                    # every call is at its worker (each worker's /healthz: calls in flight == its sessions) before
+                    # the signal: a CALL still on its way when the drain starts would be refused, rightly
+                    seen: dict = {}
+
+                    def all_in_flight():
+                        body = json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])  # noqa: B023
+                        seen[body["pid"]] = body["calls_in_flight"] == body["sessions"]
+                        return len(seen) == 2 and all(seen.values())
+
+                    await wait_until(all_in_flight, timeout=10.0)
+                    if to_group:  # noqa: B023
+                        os.killpg(proc.proc.pid, signal.SIGTERM)  # noqa: B023
                     else:
-                        proc.proc.send_signal(signal.SIGTERM)
+                        proc.proc.send_signal(signal.SIGTERM)  # noqa: B023
                     assert await asyncio.gather(*calls) == ["got this x"] * len(calls)
 
-                run(scenario())
+                try:
+                    run(scenario())
+                except Exception as e:
+                    raise AssertionError(f"{e!r}; the bridge said:\n{proc.output[-4000:]}") from e
                 assert proc.proc.wait(30) == 0, proc.output[-3000:]
             finally:
                 proc.stop()

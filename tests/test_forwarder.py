@@ -3,12 +3,12 @@
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
-from txzmq import ZmqFactory
 
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
 from zmqwamp.limits import LimitExceeded, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import NameNotResolved
+from zmqwamp.zmqread import BridgeZmqFactory
 
 ADDR = "tcp://127.0.0.1:1"
 
@@ -16,10 +16,9 @@ ADDR = "tcp://127.0.0.1:1"
 @pytest.fixture
 def setup():
     clock = MemoryReactorClock()
-    zmq_factory = ZmqFactory()
-    zmq_factory.reactor = clock
+    zmq_factory = BridgeZmqFactory(clock)
     metrics = BridgeMetrics()
-    forwarder = RequestForwarder(zmq_factory, clock, metrics, idle_close=30)
+    forwarder = RequestForwarder(zmq_factory, metrics, idle_close=30)
     yield forwarder, clock, metrics
     forwarder.close()
     zmq_factory.shutdown()
@@ -173,7 +172,7 @@ def test_different_timeouts_expire_independently(setup):
 def test_answered_requests_do_not_pile_up_in_the_deadline_queue(setup):
     forwarder, clock, _ = setup
     got = []
-    for i in range(1000):
+    for _i in range(1000):
         forwarder.request(ADDR, [b"x"], 30.0).addCallback(got.append)
         [msg_id] = ids(forwarder)
         reply(forwarder, msg_id, b"ok")
@@ -228,12 +227,11 @@ class Session:
 @pytest.fixture
 def limited():
     clock = MemoryReactorClock()
-    zmq_factory = ZmqFactory()
-    zmq_factory.reactor = clock
+    zmq_factory = BridgeZmqFactory(clock)
     metrics = BridgeMetrics()
     budget = UpstreamBudget(max_per_session=3, max_per_peer=3, max_total=3)
     names = StubNames()
-    forwarder = RequestForwarder(zmq_factory, clock, metrics, idle_close=30, budget=budget, names=names)
+    forwarder = RequestForwarder(zmq_factory, metrics, idle_close=30, budget=budget, names=names)
     yield forwarder, clock, metrics, budget, names
     forwarder.close()
     zmq_factory.shutdown()

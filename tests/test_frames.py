@@ -17,9 +17,12 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+
+from zmqwamp import frames as frames_module
+from zmqwamp.frames import FragmentLimit, WholeFrameReader, whole_data_frame
 
 from minws import encode_frame
-from zmqwamp.frames import FragmentLimit, WholeFrameReader, whole_data_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
 KEY = b"\x12\x34\xab\xcd"
@@ -148,6 +151,32 @@ def test_the_fast_path_is_taken():
     assert proto.messages == [(b"[1]", False), (b"\x01", True)] and calls == []
     proto.dataReceived(encode_frame(PING, b"p", key=KEY) + encode_frame(TEXT, b"[2]", key=KEY))
     assert proto.messages[-1] == (b"[2]", False) and calls == ["autobahn", "autobahn"]  # after the ping: autobahn
+
+
+def test_an_autobahn_without_the_internals_keeps_every_frame_in_its_parser(monkeypatch):
+    """If autobahn renames a piece of parser state the fast path reads, frames go through autobahn's parser
+    (still delivered), and that is logged once per process."""
+    missing = "_renamed_in_a_future_autobahn"
+    monkeypatch.setattr(frames_module, "AUTOBAHN_INTERNALS", (*frames_module.AUTOBAHN_INTERNALS, missing))
+    monkeypatch.setattr(frames_module, "_internals_missing_logged", False)
+    seen = []
+
+    def observer(event):
+        if "every frame goes through its parser" in event.get("log_format", ""):
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        proto, _ = open_protocol(FastRecording)
+        open_protocol(FastRecording)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(seen) == 1 and missing in seen[0]["missing"]
+    calls = []
+    frame_begin = proto.onFrameBegin
+    proto.onFrameBegin = lambda: (calls.append("autobahn"), frame_begin())[1]
+    proto.dataReceived(encode_frame(TEXT, b"[1]", key=KEY))
+    assert proto.messages == [(b"[1]", False)] and calls == ["autobahn"]
 
 
 def outcome(cls, reads: list[bytes], validate_utf8: bool = True):

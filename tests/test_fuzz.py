@@ -26,7 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import start_bridge, start_pub, start_rep
-from minws import ABORT, ERROR, EVENT, GOODBYE, RESULT, SUBSCRIBED, UNSUBSCRIBED, WELCOME, Closed, WSClient, encode_frame
+from minws import (
+    ABORT,
+    ERROR,
+    EVENT,
+    GOODBYE,
+    RESULT,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    WELCOME,
+    Closed,
+    WSClient,
+    encode_frame,
+)
 from probes import healthz
 
 EXAMPLES = int(os.environ.get("ZMQWAMP_FUZZ_EXAMPLES", "150"))
@@ -137,7 +149,7 @@ async def exchange(url: str, hello_first: bool, payloads: list[tuple[bytes, bool
                     return "closed"  # the garbage, then EOF: nothing else to say
                 assert e.code in CLOSE_CODES, f"close code {e.code} ({e.reason!r})"
                 return "closed"
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError("no answer and no close within 10 s") from None
             assert not ended, "a message after ABORT or GOODBYE"
             assert frame.opcode == 1, f"a {frame.opcode} frame on a JSON session"

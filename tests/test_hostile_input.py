@@ -17,18 +17,20 @@ from pathlib import Path
 import cbor2
 import pytest
 from autobahn.exception import PayloadExceededError
-from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 
-from harness import start_bridge, start_rep
+from zmqwamp.config import BridgeConfig
+from zmqwamp.messages import SERIALIZERS, WampProtocolViolation, decode
+from zmqwamp.session import MessageTooBig
+from zmqwamp.websocket import WampServerFactory
+
 from hang_bridge import HANGING
+from harness import start_bridge, start_rep
+from memory import new_session, received, send
 from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient, encode_frame
 from probes import metric, rss_mib, start_fastpub
-from test_session import MemoryTransport, received, send, world  # noqa: F401  (world is a fixture)
 from wampclient import close, connect
-from zmqwamp.config import BridgeConfig
-from zmqwamp.protocol import SERIALIZERS, MessageTooBig, WampProtocolViolation, WampServerFactory, WampSession, decode
 
 HERE = Path(__file__).resolve().parent
 MAX_MESSAGE = 4096
@@ -79,9 +81,9 @@ HANDSHAKE = (
 )
 
 
-def open_wamp(router, **config):
+def open_wamp(world, **config):
     """A WampServerProtocol after the opening handshake and HELLO/WELCOME, on a StringTransport."""
-    factory = WampServerFactory(router, lambda request: True, BridgeConfig(**config), clock=MemoryReactorClock())
+    factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(**config), world.zmq_factory.write_batch)
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
     proto = factory.buildProtocol(None)
     transport = Transport()
@@ -118,7 +120,7 @@ class CborClient:
         self.ws = ws
 
     @classmethod
-    async def joined(cls, url: str) -> "CborClient":
+    async def joined(cls, url: str) -> CborClient:
         ws = await WSClient.connect(url, protocols=("wamp.2.cbor",))
         assert ws.protocol == "wamp.2.cbor"
         client = cls(ws)
@@ -198,8 +200,7 @@ def test_refused_cbor_tags_in_memory(world):
     """The check is in the serializer: the decode stops at the first shared value; a CBOR session aborts, naming it."""
     with pytest.raises(WampProtocolViolation, match=r"CBOR tag 2[89]"):
         decode(SERIALIZERS["wamp.2.cbor"], shared_bomb(40, "tcp://127.0.0.1:9999"), True)
-    transport = MemoryTransport()
-    session = WampSession(world, SERIALIZERS["wamp.2.cbor"], transport, "test-peer")
+    session, transport = new_session(world, SERIALIZERS["wamp.2.cbor"])
     session.message_received(cbor2.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]), True)
     session.message_received(shared_bomb(3, "tcp://127.0.0.1:9999"), True)
     abort = cbor2.loads(transport.sent[-1][0])
@@ -452,9 +453,8 @@ def test_call_whose_authorization_never_answers_times_out(bridge):
     assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="authorization_timeout") >= 2
 
 
-def hanging_world(router, clock):
-    """``router`` with a hook that never answers for one endpoint and the memory clock."""
-    router._clock = clock
+def hanging_world(world):
+    """``world`` with a hook that never answers for one endpoint."""
     pending = []
 
     def authorize(session, action, endpoint, options):
@@ -464,9 +464,8 @@ def hanging_world(router, clock):
             return d
         return True
 
-    router.authorize = authorize
-    transport = MemoryTransport()
-    session = WampSession(router, JsonObjectSerializer(), transport, "test-peer")
+    world.router.authorize = authorize
+    session, transport = new_session(world)
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
     transport.sent.clear()
     return session, transport, pending
@@ -474,8 +473,8 @@ def hanging_world(router, clock):
 
 def test_authorization_deadline_in_memory(world):
     """The hook's Deferred gets the call's timeout (CALL option, else call_timeout) on the router's clock, and is cancelled."""
-    clock = MemoryReactorClock()
-    session, transport, pending = hanging_world(world, clock)
+    clock = world.clock
+    session, transport, pending = hanging_world(world)
     send(session, 48, 1, {"timeout": 2000}, HANGING, ["x"])
     send(session, 32, 2, {}, HANGING)
     clock.advance(1.9)
@@ -491,8 +490,8 @@ def test_authorization_deadline_in_memory(world):
 
 
 def test_an_answer_in_time_is_used_and_cancels_the_deadline(world):
-    clock = MemoryReactorClock()
-    session, transport, pending = hanging_world(world, clock)
+    clock = world.clock
+    session, transport, pending = hanging_world(world)
     send(session, 48, 1, {}, HANGING, ["x"])
     pending[0].callback(True)
     assert clock.getDelayedCalls() == [] and len(world.forwarder.requests) == 1

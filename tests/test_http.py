@@ -26,14 +26,15 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from harness import start_bridge
-from probes import metric, rss_mib
 from zmqwamp.config import ConfigError, load_config
-from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory
+from zmqwamp.limits import PASS_THROUGH_WRAPPERS, ConnectionCounter, ConnectionGuardFactory
 from zmqwamp.peers import ClientAddresses, host_key, is_local, peer_string
-from zmqwamp.protocol import _plain_tcp
 from zmqwamp.tap import Options
 from zmqwamp.web import BridgeSite, HealthResource, HostCheck, LocalOnly
+from zmqwamp.wire import plain_tcp
+
+from harness import start_bridge
+from probes import metric, rss_mib
 
 # -- in memory: a guarded site on a StringTransport ------------------------------------------
 
@@ -47,12 +48,14 @@ class World:
         root = Resource()
         root.putChild(b"data", Data(b"hello", "text/plain"))
         root.putChild(b"local", LocalOnly(Data(b"secret", "text/plain")))
-        router = SimpleNamespace(
-            stopping=False, sessions=[1, 2], calls_in_flight=lambda: 3,
-            hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
-            forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
+        context = SimpleNamespace(
+            registry=SimpleNamespace(stopping=False, sessions=[1, 2], calls_in_flight=3),
+            router=SimpleNamespace(
+                hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
+                forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
+            ),
         )
-        root.putChild(b"healthz", HealthResource(router))
+        root.putChild(b"healthz", HealthResource(context))
         self.site = BridgeSite(root, hosts=HostCheck(allow_hosts), on_refused=self.refused.append, reactor=self.clock)
         self.counter = counter
         self.factory = ConnectionGuardFactory(
@@ -143,7 +146,7 @@ def test_a_body_is_refused_with_413_before_it_is_read():
         guard, transport = world.connect()
         stored = []
         guard.wrappedProtocol.requestFactory = type(
-            "Spy", (world.site.requestFactory,), {"handleContentChunk": lambda self, d: stored.append(d)}
+            "Spy", (world.site.requestFactory,), {"handleContentChunk": lambda self, d: stored.append(d)}  # noqa: B023
         )
         guard.dataReceived(request("/healthz", "POST", headers=[framing, "Expect: 100-continue"]) + b"5\r\nxxxxx\r\n" * 100)
         assert status(transport.value()) == 413 and b"100 Continue" not in transport.value()
@@ -270,13 +273,15 @@ def test_the_fast_write_path_finds_tcp_under_the_proxy_protocol_wrapper():
     """guard -> Twisted's PROXY protocol wrapper -> tcp.Connection: both wrappers pass writes through."""
     connection = tcp.Connection.__new__(tcp.Connection)
     connection.TLS = False
+    connection._tempDataLen, connection.offset, connection.dataBuffer = 0, 0, b""  # what the writer reads
+    connection.socket, connection.connected, connection.disconnecting = None, 1, False
     guard = World().factory.buildProtocol(None)
     proxied = HAProxyProtocolWrapper(HAProxyWrappingFactory(World().factory), guard)
     proxied.transport = connection
     guard.transport = proxied
-    assert _plain_tcp(guard) is connection
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is connection
     connection.TLS = True
-    assert _plain_tcp(guard) is None
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is None
 
 
 # -- the options --------------------------------------------------------------------------------
@@ -527,7 +532,7 @@ def test_e2e_metrics_listen_serves_details_to_everyone_who_reaches_it():
     )
     try:
         first = proc.wait_for(r"starting on (\d+)")
-        second = proc.wait_for(r"starting on (?!%s\b)(\d+)" % first.group(1))
+        second = proc.wait_for(rf"starting on (?!{first.group(1)}\b)(\d+)")
         main_port = int(url.split(":")[2].split("/")[0])
         ops_port = int(second.group(1) if int(first.group(1)) == main_port else first.group(1))
         forwarded = ("X-Forwarded-For: 198.51.100.7",)

@@ -10,13 +10,13 @@ import cbor2
 import msgpack
 import pytest
 from autobahn.wamp.serializer import MsgPackObjectSerializer
-from twisted.internet.testing import MemoryReactorClock
 
 from zmqwamp.codec import CodecError, Unsupported, encode_args
-from zmqwamp.protocol import GOODBYE_WAIT, SERIALIZERS, decode
-from test_session import REP, joined, new_session, received, send, world  # noqa: F401  (world: a fixture)
+from zmqwamp.messages import SERIALIZERS, decode
+from zmqwamp.session import GOODBYE_WAIT
 
-PUB = "tcp://127.0.0.1:9000"
+from memory import PUB, REP, joined, new_session, received, send
+
 MSGPACK_UNDEFINED = msgpack.ExtType(0, b"\x00")  # what msgpackr (wampy) sends for undefined
 
 
@@ -53,7 +53,7 @@ def subscribe(session, transport, request, topic, options):
 
 
 @pytest.mark.parametrize("options", [{"_filter": "hugo"}, {"filter": "hugo"}])
-def test_filter_option_spellings(world, options):  # noqa: F811
+def test_filter_option_spellings(world, options):
     """`_filter` (WAMP's spelling for a custom option) and `filter` (autobahn-js habit) both narrow."""
     session, transport = joined(world)
     reply = subscribe(session, transport, 1, PUB, options)
@@ -70,7 +70,7 @@ def test_filter_option_spellings(world, options):  # noqa: F811
         (PUB + "?filter=hugo", {"filter": "otto"}),
     ],
 )
-def test_filters_that_disagree_are_an_error(world, topic, options):  # noqa: F811
+def test_filters_that_disagree_are_an_error(world, topic, options):
     """Never a silently wider (or different) subscription: ERROR invalid_argument naming both places."""
     session, transport = joined(world)
     reply = subscribe(session, transport, 1, topic, options)
@@ -79,15 +79,15 @@ def test_filters_that_disagree_are_an_error(world, topic, options):  # noqa: F81
     assert world.hub.subscriptions() == []
 
 
-def test_filters_that_agree_are_one(world):  # noqa: F811
+def test_filters_that_agree_are_one(world):
     session, transport = joined(world)
     assert subscribe(session, transport, 1, PUB + "?filter=hugo", {"_filter": "hugo", "filter": "hugo"})[0] == 33
 
 
-def test_shutdown_waits_for_the_clients_goodbye(world):  # noqa: F811
+def test_shutdown_waits_for_the_clients_goodbye(world):
     """GOODBYE, then the close once the client's GOODBYE is in (or after GOODBYE_WAIT): its answer is never
     written to a closed WebSocket.  Other messages in between are ignored."""
-    world.clock = clock = MemoryReactorClock()
+    clock = world.clock
     session, transport = joined(world)
     session.shutdown()
     assert received(transport)[-1][0] == 6 and transport.closed is None
@@ -98,8 +98,8 @@ def test_shutdown_waits_for_the_clients_goodbye(world):  # noqa: F811
     assert not clock.getDelayedCalls()
 
 
-def test_shutdown_closes_without_an_answer_after_the_wait(world):  # noqa: F811
-    world.clock = clock = MemoryReactorClock()
+def test_shutdown_closes_without_an_answer_after_the_wait(world):
+    clock = world.clock
     session, transport = joined(world)
     session.shutdown()
     clock.advance(GOODBYE_WAIT - 0.01)
@@ -108,15 +108,15 @@ def test_shutdown_closes_without_an_answer_after_the_wait(world):  # noqa: F811
     assert transport.closed == 1001
 
 
-def test_a_connection_lost_while_waiting_leaves_no_timer(world):  # noqa: F811
-    world.clock = clock = MemoryReactorClock()
+def test_a_connection_lost_while_waiting_leaves_no_timer(world):
+    clock = world.clock
     session, transport = joined(world)
     session.shutdown()
     session.transport_lost()
     assert not clock.getDelayedCalls() and transport.closed is None
 
 
-def test_msgpack_session_subscribes_with_undefined_options(world):  # noqa: F811
+def test_msgpack_session_subscribes_with_undefined_options(world):
     """The whole path over msgpack: the session is not aborted (it was: 'invalid type ... for match')."""
     serializer = MsgPackObjectSerializer()
     session, transport = new_session(world, serializer)

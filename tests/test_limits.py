@@ -6,20 +6,24 @@ import asyncio
 import time
 
 import pytest
-from autobahn.wamp.serializer import JsonObjectSerializer
+from test_http import World
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from zmqwamp.limits import (
+    ConnectionCounter,
+    ConnectionGuardFactory,
+    LimitExceeded,
+    SessionLimits,
+    TokenBucket,
+    UpstreamBudget,
+)
+
 from harness import start_bridge, start_pub, start_rep
+from memory import PUB, REP, new_session, received, send
 from minws import ERROR, RESULT, SUBSCRIBED, Closed, HandshakeRefused, WSClient, open_tcp
 from probes import metric
-from test_http import World
-from test_session import MemoryTransport, received, send, world  # noqa: F401  (world is a fixture)
-from zmqwamp.limits import ConnectionCounter, ConnectionGuardFactory, LimitExceeded, SessionLimits, TokenBucket, UpstreamBudget
-from zmqwamp.protocol import WampSession
 
-REP = "tcp://127.0.0.1:9999"
-PUB = "tcp://127.0.0.1:9000"
 LIMIT = "zmqwamp.error.limit_exceeded"
 
 
@@ -157,11 +161,10 @@ class HalfCloseTransport(StringTransport):
         pass
 
 
-def limited_session(router, **limits):
+def limited_session(world, **limits):
     values = {"max_calls_in_flight": 100, "max_subscriptions": 100, "max_calls_per_second": 1000.0, **limits}
     clock = Clock()
-    transport = MemoryTransport()
-    session = WampSession(router, JsonObjectSerializer(), transport, "test-peer", SessionLimits(**values), clock=clock)
+    session, transport = new_session(world, limits=SessionLimits(**values), clock=clock)
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
     transport.sent.clear()
     return session, transport, clock

@@ -1,6 +1,6 @@
 """Login throttling (issue 13, item 9): slow guessing down without locking the real user out.
 
-Unit tests drive :class:`zmqwamp.auth.LoginThrottle` and the router's login on a
+Unit tests drive :class:`zmqwamp.login.LoginThrottle` and the login service on a
 ``Clock``; the end-to-end tests run a real ``twistd -n zmqwamp`` with a
 ``memory:`` checker and log in over real WebSockets from 127.0.0.1.
 """
@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-
+from test_auth import pending
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -21,16 +21,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
+from zmqwamp import Bridge
+from zmqwamp.auth import Challenge, build_portal
+from zmqwamp.config import ConfigError, parse_config
+from zmqwamp.login import LoginService, LoginThrottle
+from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.tap import Options
+
 from harness import start_bridge
 from minws import ABORT, WELCOME, WSClient
-from test_auth import pending
-from zmqwamp import Bridge
-from zmqwamp.auth import Challenge, LoginThrottle, build_portal
-from zmqwamp.config import ConfigError, parse_config
-from zmqwamp.endpoints import EndpointResolver
-from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.router import Router
-from zmqwamp.tap import Options
 
 CAROL = "carol-right-1"
 
@@ -54,7 +53,7 @@ async def ticket_login(url: str, authid: str, ticket: str) -> tuple[list, float]
         ws.abort()
 
 
-# -- the throttle and the router's login, on a Clock ----------------------------------
+# -- the throttle and the login service, on a Clock ----------------------------------
 
 
 @implementer(ICredentialsChecker)
@@ -94,20 +93,9 @@ def checker():
 
 
 def make_router(clock, checker, **throttle):
+    """The login side of a bridge (:class:`zmqwamp.login.LoginService`) with ``checker`` and a throttle on ``clock``."""
     options = {"floor": 0.5, "cap": 30.0, "login_timeout": 10.0, "max_queue": 2, **throttle}
-    return Router(
-        realm="zmqwamp",
-        portal=build_portal([checker], anonymous=False),
-        resolver=EndpointResolver(),
-        authorize=lambda *a: True,
-        forwarder=None,
-        hub=None,
-        metrics=BridgeMetrics(),
-        call_timeout=10.0,
-        max_call_timeout=60.0,
-        throttle=LoginThrottle(clock, **options),
-        clock=clock,
-    )
+    return LoginService("zmqwamp", build_portal([checker], anonymous=False), LoginThrottle(clock, **options), BridgeMetrics())
 
 
 def attempt(router, authid: str, peer: str = "tcp4:192.0.2.1:1000", session=None) -> list:
@@ -274,9 +262,9 @@ def test_max_pending_logins_option():
     assert options.config.max_pending_logins == 7
     bridge = Bridge(options.config)
     bridge.make_service(MemoryReactorClock())
-    throttle = bridge.router.throttle
+    throttle = bridge.context.logins.throttle
     assert (throttle.max_queue, throttle.login_timeout, throttle.budget) == (7, 6.0, 3.0)
-    bridge.router.hub._zmq.shutdown()
+    bridge.context.router.hub._zmq.shutdown()
 
 
 # -- end to end ------------------------------------------------------------------------

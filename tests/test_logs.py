@@ -12,9 +12,10 @@ from datetime import datetime
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
+from zmqwamp.logs import JSONLinesObserver, event_as_record
+
 from harness import BIN, Process, start_bridge
 from wampclient import close, connect
-from zmqwamp.logs import JSONLinesObserver, event_as_record
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -52,7 +53,7 @@ def test_bridge_writes_one_json_object_per_line(services):
     got = records(proc.lines)
     messages = [r["message"] for r in got]
     assert any(m.startswith("twistd ") and "starting up" in m for m in messages), messages[:3]
-    opened = [r for r in got if r["namespace"] == "zmqwamp.protocol" and " open: " in r["message"]]
+    opened = [r for r in got if r["namespace"] == "zmqwamp.session" and " open: " in r["message"]]
     assert opened and opened[0]["authid"] == "anonymous" and opened[0]["level"] == "info"
     assert isinstance(opened[0]["peer"], str) and "127.0.0.1" in opened[0]["peer"]  # an address object, as text
     assert not any(k.startswith("log_") for r in got for k in r), "Twisted internals leaked into the records"
@@ -90,7 +91,7 @@ def test_fields_are_made_json_safe():
     log = Logger(namespace="zmqwamp.test", observer=LogPublisher(JSONLinesObserver(out)))
     log.info("peer {peer} sent {data!r}", peer=object(), data=b"\xff\x00", tags={"a"}, message="clash", time=3)
     try:
-        1 / 0
+        1 / 0  # noqa: B018
     except ZeroDivisionError:
         log.failure("it broke", Failure())
     first, second = [json.loads(line) for line in out.getvalue().splitlines()]

@@ -31,7 +31,7 @@ def run(coro):
 def make_cert(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -56,7 +56,7 @@ def test_wss_and_ws_on_two_listeners(services, tmp_path):
     )
     try:
         first = proc.wait_for(r"starting on (\d+)")
-        second = proc.wait_for(r"starting on (?!%s\b)(\d+)" % first.group(1))
+        second = proc.wait_for(rf"starting on (?!{first.group(1)}\b)(\d+)")
         ports = [first.group(1), second.group(1)]
         ws_port = ws_url.split(":")[2].split("/")[0]
         [wss_port] = [p for p in ports if p != ws_port]
@@ -94,7 +94,7 @@ def test_two_workers_share_the_port(services):
 
         async def scenario():
             sessions = []
-            for i in range(50):
+            for _i in range(50):
                 sessions.append(await connect(url))
             replies = await asyncio.gather(*(s.call(services["rep"], f"c{i}") for i, s in enumerate(sessions)))
             assert replies == [f"got this c{i}" for i in range(50)]
@@ -196,7 +196,7 @@ def test_no_static_and_metrics_listen(services):
     proc, url = start_bridge("--anonymous", "--no-static", "--metrics-listen", "tcp:0:interface=127.0.0.1")
     try:
         first = proc.wait_for(r"starting on (\d+)")
-        second = proc.wait_for(r"starting on (?!%s\b)(\d+)" % first.group(1))
+        second = proc.wait_for(rf"starting on (?!{first.group(1)}\b)(\d+)")
         main_port = url.split(":")[2].split("/")[0]
         ops_port = second.group(1) if first.group(1) == main_port else first.group(1)
 

@@ -161,7 +161,7 @@ def test_pub_restart_resumes_without_resubscribing(bridge):
         while True:  # whatever was in flight
             try:
                 await ws.recv_json(timeout=0.3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         again, _ = start_pub(address, interval=0.02, topics="tick")
         try:

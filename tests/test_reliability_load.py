@@ -139,9 +139,9 @@ def test_churn_returns_to_baseline(churn_world):
         assert ledger.sessions == SESSIONS
         assert len(ledger.replies) == ledger.calls and set(ledger.replies.values()) == {1}, "a call got no reply, or two"
         rounds.append((ledger, elapsed, *settled()))
-    print("churn: baseline fds %d, RSS %.1f MiB; " % (fds, rss) + "; ".join(
-        f"{l.sessions} sessions ({dict(l.endings)}), {l.calls} calls in {t:.1f}s -> fds {f}, RSS {r:.1f} MiB"
-        for l, t, f, r in rounds))
+    print(f"churn: baseline fds {fds}, RSS {rss:.1f} MiB; " + "; ".join(
+        f"{led.sessions} sessions ({dict(led.endings)}), {led.calls} calls in {t:.1f}s -> fds {f}, RSS {r:.1f} MiB"
+        for led, t, f, r in rounds))
     assert metric(url, "zmqwamp_zmq_sockets_open", kind="req") == 0
     assert metric(url, "zmqwamp_zmq_sockets_open", kind="sub") == 0
     assert metric(url, "zmqwamp_sessions_open") == 0

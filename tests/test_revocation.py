@@ -21,29 +21,25 @@ import urllib.request
 import jwt
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.serializer import JsonObjectSerializer
+from test_auth import fired
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
-from txzmq import ZmqFactory
 from zope.interface import implementer
 
-from harness import start_bridge, start_pub, start_rep
-from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED, WSClient
-from test_auth import fired
-from test_session import FakeForwarder, MemoryTransport
-from wampclient import SessionClosed, connect
 from zmqwamp import Bridge
 from zmqwamp.auth import Identity, TicketCredentials, build_portal
 from zmqwamp.config import BridgeConfig
 from zmqwamp.endpoints import Endpoint, EndpointResolver
-from zmqwamp.hub import SubscriptionHub
 from zmqwamp.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
-from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.policy import UserRule
-from zmqwamp.protocol import WampSession
-from zmqwamp.router import SESSION_EXPIRED, Router
+from zmqwamp.registry import SESSION_EXPIRED
+
+from harness import start_bridge, start_pub, start_rep
+from memory import World, make_world, new_session, send
+from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED, WSClient
+from wampclient import SessionClosed, connect
 
 PUB = "tcp://127.0.0.1:9000"
 REP = "tcp://127.0.0.1:9999"
@@ -74,47 +70,29 @@ class IdentityChecker:
 
 @pytest.fixture
 def world():
-    """A router with a real hub (on an in-memory reactor), a checker, and an authorization hook the test steers."""
-    clock = MemoryReactorClock()
-    zmq_factory = ZmqFactory()
-    zmq_factory.reactor = clock
-    metrics = BridgeMetrics()
+    """A bridge core with a real hub (on an in-memory reactor), a checker, and an authorization hook the test steers."""
     allowed: dict = {}  # authid -> True, False or a Deferred (default: True)
     checker = IdentityChecker()
 
     def authorize(session, action, endpoint, options):
         return allowed.get(session.authid, True)
 
-    router = Router(
-        realm="zmqwamp",
+    world = make_world(
         portal=build_portal([checker], anonymous=False),
         resolver=EndpointResolver({"ticks": Endpoint(PUB, kind="sub", alias="ticks")}),
         authorize=authorize,
-        forwarder=FakeForwarder(),
-        hub=SubscriptionHub(zmq_factory, metrics),
-        metrics=metrics,
-        call_timeout=10.0,
-        max_call_timeout=60.0,
-        clock=clock,
     )
-    router.test_allowed = allowed
-    router.test_checker = checker
-    yield router
-    router.hub.close()
-    zmq_factory.shutdown()
+    world.test.update(allowed=allowed, checker=checker)
+    yield world
+    world.close()
 
 
-def login(router, authid: str, roles=REVOCABLE):
-    transport = MemoryTransport()
-    session = WampSession(router, JsonObjectSerializer(), transport, f"tcp4:192.0.2.1:{len(router.sessions) + 1}")
+def login(world, authid: str, roles=REVOCABLE):
+    session, transport = new_session(world, peer=f"tcp4:192.0.2.1:{len(world.sessions) + 1}")
     send(session, 1, "zmqwamp", {"roles": roles, "authmethods": ["ticket"], "authid": authid})
     send(session, 5, "any-ticket", {})
     assert session.is_open, messages(transport)
     return session, transport
-
-
-def send(session, *msg):
-    session.message_received(json.dumps(list(msg)).encode(), False)
 
 
 def messages(transport) -> list:
@@ -149,8 +127,8 @@ def test_a_reload_revokes_what_the_hook_now_denies(world):
     bob, b_transport = login(world, "bob")
     sid = subscribe(alice, a_transport)
     assert subscribe(bob, b_transport) == sid
-    world.test_allowed["alice"] = False
-    assert fired(world.recheck_subscriptions()) == 1
+    world.test["allowed"]["alice"] = False
+    assert fired(world.router.recheck_subscriptions()) == 1
     assert messages(a_transport)[-1] == [UNSUBSCRIBED, 0, {"subscription": sid, "reason": "wamp.error.not_authorized"}]
     sent_before = len(a_transport.sent)
     publish(world)
@@ -166,8 +144,8 @@ def test_a_client_that_did_not_announce_revocation_just_stops_getting_events(wor
     alice, transport = login(world, "alice", roles=PLAIN)
     subscribe(alice, transport)
     sent_before = len(transport.sent)
-    world.test_allowed["alice"] = False
-    assert fired(world.recheck_subscriptions()) == 1
+    world.test["allowed"]["alice"] = False
+    assert fired(world.router.recheck_subscriptions()) == 1
     publish(world)
     assert len(transport.sent) == sent_before
     assert alice.is_open and world.hub.subscription_count() == 0
@@ -178,8 +156,8 @@ def test_a_deferred_answer_is_waited_for(world):
     alice, transport = login(world, "alice")
     subscribe(alice, transport)
     answer = Deferred()
-    world.test_allowed["alice"] = answer
-    result = world.recheck_subscriptions()
+    world.test["allowed"]["alice"] = answer
+    result = world.router.recheck_subscriptions()
     publish(world)
     assert events(transport) == 1
     answer.callback(False)
@@ -192,8 +170,8 @@ def test_a_failing_hook_revokes(world):
     """Deny by default: a hook that raises (or fails its Deferred) on re-check revokes the subscription."""
     alice, transport = login(world, "alice")
     subscribe(alice, transport)
-    world.authorize = lambda *a: 1 / 0
-    assert fired(world.recheck_subscriptions()) == 1
+    world.router.authorize = lambda *a: 1 / 0
+    assert fired(world.router.recheck_subscriptions()) == 1
     assert messages(transport)[-1][0] == UNSUBSCRIBED
 
 
@@ -202,8 +180,8 @@ def test_a_session_that_left_meanwhile_is_left_alone(world):
     alice, transport = login(world, "alice")
     subscribe(alice, transport)
     answer = Deferred()
-    world.test_allowed["alice"] = answer
-    result = world.recheck_subscriptions()
+    world.test["allowed"]["alice"] = answer
+    result = world.router.recheck_subscriptions()
     send(alice, 6, {}, "wamp.close.goodbye_and_out")
     sent_before = len(transport.sent)
     answer.callback(False)
@@ -214,9 +192,9 @@ def test_a_removed_alias_is_revoked(world):
     """A subscription to an alias that the reload removed (or pointed elsewhere) is revoked."""
     alice, transport = login(world, "alice")
     sid = subscribe(alice, transport, "ticks")
-    assert fired(world.recheck_subscriptions()) == 0
-    world.resolver.aliases = {"ticks": Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks")}
-    assert fired(world.recheck_subscriptions()) == 1
+    assert fired(world.router.recheck_subscriptions()) == 0
+    world.router.resolver.aliases = {"ticks": Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks")}
+    assert fired(world.router.recheck_subscriptions()) == 1
     assert messages(transport)[-1][2]["subscription"] == sid
 
 
@@ -228,16 +206,15 @@ def test_bridge_reload_replaces_the_rules_and_revokes():
     clock = MemoryReactorClock()
     service = bridge.make_service(clock)
     try:
-        bridge.router.hub._zmq.reactor = clock
-        alice, transport = login(bridge.router, "alice")
+        alice, transport = login(World(bridge.context, clock, bridge.context.router.hub._zmq), "alice")
         subscribe(alice, transport)
         bridge.config_loader = lambda: BridgeConfig(allow=[PUB], rules=[other])
         bridge.reload()
-        assert bridge.router.portal.realm.rulebook is bridge.rulebook and bridge.rulebook.rules == (other,)
+        assert bridge.context.logins.portal.realm.rulebook is bridge.rulebook and bridge.rulebook.rules == (other,)
         assert messages(transport)[-1][0] == UNSUBSCRIBED
     finally:
-        bridge.router.hub.close()
-        bridge.router.hub._zmq.shutdown()
+        bridge.context.router.hub.close()
+        bridge.context.router.hub._zmq.shutdown()
         del service
 
 
@@ -245,7 +222,7 @@ def test_a_session_ends_when_its_credential_expires(world):
     """A credential valid for 5 more seconds: at 5 s the call in flight gets ERROR canceled, then GOODBYE
     zmqwamp.close.session_expired, and close 1000 once the client's GOODBYE is in; counted and logged; not a
     moment before."""
-    world.test_checker.expires = time.time() + 5
+    world.test["checker"].expires = time.time() + 5
     session, transport = login(world, "alice")
     send(session, 48, 11, {}, REP, ["in flight"])
     assert len(world.forwarder.requests) == 1
@@ -263,12 +240,12 @@ def test_a_session_ends_when_its_credential_expires(world):
 
 def test_a_session_that_ends_first_cancels_its_expiry_timer(world):
     """No timer is left behind by a session that closes before its credential expires (nor for one without expiry)."""
-    world.test_checker.expires = time.time() + 60
+    world.test["checker"].expires = time.time() + 60
     session, _ = login(world, "alice")
     assert len(world.clock.getDelayedCalls()) == 1
     send(session, 6, {}, "wamp.close.goodbye_and_out")
     assert world.clock.getDelayedCalls() == []
-    world.test_checker.expires = None
+    world.test["checker"].expires = None
     login(world, "bob")
     assert world.clock.getDelayedCalls() == []
 

@@ -5,110 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from autobahn.wamp.serializer import JsonObjectSerializer, MsgPackObjectSerializer
+from autobahn.wamp.serializer import MsgPackObjectSerializer
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
-from txzmq import ZmqFactory
 
-from zmqwamp.auth import build_portal
-from zmqwamp.endpoints import Endpoint, EndpointResolver
+from zmqwamp.endpoints import Endpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut
-from zmqwamp.hub import SubscriptionHub
-from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.policy import EndpointPolicy
-from zmqwamp.protocol import WampSession
-from zmqwamp.router import Router
 
-REP = "tcp://127.0.0.1:9999"
-PUB = "tcp://127.0.0.1:9000"
-
-
-class MemoryTransport:
-    def __init__(self):
-        self.sent: list[tuple[bytes, bool]] = []
-        self.closed = None
-        self.prepared = 0
-
-    def send_frame(self, payload, is_binary):
-        self.sent.append((payload, is_binary))
-
-    def prepare(self, payload, is_binary):
-        self.prepared += 1
-        return (payload, is_binary)
-
-    def send_prepared(self, prepared, slow_consumer=None):
-        self.sent.append(prepared)
-
-    def close(self, code, reason):
-        self.closed = code
-
-
-class FakeForwarder:
-    """Records requests; the test fires their Deferreds."""
-
-    addresses: list = []
-
-    def __init__(self):
-        self.requests = []
-
-    def request(self, address, frames, timeout, owner=None):
-        d = Deferred()
-        self.requests.append((address, frames, timeout, d))
-        return d
-
-    def is_open(self, address):
-        return any(r[0] == address for r in self.requests)
-
-    def close(self):
-        pass
-
-
-@pytest.fixture
-def world():
-    zmq_factory = ZmqFactory()
-    zmq_factory.reactor = MemoryReactorClock()
-    metrics = BridgeMetrics()
-    policy = EndpointPolicy(["tcp://127.0.0.1:*"])
-    forwarder = FakeForwarder()
-    hub = SubscriptionHub(zmq_factory, metrics)
-    router = Router(
-        realm="zmqwamp",
-        portal=build_portal([], anonymous=True),
-        resolver=EndpointResolver(),
-        authorize=lambda session, action, endpoint, options: policy.allows(endpoint),
-        forwarder=forwarder,
-        hub=hub,
-        metrics=metrics,
-        call_timeout=10.0,
-        max_call_timeout=60.0,
-    )
-    yield router
-    hub.close()
-    zmq_factory.shutdown()
-
-
-def new_session(router, serializer=None):
-    transport = MemoryTransport()
-    session = WampSession(router, serializer or JsonObjectSerializer(), transport, "test-peer")
-    return session, transport
-
-
-def send(session, *msg):
-    session.message_received(json.dumps(list(msg)).encode(), False)
-
-
-def received(transport):
-    return [json.loads(p) for p, _ in transport.sent]
-
-
-def joined(router):
-    session, transport = new_session(router)
-    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
-    welcome = received(transport)[-1]
-    assert welcome[0] == 2 and welcome[2]["authid"] == "anonymous"
-    assert set(welcome[2]["roles"]) == {"broker", "dealer"}
-    transport.sent.clear()
-    return session, transport
+from memory import PUB, REP, joined, new_session, received, send
 
 
 def test_call_is_forwarded_and_answered(world):
@@ -278,7 +181,7 @@ def test_unacknowledged_publish_is_counted(world):
 
 def test_filter_length_is_capped_for_the_option_and_the_uri(world):
     """A filter longer than max_filter_length gets ERROR limit_exceeded naming it; nothing is subscribed."""
-    world.max_filter_length = 4
+    world.router.max_filter_length = 4
     session, transport = joined(world)
     send(session, 32, 1, {"filter": "x" * 5}, PUB)
     send(session, 32, 2, {}, PUB + "?filter=" + "%41" * 5)
@@ -326,7 +229,7 @@ def test_subscribe_to_a_host_name_waits_for_it_to_resolve(world):
     from zmqwamp.names import NameNotResolved
 
     names = world.hub._names = StubNames()
-    world.authorize = lambda session, action, endpoint, options: True
+    world.router.authorize = lambda session, action, endpoint, options: True
     (a, ta), (b, tb) = joined(world), joined(world)
     send(a, 32, 1, {}, "tcp://feed.example:9000")
     send(b, 32, 1, {}, "tcp://feed.example:9000")
@@ -347,14 +250,14 @@ def test_calls_are_labelled_only_with_opened_endpoints_and_at_most_so_many(world
     of them; calls that opened nothing (a missing ipc socket) and the rest count under 'other'."""
     from zmqwamp.endpoints import Endpoint as E
 
-    world.max_endpoint_labels = 2
+    world.router.max_endpoint_labels = 2
     started = 0.0
     for i in range(50):
-        world._count_call(E(f"ipc:///missing/{i}.sock"), "unavailable", started)
+        world.router._count_call(E(f"ipc:///missing/{i}.sock"), "unavailable", started)
     for port in (1, 2, 3):
         world.forwarder.requests.append((f"tcp://127.0.0.1:{port}", [], 1, Deferred()))  # now open
-        world._count_call(E(f"tcp://127.0.0.1:{port}"), "ok", started)
-    world._count_call(E("tcp://10.0.0.1:1", alias="echo"), "ok", started)
+        world.router._count_call(E(f"tcp://127.0.0.1:{port}"), "ok", started)
+    world.router._count_call(E("tcp://10.0.0.1:1", alias="echo"), "ok", started)
     labels = {s.labels["endpoint"] for s in world.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
     assert labels == {"other", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "echo"}
     assert world.metrics.registry.get_sample_value("zmqwamp_calls_total", {"endpoint": "other", "outcome": "unavailable"}) == 50

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import BIN, ROOT
 from zmqwamp.config import load_config
 from zmqwamp.tap import Options
+
+from harness import BIN, ROOT
 
 DEPLOY = ROOT / "examples" / "deploy"
 ANALYZE = shutil.which("systemd-analyze")

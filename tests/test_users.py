@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from test_auth import fired, sync
 from twisted.cred import strcred
 from twisted.cred.error import UnauthorizedLogin
 
-from test_auth import fired, sync
 from zmqwamp.auth import TicketCredentials, derive_key
 from zmqwamp.users import UsersFileChecker, UsersFileError, main, make_record, parse_users, read_users, write_users
 

@@ -16,11 +16,9 @@ import subprocess
 import sys
 
 import pytest
+from test_auth import fired, sync
 from twisted.logger import formatEvent, globalLogPublisher
 
-from harness import start_bridge
-from minws import WSClient
-from test_auth import fired, sync
 from zmqwamp.auth import TicketCredentials
 from zmqwamp.users import (
     HEADER,
@@ -29,6 +27,9 @@ from zmqwamp.users import (
     read_users,
     read_users_file,
 )
+
+from harness import start_bridge
+from minws import WSClient
 
 
 def cli(*args, password=None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 from autobahn.asyncio.wamp import ApplicationSession

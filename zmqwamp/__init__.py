@@ -1,4 +1,19 @@
-"""zmqwamp: browser JavaScript (WAMP v2 over WebSocket) to plain ZeroMQ services."""
+"""zmqwamp: browser JavaScript (WAMP v2 over WebSocket) to plain ZeroMQ services.
+
+The data path, one module per step::
+
+    TCP/HTTP  limits.ConnectionGuard (counts, deadlines), web (site, Host check), peers (the client's address)
+    frame     websocket.WampServerProtocol (+ frames: whole frames without autobahn's parser)
+    message   messages.decode (serializers, what a client may send) -> session.WampSession (the state machine)
+    policy    router.Router -> Bridge.zmq_allowed (policy.EndpointPolicy, the avatar's rules)   [login: login, auth]
+    zmq send  forwarder.RequestForwarder (CALL: shared DEALER) | hub.SubscriptionHub (SUBSCRIBE: shared SUB)
+    zmq recv  zmqread.BatchedRead (capped batches; holds the wire.WriteBatch) -> codec (frames -> arguments)
+    message   session.WampSession (RESULT, ERROR; EVENT serialized once per serializer)
+    frame     flow.OutgoingBuffer (slow consumers) -> wire.FrameWriter (straight to the socket, per batch)
+
+Public: :class:`Bridge` (and :class:`zmqwamp.config.BridgeConfig`, :class:`zmqwamp.endpoints.Endpoint`,
+:class:`zmqwamp.auth.IZmqAvatar` for its hooks); the rest is the bridge's own.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import reprlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -120,4 +121,10 @@ class ClientLog:
         budget = owner.log_budget
         if budget is not None and budget.suppressed:
             n, budget.suppressed = budget.suppressed, 0
-            self.emit(None, log.info, "{n} log lines about {peer} were not logged: over max_log_lines_per_second", n=n, peer=peer)
+            self.emit(
+                None,
+                log.info,
+                "{n} log lines about {peer} were not logged: over max_log_lines_per_second",
+                n=n,
+                peer=peer,
+            )

@@ -14,8 +14,9 @@ Rules (per endpoint, ``auto`` unless configured):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 
 class CodecError(ValueError):
@@ -45,7 +46,9 @@ def _reject_constant(name: str) -> Any:
 
 def _json_text(value: Any) -> bytes:
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse).encode("utf-8")
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse).encode(
+            "utf-8"
+        )
     except (TypeError, ValueError) as e:
         raise CodecError(f"argument is not JSON-serializable: {e}") from None
 

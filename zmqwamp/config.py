@@ -2,8 +2,8 @@
 
 Every option can be given in the TOML file (read with :mod:`tomllib`) or on the
 command line; a command-line value wins, and repeatable options (``allow``,
-``listen``, ``origins``, ``allow_hosts``, ``trusted_proxies``, ``auth``) are added to the file's.  Per-user ``[[rules]]`` exist
-only in the file (see docs/auth.md).  Errors name the file and the key.
+``listen``, ``origins``, ``allow_hosts``, ``trusted_proxies``, ``auth``) are added to the
+file's.  Per-user ``[[rules]]`` exist only in the file (see docs/auth.md).  Errors name the file and the key.
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ class BridgeConfig:
 
 
 _LISTS = ("listen", "allow", "origins", "metrics_listen", "allow_hosts", "trusted_proxies", "auth")
-_SCALARS = {f.name: f.type for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")}
+_SCALARS: dict[str, str] = {  # name -> its type's name (the annotation, a string here)
+    f.name: str(f.type) for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")
+}
 
 
 def _check_type(where: str, value: Any, kind: str) -> Any:
@@ -158,7 +160,10 @@ def _rule_globs(where: str, value: Any, placeholders: bool) -> tuple[str, ...]:
 def _rule(where: str, table: Any) -> UserRule:
     """One [[rules]] entry: authid/role (globs), actions (globs), endpoints (globs), filters (globs)."""
     _check_table(
-        where, table, {"authid", "role", "actions", "endpoints", "filters"}, "endpoints",
+        where,
+        table,
+        {"authid", "role", "actions", "endpoints", "filters"},
+        "endpoints",
         " (globs of endpoint addresses or aliases)",
     )
     authids = _rule_globs(f"{where}.authid", table["authid"], False) if "authid" in table else ()
@@ -230,10 +235,23 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
     if not config.realm:
         raise ConfigError(f"{source}: realm must not be empty")
     for name in (
-        "max_calls_in_flight", "max_subscriptions", "max_calls_per_second", "max_sessions",
-        "max_sessions_per_peer", "handshake_timeout", "ping_interval", "ping_timeout", "max_filter_length",
-        "max_filters_per_endpoint", "max_endpoints_per_session", "max_endpoints_per_peer", "max_zmq_sockets", "max_pending_logins",
-        "max_message_fragments", "max_log_lines_per_second", "max_log_lines_per_second_total",
+        "max_calls_in_flight",
+        "max_subscriptions",
+        "max_calls_per_second",
+        "max_sessions",
+        "max_sessions_per_peer",
+        "handshake_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "max_filter_length",
+        "max_filters_per_endpoint",
+        "max_endpoints_per_session",
+        "max_endpoints_per_peer",
+        "max_zmq_sockets",
+        "max_pending_logins",
+        "max_message_fragments",
+        "max_log_lines_per_second",
+        "max_log_lines_per_second_total",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")

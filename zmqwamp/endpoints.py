@@ -63,8 +63,10 @@ def parse_address(address: str) -> str:
         # Allow globs match paths as text ('*' crosses '/'), so 'ipc:///run/app/*' would match
         # '/run/app/../other.sock', which the kernel resolves elsewhere: only clean paths are endpoints.
         segments = rest.split("/")
-        if any(s in (".", "..") for s in segments) or "" in segments[rest.startswith("/"):]:
-            raise InvalidEndpoint(f"{address!r}: an ipc path must not contain '.', '..' or empty segments ('//', a trailing '/')")
+        if any(s in (".", "..") for s in segments) or "" in segments[rest.startswith("/") :]:
+            raise InvalidEndpoint(
+                f"{address!r}: an ipc path must not contain '.', '..' or empty segments ('//', a trailing '/')"
+            )
         if len(rest.encode("utf-8")) > MAX_IPC_PATH:
             raise InvalidEndpoint(f"ipc path longer than {MAX_IPC_PATH} bytes (the limit of a unix socket address)")
         return address
@@ -72,7 +74,7 @@ def parse_address(address: str) -> str:
 
 
 def split_tcp(address: str) -> tuple[str, str] | None:
-    """``(host, port)`` of a ``tcp://`` address that :func:`parse_address` accepted (IPv6 keeps its brackets); else None."""
+    """``(host, port)`` of a ``tcp://`` address :func:`parse_address` accepted (IPv6 in its brackets); else None."""
     if not address.startswith("tcp://"):
         return None
     match = _TCP.match(address[6:])

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -48,6 +49,11 @@ SLOW_CONSUMER_CLOSE_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
 
 
+# The queue of a connection with nothing waiting: an empty tuple that stands for a deque (an empty deque is
+# ~600 bytes, and most connections never queue); it has no append, so nothing can be queued into it by mistake.
+_EMPTY = cast("deque[tuple[Callable[[], None], int, str | None]]", ())
+
+
 @implementer(IPushProducer)
 class OutgoingBuffer:
     """Frames waiting for a paused transport, bounded to ``limit`` bytes.
@@ -62,8 +68,18 @@ class OutgoingBuffer:
     """
 
     __slots__ = (
-        "limit", "paused", "closed", "queued_bytes", "_overflow", "_metrics", "_peer", "_clock",
-        "_queue", "_burst_dropped", "_burst_policy", "_burst_started",
+        "limit",
+        "paused",
+        "closed",
+        "queued_bytes",
+        "_overflow",
+        "_metrics",
+        "_peer",
+        "_clock",
+        "_queue",
+        "_burst_dropped",
+        "_burst_policy",
+        "_burst_started",
     )
 
     def __init__(
@@ -83,7 +99,7 @@ class OutgoingBuffer:
         self._peer = peer
         self._clock = clock
         # (write, size, policy); policy None: must be delivered.  () while nothing waits.
-        self._queue: deque[tuple[Callable[[], None], int, str | None]] | tuple = ()
+        self._queue: deque[tuple[Callable[[], None], int, str | None]] = _EMPTY  # replaced when a frame waits
         self._burst_dropped = 0
         self._burst_policy = ""
         self._burst_started = 0.0
@@ -126,7 +142,7 @@ class OutgoingBuffer:
             write, size, _ = self._queue.popleft()
             self._add(-size)
             write()
-        self._queue = ()
+        self._queue = _EMPTY
         self._end_burst()
 
     # -- IPushProducer ------------------------------------------------------
@@ -141,7 +157,7 @@ class OutgoingBuffer:
             self._add(-size)
             write()  # may call pauseProducing
         if not self._queue:
-            self._queue = ()
+            self._queue = _EMPTY
             self._end_burst()
 
     def stopProducing(self) -> None:
@@ -157,7 +173,7 @@ class OutgoingBuffer:
     def _clear(self) -> list[str]:
         """Empty the queue; return the policies of the EVENTs that were in it."""
         policies = [policy for _, _, policy in self._queue if policy is not None]
-        self._queue = ()
+        self._queue = _EMPTY
         self._add(-self.queued_bytes)
         return policies
 
@@ -197,7 +213,9 @@ class OutgoingBuffer:
         if self._burst_dropped:
             log.warn(
                 "slow consumer {peer}: dropped {n} events ({policy}) in {seconds:.1f}s with its outgoing buffer full",
-                peer=self._peer, n=self._burst_dropped, policy=self._burst_policy,
+                peer=self._peer,
+                n=self._burst_dropped,
+                policy=self._burst_policy,
                 seconds=self._clock() - self._burst_started,
             )
             self._burst_dropped = 0
@@ -211,37 +229,3 @@ class OutgoingBuffer:
         self._metrics.limit_exceeded.labels("slow_consumer").inc()
         log.warn("slow consumer {peer}: closing ({text}); {n} events dropped", peer=self._peer, text=text, n=dropped)
         self._overflow(text)
-
-
-class PendingWrites:
-    """Frames held while a batch of zmq messages is handled, sent together when it ends.
-
-    The readers of :mod:`zmqwamp.zmqread` hold it around each batch; a
-    connection written to meanwhile keeps its frames
-    (``WampServerProtocol._write``) and adds itself here, and the release
-    sends each connection's frames in one ``send``.  Outside a batch, frames go
-    out at once.  Shared by the connection factory and the zmq readers.
-    """
-
-    __slots__ = ("holding", "_connections")
-
-    def __init__(self) -> None:
-        self.holding = 0
-        self._connections: list = []
-
-    def add(self, connection) -> None:
-        self._connections.append(connection)
-
-    def hold(self) -> None:
-        self.holding += 1
-
-    def release(self) -> None:
-        self.holding -= 1
-        if self.holding or not self._connections:
-            return
-        connections, self._connections = self._connections, []
-        for connection in connections:
-            try:
-                connection.flush_writes()
-            except Exception:  # one connection's failure must not keep the others' frames
-                log.failure("sending frames to {peer} failed", peer=getattr(connection, "peer", "?"))

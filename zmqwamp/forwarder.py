@@ -22,21 +22,21 @@ import itertools
 import os
 import stat
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
 from zmqwamp.endpoints import InvalidEndpoint
-from zmqwamp.flow import PendingWrites
 from zmqwamp.limits import UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver, NameNotResolved
-from zmqwamp.zmqread import BatchedRead
+from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 
 log = Logger()
 
@@ -87,20 +87,19 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
 
     def __init__(
         self,
-        factory: ZmqFactory,
+        factory: BridgeZmqFactory,
         address: str,
         on_unmatched: Callable[[str, str], None],
-        writes: PendingWrites | None = None,
         connect_to: str | None = None,
     ) -> None:
-        """``connect_to``: what the socket connects to (``address`` by default); None: nothing yet, see :meth:`connect`."""
+        """``connect_to``: what the socket connects to; None: nothing yet, see :meth:`connect`."""
         self.address = address
-        self.writes = writes
         self._on_unmatched = on_unmatched
         self._requests: dict[bytes, Deferred] = {}
         self._next_id = itertools.count(1)
-        self._outbox: list[tuple[bytes, tuple[bytes, ...]]] = []  # (id, frames) not sent yet
-        self._flush_call = None
+        self._outbox: list[tuple[bytes, Sequence[bytes]]] = []  # (id, frames) not sent yet
+        self._flush_call: IDelayedCall | _NotConnected | None = None
+        self._reactor = factory.reactor
         # Deadlines, one FIFO per timeout value: requests with the same timeout
         # expire in the order they were sent, so each FIFO needs one timer (for its
         # oldest request), not one per request.  Answered requests leave their
@@ -126,7 +125,10 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         for d in requests.values():
             d.errback(reason)
 
-    def sendMsg(self, frames: tuple[bytes, ...] | list[bytes], timeout: float) -> Deferred:
+    def _forget(self, msg_id: bytes) -> None:
+        self._requests.pop(msg_id, None)
+
+    def sendMsg(self, frames: Sequence[bytes], timeout: float) -> Deferred:
         """Queue a request, sent at the end of this reactor iteration.
 
         The Deferred fires with the reply frames, or fails with
@@ -135,11 +137,11 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         Cancelling it forgets the request (and if it was not sent yet, it never is).
         """
         msg_id = next(self._next_id).to_bytes(8, "big")
-        d = Deferred(canceller=lambda _: self._requests.pop(msg_id, None))
+        d: Deferred = Deferred(canceller=lambda _: self._forget(msg_id))
         requests = self._requests
         requests[msg_id] = d
         self._outbox.append((msg_id, frames))
-        reactor = self.factory.reactor
+        reactor = self._reactor
         if self._flush_call is None:
             self._flush_call = reactor.callLater(0, self._flush)
         fifo = self._deadlines.get(timeout)
@@ -158,7 +160,7 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         del self._deadline_timers[timeout]
         fifo = self._deadlines[timeout]
         requests = self._requests
-        now = self.factory.reactor.seconds()
+        now = self._reactor.seconds()
         while fifo and (fifo[0][0] <= now or fifo[0][1] not in requests):
             _, msg_id = fifo.popleft()
             d = requests.pop(msg_id, None)
@@ -169,7 +171,7 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         if timeout in self._deadline_timers:  # a callback sent a new request, which set the timer
             return
         if fifo:
-            self._deadline_timers[timeout] = self.factory.reactor.callLater(fifo[0][0] - now, self._expire, timeout)
+            self._deadline_timers[timeout] = self._reactor.callLater(fifo[0][0] - now, self._expire, timeout)
         else:
             del self._deadlines[timeout]
 
@@ -231,22 +233,19 @@ def _ipc_listening(path: str) -> bool:
 class RequestForwarder:
     def __init__(
         self,
-        zmq_factory: ZmqFactory,
-        clock: IReactorTime,
+        zmq_factory: BridgeZmqFactory,
         metrics: BridgeMetrics,
         idle_close: float = 30.0,
-        writes: PendingWrites | None = None,
         budget: UpstreamBudget | None = None,
         names: HostResolver | None = None,
     ) -> None:
         self._zmq = zmq_factory
-        self._writes = writes
-        self._clock = clock
+        self._clock = zmq_factory.reactor
         self._metrics = metrics
         self._idle_close = idle_close
         self._budget = budget if budget is not None else UpstreamBudget()
         self._budget.reclaim = self._reclaim_idle
-        self._names = names if names is not None else HostResolver(clock, metrics=metrics)
+        self._names = names if names is not None else HostResolver(self._clock, metrics=metrics)
         self._connections: dict[str, UpstreamRequestConnection] = {}
         self._inflight: dict[str, int] = {}
         self._idle_timers: dict = {}  # address -> its idle-close timer, oldest idle first
@@ -268,7 +267,7 @@ class RequestForwarder:
         for the connection if this request opens it: raises
         :class:`~zmqwamp.limits.LimitExceeded` if it may not.
         """
-        if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://"):]):
+        if address.startswith("ipc://") and not _ipc_listening(address[len("ipc://") :]):
             raise BackendUnavailable(f"cannot send to {address}: no socket there (is the service running?)")
         connection = self._connection(address, owner)
         return connection.sendMsg(frames, timeout).addBoth(self._release, address)
@@ -287,7 +286,7 @@ class RequestForwarder:
         """The rare path: charge ``owner``, make the socket, connect it (after resolving a host name)."""
         self._budget.charge(("req", address), owner)
         try:
-            connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply, self._writes)
+            connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply)
         except zmq.ZMQError as e:
             self._budget.release(("req", address))
             raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
@@ -364,7 +363,9 @@ class RequestForwarder:
     def _unmatched_reply(self, address: str, why: str) -> None:
         self._metrics.dropped.labels(f"reply_{why}").inc()
         if why == "late":
-            log.warn("late reply from {address} dropped: its call had already timed out or been cancelled", address=address)
+            log.warn(
+                "late reply from {address} dropped: its call had already timed out or been cancelled", address=address
+            )
         else:
             log.warn("malformed reply from {address} dropped (no request envelope)", address=address)
 
@@ -379,4 +380,3 @@ class RequestForwarder:
                 timer.cancel()
         self._idle_timers.clear()
         self._inflight.clear()
-

@@ -19,6 +19,11 @@ never has to decide anything about a bad frame.
 
 from __future__ import annotations
 
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.logger import Logger
+
+log = Logger()
+
 _TEXT = 0x81  # FIN, no RSV bits, opcode 1
 _BINARY = 0x82  # FIN, no RSV bits, opcode 2
 
@@ -53,8 +58,10 @@ def whole_data_frame(data: bytes, pos: int, max_payload: int) -> tuple[bytes, bo
     if end > len(data):
         return None
     if length:
-        mask = (data[start:start + 4] * (length // 4 + 1))[:length]
-        payload = (int.from_bytes(data[start + 4:end], "little") ^ int.from_bytes(mask, "little")).to_bytes(length, "little")
+        mask = (data[start : start + 4] * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(data[start + 4 : end], "little") ^ int.from_bytes(mask, "little")).to_bytes(
+            length, "little"
+        )
     else:
         payload = b""
     if first == _TEXT:
@@ -65,8 +72,13 @@ def whole_data_frame(data: bytes, pos: int, max_payload: int) -> tuple[bytes, bo
     return payload, first == _BINARY, end
 
 
-class WholeFrameReader:
-    """Mixin for autobahn's ``WebSocketServerProtocol``: whole data frames go straight to ``onMessage``.
+# What WholeFrameReader reads of autobahn's WebSocketProtocol to know it is between frames, and overrides.
+AUTOBAHN_INTERNALS = ("_dataReceived", "data", "current_frame", "inside_message", "_perMessageCompress")
+_internals_missing_logged = False
+
+
+class WholeFrameReader(WebSocketServerProtocol):
+    """Autobahn's ``WebSocketServerProtocol``, whole data frames straight to ``onMessage``.
 
     Call :meth:`read_whole_frames` in ``onOpen``.  Only between frames (autobahn
     holds no part of a frame or message) on an open connection; the first frame
@@ -74,17 +86,45 @@ class WholeFrameReader:
     autobahn's parser, as does everything once the connection is closing.
     """
 
+    # autobahn's protocol options, set on each protocol from its factory's (setProtocolOptions)
+    logFrames: bool
+    logOctets: bool
+    autoFragmentSize: int
+    maskServerFrames: bool
+    maxFramePayloadSize: int
+    maxMessagePayloadSize: int
+
     _frame_limit = 0  # the largest payload read here; 0: all frames through autobahn
 
     def read_whole_frames(self) -> None:
-        """Take the fast path from now on, unless autobahn must see every frame (compression, logging, timings)."""
+        """Take the fast path from now on, unless autobahn must see every frame (compression, logging, timings).
+
+        It reads autobahn's parser state (:data:`AUTOBAHN_INTERNALS`): an autobahn without one of
+        them keeps every frame in its own parser (logged once per process).
+        """
+        global _internals_missing_logged
+        missing = [name for name in AUTOBAHN_INTERNALS if not hasattr(self, name)]
+        if missing:
+            if not _internals_missing_logged:
+                _internals_missing_logged = True
+                log.warn(
+                    "this autobahn's WebSocket protocol has no {missing}: every frame goes through its parser "
+                    "(correct, somewhat slower)",
+                    missing=", ".join(missing),
+                )
+            return
         if self._perMessageCompress is None and not self.logFrames and not self.logOctets and not self.trackedTimings:
             self._frame_limit = min(x for x in (self.maxFramePayloadSize, self.maxMessagePayloadSize, 0xFFFF) if x)
 
     def _dataReceived(self, data: bytes) -> None:
         limit = self._frame_limit
-        if limit and self.state == self.STATE_OPEN and not self.data and self.current_frame is None \
-                and not self.inside_message:
+        if (
+            limit
+            and self.state == self.STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+        ):
             pos = 0
             while True:
                 frame = whole_data_frame(data, pos, limit)
@@ -101,8 +141,8 @@ class WholeFrameReader:
         super()._dataReceived(data)
 
 
-class FragmentLimit:
-    """Mixin for autobahn's ``WebSocketServerProtocol``: at most ``max_message_fragments`` frames per message.
+class FragmentLimit(WebSocketServerProtocol):
+    """Autobahn's ``WebSocketServerProtocol``, at most ``max_message_fragments`` frames per message.
 
     Autobahn bounds a message's bytes, not its frames: 300,042 one-byte
     fragments cost 3.2 s of CPU, 1,000,000 empty continuation frames 5.1 s

@@ -28,7 +28,7 @@ PROXY_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
 def _connect(description: str, timeout: float) -> socket.socket:
     proxy = description.startswith("haproxy:")
     if proxy:
-        description = description[len("haproxy:"):]
+        description = description[len("haproxy:") :]
     kind, args, kwargs = _parseServer(description, None)
     kind = kind.lower()
     if kind == "unix":

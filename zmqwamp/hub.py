@@ -30,16 +30,15 @@ from autobahn.wamp.message import Event
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqSubConnection
+from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqSubConnection
 
 from zmqwamp.codec import CodecError, decode_frames
 from zmqwamp.endpoints import Endpoint, InvalidEndpoint
-from zmqwamp.flow import PendingWrites
 from zmqwamp.forwarder import BackendUnavailable
 from zmqwamp.limits import LimitExceeded, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver, NameNotResolved
-from zmqwamp.zmqread import BatchedRead
+from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 
 log = Logger()
 
@@ -69,11 +68,10 @@ class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
     # Bound what ZeroMQ buffers from a fast publisher while we are busy.
     highWaterMark = 10000
 
-    def __init__(self, factory: ZmqFactory, address: str, on_message, writes: PendingWrites | None = None) -> None:
+    def __init__(self, factory: BridgeZmqFactory, address: str, on_message) -> None:
         """Not connected yet: :meth:`connect` (once the host name, if any, is resolved)."""
         self.address = address
         self._on_message = on_message
-        self.writes = writes
         # SUBSCRIBEs answered when the socket is connected: (subscriber, subscription, Deferred); None once connected
         self.waiting: list[tuple[Any, Subscription, Deferred]] | None = []
         super().__init__(factory)
@@ -88,16 +86,14 @@ class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
 class SubscriptionHub:
     def __init__(
         self,
-        zmq_factory: ZmqFactory,
+        zmq_factory: BridgeZmqFactory,
         metrics: BridgeMetrics,
-        writes: PendingWrites | None = None,
         budget: UpstreamBudget | None = None,
         names: HostResolver | None = None,
         max_filters: int = 1024,
     ) -> None:
         self._zmq = zmq_factory
         self._metrics = metrics
-        self._writes = writes
         self._budget = budget if budget is not None else UpstreamBudget()
         self._names = names if names is not None else HostResolver(zmq_factory.reactor, metrics=metrics)
         self.max_filters = max_filters
@@ -121,7 +117,7 @@ class SubscriptionHub:
         return list(self._by_id.values())
 
     def subscribe(self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
-        """``subscriber`` joins the Subscription for (endpoint, filter): at once, or a Deferred while the host name resolves.
+        """``subscriber`` joins the Subscription for (endpoint, filter): now, or a Deferred while the name resolves.
 
         Raises (or the Deferred fails with) :class:`~zmqwamp.limits.LimitExceeded`,
         :class:`~zmqwamp.forwarder.BackendUnavailable` (the name did not resolve)
@@ -136,7 +132,8 @@ class SubscriptionHub:
             filters = self._filters[address]
             if filter_ not in filters and len(filters) >= self.max_filters:
                 raise LimitExceeded(
-                    "max_filters_per_endpoint", f"{self.max_filters} distinct filters are already subscribed at this endpoint"
+                    "max_filters_per_endpoint",
+                    f"{self.max_filters} distinct filters are already subscribed at this endpoint",
                 )
             sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_)
             subs[(endpoint, filter_)] = sub
@@ -146,7 +143,7 @@ class SubscriptionHub:
         sub.subscribers.add(subscriber)
         connection = self._connections[address]
         if connection.waiting is not None:
-            d = Deferred()
+            d: Deferred = Deferred()
             connection.waiting.append((subscriber, sub, d))
             return d
         return sub
@@ -155,7 +152,7 @@ class SubscriptionHub:
         """The rare path: charge ``owner``, make the SUB socket, connect it (after resolving a host name)."""
         self._budget.charge(("sub", address), owner)
         try:
-            connection = UpstreamSubConnection(self._zmq, address, self._message, self._writes)
+            connection = UpstreamSubConnection(self._zmq, address, self._message)
         except zmq.ZMQError as e:
             self._budget.release(("sub", address))
             raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
@@ -181,7 +178,7 @@ class SubscriptionHub:
 
     def _connected(self, target: str, connection: UpstreamSubConnection) -> None:
         connection.connect(target)
-        waiting, connection.waiting = connection.waiting, None
+        waiting, connection.waiting = connection.waiting or [], None
         for _, sub, d in waiting:
             d.callback(sub)
 

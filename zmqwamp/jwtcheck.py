@@ -25,16 +25,17 @@ Keys: exactly one of ``secret_file`` / ``secret_env`` (HMAC secret, at least 32
 bytes for HS256) / ``public_key_file`` (PEM); ``audience`` (required); ``issuer``;
 ``algorithm`` (repeatable; default HS256 for a secret, RS256 for a public key);
 ``leeway`` (seconds of clock skew, default 0); ``max_lifetime`` (seconds, default
-86400); ``authid_claim``, ``role_claim``, ``endpoints_claim``, ``default_role``.  The secret is never accepted inline, so
-that it shows neither in ``ps`` nor in logs.
+86400); ``authid_claim``, ``role_claim``, ``endpoints_claim``, ``default_role``.  The secret is never
+accepted inline, so that it shows neither in ``ps`` nor in logs.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jwt
 from twisted.cred.checkers import ICredentialsChecker
@@ -148,8 +149,18 @@ class JwtChecker:
 
 
 _KEYS = {
-    "secret_file", "secret_env", "public_key_file", "audience", "issuer", "algorithm", "leeway", "max_lifetime",
-    "authid_claim", "role_claim", "endpoints_claim", "default_role",
+    "secret_file",
+    "secret_env",
+    "public_key_file",
+    "audience",
+    "issuer",
+    "algorithm",
+    "leeway",
+    "max_lifetime",
+    "authid_claim",
+    "role_claim",
+    "endpoints_claim",
+    "default_role",
 }
 
 
@@ -157,12 +168,12 @@ def checker_from_argstring(argstring: str) -> JwtChecker:
     """``--auth jwt:key=value,...`` (see the module docstring)."""
     options: dict[str, list[str]] = {}
     for item in filter(None, (part.strip() for part in argstring.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key not in _KEYS:
-            raise JwtConfigError(f"jwt: expected key=value with key one of {', '.join(sorted(_KEYS))}; got {key!r}")
-        if key != "algorithm" and key in options:
-            raise JwtConfigError(f"jwt: {key} given twice")
-        options.setdefault(key, []).append(value)
+        name, sep, value = item.partition("=")
+        if not sep or name not in _KEYS:
+            raise JwtConfigError(f"jwt: expected key=value with key one of {', '.join(sorted(_KEYS))}; got {name!r}")
+        if name != "algorithm" and name in options:
+            raise JwtConfigError(f"jwt: {name} given twice")
+        options.setdefault(name, []).append(value)
     one = {k: v[0] for k, v in options.items()}
     sources = [k for k in ("secret_file", "secret_env", "public_key_file") if k in one]
     if len(sources) != 1:

@@ -1,6 +1,6 @@
 """Limits that keep one client from using up the bridge (docs/reliability.md).
 
-* Per session (checked by :class:`zmqwamp.protocol.WampSession`): calls in
+* Per session (checked by :class:`zmqwamp.session.WampSession`): calls in
   flight, subscriptions, calls per second.  Exceeding one gets ERROR
   ``zmqwamp.error.limit_exceeded`` whose message names the limit; the session
   carries on.
@@ -22,22 +22,29 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, ISSLTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
-from zmqwamp.auth import peer_host
-from zmqwamp.peers import ClientAddresses, host_key, peer_string
+from zmqwamp.peers import ClientAddresses, host_key, peer_host, peer_string
+from zmqwamp.registry import WhenZero
 
-try:  # what the haproxy: endpoint wraps connections in (not exported by Twisted)
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+_PROXY_WRAPPERS: tuple[type, ...]
+try:  # what the haproxy: endpoint wraps connections in (not exported by Twisted: without it, checked below,
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper  # the write path goes through Twisted)
+
+    _PROXY_WRAPPERS = (HAProxyProtocolWrapper,)
 except ImportError:  # pragma: no cover
-    HAProxyProtocolWrapper = ()
+    _PROXY_WRAPPERS = ()
 
 log = Logger()
 
@@ -104,6 +111,19 @@ class ConnectionCounter:
         self.total = 0
         self.websockets = 0  # of those, upgraded to WebSocket (the drain waits for them)
         self._by_host: Counter[str] = Counter()
+        self._no_websockets = WhenZero()
+
+    def websocket_opened(self) -> None:
+        self.websockets += 1
+
+    def websocket_closed(self) -> None:
+        self.websockets -= 1
+        if not self.websockets:
+            self._no_websockets.reached()
+
+    def no_websockets(self) -> Deferred:
+        """Fires when no WebSocket connection is open (at once if none is)."""
+        return self._no_websockets.wait(self.websockets)
 
     def admit(self, host: str | None) -> str | None:
         """Count a new connection from ``host``; or the name of the limit it would exceed."""
@@ -183,19 +203,25 @@ class UpstreamBudget:
         if session is not None:
             peer = session_peer(session)
             self._make_room(
-                lambda: self._sessions[session] >= self.max_per_session, lambda k: self._charges[k][0] is session,
-                "max_endpoints_per_session", f"this session already has {self.max_per_session} zmq connections open",
+                lambda: self._sessions[session] >= self.max_per_session,
+                lambda k: self._charges[k][0] is session,
+                "max_endpoints_per_session",
+                f"this session already has {self.max_per_session} zmq connections open",
             )
             self._make_room(
-                lambda: self._peers[peer] >= self.max_per_peer, lambda k: self._charges[k][1] == peer,
-                "max_endpoints_per_peer", f"sessions from this address already have {self.max_per_peer} zmq connections open",
+                lambda: self._peers[peer] >= self.max_per_peer,
+                lambda k: self._charges[k][1] == peer,
+                "max_endpoints_per_peer",
+                f"sessions from this address already have {self.max_per_peer} zmq connections open",
             )
         self._make_room(
-            lambda: len(self._charges) >= self.max_total, lambda k: True,
-            "max_zmq_sockets", f"the bridge already has {self.max_total} zmq connections open",
+            lambda: len(self._charges) >= self.max_total,
+            lambda k: True,
+            "max_zmq_sockets",
+            f"the bridge already has {self.max_total} zmq connections open",
         )
         self._charges[key] = (session, peer)
-        if session is not None:
+        if session is not None and peer is not None:
             self._sessions[session] += 1
             self._peers[peer] += 1
 
@@ -207,7 +233,7 @@ class UpstreamBudget:
     def release(self, key: Hashable) -> None:
         """The socket charged under ``key`` is closed (or never opened)."""
         session, peer = self._charges.pop(key)
-        if session is not None:
+        if session is not None and peer is not None:
             _uncount(self._sessions, session)
             _uncount(self._peers, peer)
 
@@ -218,13 +244,17 @@ def _uncount(counter: Counter, key) -> None:
         del counter[key]
 
 
-
 def refusal_response(status: bytes, text: str) -> bytes:
     """A whole minimal HTTP/1.1 response that ends the connection, for refusals before twisted.web has a Request."""
     body = text.encode() + b"\n"
     return (
-        b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nServer: "
+        + SERVER
+        + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body
     )
 
 
@@ -256,6 +286,8 @@ class ConnectionGuard(ProtocolWrapper):
     client still sends until it closes too, or ``LINGER`` seconds pass.
     """
 
+    transport: Any  # the connection it wraps (set by makeConnection)
+
     LINGER = 2.0
     _timer = None
     _linger = None
@@ -279,7 +311,7 @@ class ConnectionGuard(ProtocolWrapper):
         self.client = self.transport.getPeer()
         # Twisted's PROXY protocol wrapper reads its header before passing data on:
         # until then getPeer() is the proxy, so the per-peer count waits for it.
-        self._peer_pending = isinstance(self.transport, HAProxyProtocolWrapper)
+        self._peer_pending = isinstance(self.transport, _PROXY_WRAPPERS)
         counter = self.factory.counter
         if counter is not None:
             key = None if self._peer_pending else self._key_of(self.client)
@@ -309,7 +341,9 @@ class ConnectionGuard(ProtocolWrapper):
     def _refuse(self, limit: str) -> None:
         self.factory.on_limit(limit)
         log.info("connection from {peer} refused: {limit} reached", peer=peer_string(self.getPeer()), limit=limit)
-        self.transport.write(refusal_response(b"503 %s reached" % limit.encode(), f"{limit} reached"))  # as autobahn did
+        self.transport.write(
+            refusal_response(b"503 %s reached" % limit.encode(), f"{limit} reached")
+        )  # as autobahn did
         self.loseConnection()
 
     # -- what twisted.web's request tells the guard (zmqwamp.web.BridgeRequest) --
@@ -336,7 +370,7 @@ class ConnectionGuard(ProtocolWrapper):
         if not self.websocket:
             self.websocket = True
             if self._counted:
-                self.factory.counter.websockets += 1
+                self.factory.counter.websocket_opened()
 
     # -- the wire --
 
@@ -366,7 +400,7 @@ class ConnectionGuard(ProtocolWrapper):
         if resume is not None:
             resume()  # keep reading (and discarding) until the client closes
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
@@ -374,7 +408,7 @@ class ConnectionGuard(ProtocolWrapper):
             self._counted = False
             self.factory.counter.release(self._key)
             if self.websocket:
-                self.factory.counter.websockets -= 1
+                self.factory.counter.websocket_closed()
         super().connectionLost(reason)
 
     def _arm(self) -> None:
@@ -392,13 +426,14 @@ class ConnectionGuard(ProtocolWrapper):
         self.factory.on_limit("handshake_timeout")
         log.info(
             "connection from {peer} dropped: no complete HTTP request within {t}s",
-            peer=peer_string(self.getPeer()), t=self.factory.timeout,
+            peer=peer_string(self.getPeer()),
+            t=self.factory.timeout,
         )
         self.transport.abortConnection()
 
 
-# Wrappers that pass writes through unchanged: the WebSocket fast path (zmqwamp.protocol._plain_tcp) looks under them.
-PASS_THROUGH_WRAPPERS = (ConnectionGuard, HAProxyProtocolWrapper)
+# Wrappers that pass writes through unchanged: the write path (zmqwamp.wire.plain_tcp) looks under them.
+PASS_THROUGH_WRAPPERS = (ConnectionGuard, *_PROXY_WRAPPERS)
 
 
 @implementer(IProtocolNegotiationFactory)

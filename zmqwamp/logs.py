@@ -6,7 +6,7 @@ object, ``log_logger``), so ``json.loads`` per line fails on it.  Log shippers
 (journald, Docker, Loki, Elasticsearch) want plain JSON lines, so
 :class:`JSONLinesObserver` writes, per event::
 
-    {"time": "2026-12-02T10:00:00.123Z", "level": "info", "namespace": "zmqwamp.protocol",
+    {"time": "2026-12-02T10:00:00.123Z", "level": "info", "namespace": "zmqwamp.session",
      "message": "session 7 open: authid=alice ...", "session": 7, "authid": "alice", ...}
 
 ``message`` is the text the text format shows; the event's own fields follow,
@@ -18,7 +18,7 @@ a password, ticket, token or signature as a field either (tests/test_logs.py).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, formatEvent
@@ -46,7 +46,7 @@ def event_as_record(event: dict) -> dict:
     """The JSON record of a twisted.logger event (see the module docstring)."""
     level = event.get("log_level")
     stamp = event.get("log_time")
-    when = datetime.fromtimestamp(stamp, timezone.utc) if stamp is not None else datetime.now(timezone.utc)
+    when = datetime.fromtimestamp(stamp, UTC) if stamp is not None else datetime.now(UTC)
     record: dict[str, Any] = {
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "level": getattr(level, "name", "info"),

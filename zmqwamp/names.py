@@ -19,8 +19,8 @@ from __future__ import annotations
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -74,7 +74,7 @@ class HostResolver:
         self._waiting: dict[str, list[Deferred]] = {}  # lookups in progress
         self._pool = ThreadPool(0, threads, "zmqwamp-names")
         # a lookup stuck in the system resolver must not hold up the bridge's exit
-        self._pool.threadFactory = partial(threading.Thread, daemon=True)
+        self._pool.threadFactory = partial(threading.Thread, daemon=True)  # type: ignore[assignment]
 
     def connect_address(self, address: str) -> str | Deferred:
         """The address to connect a zmq socket to for ``address``.
@@ -107,7 +107,7 @@ class HostResolver:
         if waiting is None:
             waiting = self._waiting[host] = []
             self._in_thread(_first_ipv4, self._getaddrinfo, host).addBoth(self._resolved, host)
-        d = Deferred()
+        d: Deferred = Deferred()
         waiting.append(d)
         d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=partial(self._timed_out, host))
         return d

@@ -15,20 +15,18 @@ local-only pages) gets it from here, so there is one answer to "who is this".
 
 Addresses are Twisted ``IAddress`` objects; a forwarded client without a port
 gets port 0.  :func:`peer_string` writes them as autobahn does
-(``tcp4:1.2.3.4:5678``), which :func:`zmqwamp.auth.peer_host` cuts to the key of
+(``tcp4:1.2.3.4:5678``), which :func:`peer_host` cuts to the key of
 per-peer limits (``tcp4:1.2.3.4``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from twisted.web.http_headers import Headers
-
-from zmqwamp.auth import peer_host
 
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 UNIX = "unix"  # the --trusted-proxy value for peers on unix sockets
@@ -89,6 +87,13 @@ def peer_string(address: IAddress) -> str:
         name = address.name.decode(errors="replace") if isinstance(address.name, bytes) else address.name
         return f"unix:{name}" if name else "unix"
     return "unknown"
+
+
+def peer_host(peer: str) -> str:
+    """The address part of an autobahn peer string (``tcp4:1.2.3.4:5678`` -> ``tcp4:1.2.3.4``)."""
+    if peer.startswith(("tcp4:", "tcp6:", "tcp:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
 
 
 def host_key(address: IAddress) -> str:
@@ -159,7 +164,7 @@ class ClientAddresses:
     def __bool__(self) -> bool:
         return bool(self.networks) or self.trust_unix
 
-    def trusted(self, address: IAddress) -> bool:
+    def trusted(self, address: IAddress | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Is ``address`` (a connection's peer, or a hop of a forwarded chain) a trusted proxy?"""
         if isinstance(address, UNIXAddress):
             return self.trust_unix

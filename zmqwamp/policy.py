@@ -13,10 +13,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Iterable
 
 from zmqwamp.endpoints import Endpoint, ip_version, split_tcp
 
@@ -143,7 +143,9 @@ class UserRule:
             return False
         return True
 
-    def allows(self, authid: str | None, authrole: str | None, action: str, endpoint: Endpoint, filter_: bytes | None) -> bool:
+    def allows(
+        self, authid: str | None, authrole: str | None, action: str, endpoint: Endpoint, filter_: bytes | None
+    ) -> bool:
         if not self.applies_to(authid, authrole):
             return False
         if not any(fnmatchcase(action, p) for p in self.actions):
@@ -157,7 +159,12 @@ class UserRule:
 
 
 def rules_allow(
-    rules: Iterable[UserRule], authid: str | None, authrole: str | None, action: str, endpoint: Endpoint, filter_: bytes | None
+    rules: Iterable[UserRule],
+    authid: str | None,
+    authrole: str | None,
+    action: str,
+    endpoint: Endpoint,
+    filter_: bytes | None,
 ) -> bool:
     """Deny unless some rule allows."""
     return any(rule.allows(authid, authrole, action, endpoint, filter_) for rule in rules)

@@ -1,35 +1,27 @@
-"""The bridge's application state: what a WAMP request does to ZeroMQ.
+"""What a CALL or a SUBSCRIBE does to ZeroMQ.
 
 No network here: sessions call :meth:`Router.call` and
-:meth:`Router.subscribe`, which resolve the URI, apply the authorization hook,
-and hand the work to the :class:`RequestForwarder` or the
-:class:`SubscriptionHub`.  Failures are :class:`ApplicationError` with a WAMP
-error URI, ready to be sent as an ERROR.
+:meth:`Router.subscribe`, which resolve the URI, apply the authorization hook
+(within the call's deadline), and hand the work to the
+:class:`RequestForwarder` or the :class:`SubscriptionHub`.  Failures are
+:class:`ApplicationError` with a WAMP error URI, ready to be sent as an ERROR.
+On a reload, :meth:`Router.recheck_subscriptions` asks the hook again about
+every open subscription.  Logging in is :mod:`zmqwamp.login`'s.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
-from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
-from twisted.internet.defer import TimeoutError as CheckTimedOut
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zmqwamp.auth import (
-    Challenge,
-    LoginThrottle,
-    TooManyLoginAttempts,
-    check_response,
-    login_anonymous,
-    make_challenge,
-    peer_host,
-    select_method,
-)
 from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
@@ -37,12 +29,11 @@ from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
 from zmqwamp.hub import Subscription, SubscriptionHub
 from zmqwamp.limits import LIMIT_EXCEEDED, LimitExceeded
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.registry import SessionRegistry
 
 log = Logger()
 
 NOT_SUPPORTED = "zmqwamp.error.not_supported"
-# GOODBYE reason when a session's credential expires (WAMP defines none; wamp.* URIs are the spec's)
-SESSION_EXPIRED = "zmqwamp.close.session_expired"
 BACKEND_UNAVAILABLE = "zmqwamp.error.backend_unavailable"
 INTERNAL_ERROR = "zmqwamp.error.internal"
 # zmqwamp_calls_total's endpoint label for calls to endpoints not labelled by name (Router._call_counter)
@@ -59,162 +50,39 @@ class Router:
     def __init__(
         self,
         *,
-        realm: str,
-        portal,
         resolver: EndpointResolver,
         authorize: Authorizer,
         forwarder: RequestForwarder,
         hub: SubscriptionHub,
+        registry: SessionRegistry,
         metrics: BridgeMetrics,
+        clock: IReactorTime,
         call_timeout: float,
         max_call_timeout: float,
-        throttle: LoginThrottle | None = None,
         max_filter_length: int = 256,
         client_log: ClientLog | None = None,
-        clock=None,
     ) -> None:
-        self.realm = realm
-        self.portal = portal
         self.resolver = resolver
         self.authorize = authorize
         self.forwarder = forwarder
         self.hub = hub
+        self.registry = registry
         self.metrics = metrics
+        self.clock = clock
         self.call_timeout = call_timeout
         self.max_call_timeout = max_call_timeout
-        self.sessions: set = set()
-        self.stopping = False  # set by the shutdown: no new sessions or calls
         self.max_filter_length = max_filter_length
+        self.client_log = client_log or ClientLog(metrics)
         self._call_counters: dict = {}  # (endpoint name, outcome) -> counter, for labelled endpoints only
         self._other_counters: dict = {}  # outcome -> counter of OTHER_ENDPOINTS
         self._endpoint_labels: set[str] = set()
-        self._throttle = throttle
-        self.client_log = client_log or ClientLog(metrics)
-        self._clock = clock
-        self._expiries: dict = {}  # session -> its credential's expiry timer
 
     # -- sessions ---------------------------------------------------------
 
-    @inlineCallbacks
-    def login(self, session, hello):
-        """Answer a HELLO: fire with an avatar (anonymous), a :class:`Challenge` to send, or fail with ApplicationError."""
-        if self.stopping:
-            raise ApplicationError("wamp.close.system_shutdown", "the bridge is shutting down")
-        if hello.realm != self.realm:
-            raise ApplicationError(ApplicationError.NO_SUCH_REALM, f"no realm {hello.realm!r} on this bridge")
-        method = select_method(self.portal, hello.authmethods or ["anonymous"])
-        if method is None:
-            self.metrics.logins.labels("none", "refused").inc()
-            log.info(
-                "login refused: none of the offered authmethods is enabled, peer={peer}", peer=session.peer
-            )
-            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "no offered authentication method is enabled")
-        if method != "anonymous":
-            # -> CHALLENGE; the session answers with AUTHENTICATE -> authenticate()
-            return (yield make_challenge(self.portal, method, hello.authid))
-        try:
-            _, avatar, _ = yield login_anonymous(self.portal)
-        except (UnauthorizedLogin, UnhandledCredentials):
-            self.metrics.logins.labels("anonymous", "refused").inc()
-            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "anonymous access is not enabled") from None
-        self.metrics.logins.labels("anonymous", "accepted").inc()
-        return avatar
-
-    @inlineCallbacks
-    def authenticate(self, session, challenge: Challenge, signature: str):
-        """Check the AUTHENTICATE for ``challenge``; fire with an avatar or fail with not_authorized.
-
-        The throttle decides when the check runs (one at a time per peer and
-        per authid, after a penalty once they keep failing) or refuses at once
-        with "too many login attempts".  Refusals of a check say nothing more
-        than "authentication failed" and come no sooner than the throttle's
-        floor delay.  Neither the ticket nor the signature is ever logged.
-        """
-        throttle = self.throttle
-        host = peer_host(session.peer)
-        try:
-            turn = yield throttle.turn(host, challenge.authid, wanted=lambda: session.state == "login")
-        except TooManyLoginAttempts as e:
-            self.metrics.limit_exceeded.labels("max_pending_logins").inc()
-            self.metrics.logins.labels(challenge.method, "refused").inc()
-            log.info(
-                "login refused: too many login attempts ({why}): method={method} authid={authid!r} peer={peer}",
-                why=str(e), method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
-            )
-            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "too many login attempts") from None
-        try:
-            avatar = yield check_response(self.portal, challenge, signature).addTimeout(throttle.login_timeout, throttle.clock)
-        except LoginFailed:
-            turn.failed()
-        except CheckTimedOut:
-            turn.failed()
-            log.warn(
-                "{method} login for {authid!r}: the checker gave no answer within {t}s",
-                method=challenge.method, authid=challenge.authid[:80], t=throttle.login_timeout,
-            )
-        except Exception:
-            turn.failed()
-            log.failure("{method} login for {authid!r} failed in a checker", Failure(), method=challenge.method, authid=challenge.authid[:80])
-        else:
-            turn.succeeded()
-            self.metrics.logins.labels(challenge.method, "accepted").inc()
-            return avatar
-        self.metrics.logins.labels(challenge.method, "refused").inc()
-        log.info(
-            "login refused: method={method} authid={authid!r} peer={peer}",
-            method=challenge.method, authid=challenge.authid[:80], peer=session.peer,
-        )
-        yield throttle.pause(turn.started + throttle.floor - throttle.clock.seconds())
-        raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "authentication failed")
-
-    @property
-    def throttle(self) -> LoginThrottle:
-        if self._throttle is None:
-            self._throttle = LoginThrottle(self.clock)
-        return self._throttle
-
-    @property
-    def clock(self):
-        """The reactor's clock (timers of login throttling, session expiry and the authorization deadline)."""
-        if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor
-        return self._clock
-
-    @clock.setter
-    def clock(self, clock) -> None:
-        self._clock = clock
-
-    def calls_in_flight(self) -> int:
-        return sum(session.calls_in_flight for session in self.sessions)
-
-    def session_opened(self, session) -> None:
-        self.sessions.add(session)
-        self.metrics.sessions_open.set(len(self.sessions))
-        expires = getattr(session.avatar, "expires", None)
-        if expires is not None:  # a wall-clock time; one timer on the reactor's clock
-            self._expiries[session] = self.clock.callLater(max(0.0, expires - time.time()), self._expired, session)
-
-    def _expired(self, session) -> None:
-        """The session's credential (e.g. a JWT) has expired: cancel its calls, GOODBYE, close."""
-        self._expiries.pop(session, None)
-        self.metrics.revoked.labels("session").inc()
-        log.info(
-            "session {session} ended: the credential of {authid} from {peer} expired",
-            session=session.session_id, authid=session.authid, peer=session.peer,
-        )
-        session.shutdown(SESSION_EXPIRED, "the session's credential has expired", 1000, "session expired")
-
-    def session_closed(self, session, subscription_ids) -> None:
+    def release(self, session, subscription_ids: Iterable[int]) -> None:
+        """``session`` is gone (or no longer holds these subscriptions): leave them."""
         for sid in subscription_ids:
             self.hub.unsubscribe(session, sid)
-        expiry = self._expiries.pop(session, None)
-        if expiry is not None and expiry.active():
-            expiry.cancel()
-        if session in self.sessions:
-            self.sessions.discard(session)
-            self.metrics.sessions_open.set(len(self.sessions))
 
     def recheck_subscriptions(self) -> Deferred:
         """Ask the authorization hook again about every open subscription and revoke the ones it now denies.
@@ -238,7 +106,10 @@ class Router:
     def _recheck_failed(self, failure: Failure, session, sub) -> bool:
         log.failure(
             "re-checking subscription {id} to {endpoint} of {authid}: the hook failed, so it is revoked",
-            failure, id=sub.id, endpoint=sub.endpoint.name[:200], authid=session.authid,
+            failure,
+            id=sub.id,
+            endpoint=sub.endpoint.name[:200],
+            authid=session.authid,
         )
         return False
 
@@ -248,7 +119,11 @@ class Router:
         self.metrics.revoked.labels("subscription").inc()
         log.info(
             "subscription {id} to {endpoint} (filter {filter!r}) of {authid} from {peer} revoked: no longer allowed",
-            id=sub.id, endpoint=sub.endpoint.name[:200], filter=sub.filter[:80], authid=session.authid, peer=session.peer,
+            id=sub.id,
+            endpoint=sub.endpoint.name[:200],
+            filter=sub.filter[:80],
+            authid=session.authid,
+            peer=session.peer,
         )
         return 1
 
@@ -266,7 +141,14 @@ class Router:
         return target
 
     def _authorized(
-        self, session, action: str, endpoint: Endpoint, options: dict, then: Callable, *args, timeout_ms: int | None = None
+        self,
+        session,
+        action: str,
+        endpoint: Endpoint,
+        options: dict,
+        then: Callable,
+        *args,
+        timeout_ms: int | None = None,
     ):
         """``then(*args)`` if the hook allows ``action``; synchronous unless the hook returns a Deferred.
 
@@ -294,8 +176,14 @@ class Router:
             return result  # the hook's canceller gave an answer of its own
         self.metrics.limit_exceeded.labels("authorization_timeout").inc()
         self.client_log.emit(
-            session, log.warn, "no authorization decision for {action} on {endpoint} within {timeout}s: authid={authid} peer={peer}",
-            action=action, endpoint=clip(endpoint.name), timeout=timeout, authid=clip(session.authid), peer=session.peer,
+            session,
+            log.warn,
+            "no authorization decision for {action} on {endpoint} within {timeout}s: authid={authid} peer={peer}",
+            action=action,
+            endpoint=clip(endpoint.name),
+            timeout=timeout,
+            authid=clip(session.authid),
+            peer=session.peer,
         )
         text = f"{action} timed out: no authorization decision for {clip(endpoint.name)!r} within {timeout:g}s"
         raise ApplicationError(ApplicationError.CANCELED if action == "call" else ApplicationError.TIMEOUT, text)
@@ -304,8 +192,13 @@ class Router:
         if allowed is not True:
             self.metrics.denied.labels(action).inc()
             self.client_log.emit(
-                session, log.info, "denied {action} on {endpoint} for {authid} from {peer}",
-                action=action, endpoint=clip(endpoint.name), authid=clip(session.authid), peer=session.peer,
+                session,
+                log.info,
+                "denied {action} on {endpoint} for {authid} from {peer}",
+                action=action,
+                endpoint=clip(endpoint.name),
+                authid=clip(session.authid),
+                peer=session.peer,
             )
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"{action} on {endpoint.name!r} is not allowed")
         return then(*args)
@@ -318,7 +211,7 @@ class Router:
         return maybeDeferred(self._call, session, uri, args, kwargs, timeout_ms)
 
     def _call(self, session, uri: str, args: list | None, kwargs: dict | None, timeout_ms: int | None):
-        if self.stopping:
+        if self.registry.stopping:
             raise ApplicationError(ApplicationError.SYSTEM_SHUTDOWN, "the bridge is shutting down")
         target = self._resolve(uri, "req")
         endpoint = target.endpoint
@@ -369,7 +262,11 @@ class Router:
         if failure.check(CallTimedOut):
             self._count_call(endpoint, "timeout", started)
             self.client_log.emit(
-                None, log.warn, "call to {endpoint} timed out after {timeout}s", endpoint=clip(endpoint.name), timeout=timeout
+                None,
+                log.warn,
+                "call to {endpoint} timed out after {timeout}s",
+                endpoint=clip(endpoint.name),
+                timeout=timeout,
             )
             raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
         self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
@@ -405,7 +302,9 @@ class Router:
     def _limit_error(self, session, e: LimitExceeded) -> ApplicationError:
         """A request refused by a limit: counted, logged, and the ERROR to send."""
         self.metrics.limit_exceeded.labels(e.limit).inc()
-        self.client_log.emit(session, log.info, "{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text)
+        self.client_log.emit(
+            session, log.info, "{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text
+        )
         return ApplicationError(LIMIT_EXCEEDED, str(e))
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:
@@ -418,10 +317,20 @@ class Router:
         if len(filter_) > self.max_filter_length:
             raise self._limit_error(
                 session,
-                LimitExceeded("max_filter_length", f"the filter is {len(filter_)} bytes, at most {self.max_filter_length} are allowed"),
+                LimitExceeded(
+                    "max_filter_length",
+                    f"the filter is {len(filter_)} bytes, at most {self.max_filter_length} are allowed",
+                ),
             )
         return self._authorized(
-            session, "subscribe", target.endpoint, {"filter": filter_}, self._subscribe, session, target.endpoint, filter_
+            session,
+            "subscribe",
+            target.endpoint,
+            {"filter": filter_},
+            self._subscribe,
+            session,
+            target.endpoint,
+            filter_,
         )
 
     def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:

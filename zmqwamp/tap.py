@@ -9,7 +9,6 @@ from twisted.python import reflect, usage
 from zmqwamp.bridge import Bridge
 from zmqwamp.config import BridgeConfig, ConfigError, load_config, validate
 
-
 # Limits and slow consumers (docs/reliability.md); the config key is the option name with '_'.
 LIMIT_OPTIONS = [
     ("max-message-size", "Largest WebSocket message a client may send, in bytes (close 1009 beyond)."),
@@ -25,8 +24,11 @@ LIMIT_OPTIONS = [
     ("max-calls-per-second", "CALLs per second per session (the same number may come in one burst)."),
     ("max-sessions", "Connections (HTTP or WebSocket) in total (HTTP 503 beyond)."),
     ("max-sessions-per-peer", "Connections (HTTP or WebSocket) from one client address (HTTP 503 beyond)."),
-    ("handshake-timeout", "Seconds from TCP accept, or from the previous response, to a complete HTTP request; "
-     "and to a completed WAMP login."),
+    (
+        "handshake-timeout",
+        "Seconds from TCP accept, or from the previous response, to a complete HTTP request; "
+        "and to a completed WAMP login.",
+    ),
     ("max-pending-logins", "Login attempts waiting for their check, per peer and per authid (refused at once beyond)."),
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
@@ -38,7 +40,10 @@ LIMIT_OPTIONS = [
 
 def _limit_parameters() -> list:
     defaults = BridgeConfig()
-    return [[name, None, None, f"{text} [default: {getattr(defaults, name.replace('-', '_'))}]"] for name, text in LIMIT_OPTIONS]
+    return [
+        [name, None, None, f"{text} [default: {getattr(defaults, name.replace('-', '_'))}]"]
+        for name, text in LIMIT_OPTIONS
+    ]
 
 
 class Options(usage.Options, AuthOptionMixin):
@@ -61,9 +66,13 @@ class Options(usage.Options, AuthOptionMixin):
         ["bridge-class", None, None, "Python path of a zmqwamp.Bridge subclass to run [default: zmqwamp.Bridge]."],
         ["log-format", None, None, "Log output: 'text' or 'json' (one JSON object per line) [default: text]."],
         ["drain-time", None, None, "Seconds to let calls in flight finish on SIGTERM/SIGINT [default: 10]."],
-        ["forwarded-header", None, None,
-         "Header a --trusted-proxy names the client in: 'x-forwarded-for' or 'forwarded' (RFC 7239) "
-         "[default: x-forwarded-for]."],
+        [
+            "forwarded-header",
+            None,
+            None,
+            "Header a --trusted-proxy names the client in: 'x-forwarded-for' or 'forwarded' (RFC 7239) "
+            "[default: x-forwarded-for].",
+        ],
         ["workers", None, 1, "Number of bridge processes sharing the tcp: listen ports (SO_REUSEPORT).", int],
     ] + _limit_parameters()
 
@@ -89,7 +98,7 @@ class Options(usage.Options, AuthOptionMixin):
         """(internal) Listen on this inherited socket instead of --listen; used by --workers."""
         proxy = fd.startswith("haproxy:")  # a haproxy:tcp: listen port: PROXY protocol first
         try:
-            self.setdefault("inherit-fd", []).append((int(fd[len("haproxy:"):] if proxy else fd), proxy))
+            self.setdefault("inherit-fd", []).append((int(fd[len("haproxy:") :] if proxy else fd), proxy))
         except ValueError:
             raise usage.UsageError("--inherit-fd takes a file descriptor number") from None
 
@@ -118,7 +127,12 @@ class Options(usage.Options, AuthOptionMixin):
     # Options whose value sets the BridgeConfig field of the same name ('-' -> '_'),
     # converted to the type of that field's default.
     VALUE_OPTIONS = (
-        "realm", "call-timeout", "drain-time", "log-format", "forwarded-header", *(name for name, _ in LIMIT_OPTIONS)
+        "realm",
+        "call-timeout",
+        "drain-time",
+        "log-format",
+        "forwarded-header",
+        *(name for name, _ in LIMIT_OPTIONS),
     )
 
     def merged_config(self) -> BridgeConfig:

@@ -29,8 +29,8 @@ from two processes that the authid does not exist.
 Note that for WAMP-CRA the derived key *is* the secret: whoever reads this file
 can log in with ``wampcra`` (not with ``ticket``).  Keep it mode 0600, as the CLI
 writes it, or 0640 with the group of the service that reads it (``--group``; a
-systemd unit's ``User=`` cannot read a root-owned 0600 file).  The file is re-read when it changes; a broken edit keeps the last
-good content (and logs why).
+systemd unit's ``User=`` cannot read a root-owned 0600 file).  The file is re-read when it
+changes; a broken edit keeps the last good content (and logs why).
 
 CLI::
 
@@ -89,7 +89,8 @@ class UserRecord:
     key: bytes  # base64 of the derived key, as WAMP-CRA uses it
 
     def line(self) -> str:
-        return f"{self.authid} {self.role} {SCHEME} {self.iterations} {self.keylen} {self.salt} {self.key.decode('ascii')}\n"
+        key = self.key.decode("ascii")
+        return f"{self.authid} {self.role} {SCHEME} {self.iterations} {self.keylen} {self.salt} {key}\n"
 
 
 def check_name(what: str, name: str) -> str:
@@ -99,7 +100,11 @@ def check_name(what: str, name: str) -> str:
 
 
 def make_record(
-    authid: str, password: str | bytes, role: str = DEFAULT_ROLE, iterations: int = DEFAULT_ITERATIONS, keylen: int = DEFAULT_KEYLEN
+    authid: str,
+    password: str | bytes,
+    role: str = DEFAULT_ROLE,
+    iterations: int = DEFAULT_ITERATIONS,
+    keylen: int = DEFAULT_KEYLEN,
 ) -> UserRecord:
     if iterations < 1000:
         raise UsersFileError("iterations must be at least 1000")
@@ -109,7 +114,12 @@ def make_record(
         raise UsersFileError("the password must not be empty")
     salt = secrets.token_urlsafe(16)
     return UserRecord(
-        check_name("authid", authid), check_name("role", role), iterations, keylen, salt, derive_key(password, salt, iterations, keylen)
+        check_name("authid", authid),
+        check_name("role", role),
+        iterations,
+        keylen,
+        salt,
+        derive_key(password, salt, iterations, keylen),
     )
 
 
@@ -134,7 +144,7 @@ def parse_users_file(text: str, source: str = "<users>") -> UsersFile:
         if line.startswith(DECOY_SECRET):
             if decoy_secret is not None:
                 raise UsersFileError(f"{where}: a second decoy secret")
-            decoy_secret = _parse_secret(where, line[len(DECOY_SECRET):].strip())
+            decoy_secret = _parse_secret(where, line[len(DECOY_SECRET) :].strip())
             continue
         if not line or line.startswith("#"):
             continue
@@ -264,7 +274,9 @@ class UsersFileChecker:
         except UsersFileError as e:
             if strict:
                 raise
-            log.error("users file {path} not reloaded, keeping the last good one: {error}", path=str(self.path), error=str(e))
+            log.error(
+                "users file {path} not reloaded, keeping the last good one: {error}", path=str(self.path), error=str(e)
+            )
             return
         self._mtime = mtime
         self._users = users_file.users
@@ -359,11 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("path")
     add.add_argument("authid")
     add.add_argument("--role", default=DEFAULT_ROLE, help=f"WAMP authrole [default: {DEFAULT_ROLE}]")
-    add.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"PBKDF2 iterations [default: {DEFAULT_ITERATIONS}]")
-    add.add_argument("--keylen", type=int, default=DEFAULT_KEYLEN, help=f"derived key length in bytes [default: {DEFAULT_KEYLEN}]")
+    add.add_argument(
+        "--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"PBKDF2 iterations [default: {DEFAULT_ITERATIONS}]"
+    )
+    add.add_argument(
+        "--keylen", type=int, default=DEFAULT_KEYLEN, help=f"derived key length in bytes [default: {DEFAULT_KEYLEN}]"
+    )
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.add_argument(
-        "--group", help="give the file to this group, mode 0640, for the service that reads it "
+        "--group",
+        help="give the file to this group, mode 0640, for the service that reads it "
         "[default: a new file is 0600; an existing one keeps its group and mode]",
     )
     remove = sub.add_parser("remove", help="remove a user")

@@ -17,22 +17,23 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.twisted import MetricsResource
 from twisted.logger import Logger
 from twisted.web.pages import notFound
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from zmqwamp.limits import SERVER, ConnectionGuard, refusal_response
 from zmqwamp.peers import is_local, peer_string
-from zmqwamp.protocol import WampServerFactory
-from zmqwamp.router import Router
+from zmqwamp.session import SessionContext
+from zmqwamp.websocket import WampServerFactory
 
 log = Logger()
 
@@ -114,9 +115,9 @@ class BridgeRequest(Request):
         self._refused = True
         super().gotLength(0)  # an empty content buffer for twisted.web's bookkeeping
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after this
-        self.channel.site.on_refused(limit)
+        self._site.on_refused(limit)
         log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
-        self.channel.transport.write(refusal_response(status, text))
+        self.channel.transport.write(refusal_response(status, text))  # type: ignore[union-attr]  # connected
         self.channel.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -127,8 +128,12 @@ class BridgeRequest(Request):
         if not self._refused:
             super().requestReceived(command, path, version)
 
+    @property
+    def _site(self) -> BridgeSite:
+        return self.channel.site  # type: ignore[attr-defined]  # twisted.web's Site sets it on its channels
+
     def process(self) -> None:
-        site = self.channel.site
+        site = self._site
         if site.hosts is not None and is_local(self.getHost()) and not site.hosts.allows(self.getHeader(b"host")):
             host = (self.getHeader(b"host") or b"")[:100].decode("latin-1")
             self._refuse(403, "allow_hosts", f"Host {host!r} not allowed on a loopback address (see --allow-host)")
@@ -139,7 +144,7 @@ class BridgeRequest(Request):
             super().process()
 
     def _refuse(self, code: int, limit: str, text: str) -> None:
-        self.channel.site.on_refused(limit)
+        self._site.on_refused(limit)
         log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
         self.setResponseCode(code)
         self.setHeader(b"server", SERVER)
@@ -195,12 +200,12 @@ class WampResource(WebSocketResource):
     that vanished.
     """
 
-    def __init__(self, factory: WampServerFactory, router: Router) -> None:
+    def __init__(self, factory: WampServerFactory) -> None:
         super().__init__(factory)
-        self._router = router
+        self._registry = factory.context.registry
 
     def render(self, request):
-        if self._router.stopping:
+        if self._registry.stopping:
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request.setHeader(b"retry-after", b"1")
@@ -223,24 +228,27 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, router: Router, details_for_everyone: bool = False) -> None:
+    def __init__(self, context: SessionContext, details_for_everyone: bool = False) -> None:
         super().__init__()
-        self._router = router
+        self._context = context
         self._details_for_everyone = details_for_everyone
 
     def render_GET(self, request):
-        stopping = self._router.stopping
+        stopping = self._context.registry.stopping
         request.setResponseCode(503 if stopping else 200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        body = {"up": not stopping}
+        body: dict[str, Any] = {"up": not stopping}
         if self._details_for_everyone or getattr(request, "client_local", False):
             body.update(
                 pid=os.getpid(),  # tells the processes of --workers apart
-                sessions=len(self._router.sessions),
-                calls_in_flight=self._router.calls_in_flight(),
-                subscriptions=self._router.hub.subscription_count(),
-                zmq_endpoints={"req": self._router.forwarder.addresses, "sub": self._router.hub.addresses},
+                sessions=len(self._context.registry.sessions),
+                calls_in_flight=self._context.registry.calls_in_flight,
+                subscriptions=self._context.router.hub.subscription_count(),
+                zmq_endpoints={
+                    "req": self._context.router.forwarder.addresses,
+                    "sub": self._context.router.hub.addresses,
+                },
             )
         return json.dumps(body).encode()
 
@@ -250,7 +258,7 @@ class LocalOnly(Resource):
 
     isLeaf = True
 
-    def __init__(self, resource: Resource) -> None:
+    def __init__(self, resource: IResource) -> None:
         super().__init__()
         self._resource = resource
 
@@ -292,7 +300,7 @@ def _static(path: Path) -> File:
 
 def build_site(
     factory: WampServerFactory | None,
-    router: Router,
+    context: SessionContext,
     *,
     static: bool = True,
     metrics: bool = True,
@@ -306,12 +314,12 @@ def build_site(
     ops = factory is None
     root = Resource()
     if factory is not None:
-        root.putChild(b"ws", WampResource(factory, router))
+        root.putChild(b"ws", WampResource(factory))
     if static:
         root.putChild(b"", _static(STATIC / "index.html"))
         root.putChild(b"js", _static(STATIC / "js"))
-    root.putChild(b"healthz", HealthResource(router, details_for_everyone=ops))
+    root.putChild(b"healthz", HealthResource(context, details_for_everyone=ops))
     if metrics:
-        exporter = MetricsResource(registry=router.metrics.registry)
+        exporter = MetricsResource(registry=context.metrics.registry)
         root.putChild(b"metrics", exporter if ops else LocalOnly(exporter))
-    return BridgeSite(root, hosts=hosts, on_refused=lambda limit: router.metrics.limit_exceeded.labels(limit).inc())
+    return BridgeSite(root, hosts=hosts, on_refused=lambda limit: context.metrics.limit_exceeded.labels(limit).inc())

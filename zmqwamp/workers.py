@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.interfaces import IProcessTransport, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
+from twisted.protocols.haproxy import proxyEndpoint
 
 log = Logger()
 
@@ -42,15 +44,20 @@ def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
     out = []
     for description in descriptions:
         proxy = description.startswith("haproxy:")
-        plain = description[len("haproxy:"):] if proxy else description
+        plain = description[len("haproxy:") :] if proxy else description
         if plain.split(":", 1)[0] not in ("tcp", "tcp6"):
             raise WorkersUnsupported(
                 f"--workers shares plain tcp: listen endpoints only (haproxy:tcp: too); {description!r} is not one "
                 "(terminate TLS in front, or run one process per TLS port)"
             )
         endpoint = serverFromString(reactor, plain)
-        assert isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
-        out.append(TCPListen(endpoint._interface or "0.0.0.0", endpoint._port, endpoint._backlog, proxy))
+        try:  # what Twisted parsed out of the description (its endpoints keep it in private attributes)
+            interface, port, backlog = endpoint._interface, endpoint._port, endpoint._backlog
+        except AttributeError:
+            raise WorkersUnsupported(
+                f"this Twisted's {type(endpoint).__name__} does not tell its port: run one bridge per port"
+            ) from None
+        out.append(TCPListen(interface or "0.0.0.0", port, backlog, proxy))
     return out
 
 
@@ -73,10 +80,10 @@ def open_shared_sockets(listen: TCPListen, count: int) -> list[socket.socket]:
 
 
 class _Worker(ProcessProtocol):
-    def __init__(self, supervisor: "WorkerSupervisor", index: int) -> None:
+    def __init__(self, supervisor: WorkerSupervisor, index: int) -> None:
         self.supervisor = supervisor
         self.index = index
-        self.ended = Deferred()
+        self.ended: Deferred = Deferred()
 
     def processEnded(self, reason) -> None:
         code = getattr(reason.value, "exitCode", None)
@@ -90,7 +97,12 @@ class WorkerSupervisor(Service):
     restart_delay = 1.0
 
     def __init__(
-        self, reactor, worker_args: list[str], listens: list[TCPListen], count: int, stop_timeout: float,
+        self,
+        reactor,
+        worker_args: list[str],
+        listens: list[TCPListen],
+        count: int,
+        stop_timeout: float,
         log_format: str = "text",
     ) -> None:
         self.reactor = reactor
@@ -99,7 +111,7 @@ class WorkerSupervisor(Service):
         self.listens = listens
         self.count = count
         self.stop_timeout = stop_timeout
-        self.workers: dict[int, tuple[_Worker, object]] = {}
+        self.workers: dict[int, tuple[_Worker, IProcessTransport]] = {}
         self._sockets: list[list[socket.socket]] = []
 
     def setServiceParent(self, parent):
@@ -110,10 +122,12 @@ class WorkerSupervisor(Service):
 
     def privilegedStartService(self) -> None:
         """Bind the shared ports before twistd drops privileges; a port in use is one clear line."""
-        super().privilegedStartService()
         from twisted.internet.error import CannotListenError
 
-        from zmqwamp.bridge import exit_cannot_listen
+        from zmqwamp.service import exit_cannot_listen, install_stop_signals
+
+        install_stop_signals(self.reactor)  # a Ctrl-C during the start stops cleanly too
+        super().privilegedStartService()
 
         try:
             for listen in self.listens:
@@ -128,16 +142,18 @@ class WorkerSupervisor(Service):
         super().startService()
         if not self._sockets:  # started without privilegedStartService (e.g. by hand, in tests)
             self._sockets = [open_shared_sockets(listen, self.count) for listen in self.listens]
-        for listen, group in zip(self.listens, self._sockets):
+        for listen, group in zip(self.listens, self._sockets, strict=False):
             log.info(
                 "supervisor: {n} workers share {host}:{port}",
-                n=self.count, host=listen.interface, port=group[0].getsockname()[1],
+                n=self.count,
+                host=listen.interface,
+                port=group[0].getsockname()[1],
             )
         for index in range(self.count):
             self._spawn(index)
         import signal
 
-        from zmqwamp.bridge import install_stop_signals
+        from zmqwamp.service import install_stop_signals
 
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._signal_all, "HUP"))
         self.reactor.callWhenRunning(install_stop_signals, self.reactor)
@@ -152,7 +168,7 @@ class WorkerSupervisor(Service):
     def _spawn(self, index: int) -> None:
         fds = [group[index].fileno() for group in self._sockets]
         args = [sys.executable, "-m", "zmqwamp", *self.worker_args]
-        for fd, listen in zip(fds, self.listens):
+        for fd, listen in zip(fds, self.listens, strict=False):
             args += ["--inherit-fd", f"haproxy:{fd}" if listen.proxy else str(fd)]
         child_fds = {0: "w", 1: 1, 2: 2, **{fd: fd for fd in fds}}
         protocol = _Worker(self, index)
@@ -184,12 +200,7 @@ class WorkerSupervisor(Service):
             for s in group:
                 s.close()
 
-        def stopped(_):
-            # Workers drained and exited: a clean exit, not twistd re-raising SIGTERM.
-            if hasattr(self.reactor, "_exitSignal"):
-                self.reactor._exitSignal = None
-
-        return DeferredList(waits).addCallback(stopped)
+        return DeferredList(waits)
 
     @staticmethod
     def _kill(transport) -> None:
@@ -199,36 +210,16 @@ class WorkerSupervisor(Service):
             pass
 
 
-def adopt_listening_socket(reactor, fd: int, factory):
-    """Listen on an inherited socket (a worker's share of the supervisor's port)."""
+def inherited_endpoint(reactor, fd: int, proxy: bool = False) -> IStreamServerEndpoint:
+    """The endpoint of an inherited listening socket (a worker's share of the supervisor's port).
+
+    ``proxy``: the port speaks the PROXY protocol (``haproxy:tcp:...``), as
+    ``serverFromString`` would wrap it.
+    """
     with socket.socket(fileno=os.dup(fd)) as s:
         family = s.family
-    port = reactor.adoptStreamPort(fd, family, factory)  # Twisted keeps its own copy
-    os.close(fd)
-    return port
-
-
-class InheritedPortService(Service):
-    """Listens on an inherited socket while running."""
-
-    def __init__(self, reactor, fd: int, factory, proxy: bool = False) -> None:
-        self.reactor = reactor
-        self.fd = fd
-        if proxy:  # what serverFromString("haproxy:tcp:...") does around the factory
-            from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
-
-            factory = HAProxyWrappingFactory(factory)
-        self.factory = factory
-        self.port = None
-
-    def startService(self) -> None:
-        super().startService()
-        self.port = adopt_listening_socket(self.reactor, self.fd, self.factory)
-
-    def stopService(self):
-        super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
+    endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(reactor, fd, family)
+    return proxyEndpoint(endpoint) if proxy else endpoint
 
 
 def worker_args(raw_args: list[str]) -> list[str]:

@@ -23,10 +23,15 @@ read until ``EAGAIN``.  So a batch cut short schedules its own next read.
 
 from __future__ import annotations
 
-import zmq
-from twisted.logger import Logger
+from collections.abc import Callable
+from typing import Any
 
-from zmqwamp.flow import PendingWrites
+import zmq
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from txzmq import ZmqFactory
+
+from zmqwamp.wire import WriteBatch
 
 log = Logger()
 
@@ -34,25 +39,47 @@ _recv = zmq.backend.Socket.recv
 _NOBLOCK = zmq.NOBLOCK
 
 
-class BatchedRead:
-    """Mixin for a txZMQ ``ZmqConnection``: a capped, logged ``doRead``.
+class BridgeZmqFactory(ZmqFactory):
+    """txZMQ's factory (one zmq context for the bridge, the reactor) and the bridge's :class:`~zmqwamp.wire.WriteBatch`.
 
-    ``writes`` (a :class:`~zmqwamp.flow.PendingWrites`, or None) is held for
-    the batch, so the WebSocket frames it produces go out one ``send`` per
-    connection when it ends.
+    Every zmq reader holds the batch while it handles a batch of messages, so
+    the WebSocket frames they produce go out one ``send`` per connection when
+    it ends: the one object through which the zmq side hands batches to the
+    WebSocket side.  ``max_sockets`` raises the context's socket limit (a
+    closed socket keeps its slot until libzmq has reaped it).
+    """
+
+    def __init__(self, reactor: IReactorTime, write_batch: WriteBatch | None = None, max_sockets: int = 0) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.write_batch = write_batch if write_batch is not None else WriteBatch()
+        if max_sockets > self.context.get(zmq.MAX_SOCKETS):
+            self.context.set(zmq.MAX_SOCKETS, max_sockets)
+
+
+class BatchedRead:
+    """Mixin for a txZMQ ``ZmqConnection`` made by a :class:`BridgeZmqFactory`: a capped, logged ``doRead``.
+
+    The factory's write batch is held for each batch, so the WebSocket frames
+    it produces go out one ``send`` per connection when it ends.
     """
 
     max_batch = 256
-    writes: PendingWrites | None = None
+    # what this mixin uses of its ZmqConnection host
+    factory: BridgeZmqFactory | None
+    socket: zmq.Socket
+    read_scheduled: Any
+    messageReceived: Callable[[list[bytes]], None]
 
     def doRead(self) -> None:
         if self.read_scheduled is not None:
             if not self.read_scheduled.called:
                 self.read_scheduled.cancel()
             self.read_scheduled = None
-        writes = self.writes
-        if writes is not None:
-            writes.hold()
+        if self.factory is None:
+            return
+        writes = self.factory.write_batch
+        writes.hold()
         try:
             for _ in range(self.max_batch):
                 if self.factory is None:  # shut down, maybe by a callback
@@ -73,5 +100,4 @@ class BatchedRead:
             if self.factory is not None:
                 self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
         finally:
-            if writes is not None:
-                writes.release()
+            writes.release()

@@ -1,0 +1,192 @@
+"""In-memory doubles for unit tests: a bridge's session side without sockets or a real reactor.
+
+* :class:`FakeChannel`: a session's :class:`~zmqwamp.session.MessageChannel` that records what
+  it is given (checked against the Protocol in tests/test_memory.py);
+* :class:`FakeForwarder`: records requests, the test fires their Deferreds;
+* :func:`make_world`: a :class:`World` (router, hub, logins, registry, metrics) on a
+  :class:`~twisted.internet.testing.MemoryReactorClock`, the one way unit tests build a bridge core;
+* :func:`new_session`, :func:`send`, :func:`received`, :func:`joined`: a session and its messages (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autobahn.wamp.serializer import JsonObjectSerializer, Serializer
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+
+from zmqwamp.auth import build_portal
+from zmqwamp.clientlog import ClientLog
+from zmqwamp.endpoints import EndpointResolver
+from zmqwamp.hub import SubscriptionHub
+from zmqwamp.limits import SessionLimits
+from zmqwamp.login import LoginService, LoginThrottle
+from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.policy import EndpointPolicy
+from zmqwamp.registry import SessionRegistry
+from zmqwamp.router import Router
+from zmqwamp.session import SessionContext, WampSession
+from zmqwamp.zmqread import BridgeZmqFactory
+
+REP = "tcp://127.0.0.1:9999"
+PUB = "tcp://127.0.0.1:9000"
+
+
+class FakeChannel:
+    """A session's channel that records frames (``sent``: payloads, or prepared EVENTs) and the close code."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.closed: int | None = None
+        self.prepared = 0
+
+    def send_frame(self, payload: bytes, is_binary: bool) -> None:
+        self.sent.append((payload, is_binary))
+
+    def prepare(self, payload: bytes, is_binary: bool) -> Any:
+        self.prepared += 1
+        return (payload, is_binary)
+
+    def send_prepared(self, prepared: Any, slow_consumer: str | None = None) -> None:
+        self.sent.append(prepared)
+
+    def close(self, code: int, reason: str | None) -> None:
+        self.closed = code
+
+
+class FakeForwarder:
+    """Records requests as (address, frames, timeout, Deferred); the test fires the Deferreds."""
+
+    addresses: list[str] = []
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, list[bytes], float, Deferred]] = []
+
+    def request(self, address: str, frames: list[bytes], timeout: float, owner: Any = None) -> Deferred:
+        d: Deferred = Deferred()
+        self.requests.append((address, frames, timeout, d))
+        return d
+
+    def is_open(self, address: str) -> bool:
+        return any(r[0] == address for r in self.requests)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class World:
+    """A bridge's core in memory: what sessions share, and the clock it runs on.
+
+    Slotted, so that a test setting something the bridge would never read (``world.authorize = ...``
+    instead of ``world.router.authorize = ...``) fails at once; ``test`` holds a test's own things.
+    """
+
+    context: SessionContext
+    clock: MemoryReactorClock
+    zmq_factory: BridgeZmqFactory
+    test: dict = field(default_factory=dict)
+
+    @property
+    def router(self) -> Router:
+        return self.context.router
+
+    @property
+    def forwarder(self) -> Any:
+        return self.context.router.forwarder
+
+    @property
+    def hub(self) -> SubscriptionHub:
+        return self.context.router.hub
+
+    @property
+    def logins(self) -> LoginService:
+        return self.context.logins
+
+    @property
+    def registry(self) -> SessionRegistry:
+        return self.context.registry
+
+    @property
+    def metrics(self) -> BridgeMetrics:
+        return self.context.metrics
+
+    @property
+    def sessions(self) -> set:
+        return self.context.registry.sessions
+
+    def close(self) -> None:
+        self.hub.close()
+        self.zmq_factory.shutdown()
+
+
+def allow_local(session: Any, action: str, endpoint: Any, options: dict) -> bool:
+    return EndpointPolicy(["tcp://127.0.0.1:*"]).allows(endpoint)
+
+
+def make_world(
+    *,
+    authorize: Callable[..., Any] = allow_local,
+    portal: Portal | None = None,
+    forwarder: Any = None,
+    throttle: Callable[[MemoryReactorClock], LoginThrottle] | None = None,
+    realm: str = "zmqwamp",
+    **router_options: Any,
+) -> World:
+    """A bridge core in memory: a :class:`FakeForwarder` (or ``forwarder``), a real hub on an inproc-free
+    zmq factory, anonymous logins (or ``portal``), the throttle ``throttle(clock)`` (default: no floor)."""
+    clock = MemoryReactorClock()
+    metrics = BridgeMetrics()
+    zmq_factory = BridgeZmqFactory(clock)
+    registry = SessionRegistry(metrics, clock)
+    client_log = ClientLog(metrics)
+    router = Router(
+        authorize=authorize,
+        forwarder=forwarder if forwarder is not None else FakeForwarder(),
+        hub=SubscriptionHub(zmq_factory, metrics),
+        registry=registry,
+        metrics=metrics,
+        clock=clock,
+        client_log=client_log,
+        **{"resolver": EndpointResolver(), "call_timeout": 10.0, "max_call_timeout": 60.0, **router_options},
+    )
+    logins = LoginService(
+        realm,
+        portal if portal is not None else build_portal([], anonymous=True),
+        throttle(clock) if throttle is not None else LoginThrottle(clock, floor=0.0),
+        metrics,
+        stopping=lambda: registry.stopping,
+    )
+    return World(SessionContext(router, logins, registry, metrics, client_log, clock), clock, zmq_factory)
+
+
+def new_session(
+    world: World, serializer: Serializer | None = None, peer: str = "test-peer", limits: SessionLimits | None = None, **kw: Any
+) -> tuple[WampSession, FakeChannel]:
+    channel = FakeChannel()
+    session = WampSession(world.context, serializer or JsonObjectSerializer(), channel, peer, limits, **kw)
+    return session, channel
+
+
+def send(session: WampSession, *msg: Any) -> None:
+    session.message_received(json.dumps(list(msg)).encode(), False)
+
+
+def received(channel: FakeChannel) -> list:
+    return [json.loads(p) for p, _ in channel.sent]
+
+
+def joined(world: World, peer: str = "test-peer", roles: dict | None = None) -> tuple[WampSession, FakeChannel]:
+    """An anonymous session past WELCOME (which is checked, then cleared from ``channel.sent``)."""
+    session, channel = new_session(world, peer=peer)
+    send(session, 1, "zmqwamp", {"roles": roles or {"caller": {}}})
+    welcome = received(channel)[-1]
+    assert welcome[0] == 2 and welcome[2]["authid"] == "anonymous"
+    assert set(welcome[2]["roles"]) == {"broker", "dealer"}
+    channel.sent.clear()
+    return session, channel

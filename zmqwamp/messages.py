@@ -1,0 +1,215 @@
+"""WebSocket payloads <-> WAMP messages: the serializers and what a client may send.
+
+One instance per serializer (:data:`SERIALIZERS`), shared by every session:
+autobahn caches a message's bytes per serializer instance, so an EVENT is encoded
+once per serializer however many sessions receive it.  :func:`decode` parses
+what a client sends and refuses, with :class:`WampProtocolViolation`, anything
+that is not a WAMP message a router receives; :func:`encode` writes a raw
+message list.  No state and no network here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cbor2
+import msgpack
+from autobahn.wamp import message as m
+from autobahn.wamp.exception import ProtocolError
+from autobahn.wamp.serializer import (
+    CBORObjectSerializer,
+    JsonObjectSerializer,
+    MsgPackObjectSerializer,
+    Serializer,
+)
+
+from zmqwamp.codec import Unsupported
+
+
+class ObjectSerializer(Protocol):
+    """What a session needs of a serializer (autobahn's ``*ObjectSerializer`` classes)."""
+
+    NAME: str
+    BINARY: bool
+
+    def serialize(self, obj: Any) -> bytes: ...
+
+    def unserialize(self, payload: bytes) -> list[Any]: ...
+
+
+class WampProtocolViolation(Exception):
+    """What a client sent is not a WAMP message this router takes: the session gets ABORT."""
+
+
+# CBOR tags a client may not send.  25/256 (string references) and 28/29 (value
+# sharing) let a few bytes stand for a value of any size: 311 bytes of nested shared
+# lists made json.dumps of a CALL argument freeze the reactor for 76 s, then fail with
+# MemoryError.  35 (regular expression) and 36 (MIME message) compile or parse each
+# value: 2.7 s and 0.9 s of CPU per MB, against 5 ms for plain strings.  None of them
+# means anything to a ZeroMQ service (the codecs cannot encode what they decode to).
+REFUSED_CBOR_TAGS = {
+    25: "string reference",
+    256: "string reference namespace",
+    28: "shared value",
+    29: "shared value reference",
+    35: "regular expression",
+    36: "MIME message",
+}
+
+
+def _refuse_tag(tag: int) -> Callable[[Any, bool], Any]:
+    def refuse(value: Any, immutable: bool) -> Any:
+        raise WampProtocolViolation(f"CBOR tag {tag} ({REFUSED_CBOR_TAGS[tag]}) is not accepted")
+
+    return refuse
+
+
+# RFC 8746 typed arrays: tag 64 (uint8) and 68 (uint8, clamped) are plain bytes, which
+# cbor-x (wampy.js's CBOR) sends for every Uint8Array / Uint8ClampedArray; the others
+# (65-87: wider integers and floats, in either byte order) have no ZeroMQ encoding here.
+BYTES_CBOR_TAGS = (64, 68)
+TYPED_ARRAY_CBOR_TAGS = range(65, 88)
+
+
+def _bytes_tag(value: Any, immutable: bool) -> Any:
+    if not isinstance(value, bytes):
+        raise WampProtocolViolation("a CBOR typed array (tag 64 or 68) must wrap a byte string")
+    return value
+
+
+def _typed_array_tag(tag: int) -> Callable[[Any, bool], Any]:
+    def typed_array(value: Any, immutable: bool) -> Any:
+        return Unsupported(f"a CBOR typed array of tag {tag} (RFC 8746; only bytes, a Uint8Array, can be sent)")
+
+    return typed_array
+
+
+class SafeCBORSerializer(CBORObjectSerializer):
+    """Autobahn's CBOR serializer, refusing :data:`REFUSED_CBOR_TAGS` while decoding.
+
+    cbor2 resolves those tags itself (``tag_hook`` never sees them); its
+    ``semantic_decoders`` (cbor2 6) override that, so the decoder stops at the
+    first such tag, before anything is expanded: O(payload).  Not batched.
+    Typed arrays of bytes (tags 64, 68) decode as bytes; other typed arrays as
+    :class:`~zmqwamp.codec.Unsupported`, which a CALL refuses with an ERROR.
+    """
+
+    _DECODERS = {
+        **{tag: _refuse_tag(tag) for tag in REFUSED_CBOR_TAGS},
+        **{tag: _typed_array_tag(tag) for tag in TYPED_ARRAY_CBOR_TAGS},
+        **{tag: _bytes_tag for tag in BYTES_CBOR_TAGS},
+    }
+
+    def unserialize(self, payload: bytes) -> list:
+        try:
+            return [cbor2.loads(payload, semantic_decoders=self._DECODERS)]
+        except cbor2.CBORDecodeError as e:
+            if isinstance(e.__cause__, WampProtocolViolation):
+                raise e.__cause__ from None
+            raise
+
+
+# One instance per serializer, shared by all sessions: autobahn caches a
+# message's bytes per serializer instance, so an EVENT is encoded once.
+SERIALIZERS: dict[str, ObjectSerializer] = {
+    "wamp.2.cbor": SafeCBORSerializer(),
+    "wamp.2.msgpack": MsgPackObjectSerializer(),
+    "wamp.2.json": JsonObjectSerializer(),
+}
+
+# not batched, no decimal options: see unserialize and encode
+_JSON = SERIALIZERS["wamp.2.json"]
+_JSON_ENCODER: json.JSONEncoder | None
+try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the same options (a private class:
+    from autobahn.wamp.serializer import _WAMPJsonEncoder  # without it, autobahn's own serialize is used)
+
+    _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+except ImportError:  # autobahn on ujson: no such class
+    _JSON_ENCODER = None
+
+
+def unserialize(serializer, payload: bytes) -> list:
+    """``serializer.unserialize(payload)``, with a faster path for JSON.
+
+    Autobahn's JSON decoder runs the pure-Python scanner, with a decoder made
+    per message, only to turn strings starting with NUL into bytes (WAMP's
+    binary in JSON).  JSON can only carry a NUL as the escape ``\\u0000``:
+    without that text, the stdlib's C decoder gives the same result.
+    """
+    if serializer is _JSON:
+        text = payload.decode("utf8")
+        if "\\u0000" not in text:
+            return [json.loads(text)]
+    return serializer.unserialize(payload)
+
+
+def encode(serializer, raw: list) -> bytes:
+    """``serializer.serialize(raw)``; for JSON with one reused encoder, as autobahn's makes one per call."""
+    if serializer is _JSON and _JSON_ENCODER is not None:
+        return _JSON_ENCODER.encode(raw).encode("utf8")
+    return serializer.serialize(raw)
+
+
+# Where each message a client may send keeps its options (or details) dict:
+# HELLO, ABORT, AUTHENTICATE, GOODBYE, ERROR, PUBLISH, SUBSCRIBE, CALL, CANCEL, REGISTER, YIELD.
+_OPTIONS_AT = {1: 2, 3: 1, 5: 2, 6: 1, 8: 3, 16: 2, 32: 2, 48: 2, 49: 2, 64: 2, 70: 2}
+# JavaScript's undefined as msgpackr (ext type 0) and cbor-x (the simple value) encode it
+_MSGPACK_EXT = msgpack.ExtType
+_CBOR_UNDEFINED = cbor2.undefined
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value is _CBOR_UNDEFINED or (type(value) is _MSGPACK_EXT and value.code == 0)
+
+
+def _drop_absent_options(raw: list) -> None:
+    """An option whose value is null or undefined is an option not given.
+
+    wampy.js sends ``match: undefined`` and ``get_retained: undefined`` in every
+    SUBSCRIBE; over msgpack and CBOR those arrive as values autobahn's parsers
+    refuse ("invalid type"), which ended the session.
+    """
+    at = _OPTIONS_AT.get(raw[0])
+    if at is None or len(raw) <= at:
+        return
+    options = raw[at]
+    if type(options) is dict and options:
+        for value in options.values():
+            if _absent(value):
+                raw[at] = {key: value for key, value in options.items() if not _absent(value)}
+                return
+
+
+def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Message]]:
+    """Parse a WebSocket message into (raw list, parsed message) pairs.
+
+    The raw list is kept because autobahn's parsers drop options they do not
+    know, such as SUBSCRIBE's ``_filter``.  Options that are null or undefined
+    are taken out first (:func:`_drop_absent_options`).
+    """
+    if is_binary != serializer.BINARY:
+        raise WampProtocolViolation(f"{'binary' if is_binary else 'text'} frame on a {serializer.NAME} session")
+    try:
+        raws = unserialize(serializer, payload)
+    except WampProtocolViolation:
+        raise
+    except Exception as e:  # the serializers raise whatever their parser raises
+        raise WampProtocolViolation(f"invalid {serializer.NAME} message: {type(e).__name__}") from None
+    out = []
+    for raw in raws:
+        if not isinstance(raw, list) or not raw or type(raw[0]) is not int:
+            raise WampProtocolViolation("a WAMP message is a list starting with an integer type")
+        klass: Any = Serializer.MESSAGE_TYPE_MAP.get(raw[0])
+        if klass is None:
+            raise WampProtocolViolation(f"unknown WAMP message type {raw[0]}")
+        _drop_absent_options(raw)
+        try:
+            msg = klass.parse(raw)
+        except ProtocolError as e:
+            raise WampProtocolViolation(str(e)) from None
+        except Exception as e:
+            raise WampProtocolViolation(f"invalid {klass.__name__} message: {type(e).__name__}") from None
+        out.append((raw, msg))
+    return out
