@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
-from zmqwamp import wire
+from zmqwamp import internals, wire
 from zmqwamp.websocket import WampServerProtocol
 from zmqwamp.wire import CORK_LIMIT, FrameWriter, WriteBatch, plain_tcp
 from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
@@ -319,10 +319,10 @@ def test_a_twisted_without_the_internals_falls_back_to_transport_write(monkeypat
     seen = []
 
     def observer(event):
-        if "transport.write" in event.get("log_format", ""):
+        if event.get("what") == "this Twisted's tcp.Connection":
             seen.append(event)
 
-    monkeypatch.setattr(wire, "_internals_missing_logged", False)
+    monkeypatch.setattr(internals, "_warned", set())
     globalLogPublisher.addObserver(observer)
     try:
         assert plain_tcp(bare_tcp_connection(without=missing)) is None

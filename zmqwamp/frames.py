@@ -20,9 +20,8 @@ never has to decide anything about a bad frame.
 from __future__ import annotations
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
-from twisted.logger import Logger
 
-log = Logger()
+from zmqwamp.internals import lacks
 
 _TEXT = 0x81  # FIN, no RSV bits, opcode 1
 _BINARY = 0x82  # FIN, no RSV bits, opcode 2
@@ -74,7 +73,6 @@ def whole_data_frame(data: bytes, pos: int, max_payload: int) -> tuple[bytes, bo
 
 # What WholeFrameReader reads of autobahn's WebSocketProtocol to know it is between frames, and overrides.
 AUTOBAHN_INTERNALS = ("_dataReceived", "data", "current_frame", "inside_message", "_perMessageCompress")
-_internals_missing_logged = False
 
 
 class WholeFrameReader(WebSocketServerProtocol):
@@ -102,16 +100,8 @@ class WholeFrameReader(WebSocketServerProtocol):
         It reads autobahn's parser state (:data:`AUTOBAHN_INTERNALS`): an autobahn without one of
         them keeps every frame in its own parser (logged once per process).
         """
-        global _internals_missing_logged
-        missing = [name for name in AUTOBAHN_INTERNALS if not hasattr(self, name)]
-        if missing:
-            if not _internals_missing_logged:
-                _internals_missing_logged = True
-                log.warn(
-                    "this autobahn's WebSocket protocol has no {missing}: every frame goes through its parser "
-                    "(correct, somewhat slower)",
-                    missing=", ".join(missing),
-                )
+        what = "this autobahn's WebSocket protocol"
+        if lacks(self, AUTOBAHN_INTERNALS, what, "every frame goes through its parser (slower)"):
             return
         if self._perMessageCompress is None and not self.logFrames and not self.logOctets and not self.trackedTimings:
             self._frame_limit = min(x for x in (self.maxFramePayloadSize, self.maxMessagePayloadSize, 0xFFFF) if x)

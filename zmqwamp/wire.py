@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from twisted.internet import tcp
 from twisted.logger import Logger
 
+from zmqwamp.internals import lacks
+
 log = Logger()
 
 # Frames one connection holds for the end of a batch: past this, sent at once.
@@ -77,9 +79,6 @@ class WriteBatch:
                 log.failure("sending frames to {peer} failed", peer=getattr(writer, "peer", "?"))
 
 
-_internals_missing_logged = False
-
-
 def plain_tcp(transport: Any, wrappers: tuple[type, ...] = ()) -> tcp.Connection | None:
     """The ``twisted.internet.tcp.Connection`` under ``transport``, if frames may go straight to its socket.
 
@@ -88,20 +87,16 @@ def plain_tcp(transport: Any, wrappers: tuple[type, ...] = ()) -> tcp.Connection
     TLS layer), for anything else, and when this Twisted's ``tcp.Connection``
     lacks one of :data:`TCP_INTERNALS`.
     """
-    global _internals_missing_logged
     while wrappers and isinstance(transport, wrappers):
         transport = transport.transport  # type: ignore[attr-defined]  # ProtocolWrapper's, under all of them
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return None  # TLS: listenSSL wraps, startTLS sets .TLS
-    missing = [name for name in TCP_INTERNALS if not hasattr(transport, name)]
-    if missing:
-        if not _internals_missing_logged:
-            _internals_missing_logged = True
-            log.warn(
-                "this Twisted's tcp.Connection has no {missing}: WebSocket frames go through transport.write "
-                "(correct, somewhat slower)",
-                missing=", ".join(missing),
-            )
+    if lacks(
+        transport,
+        TCP_INTERNALS,
+        "this Twisted's tcp.Connection",
+        "WebSocket frames go through transport.write (slower)",
+    ):
         return None
     return transport
 
