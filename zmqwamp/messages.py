@@ -164,22 +164,17 @@ def _absent(value: Any) -> bool:
     return value is None or value is _CBOR_UNDEFINED or (type(value) is _MSGPACK_EXT and value.code == 0)
 
 
-def _drop_absent_options(raw: list) -> None:
+def _drop_absent_options(raw: list, at: int, options: dict) -> None:
     """An option whose value is null or undefined is an option not given.
 
     wampy.js sends ``match: undefined`` and ``get_retained: undefined`` in every
     SUBSCRIBE; over msgpack and CBOR those arrive as values autobahn's parsers
     refuse ("invalid type"), which ended the session.
     """
-    at = _OPTIONS_AT.get(raw[0])
-    if at is None or len(raw) <= at:
-        return
-    options = raw[at]
-    if type(options) is dict and options:
-        for value in options.values():
-            if _absent(value):
-                raw[at] = {key: value for key, value in options.items() if not _absent(value)}
-                return
+    for value in options.values():
+        if value is None or value is _CBOR_UNDEFINED or type(value) is _MSGPACK_EXT:
+            raw[at] = {key: value for key, value in options.items() if not _absent(value)}
+            return
 
 
 def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Message]]:
@@ -204,7 +199,11 @@ def decode(serializer, payload: bytes, is_binary: bool) -> list[tuple[list, m.Me
         klass: Any = Serializer.MESSAGE_TYPE_MAP.get(raw[0])
         if klass is None:
             raise WampProtocolViolation(f"unknown WAMP message type {raw[0]}")
-        _drop_absent_options(raw)
+        at = _OPTIONS_AT.get(raw[0])
+        if at is not None and len(raw) > at:
+            options = raw[at]
+            if options and type(options) is dict:  # most are empty: nothing to look at
+                _drop_absent_options(raw, at, options)
         try:
             msg = klass.parse(raw)
         except ProtocolError as e:
