@@ -156,7 +156,7 @@ keep_open = true
     await waitUntil(() => watcher.numbers().length >= 1, 10000, "a first message from the slow PUB");
     const k = watcher.last(); // the next one comes about 2 s later
     const started = Date.now();
-    const ctx = context(bridge.url);
+    const ctx = context(bridge.url, { serializer: "msgpack" }); // the bridge's details in a binary serializer too
     const plain = record(ctx.Socket(zmq.SUB, "slow")); // same session and subscription id as `last`
     const last = record(ctx.Socket(zmq.SUB, "slow", { lastValue: true }));
     await waitUntil(() => last.numbers().length >= 1, 5000, "the retained message");
