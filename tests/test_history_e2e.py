@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import time
 import urllib.request
@@ -118,7 +119,7 @@ history_bytes = 4096
 """
     )
     bridge, url = start_bridge("--config", str(config))
-    yield {"url": url, "bridge": bridge}
+    yield {"url": url, "bridge": bridge, "fast": fast_addr}
     bridge.stop()
     slow.stop()
     fast.stop()
@@ -216,6 +217,48 @@ def test_metrics_show_messages_and_bytes_held_per_alias(env):
     assert 3 * len("tick 1") <= m['zmqwamp_history_bytes{endpoint="tiny"}'] <= 3 * len("tick 1000000")
     assert m['zmqwamp_history_bytes{endpoint="fast"}'] >= 100 * len("tick 1")
     assert m['zmqwamp_history_messages{endpoint="slow"}'] >= 1
+
+
+def sub_sockets(url: str) -> float:
+    text = (
+        urllib.request.urlopen(url.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=10).read().decode()
+    )
+    found = re.search(r'^zmqwamp_zmq_sockets_open\{kind="sub"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0  # no series before the first SUB socket
+
+
+def test_sighup_gives_an_alias_a_kept_open_history_and_takes_it_back(env, tmp_path: Path):
+    config = tmp_path / "bridge.toml"
+    alias = f'anonymous = true\n[endpoints.ticks]\naddress = "{env["fast"]}"\nkind = "sub"\n'
+    config.write_text(alias)
+    bridge, url = start_bridge("--config", str(config))
+    try:
+        assert sub_sockets(url) == 0 and 'zmqwamp_history_messages{endpoint="ticks"}' not in metrics(url)
+        config.write_text(alias + "history = 5\nkeep_open = true\n")
+        mark = len(bridge.lines)
+        bridge.proc.send_signal(signal.SIGHUP)
+        bridge.wait_for("configuration reloaded", start=mark)
+
+        async def warm():
+            await wait_until(
+                lambda: metrics(url).get('zmqwamp_history_messages{endpoint="ticks"}', 0) == 5, 10, "5 held"
+            )
+            session, wire = await connect(url)
+            await session.subscribe(lambda m: None, "ticks", SubscribeOptions(get_retained=True))
+            await wait_until(lambda: wire.events(), 5, "the retained event")
+            assert wire.events()[0][3]["retained"] is True
+            await close(session)
+
+        run(warm())
+        assert sub_sockets(url) == 1  # kept open with nobody subscribed
+        config.write_text(alias)
+        mark = len(bridge.lines)
+        bridge.proc.send_signal(signal.SIGHUP)
+        bridge.wait_for("configuration reloaded", start=mark)
+        bridge.wait_for(r"closed \(no longer keep_open\)", start=mark)
+        assert sub_sockets(url) == 0 and 'zmqwamp_history_messages{endpoint="ticks"}' not in metrics(url)
+    finally:
+        bridge.stop()
 
 
 @pytest.mark.parametrize(
