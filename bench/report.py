@@ -184,6 +184,38 @@ class Report:
                     f"{times(ratio(r['server_us_per_delivery'], b['server_us_per_delivery'])):>7} {times(ratio(r['p99_ms'], b['p99_ms'])):>9}")
             out("")
 
+    def history_table(self) -> None:
+        """Fan-out without and with a history (--history N), side by side: the issue 17 target is within 10 %."""
+        results, out = self.results, self.out
+        rows = [(r, self.fan_of("history", r["subscribers"], r["rate"])) for r in results["fanout"] if r["target"] == "zmqwamp"]
+        rows = [(r, h) for r, h in rows if h is not None]
+        if not rows:
+            return
+        n = results.get("meta", {}).get("settings", {}).get("history", "N")
+        out(f"Fan-out without / with history (--history {n}: the topic is an alias keeping the last {n} messages; "
+            "two bridges, run interleaved in this same run; CPU ratio < 1.10 is the target)")
+        hdr = (f"{'scenario':<24} {'without/s':>10} {'with/s':>10} {'ratio':>7} {'srv us without':>14} {'with':>7} "
+               f"{'CPU ratio':>9} {'p99 ratio':>9} {'bound (without, with)':<24}")
+        out(hdr)
+        out("-" * len(hdr))
+        cpu_ratios = []
+        for r, h in rows:
+            cpu = ratio(h["server_us_per_delivery"], r["server_us_per_delivery"])
+            if cpu is not None:
+                cpu_ratios.append(cpu)
+            out(f"{'fan-out ' + str(r['subscribers']) + ' @ ' + format(r['rate'], 'g') + '/s':<24} {r['delivered_s']:>10.0f} "
+                f"{h['delivered_s']:>10.0f} {times(ratio(h['delivered_s'], r['delivered_s'])):>7} "
+                f"{num(r['server_us_per_delivery'], '{:.2f}'):>14} {num(h['server_us_per_delivery'], '{:.2f}'):>7} "
+                f"{times(cpu):>9} {times(ratio(h['p99_ms'], r['p99_ms'])):>9} {r['bound'] + ', ' + h['bound']:<24}")
+        if cpu_ratios:
+            cpu_ratios.sort()
+            median = cpu_ratios[len(cpu_ratios) // 2]
+            verdict = "PASS" if median <= 1.10 else "FAIL"
+            results["history_check"] = {"median_cpu_ratio": median, "worst_cpu_ratio": cpu_ratios[-1], "pass": median <= 1.10}
+            out(f"  server CPU per delivery with history / without: median {median:.2f}x, worst {cpu_ratios[-1]:.2f}x "
+                f"over {len(cpu_ratios)} steps -> within 10 %: {verdict}")
+        out("")
+
     def idle_table(self) -> None:
         """Idle sessions: RSS per session."""
         results, out = self.results, self.out
@@ -330,7 +362,7 @@ class Report:
 def build_report(results: dict, quick: bool) -> tuple[str, list[dict]]:
     """The report's text and the Targets (list of dicts, as in the JSON)."""
     report = Report(results, quick)
-    for block in (report.header, report.rpc_table, report.serializers_table, report.fanout_table, report.baseline_table,
+    for block in (report.header, report.rpc_table, report.serializers_table, report.fanout_table, report.history_table, report.baseline_table,
                   report.idle_table, report.workers_line, report.check_targets, report.targets_table, report.profiles,
                   report.notes):
         block()

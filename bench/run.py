@@ -56,6 +56,9 @@ def parse_args() -> argparse.Namespace:
                         help="lean client: read every frame with autobahn's parser (by default only until WELCOME)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} (to iterate on one scenario)")
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help="also run target 'history': a zmqwamp whose fan-out topic is an alias with a history "
+                             "of N messages (issue 17), in the fan-out section only; the report sets it beside zmqwamp")
     parser.add_argument("--rpc", default=None, metavar="IN/SESS,...",
                         help="RPC configurations instead of the default ones, e.g. 16/1,64/16")
     args = parser.parse_args()
@@ -75,6 +78,10 @@ def parse_args() -> argparse.Namespace:
         if not (args.baseline / ".venv" / "bin" / "twistd").exists():
             parser.error(f"--baseline {args.baseline}: no .venv/bin/twistd there (run 'make install' in that checkout)")
         args.targets.insert(args.targets.index("zmqwamp") + 1 if "zmqwamp" in args.targets else 0, "baseline")
+    if args.history:
+        if args.history < 0 or "zmqwamp" not in args.targets:
+            parser.error("--history N wants N > 0 and the target zmqwamp (to compare with)")
+        args.targets.insert(args.targets.index("zmqwamp") + 1, "history")
     if args.rpc:
         try:
             args.rpc = [tuple(int(x) for x in c.split("/")) for c in args.rpc.split(",") if c]
@@ -120,6 +127,8 @@ def run(args: argparse.Namespace, procs: Processes, sc: Scenarios) -> None:
     starters = {"zmqwamp": procs.start_zmqwamp, "crossbar": procs.start_crossbar, "limit": procs.start_limit}
     if args.baseline:
         starters["baseline"] = lambda: procs.start_zmqwamp("baseline", bin_dir=args.baseline / ".venv" / "bin")
+    if args.history:
+        starters["history"] = lambda: procs.start_zmqwamp("history", history=args.history)
     for name in args.targets:
         try:
             sc.targets[name] = starters[name]()
@@ -164,7 +173,7 @@ def main() -> int:
     results["meta"] = {
         "cores": os.cpu_count(), "python": platform.python_version(), "crossbar": CROSSBAR_VERSION, "quick": args.quick,
         "when": time.strftime("%Y-%m-%d %H:%M:%S"), "nofile": nofile, "lg_procs": args.lg_procs, "client": args.client,
-        "settings": dict(cfg),
+        "settings": {**cfg, "history": args.history},
         "autobahn_frames": args.autobahn_frames,
         "load_generator": "bench/loadgen.py: autobahn-python asyncio client (lean: autobahn WebSocket + serializers, "
                           "frames after WELCOME read by its own parser unless --autobahn-frames; session: ApplicationSession); "

@@ -61,6 +61,13 @@ class Scenarios:
         self.step_id = 0
         self.window_hook = None  # called with a window's length as it opens (--profile starts py-spy there)
 
+    # targets measured in the fan-out section only (--history: the same bridge, its topic an alias with history)
+    FANOUT_ONLY = ("history",)
+
+    def main_targets(self) -> dict[str, Target]:
+        """The targets of every section but fan-out."""
+        return {name: t for name, t in self.targets.items() if name not in self.FANOUT_ONLY}
+
     def note(self, text: str) -> None:
         say(f"  note: {text}")
         self.results["notes"].append(text)
@@ -271,7 +278,7 @@ class Scenarios:
         """Idle sessions on every target."""
         cfg = self.cfg
         # first: each server is fresh, so RSS growth is the sessions' own
-        for name, t in self.targets.items():
+        for name, t in self.main_targets().items():
             n = cfg["idle"][name]
             row = self.run_idle(t, n)
             if name == "crossbar" and row["joined"] < n and n > 1000:
@@ -284,9 +291,9 @@ class Scenarios:
     def best_rpc(self, inflight: int, sessions: int, serializer: str = "json") -> dict[str, dict]:
         """Best of cfg['repeats'] runs per target (by calls/s), the targets interleaved:
         other load on the machine only ever slows a run down."""
-        runs: dict[str, list[dict]] = {name: [] for name in self.targets}
+        runs: dict[str, list[dict]] = {name: [] for name in self.main_targets()}
         for _ in range(self.cfg["repeats"]):
-            for name, t in self.targets.items():
+            for name, t in self.main_targets().items():
                 runs[name].append(self.run_rpc(t, inflight, sessions, serializer))
         best = {}
         for name, rows in runs.items():
@@ -316,7 +323,7 @@ class Scenarios:
         for serializer in cfg["serializers"]:
             same = {r["target"]: r for r in self.results["rpc"] if r["inflight"] == inflight
                     and r["sessions"] == sessions and r["serializer"] == serializer}
-            rows = same if len(same) == len(self.targets) else self.best_rpc(inflight, sessions, serializer)
+            rows = same if len(same) == len(self.main_targets()) else self.best_rpc(inflight, sessions, serializer)
             for name, row in rows.items():
                 self.results["serializers"].append(dict(row))
                 say(f"    {name:9} {serializer:8}: {row['calls_s']:8.0f} calls/s p99 {num(row['p99_ms'])} ms [{row['bound']}]")

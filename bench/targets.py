@@ -97,17 +97,29 @@ class Processes:
 
     # -- targets -------------------------------------------------------------------
     def start_zmqwamp(self, name: str = "zmqwamp", extra: list[str] = (), twistd_opts: list[str] = (),
-                      port: int = 0, probe_timeout: float = 60, bin_dir: Path = BIN) -> Target:
-        """Run a zmqwamp bridge; ``bin_dir``: the venv bin of another checkout (``--baseline``)."""
+                      port: int = 0, probe_timeout: float = 60, bin_dir: Path = BIN, history: int = 0) -> Target:
+        """Run a zmqwamp bridge; ``bin_dir``: the venv bin of another checkout (``--baseline``).
+
+        ``history``: the topic is an alias of the PUB with a history of that many messages (``--history``).
+        """
         pub, pub_addr = self.start_timed_pub(f"pub-{name}")
         extra = [*ZMQWAMP_LOAD_OPTIONS, *extra]
+        topic = pub_addr
+        if history:
+            config = self.tmp / f"{name}.toml"
+            held = max(4 * 1024 * 1024, history * 1024)  # bounded by the count: ~110 B messages
+            config.write_text(f"max_history_bytes = {max(64 * 1024 * 1024, held)}\n"
+                              f'[endpoints.bench-history]\naddress = "{pub_addr}"\nkind = "sub"\n'
+                              f"history = {history}\nhistory_bytes = {held}\n")
+            extra = [*extra, "--config", str(config)]
+            topic = "bench-history"
         listen = f"tcp:{port}:interface=127.0.0.1:backlog=1024"
         argv = [str(bin_dir / "twistd"), "-n", "--pidfile=", *twistd_opts, "zmqwamp", "--listen", listen,
                 "--anonymous", "--allow", "tcp://127.0.0.1:*", *extra]
         server = self.start(name, argv, cwd=str(self.tmp))
         if port == 0:
             port = int(server.wait_for(r"starting on (\d+)", 30)[0].group(1))
-        target = Target(name, server, f"ws://127.0.0.1:{port}/ws", self.rep_addr, pub_addr, pub)
+        target = Target(name, server, f"ws://127.0.0.1:{port}/ws", self.rep_addr, topic, pub)
         self.probe(target, probe_timeout)
         return target
 

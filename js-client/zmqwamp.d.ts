@@ -130,7 +130,29 @@ export type ReqOptions = Credentials & {
 export type SubOptions = Credentials & {
   /** ZeroMQ subscription prefix of the first frame; none: every message. */
   filter?: string | Uint8Array;
+  /**
+   * Ask for the endpoint's last message at once (WAMP `get_retained`): the newest one the bridge
+   * holds that matches the filter, before any live one.  Needs an endpoint alias with `history`.
+   */
+  lastValue?: boolean;
 };
+
+/**
+ * Messages were missed: the bridge could not replay everything after `since` (the last
+ * publication id the socket had) when it resubscribed after a reconnect.
+ */
+export interface GapInfo {
+  /** Publication id of the last message the socket had before the gap. */
+  since: number;
+  /** Publication id of the first message after the gap (the one the callback gets next). */
+  first: number;
+  /**
+   * Why: "history" (the bridge no longer holds every message after `since`), "epoch" (another
+   * bridge process, e.g. after a restart or on another worker), "no_history" (the endpoint keeps
+   * no history); another bridge may give other reasons.
+   */
+  reason: "history" | "epoch" | "no_history" | (string & {});
+}
 
 export interface RequestOptions {
   /** Milliseconds; the bridge answers "wamp.error.canceled" when it expires. */
@@ -206,6 +228,9 @@ export declare class SubSocket extends BaseSocket {
   callback(fn: (msg: any, frames: Frame[]) => void, errback?: (error: ZmqError) => void): this;
   /** Resolves when the bridge confirmed the subscription in the current session. */
   ready(): Promise<this>;
+  /** "gap": messages were missed across a reconnect; emitted before the callback gets the next message. */
+  on(event: "gap", fn: (gap: GapInfo) => void): this;
+  off(event: "gap", fn: (gap: GapInfo) => void): this;
 }
 
 export declare class ZmqContext {

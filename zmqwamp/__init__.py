@@ -6,7 +6,8 @@ The data path, one module per step::
     frame     websocket.WampServerProtocol (+ frames: whole frames without autobahn's parser)
     message   messages.decode (serializers, what a client may send) -> session.WampSession (the state machine)
     policy    router.Router -> Bridge.zmq_allowed (policy.EndpointPolicy, the avatar's rules)   [login: login, auth]
-    zmq send  forwarder.RequestForwarder (CALL: shared DEALER) | hub.SubscriptionHub (SUBSCRIBE: shared SUB)
+    zmq send  forwarder.RequestForwarder (CALL: shared DEALER) | hub.SubscriptionHub (SUBSCRIBE: shared SUB;
+              history.MessageHistory: an alias's last messages, replayed after SUBSCRIBED)
     zmq recv  zmqread.BatchedRead (capped batches; holds the wire.WriteBatch) -> codec (frames -> arguments)
     message   session.WampSession (RESULT, ERROR; EVENT serialized once per serializer)
     frame     flow.OutgoingBuffer (slow consumers) -> wire.FrameWriter (straight to the socket, per batch)

@@ -98,6 +98,14 @@ class Bridge:
         checked again with :meth:`zmq_allowed`, and those now denied are revoked.
         Listen addresses, realm and limits need a restart.  A bad file is logged
         and the old rules are kept.
+
+        Aliases' histories (docs/history.md): an alias whose settings are unchanged keeps
+        its history; one that gains history starts recording now (if its connection is
+        open, else when it opens), one that loses it drops what it held; an alias whose
+        history, history_bytes or keep_open changed is a new endpoint, so its
+        subscriptions are revoked like those of an alias whose address changed, and its
+        history starts empty.  keep_open connections are opened, or closed if no longer
+        kept open and nobody is subscribed.
         """
         if self.config_loader is None:
             log.info("SIGHUP: there is no configuration file to reload")
@@ -112,6 +120,7 @@ class Bridge:
         self.policy = EndpointPolicy(new.allow)
         self.origins = OriginPolicy(new.origins)
         self.context.router.resolver.aliases = dict(new.endpoints)
+        self.context.router.hub.configure_history(new.endpoints.values())
         self.rulebook.replace(new.rules)
         self.config.allow, self.config.origins, self.config.endpoints, self.config.rules = (
             new.allow,
@@ -119,6 +128,7 @@ class Bridge:
             new.endpoints,
             new.rules,
         )
+        self.config.max_history_bytes = new.max_history_bytes
         log.info(
             "configuration reloaded: {allow} allow pattern(s), {aliases} alias(es), {rules} rule(s)",
             allow=len(new.allow),
@@ -160,6 +170,8 @@ class Bridge:
             max_filter_length=config.max_filter_length,
             client_log=client_log,
         )
+        # the aliases' histories, and their keep_open connections once the reactor runs (after any fork)
+        reactor.callWhenRunning(router.hub.configure_history, config.endpoints.values())
         logins = LoginService(
             config.realm,
             build_portal(self.checkers, config.anonymous, self.rulebook),

@@ -17,6 +17,7 @@ from typing import Any
 
 from zmqwamp.endpoints import CODECS, KINDS, Endpoint, InvalidEndpoint, parse_address
 from zmqwamp.flow import SLOW_CONSUMER_POLICIES
+from zmqwamp.history import DEFAULT_HISTORY_BYTES, DEFAULT_MAX_HISTORY_BYTES, MAX_HISTORY
 from zmqwamp.peers import FORWARDED_HEADERS, parse_trusted
 from zmqwamp.policy import ACTIONS, PLACEHOLDERS, UserRule
 
@@ -74,6 +75,7 @@ class BridgeConfig:
     max_message_fragments: int = 64
     max_log_lines_per_second: float = 1.0
     max_log_lines_per_second_total: float = 100.0
+    max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES  # the sum of the aliases' history_bytes (docs/history.md)
 
     @property
     def listen_endpoints(self) -> list[str]:
@@ -118,7 +120,12 @@ def _check_table(where: str, table: Any, keys: set[str], required: str, hint: st
 
 
 def _alias(where: str, name: str, table: Any) -> Endpoint:
-    _check_table(where, table, {"address", "kind", "codec", "timeout", "slow_consumer"}, "address")
+    _check_table(
+        where,
+        table,
+        {"address", "kind", "codec", "timeout", "slow_consumer", "history", "history_bytes", "keep_open"},
+        "address",
+    )
     if "://" in name or "?" in name:
         raise ConfigError(f"{where}: an alias name cannot look like an address")
     try:
@@ -139,7 +146,36 @@ def _alias(where: str, name: str, table: Any) -> Endpoint:
     slow_consumer = table.get("slow_consumer")
     if slow_consumer is not None and slow_consumer not in SLOW_CONSUMER_POLICIES:
         raise ConfigError(f"{where}.slow_consumer: must be one of {', '.join(SLOW_CONSUMER_POLICIES)}")
-    return Endpoint(address=address, kind=kind, codec=codec, timeout=timeout, alias=name, slow_consumer=slow_consumer)
+    history, history_bytes, keep_open = _history(where, table, kind)
+    return Endpoint(
+        address=address,
+        kind=kind,
+        codec=codec,
+        timeout=timeout,
+        alias=name,
+        slow_consumer=slow_consumer,
+        history=history,
+        history_bytes=history_bytes,
+        keep_open=keep_open,
+    )
+
+
+def _history(where: str, table: dict, kind: str | None) -> tuple[int, int, bool]:
+    """An alias's ``history``, ``history_bytes`` and ``keep_open``: a sub alias's, and keep_open only with history."""
+    history = _check_type(f"{where}.history", table.get("history", 0), "int")
+    history_bytes = _check_type(f"{where}.history_bytes", table.get("history_bytes", DEFAULT_HISTORY_BYTES), "int")
+    keep_open = _check_type(f"{where}.keep_open", table.get("keep_open", False), "bool")
+    if not 0 <= history <= MAX_HISTORY:
+        raise ConfigError(f"{where}.history: must be 0 (off) to {MAX_HISTORY} messages")
+    if history_bytes <= 0:
+        raise ConfigError(f"{where}.history_bytes: must be positive")
+    if history and kind != "sub":
+        raise ConfigError(f'{where}.history: only a kind = "sub" alias keeps a history')
+    if keep_open and not history:
+        raise ConfigError(f"{where}.keep_open: only applies with history > 0 (it keeps the history warm)")
+    if "history_bytes" in table and not history:
+        raise ConfigError(f"{where}.history_bytes: only applies with history > 0")
+    return history, history_bytes, keep_open
 
 
 _PLACEHOLDER = re.compile(r"\{[^}]*\}")
@@ -252,9 +288,17 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         "max_message_fragments",
         "max_log_lines_per_second",
         "max_log_lines_per_second_total",
+        "max_history_bytes",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")
+    held = {name: e.history_bytes for name, e in config.endpoints.items() if e.history}
+    if sum(held.values()) > config.max_history_bytes:
+        raise ConfigError(
+            f"{source}: the aliases' history_bytes add up to {sum(held.values())} bytes "
+            f"({', '.join(f'{n}: {b}' for n, b in sorted(held.items()))}), over max_history_bytes "
+            f"({config.max_history_bytes}): lower history_bytes or raise max_history_bytes"
+        )
     if config.max_outgoing_buffer < 4096:
         raise ConfigError(f"{source}: max_outgoing_buffer must be at least 4096 bytes")
     if config.slow_consumer not in SLOW_CONSUMER_POLICIES:

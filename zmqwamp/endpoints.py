@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
+from zmqwamp.history import DEFAULT_HISTORY_BYTES
+
 CODECS = ("auto", "json", "text", "binary")
 KINDS = ("req", "sub")
 
@@ -37,6 +39,10 @@ class Endpoint:
     timeout: float | None = None
     alias: str | None = None
     slow_consumer: str | None = None  # zmqwamp.flow policy; None: the bridge's default
+    # last messages kept for get_retained / _since (zmqwamp.history; sub aliases only), and in how many bytes
+    history: int = 0
+    history_bytes: int = DEFAULT_HISTORY_BYTES
+    keep_open: bool = False  # keep the SUB connection (and the history) open with no subscriber
 
     @property
     def name(self) -> str:

@@ -16,12 +16,24 @@ address holds at most ``max_filters`` distinct filters, whoever subscribed them:
 libzmq keeps each in a trie in the SUB socket and in the PUB, and closing a SUB
 socket whose filter was a few hundred kB long crashed the process (SIGSEGV in the
 reaper thread); the router caps each filter's length.
+
+History (issue 17, docs/history.md): an alias with ``history = N`` has a
+:class:`~zmqwamp.history.MessageHistory`.  While its address's connection is open, the
+SUB socket is also subscribed to everything and every message of the address goes into
+the ring; ``keep_open`` opens that connection at start and keeps it open with no
+subscriber.  Every message gets a publication id from one process-wide counter, and the
+EVENTs of history aliases carry ``_epoch`` (random, per process).  After SUBSCRIBED,
+:meth:`SubscriptionHub.replay` sends one session the retained message (``get_retained``)
+or the messages after its ``_since``; a gap is reported in the details of the first
+EVENT that session gets for that SUBSCRIBE (``_gap``).
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +47,7 @@ from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqSubConnection
 from zmqwamp.codec import CodecError, decode_frames
 from zmqwamp.endpoints import Endpoint, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable
+from zmqwamp.history import HeldMessage, MessageHistory
 from zmqwamp.limits import LimitExceeded, UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver, NameNotResolved
@@ -54,12 +67,41 @@ class Subscriber(Protocol):
         """
 
 
+# Seconds between two log lines about messages too large for an alias's history.
+TOO_LARGE_LOG_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What a SUBSCRIBE asked to be sent before live EVENTs: the retained message, or those after ``since``."""
+
+    retained: bool = False
+    since: int | None = None  # a publication id; wins over ``retained``
+    epoch: str | None = None  # the process ``since`` came from (None: this one)
+
+
 @dataclass(eq=False)
 class Subscription:
     id: int
     endpoint: Endpoint
     filter: bytes
     subscribers: set = field(default_factory=set)
+    history: MessageHistory | None = None  # the endpoint's ring (aliases with history)
+    recoveries: dict = field(default_factory=dict)  # subscriber -> Recovery, until replay() after SUBSCRIBED
+    gaps: dict = field(default_factory=dict)  # subscriber -> _gap details its next EVENT carries
+
+
+class HistoryEvent(Event):
+    """An EVENT with custom details (``_epoch``, ``_gap``), which autobahn's Event does not carry."""
+
+    def __init__(self, subscription: int, publication: int, args: list, details: dict, retained: bool = False) -> None:
+        super().__init__(subscription, publication, args=args, retained=True if retained else None)
+        self.extra_details = details
+
+    def marshal(self) -> list:
+        raw = super().marshal()
+        raw[3].update(self.extra_details)
+        return raw
 
 
 class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
@@ -103,7 +145,14 @@ class SubscriptionHub:
         self._filters: dict[str, Counter[bytes]] = {}  # address -> filter -> its subscriptions (one per endpoint)
         self._by_id: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
-        self._publications = itertools.count(1)
+        # The last publication id handed out; one per zmq message, increasing (2**53 ids: centuries).
+        self.publication = 0
+        self.epoch = secrets.token_hex(8)  # tells this process's publication ids from another's
+        self._histories: dict[Endpoint, MessageHistory] = {}  # the configured history aliases
+        self._recording: dict[str, list[tuple[Endpoint, MessageHistory]]] = {}  # open address -> its rings
+        self._kept: set[str] = set()  # addresses of keep_open aliases: open with no subscriber
+        self._too_large_logged: dict[Endpoint, float] = {}
+        metrics.watch_history(self.history_held)
 
     @property
     def addresses(self) -> list[str]:
@@ -116,8 +165,12 @@ class SubscriptionHub:
         """Every subscription with a subscriber (for re-checking them after a reload)."""
         return list(self._by_id.values())
 
-    def subscribe(self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
+    def subscribe(
+        self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes, recovery: Recovery | None = None
+    ) -> Subscription | Deferred:
         """``subscriber`` joins the Subscription for (endpoint, filter): now, or a Deferred while the name resolves.
+
+        ``recovery`` is kept for :meth:`replay`, which the session calls once it has sent SUBSCRIBED.
 
         Raises (or the Deferred fails with) :class:`~zmqwamp.limits.LimitExceeded`,
         :class:`~zmqwamp.forwarder.BackendUnavailable` (the name did not resolve)
@@ -135,12 +188,14 @@ class SubscriptionHub:
                     "max_filters_per_endpoint",
                     f"{self.max_filters} distinct filters are already subscribed at this endpoint",
                 )
-            sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_)
+            sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_, history=self._histories.get(endpoint))
             subs[(endpoint, filter_)] = sub
             self._by_id[sub.id] = sub
             filters[filter_] += 1
             self._connections[address].subscribe(filter_)
         sub.subscribers.add(subscriber)
+        if recovery is not None:
+            sub.recoveries[subscriber] = recovery
         connection = self._connections[address]
         if connection.waiting is not None:
             d: Deferred = Deferred()
@@ -160,6 +215,7 @@ class SubscriptionHub:
         subs = self._by_address[address] = {}
         self._filters[address] = Counter()
         self._metrics.zmq_sockets.labels("sub").inc()
+        self._record_address(address)
         try:
             target = self._names.connect_address(address)
             if not isinstance(target, Deferred):
@@ -205,6 +261,7 @@ class SubscriptionHub:
         for subscriber, sub, _ in waiting:
             if subscriber in sub.subscribers:
                 sub.subscribers.discard(subscriber)
+                sub.recoveries.pop(subscriber, None)
                 if not sub.subscribers:
                     self._drop(sub)
         for _, _, d in waiting:
@@ -216,6 +273,8 @@ class SubscriptionHub:
         if sub is None or subscriber not in sub.subscribers:
             return False
         sub.subscribers.discard(subscriber)
+        sub.recoveries.pop(subscriber, None)
+        sub.gaps.pop(subscriber, None)
         if not sub.subscribers:
             self._drop(sub)
         return True
@@ -229,13 +288,15 @@ class SubscriptionHub:
         filters[sub.filter] -= 1
         if not filters[sub.filter]:
             del filters[sub.filter]
-        if subs:
+        if subs or address in self._kept:
             self._connections[address].unsubscribe(sub.filter)
             return
         self._close_connection(address)
         log.info("zmq SUB connection to {address} closed (no subscribers)", address=address)
 
     def _close_connection(self, address: str) -> None:
+        for _, ring in self._recording.pop(address, ()):
+            ring.restart(self.publication)  # frees what it held; coverage starts again at the next open
         del self._by_address[address]
         del self._filters[address]
         self._connections.pop(address).shutdown()
@@ -245,10 +306,15 @@ class SubscriptionHub:
     def _message(self, address: str, frames: list[bytes]) -> None:
         self._metrics.events_in.inc()
         subs = self._by_address.get(address)
+        recording = self._recording.get(address)
+        if not subs and recording is None:
+            return
+        self.publication = publication = self.publication + 1
+        if recording is not None:
+            self._record(recording, publication, frames)
         if not subs:
             return
         first = frames[0]
-        publication = next(self._publications) % _MAX_ID
         decoded: dict[str, list] = {}
         for sub in list(subs.values()):
             if not first.startswith(sub.filter):
@@ -262,10 +328,16 @@ class SubscriptionHub:
                     self._metrics.dropped.labels("event_codec").inc()
                     log.warn("event from {address} dropped: {error}", address=address, error=str(e))
                     continue
-            event = Event(sub.id, publication, args=args)
+            if sub.history is None:
+                event = Event(sub.id, publication, args=args)
+            else:
+                event = HistoryEvent(sub.id, publication, args, {"_epoch": self.epoch})
+            subscribers = sub.subscribers
+            if sub.gaps:  # rare: sessions whose first EVENT since SUBSCRIBE reports a gap
+                subscribers = self._send_gaps(sub, publication, args)
             prepared: dict[str, Any] = {}
             delivered = size = 0
-            for subscriber in list(sub.subscribers):
+            for subscriber in list(subscribers):
                 sent = subscriber.send_event(event, prepared)
                 if sent:
                     delivered += 1
@@ -274,6 +346,162 @@ class SubscriptionHub:
             if delivered:
                 self._metrics.events_out.inc(delivered)
                 self._metrics.bytes_out.inc(size)
+
+    # -- history ------------------------------------------------------------
+
+    def configure_history(self, endpoints: Iterable[Endpoint]) -> None:
+        """Take the aliases of a configuration (at start, and on a reload): their rings and keep_open connections.
+
+        An alias whose history settings are unchanged keeps its ring (and what it
+        holds); a changed one starts a new, empty ring (its subscriptions are
+        revoked on reload anyway, the alias being a different endpoint now).  A
+        ring whose address is open starts recording at once.  A keep_open address
+        is opened; one no longer kept open closes if nobody is subscribed to it.
+        """
+        histories = {
+            e: self._histories.get(e) or MessageHistory(e.history, e.history_bytes) for e in endpoints if e.history
+        }
+        self._histories = histories
+        for address in list(self._connections):
+            self._record_address(address)
+        for endpoint in set(self._too_large_logged) - set(histories):
+            del self._too_large_logged[endpoint]
+        kept = {e.address for e in histories if e.keep_open}
+        gone, self._kept = self._kept - kept, kept
+        for address in sorted(kept):
+            if address not in self._connections:
+                self._keep_open(address)
+        for address in sorted(gone):
+            if address in self._connections and not self._by_address[address]:
+                self._close_connection(address)
+                log.info("zmq SUB connection to {address} closed (no longer keep_open)", address=address)
+
+    def _keep_open(self, address: str) -> None:
+        """Open a keep_open address's connection, charged to nobody; a failure is logged (a subscriber retries)."""
+        try:
+            self._open(address, None)
+        except (LimitExceeded, BackendUnavailable, InvalidEndpoint) as e:
+            log.error("keep_open: cannot open the zmq SUB connection to {address}: {error}", address=address, error=e)
+
+    def _record_address(self, address: str) -> None:
+        """Make the rings of ``address``'s history aliases record (its connection is open); subscribe it to all."""
+        old = self._recording.get(address, [])
+        held = dict(old)
+        rings = []
+        started = False
+        for endpoint, ring in self._histories.items():
+            if endpoint.address != address:
+                continue
+            if held.get(endpoint) is not ring:
+                # Coverage starts with the next message.  An id of its own stands for what the
+                # address published while nothing recorded it, so that a _since from before is a gap.
+                if not started:
+                    self.publication += 1
+                    started = True
+                ring.restart(self.publication)
+            rings.append((endpoint, ring))
+        connection = self._connections[address]
+        if rings and not old:
+            connection.subscribe(b"")  # libzmq counts subscriptions: this one is the rings' own
+        elif old and not rings:
+            connection.unsubscribe(b"")
+        if rings:
+            self._recording[address] = rings
+        else:
+            self._recording.pop(address, None)
+
+    def _record(self, recording: list[tuple[Endpoint, MessageHistory]], publication: int, frames: list[bytes]) -> None:
+        for endpoint, ring in recording:
+            if not ring.add(publication, frames):
+                self._too_large(endpoint, ring, frames)
+
+    def _too_large(self, endpoint: Endpoint, ring: MessageHistory, frames: list[bytes]) -> None:
+        self._metrics.history_too_large.labels(endpoint.name).inc()
+        now = self._zmq.reactor.seconds()
+        if now - self._too_large_logged.get(endpoint, -TOO_LARGE_LOG_INTERVAL) >= TOO_LARGE_LOG_INTERVAL:
+            self._too_large_logged[endpoint] = now
+            log.warn(
+                "a message of {size} bytes from {endpoint} is over its history_bytes ({limit}): not kept, "
+                "and the history starts again after it ({count} such message(s) so far)",
+                size=sum(len(f) for f in frames),
+                endpoint=endpoint.name,
+                limit=ring.max_bytes,
+                count=ring.too_large,
+            )
+
+    def history_held(self) -> Iterator[tuple[str, int, int]]:
+        """(alias, messages held, bytes held) of every history alias, for /metrics."""
+        for endpoint, ring in self._histories.items():
+            yield endpoint.name, len(ring), ring.bytes
+
+    def replay(self, subscriber: Subscriber, sub: Subscription) -> None:
+        """After SUBSCRIBED: send ``subscriber`` what its SUBSCRIBE asked for, before any live EVENT.
+
+        ``_since`` (wins over ``get_retained``): the held messages after it that match the
+        filter, in order; if the ring does not reach back to it, the id is from another
+        process (``_epoch``), or the endpoint has no history, everything held that matches,
+        and the first EVENT this subscriber gets for the SUBSCRIBE (replayed or live) says
+        so in ``_gap``.  ``get_retained``: the newest held message that matches, if any.
+        """
+        recovery = sub.recoveries.pop(subscriber, None)
+        if recovery is None:
+            return
+        ring = sub.history
+        held: list[HeldMessage] = []
+        reason = None
+        if recovery.since is not None:
+            if ring is None:
+                reason = "no_history"
+            elif recovery.epoch is not None and recovery.epoch != self.epoch:
+                reason = "epoch"
+                held = list(ring.since(0, sub.filter))
+            else:
+                held = list(ring.since(recovery.since, sub.filter))
+                if not ring.covers(recovery.since):
+                    reason = "history"
+        elif recovery.retained and ring is not None:
+            newest = ring.newest(sub.filter)
+            held = [newest] if newest is not None else []
+        gap = None
+        if reason is not None:
+            self._metrics.history_gaps.labels(reason).inc()
+            gap = {"since": recovery.since, "reason": reason}
+        retained = recovery.since is None
+        replayed = size = 0
+        for message in held:
+            try:
+                args = decode_frames(message.frames, sub.endpoint.codec)
+            except CodecError as e:
+                self._metrics.dropped.labels("event_codec").inc()
+                log.warn("replayed event from {endpoint} dropped: {error}", endpoint=sub.endpoint.name, error=str(e))
+                continue
+            details: dict[str, Any] = {"_epoch": self.epoch}
+            if gap is not None:
+                details["_gap"] = {**gap, "first": message.publication}
+            sent = subscriber.send_event(HistoryEvent(sub.id, message.publication, args, details, retained), {})
+            if sent:
+                gap = None
+                replayed += 1
+                size += sent
+        if replayed:
+            self._metrics.history_replayed.inc(replayed)
+            self._metrics.events_out.inc(replayed)
+            self._metrics.bytes_out.inc(size)
+        if gap is not None:
+            sub.gaps[subscriber] = gap
+
+    def _send_gaps(self, sub: Subscription, publication: int, args: list) -> set:
+        """Send this live message to the subscribers owed a ``_gap``; the others, to send it to as usual."""
+        details: dict[str, Any] = {} if sub.history is None else {"_epoch": self.epoch}
+        owed = list(sub.gaps.items())
+        for subscriber, gap in owed:
+            event = HistoryEvent(sub.id, publication, args, {**details, "_gap": {**gap, "first": publication}})
+            sent = subscriber.send_event(event, {})
+            if sent:
+                del sub.gaps[subscriber]
+                self._metrics.events_out.inc()
+                self._metrics.bytes_out.inc(sent)
+        return sub.subscribers.difference(subscriber for subscriber, _ in owed)
 
     def close(self) -> None:
         for address in list(self._connections):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# (endpoint name, messages held, bytes held) of each history alias, read at scrape time
+HistorySource = Callable[[], Iterable[tuple[str, int, int]]]
 
 
 class BridgeMetrics:
@@ -52,3 +59,43 @@ class BridgeMetrics:
             "Bytes waiting for slow WebSocket clients (bounded per connection)",
             registry=r,
         )
+        self.history_replayed = Counter(
+            "zmqwamp_history_replayed_total",
+            "EVENTs sent from an alias's history (get_retained, _since) before live ones",
+            registry=r,
+        )
+        self.history_gaps = Counter(
+            "zmqwamp_history_gaps_total",
+            "Resubscriptions (_since) told of a gap, by reason (history, epoch, no_history)",
+            ["reason"],
+            registry=r,
+        )
+        self.history_too_large = Counter(
+            "zmqwamp_history_too_large_total",
+            "Messages not kept in an alias's history: alone over its history_bytes",
+            ["endpoint"],
+            registry=r,
+        )
+
+    def watch_history(self, source: HistorySource) -> None:
+        """Report ``source``'s rings as zmqwamp_history_messages / zmqwamp_history_bytes, read at each scrape.
+
+        Read when scraped rather than set per message: the hub's hot path stays free of gauge updates.
+        """
+        self.registry.register(_HistoryCollector(source))
+
+
+class _HistoryCollector(Collector):
+    def __init__(self, source: HistorySource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        messages = GaugeMetricFamily(
+            "zmqwamp_history_messages", "Messages held in an alias's history", labels=["endpoint"]
+        )
+        held = GaugeMetricFamily("zmqwamp_history_bytes", "Frame bytes held in an alias's history", labels=["endpoint"])
+        for name, count, size in self._source():
+            messages.add_metric([name], count)
+            held.add_metric([name], size)
+        yield messages
+        yield held

@@ -26,7 +26,7 @@ from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
-from zmqwamp.hub import Subscription, SubscriptionHub
+from zmqwamp.hub import Recovery, Subscription, SubscriptionHub
 from zmqwamp.limits import LIMIT_EXCEEDED, LimitExceeded
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.registry import SessionRegistry
@@ -314,6 +314,7 @@ class Router:
     def _subscribe_checked(self, session, uri: str, options: dict):
         target = self._resolve(uri, "sub")
         filter_ = _subscription_filter(options, target.filter)
+        recovery = subscription_recovery(options)
         if len(filter_) > self.max_filter_length:
             raise self._limit_error(
                 session,
@@ -331,13 +332,16 @@ class Router:
             session,
             target.endpoint,
             filter_,
+            recovery,
         )
 
-    def _subscribe(self, session, endpoint: Endpoint, filter_: bytes) -> Subscription | Deferred:
+    def _subscribe(
+        self, session, endpoint: Endpoint, filter_: bytes, recovery: Recovery | None
+    ) -> Subscription | Deferred:
         if not session.is_open:
             raise CancelledError("session closed")
         try:
-            result = self.hub.subscribe(session, endpoint, filter_)
+            result = self.hub.subscribe(session, endpoint, filter_, recovery)
         except InvalidEndpoint as e:
             raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
         except LimitExceeded as e:
@@ -348,6 +352,10 @@ class Router:
             result.addErrback(_backend_unavailable)
         return result
 
+    def subscribed(self, session, sub: Subscription) -> None:
+        """``session`` was sent SUBSCRIBED: now the retained or missed messages it asked for, before live ones."""
+        self.hub.replay(session, sub)
+
     def unsubscribe(self, session, subscription_id: int) -> None:
         if not self.hub.unsubscribe(session, subscription_id):
             raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, f"not subscribed under id {subscription_id}")
@@ -356,6 +364,33 @@ class Router:
 def _backend_unavailable(failure: Failure):
     failure.trap(BackendUnavailable)
     raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
+
+
+# The largest publication id (WAMP ids are integers in [0, 2**53]).
+MAX_PUBLICATION_ID = 2**53
+MAX_EPOCH_LENGTH = 64
+
+
+def subscription_recovery(options: dict) -> Recovery | None:
+    """What a SUBSCRIBE asks for besides live EVENTs: ``get_retained``, or ``_since`` (with ``_epoch``); else None.
+
+    A malformed ``_since`` or ``_epoch`` is refused (``wamp.error.invalid_argument``):
+    read as "nothing", it would make a resubscribing client miss messages unawares.
+    """
+    since = options.get("_since")
+    epoch = options.get("_epoch")
+    if since is not None and (type(since) is not int or not 0 <= since <= MAX_PUBLICATION_ID):
+        raise ApplicationError(
+            ApplicationError.INVALID_ARGUMENT, "the _since option must be a publication id (an integer >= 0)"
+        )
+    if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
+        raise ApplicationError(
+            ApplicationError.INVALID_ARGUMENT, f"the _epoch option must be a string of at most {MAX_EPOCH_LENGTH}"
+        )
+    retained = options.get("get_retained") is True
+    if since is None and not retained:
+        return None
+    return Recovery(retained=retained, since=since, epoch=epoch)
 
 
 # Where a SUBSCRIBE may carry its filter.  ``_filter`` is the spelling WAMP allows for a

@@ -62,7 +62,8 @@ from zmqwamp.router import INTERNAL_ERROR, NOT_SUPPORTED, Router
 log = Logger()
 
 ROLES = {
-    "broker": RoleBrokerFeatures(subscription_revocation=True),
+    # event_retention: get_retained; _event_history: _since/_epoch/_gap (docs/history.md)
+    "broker": RoleBrokerFeatures(subscription_revocation=True, event_retention=True),
     "dealer": RoleDealerFeatures(call_timeout=True, call_canceling=True),
 }
 
@@ -70,6 +71,15 @@ PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
 
 # Seconds to wait for the client's GOODBYE after ours, before closing anyway.
 GOODBYE_WAIT = 1.0
+
+
+class Welcome(m.Welcome):
+    """WELCOME, with the broker's custom feature ``_event_history`` (autobahn writes no ``_`` features)."""
+
+    def marshal(self) -> list:
+        raw = super().marshal()
+        raw[2]["roles"]["broker"]["features"]["_event_history"] = True
+        return raw
 
 
 class MessageTooBig(Exception):
@@ -253,7 +263,7 @@ class WampSession:
             peer=self.peer,
         )
         self.send(
-            m.Welcome(
+            Welcome(
                 self.session_id,
                 ROLES,
                 realm=self.context.logins.realm,
@@ -368,6 +378,7 @@ class WampSession:
             return
         self._subscriptions[sub.id] = sub.endpoint.slow_consumer
         self.send(m.Subscribed(request, sub.id))
+        self.context.router.subscribed(self, sub)
 
     def _limit_exceeded(self, request_type: int, request: int, limit: str, text: str) -> None:
         self.context.metrics.limit_exceeded.labels(limit).inc()

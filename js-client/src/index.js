@@ -21,6 +21,7 @@
 import autobahn from "autobahn";
 import { credentialsOf } from "./credentials.js";
 import { ERRORS, ZmqError } from "./errors.js";
+import { Listeners } from "./events.js";
 import { Link } from "./link.js";
 import { asBytes, SERIALIZERS } from "./serializers.js";
 import { ReqSocket, SubSocket } from "./sockets.js";
@@ -106,8 +107,10 @@ export class ZmqContext {
     this._links = new Map();
     /** Every link not closed yet (failed ones too: their sockets are closed with the context). @type {Set<Link>} */
     this._allLinks = new Set();
-    /** @type {{[E in keyof ContextEvents]: Set<(payload: ContextEvents[E]) => void>}} */
-    this._listeners = { open: new Set(), close: new Set(), error: new Set() };
+    /** @type {Listeners<ContextEvents>} */
+    this._listeners = new Listeners(["open", "close", "error"], (event, e) =>
+      logger.error("zmqwamp-client: exception in a", event, "listener:", e),
+    );
     /** @type {Set<string>} */
     this._warned = new Set();
   }
@@ -141,6 +144,9 @@ export class ZmqContext {
     if (kind === SUB && opts.filter !== undefined) {
       const f = opts.filter;
       if (typeof f !== "string" && !asBytes(f)) throw new TypeError("filter must be a string or bytes");
+    }
+    if (kind === SUB && opts.lastValue !== undefined && typeof opts.lastValue !== "boolean") {
+      throw new TypeError("lastValue must be true or false");
     }
     const link = this._linkFor(credentialsOf(opts));
     const host = {
@@ -204,8 +210,7 @@ export class ZmqContext {
    * @returns {this}
    */
   on(event, fn) {
-    if (!this._listeners[event]) throw new TypeError(`unknown event ${JSON.stringify(event)} (open, close, error)`);
-    this._listeners[event].add(fn);
+    this._listeners.add(event, fn);
     return this;
   }
 
@@ -215,7 +220,7 @@ export class ZmqContext {
    * @returns {this}
    */
   off(event, fn) {
-    if (this._listeners[event]) this._listeners[event].delete(fn);
+    this._listeners.delete(event, fn);
     return this;
   }
 
@@ -272,19 +277,12 @@ export class ZmqContext {
    * @param {ContextEvents[E]} payload
    */
   _emit(event, payload) {
-    const fns = this._listeners[event];
-    if (event === "error" && fns.size === 0) {
+    if (event === "error" && this._listeners.count("error") === 0) {
       const error = /** @type {ZmqError} */ (payload);
       this._logger.warn("zmqwamp-client:", error && error.uri, error && error.message);
       return;
     }
-    for (const fn of fns) {
-      try {
-        fn(payload);
-      } catch (e) {
-        this._logger.error("zmqwamp-client: exception in a", event, "listener:", e);
-      }
-    }
+    this._listeners.emit(event, payload);
   }
 }
 

@@ -19,6 +19,14 @@ import { SERIALIZERS } from "./serializers.js";
 /** @typedef {import("zmqwamp-client").WebSocketClass} WebSocketClass */
 /** @typedef {Required<import("zmqwamp-client").ReconnectOptions>} ReconnectPolicy */
 /** @typedef {"json" | "msgpack" | "cbor"} SerializerName */
+/** @typedef {import("autobahn").Subscription} Subscription */
+
+/**
+ * One EVENT as a subscription handler hears it.
+ * @typedef {object} EventInfo
+ * @property {number} publication  the EVENT's publication id
+ * @property {Record<string, unknown>} details  the EVENT's details, every key
+ */
 
 /**
  * What every Link of a context shares.
@@ -204,6 +212,27 @@ export class Link {
         },
       );
     });
+  }
+
+  /**
+   * A WAMP SUBSCRIBE in `session`; `handler(args, event)` hears each EVENT with its publication
+   * id and all of its details (Autobahn's own handler sees only the detail keys WAMP defines, not
+   * the bridge's `_epoch` and `_gap`).  Throws when `session` is no longer this link's.
+   * @param {Session} session  from sessionFor() or a member's opened()
+   * @param {string} topic
+   * @param {Record<string, unknown>} options  WAMP SUBSCRIBE options
+   * @param {(args: unknown[], event: EventInfo) => void} handler
+   * @returns {Promise<Subscription>}
+   */
+  subscribe(session, topic, options, handler) {
+    const conn = this._conn;
+    if (session !== this.session || !conn) throw new ZmqError(ERRORS.DISCONNECTED, "the session is gone");
+    return session.subscribe(
+      topic,
+      (args, _kwargs, event) =>
+        handler(args || [], { publication: event ? event.publication : 0, details: conn.eventDetails || {} }),
+      options,
+    );
   }
 
   /**

@@ -5,6 +5,7 @@
 
 import autobahn from "autobahn";
 import { ERRORS, ZmqError, toZmqError } from "./errors.js";
+import { Listeners } from "./events.js";
 import { asBytes } from "./serializers.js";
 
 /** @typedef {import("autobahn").Session} Session */
@@ -16,6 +17,9 @@ import { asBytes } from "./serializers.js";
 /** @typedef {import("zmqwamp-client").RequestOptions} RequestOptions */
 /** @typedef {import("zmqwamp-client").SendOptions} SendOptions */
 /** @typedef {import("zmqwamp-client").SocketState} SocketState */
+/** @typedef {import("zmqwamp-client").GapInfo} GapInfo */
+/** @typedef {import("./link.js").EventInfo} EventInfo */
+/** @typedef {{gap: GapInfo}} SubEvents */
 /** @typedef {import("./index.js").ZmqContext} ZmqContext */
 /** @typedef {(reply: any, frames: Frame[]) => void} ReplyCallback */
 /** @typedef {(error: ZmqError) => void} Errback */
@@ -245,6 +249,17 @@ export class SubSocket extends BaseSocket {
     this._error = null;
     /** @type {Set<{resolve: (s: SubSocket) => void, reject: (e: ZmqError) => void}>} */
     this._readyWaiters = new Set();
+    /** @type {Listeners<SubEvents>} */
+    this._listeners = new Listeners(["gap"], (_event, e) => host.report(toZmqError(e)));
+    // Where the socket is in the publisher's stream, to resume there after a reconnect: the
+    // publication id of the last message it took and the bridge process's `_epoch` (null from
+    // an endpoint without history: its ids are only compared within one bridge process).
+    /** @type {number | null} */
+    this._lastId = null;
+    /** @type {string | null} */
+    this._epoch = null;
+    /** What the current SUBSCRIBE asked for. @type {{since: number | null, retained: boolean, gapSeen: boolean}} */
+    this._asked = { since: null, retained: false, gapSeen: false };
     const link = this._link;
     if (link.state === "open" && link.session) this._sessionOpened(link.session);
     else if (link.state === "failed" && link.error) this._failed(link.error);
@@ -275,6 +290,28 @@ export class SubSocket extends BaseSocket {
     return new Promise((resolve, reject) => this._readyWaiters.add({ resolve: () => resolve(this), reject }));
   }
 
+  /**
+   * Listen to the socket's events: `"gap"` (`fn({since, first, reason})`), emitted before the
+   * callback gets the first message after messages were missed.
+   * @param {"gap"} event
+   * @param {(gap: GapInfo) => void} fn
+   * @returns {this}
+   */
+  on(event, fn) {
+    this._listeners.add(event, fn);
+    return this;
+  }
+
+  /**
+   * @param {"gap"} event
+   * @param {(gap: GapInfo) => void} fn
+   * @returns {this}
+   */
+  off(event, fn) {
+    this._listeners.delete(event, fn);
+    return this;
+  }
+
   /** @param {ZmqError | null} err */
   _settleReady(err) {
     for (const w of this._readyWaiters) err ? w.reject(err) : w.resolve(this);
@@ -287,31 +324,78 @@ export class SubSocket extends BaseSocket {
     else this._host.report(err);
   }
 
+  /**
+   * The SUBSCRIBE options for a (new) session: the filter, and where to resume: after the last
+   * message taken (`_since`, `_epoch`), else the retained message if `lastValue` asks for it.
+   * @returns {Record<string, unknown>}
+   */
+  _subscribeOptions() {
+    /** @type {Record<string, unknown>} */
+    const options = {};
+    if (this.options.filter !== undefined) options.filter = toArg(this.options.filter);
+    this._asked = { since: this._lastId, retained: false, gapSeen: false };
+    if (this._lastId !== null) {
+      options._since = this._lastId;
+      if (this._epoch !== null) options._epoch = this._epoch;
+    } else if (this.options.lastValue) {
+      options.get_retained = true;
+      this._asked.retained = true;
+    }
+    return options;
+  }
+
+  /**
+   * One EVENT of this socket's subscription: whether the callback gets it, and the gap it reports.
+   * The subscription id is shared by every socket of the session on the same endpoint and filter,
+   * so an EVENT may answer another socket's SUBSCRIBE: a retained message this socket did not ask
+   * for, or a replayed one it already has (same epoch, id not above the last one), is not its.
+   * @param {unknown[]} args
+   * @param {EventInfo} event
+   */
+  _event(args, { publication, details }) {
+    const epoch = typeof details._epoch === "string" ? details._epoch : null;
+    if (details.retained === true && !this._asked.retained) return;
+    if (epoch !== null && epoch === this._epoch && this._lastId !== null && publication <= this._lastId) return;
+    const gap = details._gap;
+    if (gap && typeof gap === "object" && !this._asked.gapSeen && this._asked.since !== null) {
+      const { since, first, reason } = /** @type {Record<string, unknown>} */ (gap);
+      if (since === this._asked.since) {
+        this._asked.gapSeen = true;
+        this._listeners.emit("gap", {
+          since: /** @type {number} */ (since),
+          first: typeof first === "number" ? first : publication,
+          reason: String(reason),
+        });
+      }
+    }
+    this._lastId = publication;
+    this._epoch = epoch;
+    if (!this._handler) return;
+    const frames = /** @type {Frame[]} */ (args);
+    try {
+      this._handler(frames.length === 1 ? frames[0] : frames, frames);
+    } catch (e) {
+      this._host.report(toZmqError(e));
+    }
+  }
+
   /** @param {Session} session */
   _sessionOpened(session) {
     if (this.closed) return;
     const generation = ++this._generation;
     this._subscription = null;
     this._error = null;
-    /** @type {{filter?: unknown}} */
-    const subscribeOptions = {};
-    if (this.options.filter !== undefined) subscribeOptions.filter = toArg(this.options.filter);
     // One handler per session: a new session means a new autobahn Session object, so a
     // resubscription can never stack a second handler on the old one.
-    /** @param {unknown[] | undefined} args */
-    const handler = (args) => {
-      if (this.closed || generation !== this._generation || !this._handler) return;
-      const frames = /** @type {Frame[]} */ (args || []);
-      try {
-        this._handler(frames.length === 1 ? frames[0] : frames, frames);
-      } catch (e) {
-        this._host.report(toZmqError(e));
-      }
+    /** @type {(args: unknown[], event: EventInfo) => void} */
+    const handler = (args, event) => {
+      if (this.closed || generation !== this._generation) return;
+      this._event(args, event);
     };
     /** @type {Promise<Subscription>} */
     let pending;
     try {
-      pending = session.subscribe(this.endpoint, handler, subscribeOptions);
+      pending = this._link.subscribe(session, this.endpoint, this._subscribeOptions(), handler);
     } catch {
       return; // the session closed under us; the next session resubscribes
     }

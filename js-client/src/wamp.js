@@ -45,6 +45,7 @@ import autobahn from "autobahn";
  */
 
 const defer = autobahn.util.deferred_factory({ use_es6_promises: true });
+const EVENT = 36; // [EVENT, Subscription|id, Publication|id, Details|dict, Arguments|list, ...]
 
 export class WampConnection {
   /** @param {WampOptions} options */
@@ -60,6 +61,13 @@ export class WampConnection {
     this._session = null;
     this._leave = { uri: /** @type {string | null} */ (null), message: "" };
     this._ended = false;
+    /**
+     * The details of the EVENT Autobahn is dispatching right now, else null.  Autobahn hands an
+     * event handler only the detail keys WAMP defines; the bridge's own (`_epoch`, `_gap`) are
+     * read here.  Autobahn dispatches synchronously, so a handler reading this sees its EVENT's.
+     * @type {Record<string, unknown> | null}
+     */
+    this.eventDetails = null;
   }
 
   open() {
@@ -109,7 +117,16 @@ export class WampConnection {
     this._session = session;
 
     let opened = false;
-    ws.onmessage = (event) => transport.onmessage(/** @type {unknown[]} */ (serializer.unserialize(event.data)));
+    ws.onmessage = (event) => {
+      const msg = /** @type {unknown[]} */ (serializer.unserialize(event.data));
+      const details = Array.isArray(msg) && msg[0] === EVENT ? msg[3] : null;
+      this.eventDetails = details !== null && typeof details === "object" ? /** @type {any} */ (details) : null;
+      try {
+        transport.onmessage(msg);
+      } finally {
+        this.eventDetails = null;
+      }
+    };
     ws.onopen = () => {
       opened = true;
       transport.protocol = ws.protocol;

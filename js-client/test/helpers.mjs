@@ -175,14 +175,16 @@ export async function startEcho(extra = []) {
   return { proc, address: m[1] };
 }
 
-/** The example counter PUB (`hugo <n>` and `otto <n>` every `interval` seconds), on a free port. */
-export async function startCounter(interval = 0.1) {
+/** The example counter PUB (`<topic> <n>` for each of `topics` every `interval` seconds), on a free port. */
+export async function startCounter(interval = 0.1, topics = "hugo,otto") {
   const proc = new Proc([
     venvBin("python"),
     join(ROOT, "examples/counter_pub.py"),
     "tcp://127.0.0.1:*",
     "--interval",
     String(interval),
+    "--topics",
+    topics,
   ]);
   const m = await proc.waitFor(/counter PUB bound to (\S+)/);
   return { proc, address: m[1] };
@@ -261,4 +263,60 @@ export function nextEvent(ctx, event, ms, predicate = () => true) {
     ms,
     `context event "${event}"`,
   );
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 (a free port) to `targetPort`, for cutting a client's connection
+ * without touching the bridge: `cut(ms)` resets every proxied connection, both sides, and resets
+ * every new one for `ms`; after that it proxies again.
+ */
+export async function startProxy(targetPort) {
+  const { createServer, connect } = await import("node:net");
+  const pairs = new Set();
+  let refuseUntil = 0;
+  const server = createServer((client) => {
+    if (Date.now() < refuseUntil) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const drop = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve, reject) => {
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const port = server.address().port;
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/ws`,
+    /** Connections being proxied now. */
+    get connections() {
+      return pairs.size;
+    },
+    cut(ms) {
+      refuseUntil = Date.now() + ms;
+      for (const { client, upstream } of [...pairs]) {
+        client.resetAndDestroy();
+        upstream.resetAndDestroy();
+      }
+    },
+    close() {
+      for (const { client, upstream } of [...pairs]) {
+        client.destroy();
+        upstream.destroy();
+      }
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
 }

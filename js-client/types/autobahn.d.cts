@@ -62,10 +62,15 @@ declare module "autobahn" {
       call(procedure: string, args?: unknown[], kwargs?: object, options?: object): Promise<unknown>;
       subscribe(
         topic: string,
-        handler: (args: unknown[] | undefined, kwargs?: object, details?: object) => void,
+        handler: (args: unknown[] | undefined, kwargs?: object, event?: Event) => void,
         options?: object,
       ): Promise<Subscription>;
       unsubscribe(subscription: Subscription): Promise<unknown>;
+    }
+    /** What an event handler is told about an EVENT (only the detail keys WAMP defines). */
+    class Event {
+      readonly publication: number;
+      readonly retained: boolean;
     }
     class Subscription {
       readonly topic: string;

@@ -22,6 +22,14 @@ async function main(): Promise<void> {
       (e) => console.log(e.uri),
     );
   await sub.ready();
+  const last = ctx.Socket(SUB, "prices", { filter: "EUR", lastValue: true });
+  const onGap = (gap: zmq.GapInfo): void => {
+    const since: number = gap.since;
+    const first: number = gap.first;
+    if (gap.reason === "history" || gap.reason === "epoch" || gap.reason === "no_history") console.log(since, first);
+  };
+  last.on("gap", onGap).callback((msg) => console.log(msg));
+  last.off("gap", onGap);
   const tokenReq = ctx.Socket(zmq.REQ, "echo", { token: "eyJ..." });
   const craSub = ctx.Socket(zmq.SUB, "ticks", {
     username: "otto",
@@ -38,7 +46,7 @@ async function main(): Promise<void> {
   } catch (e) {
     if (e instanceof zmq.ZmqError && e.uri === zmq.ERRORS.DISCONNECTED) console.log("offline");
   }
-  await Promise.all([sub.close(), req.close(), tokenReq.close(), craSub.close()]);
+  await Promise.all([sub.close(), last.close(), req.close(), tokenReq.close(), craSub.close()]);
   await Promise.all([ctx.close(), quiet.close()]);
   console.log(reply, parts, zmq.version, zmq.PUB, zmq.REP);
 }
