@@ -13,24 +13,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from autobahn.wamp.serializer import JsonObjectSerializer, Serializer
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.static import Data
 
 from zmqwamp.auth import build_portal
 from zmqwamp.clientlog import ClientLog
 from zmqwamp.endpoints import EndpointResolver
 from zmqwamp.hub import SubscriptionHub
-from zmqwamp.limits import SessionLimits
+from zmqwamp.limits import ConnectionGuardFactory, SessionLimits
 from zmqwamp.login import LoginService, LoginThrottle
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.peers import ClientAddresses
 from zmqwamp.policy import EndpointPolicy
 from zmqwamp.registry import SessionRegistry
 from zmqwamp.router import Router
 from zmqwamp.session import SessionContext, WampSession
+from zmqwamp.web import BridgeSite, HealthResource, HostCheck, LocalOnly
 from zmqwamp.zmqread import BridgeZmqFactory
 
 REP = "tcp://127.0.0.1:9999"
@@ -193,3 +200,58 @@ def joined(world: World, peer: str = "test-peer", roles: dict | None = None) -> 
     assert set(welcome[2]["roles"]) == {"broker", "dealer"}
     channel.sent.clear()
     return session, channel
+
+
+def fired(d: Deferred):
+    """The result of a Deferred that must already have fired (raises its failure)."""
+    results: list = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def pending(d: Deferred) -> list:
+    results: list = []
+    d.addBoth(results.append)
+    return results
+
+
+def sync(f, *args):
+    """Run a users-file key derivation synchronously (instead of in a thread)."""
+    try:
+        return succeed(f(*args))
+    except Exception:
+        return fail()
+
+
+class SiteWorld:
+    """The HTTP side in memory: a BridgeSite with /data, /local (local clients only) and /healthz behind a
+    ConnectionGuardFactory, on a MemoryReactorClock; ``connect`` gives a connection on a StringTransport."""
+
+    def __init__(self, *, counter=None, trusted=(), allow_hosts=(), timeout=2.0, header="x-forwarded-for"):
+        self.clock = MemoryReactorClock()
+        self.refused: list[str] = []
+        root = Resource()
+        root.putChild(b"data", Data(b"hello", "text/plain"))
+        root.putChild(b"local", LocalOnly(Data(b"secret", "text/plain")))
+        context = SimpleNamespace(
+            registry=SimpleNamespace(stopping=False, sessions=[1, 2], calls_in_flight=3),
+            router=SimpleNamespace(
+                hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
+                forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
+            ),
+        )
+        root.putChild(b"healthz", HealthResource(context))
+        self.site = BridgeSite(root, hosts=HostCheck(allow_hosts), on_refused=self.refused.append, reactor=self.clock)
+        self.counter = counter
+        self.factory = ConnectionGuardFactory(
+            self.site, timeout, self.clock, counter, ClientAddresses(trusted, header), on_limit=self.refused.append
+        )
+
+    def connect(self, peer="10.1.2.3", local="127.0.0.1"):
+        guard = self.factory.buildProtocol(None)
+        transport = StringTransport(IPv4Address("TCP", local, 8080), IPv4Address("TCP", peer, 40000))
+        guard.makeConnection(transport)
+        return guard, transport

@@ -3,57 +3,16 @@
 from __future__ import annotations
 
 import os
-import stat
-import subprocess
 import sys
 
 import pytest
-from test_auth import fired, sync
 from twisted.cred import strcred
 from twisted.cred.error import UnauthorizedLogin
 
-from zmqwamp.auth import TicketCredentials, derive_key
-from zmqwamp.users import UsersFileChecker, UsersFileError, main, make_record, parse_users, read_users, write_users
+from zmqwamp.auth import TicketCredentials
+from zmqwamp.users import UsersFileChecker, UsersFileError, main, make_record, parse_users, write_users
 
-
-def cli(*args, password=None):
-    """Run the CLI as a user would, in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "zmqwamp.users", *args], input=password, capture_output=True, text=True, timeout=60
-    )
-
-
-def test_cli_add_list_remove(tmp_path):
-    """add (password on stdin), list (authid and role only), update, remove; the file is 0600 and holds no password."""
-    path = tmp_path / "users"
-    out = cli("add", str(path), "alice", "--role", "staff", "--iterations", "1000", "--password-stdin", password="pa55word\n")
-    assert out.returncode == 0, out.stderr
-    assert "added alice (role staff)" in out.stdout
-    assert cli("add", str(path), "bob", "--iterations", "1000", "--password-stdin", password="hunter22\n").returncode == 0
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    text = path.read_text()
-    assert "pa55word" not in text and "hunter22" not in text
-    assert cli("list", str(path)).stdout == "alice\tstaff\nbob\tuser\n"
-    out = cli("add", str(path), "alice", "--iterations", "1000", "--password-stdin", password="newpass1\n")
-    assert "updated alice (role user)" in out.stdout
-    out = cli("remove", str(path), "bob")
-    assert out.returncode == 0 and "removed bob" in out.stdout
-    assert cli("list", str(path)).stdout == "alice\tuser\n"
-    record = read_users(path)["alice"]
-    assert record.key == derive_key("newpass1", record.salt, 1000, 32)
-
-
-def test_cli_errors(tmp_path):
-    """Errors go to stderr with exit status 1: unknown user, empty password, bad names, no terminal."""
-    path = tmp_path / "users"
-    assert "no user 'zed'" in cli("remove", str(path), "zed").stderr
-    out = cli("add", str(path), "alice", "--password-stdin", password="\n")
-    assert out.returncode == 1 and "must not be empty" in out.stderr
-    assert "authid 'a b'" in cli("add", str(path), "a b", "--password-stdin", password="x\n").stderr
-    out = cli("add", str(path), "alice", password="")  # stdin is not a terminal
-    assert out.returncode == 1 and "--password-stdin" in out.stderr
-    assert "cannot read" in cli("list", str(tmp_path / "missing")).stderr
-    assert not path.exists()
+from memory import fired, sync
 
 
 def test_main_in_process(tmp_path, monkeypatch, capsys):

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import Process, start_bridge, start_rep
+from harness import ROOT, Process, start_bridge, start_rep
 
-ROOT = Path(__file__).resolve().parent.parent
 JS_CLIENT = ROOT / "js-client"
 NPM = shutil.which("npm")
 NODE = shutil.which("node")

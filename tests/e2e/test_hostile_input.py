@@ -12,27 +12,17 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 
 import cbor2
 import pytest
 from autobahn.exception import PayloadExceededError
-from twisted.internet.defer import Deferred
-from twisted.internet.testing import StringTransport
-
-from zmqwamp.config import BridgeConfig
-from zmqwamp.messages import SERIALIZERS, WampProtocolViolation, decode
-from zmqwamp.session import MessageTooBig
-from zmqwamp.websocket import WampServerFactory
 
 from hang_bridge import HANGING
-from harness import start_bridge, start_rep
-from memory import new_session, received, send
-from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient, encode_frame
+from harness import ROOT, start_bridge, start_rep
+from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient
 from probes import metric, rss_mib, start_fastpub
 from wampclient import close, connect
 
-HERE = Path(__file__).resolve().parent
 MAX_MESSAGE = 4096
 
 
@@ -47,7 +37,7 @@ def bridge():
     proc, url = start_bridge(
         "--anonymous", "--allow", "tcp://127.0.0.1:*", "--max-message-size", str(MAX_MESSAGE), "--call-timeout", "1",
         "--bridge-class", "hang_bridge.HangBridge",
-        env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])},
     )
     yield {"url": url, "proc": proc, "rep": rep_addr, "big": big_addr}
     for p in (proc, rep, big):
@@ -65,42 +55,6 @@ async def answered_within(ws: WSClient, rep: str, seconds: float) -> list:
     reply = await asyncio.wait_for(ws.call(rep, ["still here"]), seconds)
     assert reply[0] == RESULT and reply[3] == ["got this still here"], reply
     return reply
-
-
-# -- the WebSocket adapter in memory, for the tests below ------------------------------------------
-
-
-class Transport(StringTransport):
-    def unregisterProducer(self) -> None:  # autobahn unregisters one when it drops a connection, registered or not
-        self.producer = None
-
-
-HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
-)
-
-
-def open_wamp(world, **config):
-    """A WampServerProtocol after the opening handshake and HELLO/WELCOME, on a StringTransport."""
-    factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(**config), world.zmq_factory.write_batch)
-    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
-    proto = factory.buildProtocol(None)
-    transport = Transport()
-    proto.makeConnection(transport)
-    loop = asyncio.new_event_loop()  # autobahn finishes the handshake in a callback (txaio: asyncio, see conftest)
-    try:
-        asyncio.set_event_loop(loop)
-        proto.dataReceived(HANDSHAKE)
-        loop.run_until_complete(asyncio.sleep(0))
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-    assert proto.state == proto.STATE_OPEN, transport.value()
-    proto.dataReceived(encode_frame(1, json.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]).encode()))
-    assert proto.session.is_open
-    transport.clear()
-    return proto, transport
 
 
 # -- 2: CBOR value sharing and string references ----------------------------------------------
@@ -194,18 +148,6 @@ def test_plain_cbor_still_works(bridge):
         return await client.recv()
 
     assert run(scenario()) == [50, 7, {}, ["got this hello", b"\x00\xff", {"n": [1, 2.5, None]}]]
-
-
-def test_refused_cbor_tags_in_memory(world):
-    """The check is in the serializer: the decode stops at the first shared value; a CBOR session aborts, naming it."""
-    with pytest.raises(WampProtocolViolation, match=r"CBOR tag 2[89]"):
-        decode(SERIALIZERS["wamp.2.cbor"], shared_bomb(40, "tcp://127.0.0.1:9999"), True)
-    session, transport = new_session(world, SERIALIZERS["wamp.2.cbor"])
-    session.message_received(cbor2.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]), True)
-    session.message_received(shared_bomb(3, "tcp://127.0.0.1:9999"), True)
-    abort = cbor2.loads(transport.sent[-1][0])
-    assert abort[0] == ABORT and "CBOR tag" in abort[1]["message"] and transport.closed == 1000
-    assert world.forwarder.requests == []
 
 
 # -- 10: log flooding -------------------------------------------------------------------------------
@@ -305,21 +247,6 @@ def test_pings_from_a_client_that_never_reads_do_not_grow_the_bridge(bridge):
     assert dropped > 0
 
 
-def test_a_client_not_reading_gets_only_its_latest_pong_once_it_reads_again(world):
-    """While the transport is paused, pongs are not written: the latest waits in the outgoing buffer, the rest are counted."""
-    proto, transport = open_wamp(world)
-    proto.dataReceived(encode_frame(9, b"one"))
-    assert transport.value() == b"\x8a\x03one"  # not paused: answered at once
-    transport.clear()
-    proto._outgoing.pauseProducing()  # what the transport does when its buffer is full
-    for payload in (b"two", b"three", b"four"):
-        proto.dataReceived(encode_frame(9, payload))
-    assert transport.value() == b"" and len(proto._outgoing) == 1
-    assert world.metrics.registry.get_sample_value("zmqwamp_dropped_total", {"reason": "pong"}) == 2
-    proto._outgoing.resumeProducing()
-    assert transport.value() == b"\x8a\x04four"
-
-
 # -- 15: replies and events over the message size limit -------------------------------------
 
 
@@ -366,20 +293,6 @@ def test_event_over_the_size_limit_is_dropped_and_counted(bridge):
 
     assert run(scenario())[0] == RESULT
     bridge["proc"].wait_for(r"event for subscription \d+ dropped: \d+ bytes, over the bridge's max_message_size")
-
-
-def test_a_reply_over_the_size_limit_is_refused_before_the_websocket_layer(world):
-    """send_frame and prepare raise MessageTooBig (autobahn's sendMessage would only log); the session answers the CALL."""
-    proto, transport = open_wamp(world, max_message_size=1024)
-    proto.dataReceived(encode_frame(1, json.dumps([48, 3, {}, "tcp://127.0.0.1:9999", ["x"]]).encode()))
-    world.forwarder.requests[-1][3].callback([b"y" * 2000])
-    with pytest.raises(MessageTooBig):
-        proto.prepare(b"z" * 1025, False)
-    frames = transport.value()
-    assert frames[0] == 0x81 and frames[1] == len(frames) - 2  # one short text frame: the ERROR, not the reply
-    error = json.loads(frames[2:])
-    assert error[:5] == [ERROR, 48, 3, {}, "wamp.error.payload_size_exceeded"], error
-    assert error[5] == ["the reply is 2014 bytes, over the bridge's max_message_size of 1024 bytes"]
 
 
 # -- 18: frames per message -------------------------------------------------------------------
@@ -451,79 +364,3 @@ def test_call_whose_authorization_never_answers_times_out(bridge):
     assert subscribed[0] == ERROR and subscribed[4] == "wamp.error.timeout", subscribed
     assert subscribed[5] == [f"subscribe timed out: no authorization decision for '{HANGING}' within 1s"]
     assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="authorization_timeout") >= 2
-
-
-def hanging_world(world):
-    """``world`` with a hook that never answers for one endpoint."""
-    pending = []
-
-    def authorize(session, action, endpoint, options):
-        if endpoint.address == HANGING:
-            d = Deferred()
-            pending.append(d)
-            return d
-        return True
-
-    world.router.authorize = authorize
-    session, transport = new_session(world)
-    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
-    transport.sent.clear()
-    return session, transport, pending
-
-
-def test_authorization_deadline_in_memory(world):
-    """The hook's Deferred gets the call's timeout (CALL option, else call_timeout) on the router's clock, and is cancelled."""
-    clock = world.clock
-    session, transport, pending = hanging_world(world)
-    send(session, 48, 1, {"timeout": 2000}, HANGING, ["x"])
-    send(session, 32, 2, {}, HANGING)
-    clock.advance(1.9)
-    assert received(transport) == []
-    clock.advance(0.2)
-    assert received(transport) == [
-        [ERROR, 48, 1, {}, "wamp.error.canceled", [f"call timed out: no authorization decision for '{HANGING}' within 2s"]]
-    ]
-    clock.advance(8)
-    assert received(transport)[-1][:5] == [ERROR, 32, 2, {}, "wamp.error.timeout"]  # call_timeout 10 s
-    assert all(d.called for d in pending)  # cancelled, so a hook with a canceller can stop its work
-    assert session.calls_in_flight == 0 and session._subscribing == 0
-
-
-def test_an_answer_in_time_is_used_and_cancels_the_deadline(world):
-    clock = world.clock
-    session, transport, pending = hanging_world(world)
-    send(session, 48, 1, {}, HANGING, ["x"])
-    pending[0].callback(True)
-    assert clock.getDelayedCalls() == [] and len(world.forwarder.requests) == 1
-    world.forwarder.requests[0][3].callback([b"ok"])
-    assert received(transport) == [[RESULT, 1, {}, ["ok"]]]
-
-
-# -- the new options ----------------------------------------------------------------------------
-
-
-def test_new_limits_in_the_config_file_and_on_the_command_line(tmp_path):
-    from twisted.python import usage
-
-    from zmqwamp.config import ConfigError, load_config
-    from zmqwamp.tap import Options
-
-    defaults = BridgeConfig()
-    assert (defaults.max_message_fragments, defaults.max_log_lines_per_second, defaults.max_log_lines_per_second_total) == (
-        64, 1.0, 100.0
-    )
-    path = tmp_path / "c.toml"
-    path.write_text("max_message_fragments = 8\nmax_log_lines_per_second = 0.5\nmax_log_lines_per_second_total = 20\n")
-    c = load_config(path)
-    assert (c.max_message_fragments, c.max_log_lines_per_second, c.max_log_lines_per_second_total) == (8, 0.5, 20.0)
-    for bad in ("max_message_fragments = 0", "max_log_lines_per_second = 0", "max_log_lines_per_second_total = -1"):
-        path.write_text(bad + "\n")
-        with pytest.raises(ConfigError):
-            load_config(path)
-    o = Options()
-    o.parseOptions(["--max-message-fragments", "3", "--max-log-lines-per-second", "2", "--max-log-lines-per-second-total", "7"])
-    assert (o.config.max_message_fragments, o.config.max_log_lines_per_second, o.config.max_log_lines_per_second_total) == (
-        3, 2.0, 7.0
-    )
-    with pytest.raises(usage.UsageError):
-        Options().parseOptions(["--max-message-fragments", "0"])

@@ -6,6 +6,8 @@ from twisted.python import usage
 from zmqwamp.config import ConfigError, load_config, parse_config
 from zmqwamp.tap import Options
 
+from harness import ROOT
+
 
 def test_full_config(tmp_path):
     path = tmp_path / "c.toml"
@@ -79,7 +81,6 @@ def test_parse_config_empty():
 
 def test_shipped_deploy_example_parses():
     """examples/deploy/zmqwamp.toml stays a valid configuration."""
-    from pathlib import Path
 
-    c = load_config(Path(__file__).resolve().parent.parent / "examples/deploy/zmqwamp.toml")
+    c = load_config(ROOT / "examples/deploy/zmqwamp.toml")
     assert c.endpoints["orders"].kind == "req" and c.rules

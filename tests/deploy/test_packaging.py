@@ -7,7 +7,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT
 
 
 def test_wheel_install_exposes_twistd_plugin(tmp_path):

@@ -207,7 +207,7 @@ def test_stalled_subscriber_over_tls_is_bounded_too(tmp_path):
     """Over wss:// (TLS under the WebSocket) the outgoing buffer is bounded the same way."""
     import ssl
 
-    from test_operations import make_cert
+    from harness import make_cert
 
     key, cert = make_cert(tmp_path)
     pub, pub_addr = start_fastpub(RATE, SIZE)

@@ -13,10 +13,10 @@ import socket
 import struct
 
 import pytest
-from test_http import get, read_response
 
 from harness import start_bridge, start_pub, start_rep
 from minws import EVENT, RESULT, SUBSCRIBED, HandshakeRefused, WSClient, open_tcp
+from probes import get, read_response
 
 
 def run(coro, timeout=90):

@@ -6,12 +6,13 @@ import time
 
 import jwt
 import pytest
-from test_auth import fired
 from twisted.cred import strcred
 from twisted.cred.error import UnauthorizedLogin
 
 from zmqwamp.auth import TicketCredentials
 from zmqwamp.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
+
+from memory import fired
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 

@@ -12,10 +12,8 @@ from twisted.cred import strcred
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from zmqwamp.auth import (
@@ -35,33 +33,9 @@ from zmqwamp.login import LoginThrottle
 from zmqwamp.peers import peer_host
 from zmqwamp.users import UsersFileChecker, make_record, write_users
 
-from memory import make_world, new_session, received, send
+from memory import fired, make_world, new_session, pending, received, send, sync
 
 SECRETS = ["s3cret-alice", "pw-bob", "wrong-guess"]
-
-
-def fired(d: Deferred):
-    """The result of a Deferred that must already have fired (raises its failure)."""
-    results: list = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
-
-
-def pending(d: Deferred) -> list:
-    results: list = []
-    d.addBoth(results.append)
-    return results
-
-
-def sync(f, *args):
-    """Run a users-file key derivation synchronously (instead of in a thread)."""
-    try:
-        return succeed(f(*args))
-    except Exception:
-        return fail()
 
 
 def client_signature(challenge: Challenge, secret: str) -> str:
