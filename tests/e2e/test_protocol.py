@@ -6,8 +6,10 @@ import asyncio
 import json
 
 import pytest
+from waiting import eventually
 
-from rawws import open_raw
+from minws import Closed, HandshakeRefused, WSClient
+from probes import healthz
 from wampclient import close, connect
 
 HELLO = json.dumps([1, "zmqwamp", {"roles": {"caller": {}, "subscriber": {}}}]).encode()
@@ -18,19 +20,25 @@ def run(coro):
 
 
 async def hello(url):
-    raw = await open_raw(url)
+    raw = await WSClient.connect(url)
     raw.send(HELLO)
-    welcome, _ = await raw.recv()
-    assert json.loads(welcome)[0] == 2
+    assert (await raw.recv_json())[0] == 2
     return raw
 
 
+async def closed(raw: WSClient, timeout: float = 5.0) -> Closed:
+    """The server's close of ``raw`` (no other message may come first)."""
+    with pytest.raises(Closed) as e:
+        got = await raw.recv(timeout)
+        raise AssertionError(f"a message instead of the close: {got}")
+    return e.value
+
+
 async def expect_abort(raw, uri="wamp.error.protocol_violation"):
-    payload, _ = await raw.recv()
-    msg = json.loads(payload)
+    msg = await raw.recv_json()
     assert msg[0] == 3, msg
     assert msg[2] == uri
-    code, _ = await asyncio.wait_for(raw.closed, 5)
+    await closed(raw)
     return msg
 
 
@@ -67,7 +75,7 @@ def test_bad_message_aborts_only_that_session(bridge, name):
 
 def test_message_before_hello_aborts(bridge):
     async def scenario():
-        raw = await open_raw(bridge["url"])
+        raw = await WSClient.connect(bridge["url"])
         raw.send(json.dumps([48, 1, {}, bridge["rep"], ["x"]]).encode())
         await expect_abort(raw)
 
@@ -88,9 +96,8 @@ def test_invalid_utf8_text_frame_closes(bridge):
 
     async def scenario():
         raw = await hello(bridge["url"])
-        raw.protocol.sendMessage(b"[48, 1, {}, \"\xff\"]", isBinary=False)
-        code, _ = await asyncio.wait_for(raw.closed, 5)
-        assert code in (1007, 1002)
+        raw.send_frame(1, b"[48, 1, {}, \"\xff\"]")  # a text frame, as is: minws does not check UTF-8
+        assert (await closed(raw)).code in (1007, 1002)
 
     run(scenario())
 
@@ -102,8 +109,7 @@ def test_oversized_message_closes_with_1009(bridge):
         raw = await hello(bridge["url"])
         big = json.dumps([48, 1, {}, bridge["rep"], ["x" * (2 * 1024 * 1024)]]).encode()
         raw.send(big)
-        code, _ = await asyncio.wait_for(raw.closed, 10)
-        assert code == 1009
+        assert (await closed(raw, 10)).code == 1009
 
     run(scenario())
 
@@ -112,8 +118,8 @@ def test_no_wamp_subprotocol_is_refused(bridge):
     """A WebSocket that offers no WAMP subprotocol is refused at the handshake."""
 
     async def scenario():
-        with pytest.raises(ConnectionError):
-            await open_raw(bridge["url"], protocols=("chat",))
+        with pytest.raises(HandshakeRefused):
+            await WSClient.connect(bridge["url"], protocols=("chat",))
 
     run(scenario())
 
@@ -125,10 +131,8 @@ def test_goodbye_then_call_is_not_processed(bridge):
         raw = await hello(bridge["url"])
         raw.send(json.dumps([6, {}, "wamp.close.normal"]).encode() )
         raw.send(json.dumps([48, 7, {}, bridge["rep"], ["late"]]).encode())
-        payload, _ = await raw.recv()
-        assert json.loads(payload)[:3] == [6, {}, "wamp.close.goodbye_and_out"]
-        await asyncio.wait_for(raw.closed, 5)
-        assert raw.inbox.empty()
+        assert (await raw.recv_json())[:3] == [6, {}, "wamp.close.goodbye_and_out"]
+        await closed(raw)  # nothing (no RESULT, no ERROR) between GOODBYE and the close
 
     run(scenario())
 
@@ -139,12 +143,11 @@ def test_cancel_a_call(bridge):
     async def scenario():
         raw = await hello(bridge["url"])
         raw.send(json.dumps([48, 11, {}, bridge["slow"], ["x"]]).encode())
-        await asyncio.sleep(0.2)
+        await eventually(lambda: healthz(bridge["url"])["calls_in_flight"] >= 1, what="the CALL in flight", blocking=True)
         raw.send(json.dumps([49, 11, {}]).encode())
-        payload, _ = await raw.recv()
-        msg = json.loads(payload)
+        msg = await raw.recv_json()
         assert msg[:5] == [8, 48, 11, {}, "wamp.error.canceled"]
-        raw.protocol.sendClose(1000)
+        await raw.close()
 
     run(scenario())
 
@@ -153,9 +156,8 @@ def test_kwargs_rejected_clearly(bridge):
     async def scenario():
         raw = await hello(bridge["url"])
         raw.send(json.dumps([48, 12, {}, bridge["rep"], [], {"a": 1}]).encode())
-        payload, _ = await raw.recv()
-        assert json.loads(payload)[:5] == [8, 48, 12, {}, "wamp.error.invalid_argument"]
-        raw.protocol.sendClose(1000)
+        assert (await raw.recv_json())[:5] == [8, 48, 12, {}, "wamp.error.invalid_argument"]
+        await raw.close()
 
     run(scenario())
 
@@ -168,13 +170,12 @@ def test_login_must_complete_within_the_handshake_timeout(services):
     try:
 
         async def scenario():
-            raw = await open_raw(url)
-            payload, _ = await raw.recv(timeout=5)
-            msg = json.loads(payload)
+            raw = await WSClient.connect(url)
+            msg = await raw.recv_json(timeout=5)
             assert msg[0] == 3 and msg[2] == "wamp.error.timeout"
-            await asyncio.wait_for(raw.closed, 5)
+            await closed(raw)
             good = await connect(url)  # a session that logs in at once is not affected
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # the scenario: longer than --handshake-timeout, and the session is still there
             assert good.is_attached()
             await close(good)
 
