@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import tcp
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from zmqwamp import internals, wire
 from zmqwamp.websocket import WampServerProtocol
 from zmqwamp.wire import CORK_LIMIT, FrameWriter, WriteBatch, plain_tcp
 
 
-@pytest.fixture
-def errors():
-    seen = []
-
-    def observer(event):
-        if event.get("log_level") is LogLevel.critical or event.get("log_failure") is not None:
-            seen.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
+def errors(events: list) -> list:
+    """The critical events and those carrying a failure (what a write or read that broke logs)."""
+    return [e for e in events if e.get("log_level") is LogLevel.critical or e.get("log_failure") is not None]
 
 
 # -- WriteBatch -------------------------------------------------------------
@@ -57,7 +49,7 @@ def test_write_batch_flushes_once_at_the_outer_release():
     assert log == ["a", "b"], "a connection is flushed once per batch it wrote in"
 
 
-def test_write_batch_one_failure_does_not_keep_the_others(errors):
+def test_write_batch_one_failure_does_not_keep_the_others(log_events):
     log: list = []
     writes = WriteBatch()
     writes.hold()
@@ -65,7 +57,7 @@ def test_write_batch_one_failure_does_not_keep_the_others(errors):
     writes.add(Conn(log, "b"))
     writes.release()
     assert log == ["a", "b"]
-    assert len(errors) == 1 and "sending frames to" in errors[0]["log_format"]
+    assert len(errors(log_events)) == 1 and "sending frames to" in errors(log_events)[0]["log_format"]
 
 
 # -- the write path (zmqwamp.wire, and autobahn's writes through WampServerProtocol) -------------------------------------------------
@@ -216,24 +208,15 @@ def test_plain_tcp_takes_a_tcp_connection_with_the_internals_it_reads():
     assert plain_tcp(FakeTransport(FakeTCP(FakeSocket()))) is None, "not a tcp.Connection"
 
 
-def test_a_twisted_without_the_internals_falls_back_to_transport_write(monkeypatch):
+def test_a_twisted_without_the_internals_falls_back_to_transport_write(monkeypatch, log_events):
     """A Twisted whose tcp.Connection lacks one of the internals (here: one renamed in a future release):
     frames go through transport.write, logged once per process."""
     missing = "_renamed_in_a_future_twisted"
     monkeypatch.setattr(wire, "TCP_INTERNALS", (*wire.TCP_INTERNALS, missing))
-    seen = []
-
-    def observer(event):
-        if event.get("what") == "this Twisted's tcp.Connection":
-            seen.append(event)
-
     monkeypatch.setattr(internals, "_warned", set())
-    globalLogPublisher.addObserver(observer)
-    try:
-        assert plain_tcp(bare_tcp_connection(without=missing)) is None
-        assert plain_tcp(bare_tcp_connection(without=missing)) is None
-    finally:
-        globalLogPublisher.removeObserver(observer)
+    assert plain_tcp(bare_tcp_connection(without=missing)) is None
+    assert plain_tcp(bare_tcp_connection(without=missing)) is None
+    seen = [e for e in log_events if e.get("what") == "this Twisted's tcp.Connection"]
     assert len(seen) == 1 and missing in seen[0]["missing"]
     sock = FakeSocket()
     transport = FakeTransport(FakeTCP(sock))

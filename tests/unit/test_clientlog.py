@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import formatEvent
 
 from zmqwamp.clientlog import BURST, CLIP, ClientLog, clip
 from zmqwamp.metrics import BridgeMetrics
@@ -63,7 +63,7 @@ def test_clients_have_separate_budgets():
     assert len(lines(50, log, a)) == BURST and len(lines(50, log, b)) == BURST
 
 
-def test_all_clients_together_are_bounded_and_told_once():
+def test_all_clients_together_are_bounded_and_told_once(log_events):
     """1000 clients with a full burst each: no more than the total rate gets through; one line says how many did not."""
     metrics, clock = BridgeMetrics(), Clock()
     log = ClientLog(metrics, rate=1.0, total_rate=100.0, clock=clock)
@@ -71,9 +71,9 @@ def test_all_clients_together_are_bounded_and_told_once():
     assert logged == 100
     assert metrics.registry.get_sample_value("zmqwamp_log_suppressed_total") == 1000 * BURST - 100
     clock.now += 1.0
-    with capturedLogs() as events:
-        assert len(lines(1, log, Client())) == 1
-    assert [formatEvent(e) for e in events] == [
+    log_events.clear()
+    assert len(lines(1, log, Client())) == 1
+    assert [formatEvent(e) for e in log_events] == [
         f"{1000 * BURST - 100} log lines caused by clients were not logged: over max_log_lines_per_second_total"
     ]
 
@@ -83,13 +83,13 @@ def test_lines_without_a_client_share_only_the_total():
     assert len(lines(100, log, None)) == 20
 
 
-def test_a_client_that_goes_is_summed_up():
+def test_a_client_that_goes_is_summed_up(log_events):
     clock, client = Clock(), Client()
     log = ClientLog(BridgeMetrics(), rate=1.0, total_rate=1000.0, clock=clock)
     lines(25, log, client)
-    with capturedLogs() as events:
-        log.gone(client, "tcp4:127.0.0.1:5555")
-        log.gone(Client(), "tcp4:127.0.0.1:5556")  # nothing lost: nothing to say
-    assert [formatEvent(e) for e in events] == [
+    log_events.clear()
+    log.gone(client, "tcp4:127.0.0.1:5555")
+    log.gone(Client(), "tcp4:127.0.0.1:5556")  # nothing lost: nothing to say
+    assert [formatEvent(e) for e in log_events] == [
         f"{25 - BURST} log lines about tcp4:127.0.0.1:5555 were not logged: over max_log_lines_per_second"
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from zmqwamp.flow import CLOSE, DROP_NEWEST, DROP_OLDEST, OutgoingBuffer
 from zmqwamp.metrics import BridgeMetrics
@@ -33,17 +33,8 @@ def wire():
     return Wire()
 
 
-@pytest.fixture
-def warnings():
-    seen = []
-
-    def observer(event):
-        if event.get("log_level") is LogLevel.warn and "slow consumer" in event.get("log_format", ""):
-            seen.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
+def slow_consumer_warnings(events: list) -> list:
+    return [e for e in events if e.get("log_level") is LogLevel.warn and "slow consumer" in e.get("log_format", "")]
 
 
 def test_not_paused_writes_through(wire):
@@ -73,35 +64,35 @@ def test_resume_stops_when_transport_pauses_again(wire):
     assert wire.written == ["a"] and len(wire.buf) == 2
 
 
-def test_drop_oldest_keeps_the_newest_events(wire, warnings):
+def test_drop_oldest_keeps_the_newest_events(wire, log_events):
     """drop_oldest: the oldest queued EVENTs make room; counted; one log line when the burst ends."""
     wire.buf.pauseProducing()
     for i in range(25):
         wire.send(f"e{i}", 10, DROP_OLDEST)
     assert wire.buf.queued_bytes <= 100
     assert wire.dropped() == 15
-    assert warnings == []  # the burst is still going
+    assert slow_consumer_warnings(log_events) == []  # the burst is still going
     wire.buf.resumeProducing()
     assert wire.written == [f"e{i}" for i in range(15, 25)]
-    assert len(warnings) == 1 and warnings[0]["n"] == 15 and warnings[0]["policy"] == DROP_OLDEST
+    assert len(slow_consumer_warnings(log_events)) == 1 and slow_consumer_warnings(log_events)[0]["n"] == 15 and slow_consumer_warnings(log_events)[0]["policy"] == DROP_OLDEST
 
 
-def test_drop_newest_keeps_the_oldest_events(wire, warnings):
+def test_drop_newest_keeps_the_oldest_events(wire, log_events):
     wire.buf.pauseProducing()
     for i in range(25):
         wire.send(f"e{i}", 10, DROP_NEWEST)
     wire.buf.resumeProducing()
     assert wire.written == [f"e{i}" for i in range(10)]
-    assert wire.dropped() == 15 and len(warnings) == 1
+    assert wire.dropped() == 15 and len(slow_consumer_warnings(log_events)) == 1
 
 
-def test_close_policy_closes_and_discards(wire, warnings):
+def test_close_policy_closes_and_discards(wire, log_events):
     """close: the first EVENT that does not fit closes the connection; the queue is freed; one log line."""
     wire.buf.pauseProducing()
     for i in range(11):
         wire.send(f"e{i}", 10, CLOSE)
     assert len(wire.closed) == 1 and "slow consumer" in wire.closed[0]
-    assert len(warnings) == 1 and warnings[0]["n"] == 10 and wire.dropped() == 10
+    assert len(slow_consumer_warnings(log_events)) == 1 and slow_consumer_warnings(log_events)[0]["n"] == 10 and wire.dropped() == 10
     assert wire.buf.queued_bytes == 0 and wire.buffered() == 0
     wire.send("late", 10)
     wire.buf.resumeProducing()
@@ -146,13 +137,13 @@ def test_flush_writes_everything_even_when_paused(wire):
     assert wire.written == ["e", "goodbye"] and wire.buf.queued_bytes == 0
 
 
-def test_stop_producing_frees_and_logs_the_burst(wire, warnings):
+def test_stop_producing_frees_and_logs_the_burst(wire, log_events):
     """Connection lost: the queue is freed and the pending events are counted as dropped."""
     wire.buf.pauseProducing()
     for i in range(3):
         wire.send(f"e{i}", 10, DROP_OLDEST)
     wire.buf.stopProducing()
-    assert wire.buffered() == 0 and wire.dropped() == 3 and len(warnings) == 1
+    assert wire.buffered() == 0 and wire.dropped() == 3 and len(slow_consumer_warnings(log_events)) == 1
     wire.send("x", 10)
     assert wire.written == []
 

@@ -17,7 +17,6 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 from zmqwamp import frames as frames_module
 from zmqwamp import internals
@@ -154,24 +153,15 @@ def test_the_fast_path_is_taken():
     assert proto.messages[-1] == (b"[2]", False) and calls == ["autobahn", "autobahn"]  # after the ping: autobahn
 
 
-def test_an_autobahn_without_the_internals_keeps_every_frame_in_its_parser(monkeypatch):
+def test_an_autobahn_without_the_internals_keeps_every_frame_in_its_parser(monkeypatch, log_events):
     """If autobahn renames a piece of parser state the fast path reads, frames go through autobahn's parser
     (still delivered), and that is logged once per process."""
     missing = "_renamed_in_a_future_autobahn"
     monkeypatch.setattr(frames_module, "AUTOBAHN_INTERNALS", (*frames_module.AUTOBAHN_INTERNALS, missing))
     monkeypatch.setattr(internals, "_warned", set())
-    seen = []
-
-    def observer(event):
-        if event.get("what") == "this autobahn's WebSocket protocol":
-            seen.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    try:
-        proto, _ = open_protocol(FastRecording)
-        open_protocol(FastRecording)
-    finally:
-        globalLogPublisher.removeObserver(observer)
+    proto, _ = open_protocol(FastRecording)
+    open_protocol(FastRecording)
+    seen = [e for e in log_events if e.get("what") == "this autobahn's WebSocket protocol"]
     assert len(seen) == 1 and missing in seen[0]["missing"]
     calls = []
     frame_begin = proto.onFrameBegin

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from zmqwamp.auth import TicketCredentials
 from zmqwamp.users import (
@@ -31,15 +31,7 @@ def old_file(path, users):
     os.chmod(path, 0o600)
 
 
-@pytest.fixture
-def log_lines():
-    events: list = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
-
-
-def test_a_file_without_a_secret_is_warned_about_once_and_keeps_working(tmp_path, log_lines):
+def test_a_file_without_a_secret_is_warned_about_once_and_keeps_working(tmp_path, log_events):
     """An old file (no secret): one warning at load saying how to add one; decoys are per process as before;
     logins still work."""
     path = tmp_path / "users"
@@ -49,7 +41,7 @@ def test_a_file_without_a_secret_is_warned_about_once_and_keeps_working(tmp_path
     assert fired(one.requestAvatarId(TicketCredentials("alice", "pa55word"))).authid == "alice"
     os.utime(path, ns=(0, 1))  # a changed mtime: re-read, and no second warning
     one.wampcra_salt(b"mallory")
-    warnings = [formatEvent(e) for e in log_lines if "decoy" in formatEvent(e)]
+    warnings = [formatEvent(e) for e in log_events if "decoy" in formatEvent(e)]
     assert len(warnings) == 2, warnings  # one per checker
     assert f"python -m zmqwamp.users decoy-secret {path}" in warnings[0]
 
