@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
-from waiting import eventually
 
 from minws import Closed, HandshakeRefused, WSClient
 from probes import healthz
+from waiting import eventually
 from wampclient import close, connect
 
 HELLO = json.dumps([1, "zmqwamp", {"roles": {"caller": {}, "subscriber": {}}}]).encode()

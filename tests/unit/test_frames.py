@@ -9,19 +9,18 @@ being dropped must be the same.
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.testing import StringTransport
 
 from zmqwamp import frames as frames_module
 from zmqwamp import internals
 from zmqwamp.frames import FragmentLimit, WholeFrameReader, whole_data_frame
 
+from memory import open_websocket
 from minws import encode_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
@@ -105,17 +104,6 @@ class FastRecording(WholeFrameReader, Recording):
     pass
 
 
-class Transport(StringTransport):
-    def unregisterProducer(self) -> None:  # autobahn unregisters one when it drops a connection, registered or not
-        self.producer = None
-
-
-HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
 def open_protocol(cls, limit: int = 1000, validate_utf8: bool = True):
     factory = WebSocketServerFactory()
     factory.protocol = cls
@@ -123,22 +111,7 @@ def open_protocol(cls, limit: int = 1000, validate_utf8: bool = True):
         maxMessagePayloadSize=limit, maxFramePayloadSize=limit, failByDrop=False, utf8validateIncoming=validate_utf8,
         openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0,
     )
-    proto = factory.buildProtocol(None)
-    transport = Transport()
-    proto.makeConnection(transport)
-    # conftest pins txaio to asyncio (for the end-to-end clients): autobahn finishes
-    # the opening handshake in a callback on the asyncio loop
-    loop = asyncio.new_event_loop()
-    try:
-        asyncio.set_event_loop(loop)
-        proto.dataReceived(HANDSHAKE)
-        loop.run_until_complete(asyncio.sleep(0))
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-    assert proto.state == proto.STATE_OPEN, transport.value()
-    transport.clear()
-    return proto, transport
+    return open_websocket(factory)
 
 
 def test_the_fast_path_is_taken():

@@ -7,13 +7,11 @@ the bridge still answers everyone else.  The logic is also tested in memory.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import cbor2
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import StringTransport
 
 from zmqwamp.config import BridgeConfig
 from zmqwamp.messages import SERIALIZERS, WampProtocolViolation, decode
@@ -21,39 +19,17 @@ from zmqwamp.session import MessageTooBig
 from zmqwamp.websocket import WampServerFactory
 
 from hang_bridge import HANGING
-from memory import new_session, received, send
+from memory import new_session, open_websocket, received, send
 from minws import ABORT, ERROR, RESULT, encode_frame
 
 # -- the WebSocket adapter in memory, for the tests below ------------------------------------------
-
-
-class Transport(StringTransport):
-    def unregisterProducer(self) -> None:  # autobahn unregisters one when it drops a connection, registered or not
-        self.producer = None
-
-
-HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
-)
 
 
 def open_wamp(world, **config):
     """A WampServerProtocol after the opening handshake and HELLO/WELCOME, on a StringTransport."""
     factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(**config), world.zmq_factory.write_batch)
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
-    proto = factory.buildProtocol(None)
-    transport = Transport()
-    proto.makeConnection(transport)
-    loop = asyncio.new_event_loop()  # autobahn finishes the handshake in a callback (txaio: asyncio, see conftest)
-    try:
-        asyncio.set_event_loop(loop)
-        proto.dataReceived(HANDSHAKE)
-        loop.run_until_complete(asyncio.sleep(0))
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-    assert proto.state == proto.STATE_OPEN, transport.value()
+    proto, transport = open_websocket(factory, "wamp.2.json")
     proto.dataReceived(encode_frame(1, json.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]).encode()))
     assert proto.session.is_open
     transport.clear()
