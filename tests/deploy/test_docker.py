@@ -16,6 +16,8 @@ from zmqwamp.config import load_config
 from zmqwamp.tap import Options
 
 from harness import ROOT, start_bridge, start_rep
+from probes import healthz
+from waiting import eventually
 
 DEPLOY = ROOT / "examples" / "deploy"
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
@@ -145,7 +147,7 @@ def test_healthcheck_follows_the_configured_port(tmp_path, kind):
             async def drain():
                 s = await connect(url)
                 call = asyncio.ensure_future(s.call(slow_addr, "x"))
-                await asyncio.sleep(0.3)
+                await eventually(lambda: healthz(url)["calls_in_flight"] == 1, what="the call in flight", blocking=True)
                 proc.proc.send_signal(signal.SIGTERM)
                 await asyncio.get_running_loop().run_in_executor(None, lambda: proc.wait_for("stopping: draining"))
                 draining = await asyncio.get_running_loop().run_in_executor(None, _healthcheck, config)

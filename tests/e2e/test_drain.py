@@ -16,6 +16,7 @@ import urllib.request
 
 from harness import BIN, Process, start_bridge, start_rep
 from minws import HandshakeRefused, WSClient
+from waiting import eventually
 from wampclient import connect
 
 
@@ -36,17 +37,6 @@ def get(url: str) -> tuple[int | None, bytes]:
         raise
 
 
-async def wait_until(predicate, timeout: float = 10.0, every: float = 0.02):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await loop.run_in_executor(None, predicate)
-        if value:
-            return value
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(every)
-
-
 def test_drain_keeps_listening_with_503_then_goodbye_and_exit_0():
     """During the drain: /healthz 503 {"up": false}, a new upgrade HTTP 503, the call in flight answered; then GOODBYE, exit 0."""
     slow, slow_addr = start_rep(delay=2.0)
@@ -60,10 +50,10 @@ def test_drain_keeps_listening_with_503_then_goodbye_and_exit_0():
             s = await connect(url)
             call = asyncio.ensure_future(s.call(slow_addr, "in flight"))
             # the CALL is at the REP, which answers after 2 s
-            await wait_until(lambda: json.loads(get(health_url)[1]).get("calls_in_flight") == 1)
+            await eventually(lambda: json.loads(get(health_url)[1]).get("calls_in_flight") == 1, blocking=True)
             proc.proc.send_signal(signal.SIGTERM)
             # the port still answers, with 503, while the call is in flight
-            status, body = await wait_until(lambda: (lambda r: r if r[0] != 200 else None)(get(health_url)))
+            status, body = await eventually(lambda: (lambda r: r if r[0] != 200 else None)(get(health_url)), blocking=True)
             assert status == 503, (status, body)
             assert json.loads(body)["up"] is False
             try:
@@ -101,7 +91,8 @@ def test_sigterm_twice_stops_once_without_traceback():
         async def scenario():
             s = await connect(url)
             call = asyncio.ensure_future(s.call(slow_addr, "in flight"))  # keeps the drain going ~1.5 s
-            await asyncio.sleep(0.3)
+            health_url = url.replace("ws://", "http://").replace("/ws", "/healthz")
+            await eventually(lambda: json.loads(get(health_url)[1])["calls_in_flight"] == 1, what="the call in flight", blocking=True)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
                 mark = len(proc.lines)
@@ -144,7 +135,7 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                                 sessions.append(await connect(url))  # noqa: B023
                                 break
                             except (TimeoutError, OSError):
-                                await asyncio.sleep(0.1)
+                                await asyncio.sleep(0.1)  # a retry: the workers may still be starting
                         status, body = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/healthz")  # noqa: B023
                         pids.add(json.loads(body)["pid"])
                         if len(pids) == 2 and len(sessions) >= 4:
@@ -160,7 +151,7 @@ def test_workers_sigterm_to_the_process_group_or_the_supervisor_exits_cleanly():
                         seen[body["pid"]] = body["calls_in_flight"] == body["sessions"]
                         return len(seen) == 2 and all(seen.values())
 
-                    await wait_until(all_in_flight, timeout=10.0)
+                    await eventually(all_in_flight, timeout=10.0, what="every call at its worker", blocking=True)
                     if to_group:  # noqa: B023
                         os.killpg(proc.proc.pid, signal.SIGTERM)  # noqa: B023
                     else:

@@ -6,8 +6,10 @@ socket).  Whatever comes back must be well-formed: WAMP messages of the kinds a
 router sends, ERRORs and ABORTs with an error URI, or a WebSocket close with a
 proper code.  Silence (the probe never answered, the connection not closed) fails.
 
-Meanwhile a well-behaved session calls a REP and receives a PUB's events; at
-the end it must have had every reply right and no pause in its events.
+Meanwhile a well-behaved session (one per test, so that no test depends on
+another having run first) calls a REP and receives a PUB's events; at the end of
+each test it must have had every reply right, and its events must have kept
+coming (no gap over 2 s: checked under ``make soak``, ZMQWAMP_STRICT_TIMING=1).
 
 ``ZMQWAMP_FUZZ_EXAMPLES`` sets the examples per test (default 150; ``make soak``
 runs thousands).
@@ -40,6 +42,7 @@ from minws import (
     encode_frame,
 )
 from probes import healthz
+from waiting import timing_bound, wait_for
 
 EXAMPLES = int(os.environ.get("ZMQWAMP_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -109,15 +112,38 @@ def bridge():
     rep, rep_addr = start_rep()
     pub, pub_addr = start_pub(interval=0.05)
     proc, url = start_bridge("--anonymous", "--allow", "tcp://127.0.0.1:*")
-    good = GoodSession(url, rep_addr, pub_addr)
-    good.start()
     loop = asyncio.new_event_loop()
-    yield {"url": url, "rep": rep_addr, "pub": pub_addr, "proc": proc, "good": good, "loop": loop}
+    yield {"url": url, "rep": rep_addr, "pub": pub_addr, "proc": proc, "loop": loop}
     loop.close()
-    good.stop.set()
-    good.join(15)
     for p in (proc, rep, pub):
         p.stop()
+
+
+@pytest.fixture
+def good(bridge):
+    """The well-behaved session of one test, under way (a reply and an event) before the test's examples start."""
+    session = GoodSession(bridge["url"], bridge["rep"], bridge["pub"])
+    session.start()
+    wait_for(lambda: (session.calls and session.events) or session.problems, what="the good session under way")
+    yield session
+    session.stop.set()
+    session.join(15)
+
+
+def served_throughout(bridge, good: GoodSession) -> None:
+    """How every test here ends: the good session got every reply right and kept getting events, the bridge
+    lives, every hostile session is gone, nothing unhandled was logged."""
+    wait_for(lambda: (good.calls > 50 and good.events > 20) or good.problems, timeout=30, what="50 calls and 20 events")
+    good.stop.set()
+    good.join(15)
+    print(f"fuzz: {TRIED}; good session: {good.calls} calls, {good.events} events, "
+          f"longest event gap {good.longest_silence:.2f}s")
+    assert not good.is_alive(), "the good session did not end"
+    assert good.problems == []
+    timing_bound(good.longest_silence < 2.0, f"longest gap between the good session's events {good.longest_silence:.2f} s (bound 2 s)")
+    assert bridge["proc"].proc.poll() is None, "the bridge died"
+    wait_for(lambda: healthz(bridge["url"])["sessions"] == 0, what="every session gone")
+    assert "Traceback" not in bridge["proc"].output and "Unhandled" not in bridge["proc"].output
 
 
 # -- one example -------------------------------------------------------------------------
@@ -288,75 +314,95 @@ payload_items = st.one_of(
 
 
 # -- the tests -----------------------------------------------------------------------------
+# Each test draws its examples in an inner @given function and then checks the good session of that test.
 
 
-@FUZZ
-@given(hello_first=st.booleans(), payloads=st.lists(payload_items, min_size=1, max_size=4))
-def test_fuzz_messages(bridge, hello_first, payloads):
+def test_fuzz_messages(bridge, good):
     """Random and malformed WAMP/JSON/bytes, before or after HELLO: a proper answer or a proper close."""
-    play(bridge, hello_first, payloads)
+
+    @FUZZ
+    @given(hello_first=st.booleans(), payloads=st.lists(payload_items, min_size=1, max_size=4))
+    def examples(hello_first, payloads):
+        play(bridge, hello_first, payloads)
+
+    examples()
+    served_throughout(bridge, good)
 
 
-@FUZZ
-@given(requests=st.lists(plausible_messages(), min_size=1, max_size=5))
-def test_fuzz_requests(bridge, requests):
+def test_fuzz_requests(bridge, good):
     """Well-formed requests with hostile values (URIs, ids, options, arguments): answers, and the session lives on."""
-    play(bridge, True, [(json.dumps(m).encode(), False) for m in requests])
+
+    @FUZZ
+    @given(requests=st.lists(plausible_messages(), min_size=1, max_size=5))
+    def examples(requests):
+        play(bridge, True, [(json.dumps(m).encode(), False) for m in requests])
+
+    examples()
+    served_throughout(bridge, good)
 
 
-@FUZZ
-@given(
-    first=st.sampled_from(["hello", "goodbye", "abort"]),
-    then=st.lists(wamp_messages().map(lambda m: (json.dumps(m).encode(), False)), min_size=1, max_size=3),
-)
-def test_fuzz_session_states(bridge, first, then):
+def test_fuzz_session_states(bridge, good):
     """Second HELLO, anything after GOODBYE or ABORT: never processed, never a hang."""
-    lead = {
-        "hello": HELLO,
-        "goodbye": json.dumps([6, {}, "wamp.close.close_realm"]).encode(),
-        "abort": json.dumps([3, {}, "wamp.close.normal"]).encode(),
-    }[first]
-    play(bridge, True, [(lead, False)] + then)
+
+    @FUZZ
+    @given(
+        first=st.sampled_from(["hello", "goodbye", "abort"]),
+        then=st.lists(wamp_messages().map(lambda m: (json.dumps(m).encode(), False)), min_size=1, max_size=3),
+    )
+    def examples(first, then):
+        lead = {
+            "hello": HELLO,
+            "goodbye": json.dumps([6, {}, "wamp.close.close_realm"]).encode(),
+            "abort": json.dumps([3, {}, "wamp.close.normal"]).encode(),
+        }[first]
+        play(bridge, True, [(lead, False)] + then)
+
+    examples()
+    served_throughout(bridge, good)
 
 
-@FUZZ
-@given(
-    hello_first=st.booleans(),
-    frames=st.lists(
-        st.one_of(
-            st.binary(max_size=64),  # bytes that are not frames
-            st.builds(
-                lambda opcode, payload, fin, mask, rsv: encode_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv),
-                st.integers(min_value=0, max_value=15),
-                st.binary(max_size=300),
-                st.booleans(),
-                st.booleans(),
-                st.integers(min_value=0, max_value=7),
-            ),
-        ),
-        min_size=1,
-        max_size=3,
-    ),
-)
-def test_fuzz_frames(bridge, hello_first, frames):
+def test_fuzz_frames(bridge, good):
     """Raw WebSocket-level garbage: bad opcodes, RSV bits, unmasked, fragmented control frames, junk."""
-    play(bridge, hello_first, [], raw=b"".join(frames))
+
+    @FUZZ
+    @given(
+        hello_first=st.booleans(),
+        frames=st.lists(
+            st.one_of(
+                st.binary(max_size=64),  # bytes that are not frames
+                st.builds(
+                    lambda opcode, payload, fin, mask, rsv: encode_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv),
+                    st.integers(min_value=0, max_value=15),
+                    st.binary(max_size=300),
+                    st.booleans(),
+                    st.booleans(),
+                    st.integers(min_value=0, max_value=7),
+                ),
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    )
+    def examples(hello_first, frames):
+        play(bridge, hello_first, [], raw=b"".join(frames))
+
+    examples()
+    served_throughout(bridge, good)
 
 
-def test_good_session_was_served_throughout(bridge):
-    """Runs last: the well-behaved session got every reply right and its events never paused."""
-    good = bridge["good"]
-    time.sleep(0.5)
-    good.stop.set()
-    good.join(15)
-    print(f"fuzz: {TRIED}; good session: {good.calls} calls, {good.events} events, "
-          f"longest event gap {good.longest_silence:.2f}s")
-    assert good.problems == []
-    assert good.calls > 50 and good.events > 20
-    assert good.longest_silence < 2.0
-    assert bridge["proc"].proc.poll() is None, "the bridge died"
-    deadline = time.monotonic() + 10
-    while healthz(bridge["url"])["sessions"] > 0:  # the fuzz sessions are all gone
-        assert time.monotonic() < deadline, healthz(bridge["url"])
-        time.sleep(0.1)
-    assert "Traceback" not in bridge["proc"].output and "Unhandled" not in bridge["proc"].output
+def test_good_session_was_served_throughout(bridge, good):
+    """Many hostile sessions at once (not one after another as above): the good session is still served."""
+    cases = [
+        (False, [(b"{{{", False)], None),  # not JSON, before HELLO
+        (True, [(b"\x93\x01", True)], None),  # binary on a JSON session
+        (True, [], b"\x00" * 64),  # not frames
+        (True, [(json.dumps([48, 2**64, {}, "x"]).encode(), False)], None),  # an id over 2**53
+        (True, [], None),  # only the probe
+    ]
+
+    async def burst():
+        return await asyncio.gather(*(exchange(bridge["url"], *case) for _ in range(10) for case in cases))
+
+    outcomes = bridge["loop"].run_until_complete(asyncio.wait_for(burst(), 60))
+    assert len(outcomes) == 50 and set(outcomes) <= {"closed", "alive"} and "alive" in outcomes, outcomes
+    served_throughout(bridge, good)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, PublishOptions
 
 from harness import start_bridge
+from probes import healthz
+from waiting import eventually
 from wampclient import SessionClosed, close, connect
 
 SERIALIZERS = ["json", "msgpack", "cbor"]
@@ -20,10 +20,11 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-async def collect(session, topic, seconds, **options):
+async def collect(session, topic, count, **options):
+    """Subscribe and wait for ``count`` events (each a tuple of its arguments); the list goes on growing."""
     got = []
     sub = await session.subscribe(lambda *args: got.append(args), topic, **options)
-    await asyncio.sleep(seconds)
+    await eventually(lambda: len(got) >= count, what=f"{count} events from {topic}")
     return sub, got
 
 
@@ -75,9 +76,8 @@ def test_subscribe_with_and_without_filter(bridge, serializer):
         everything = []
         await s.subscribe(lambda m: filtered.append(m), bridge["pub"] + "?filter=hugo")
         await s.subscribe(lambda m: everything.append(m), bridge["pub"])
-        await asyncio.sleep(1.0)
+        await eventually(lambda: len(filtered) >= 5 and {m.split()[0] for m in everything} >= {"hugo", "otto"})
         await close(s)
-        assert len(filtered) >= 5
         assert all(m.startswith("hugo ") for m in filtered)
         assert {m.split()[0] for m in everything} == {"hugo", "otto"}
 
@@ -89,10 +89,14 @@ def test_filter_is_a_prefix_and_percent_decoded(bridge):
 
     async def scenario():
         s = await connect(bridge["url"])
-        _, got = await collect(s, bridge["pub"] + "?filter=ot%74o%20", 0.6)
-        _, none = await collect(s, bridge["pub"] + "?filter=tto", 0.3)  # a substring, not a prefix
+        _, got = await collect(s, bridge["pub"] + "?filter=ot%74o%20", 3)
+        none = []
+        await s.subscribe(lambda *args: none.append(args), bridge["pub"] + "?filter=tto")  # a substring, not a prefix
+        # one SUB socket per address: once "otto " messages come after the SUBSCRIBE of "tto", so would its own
+        seen = len(got)
+        await eventually(lambda: len(got) >= seen + 3, what="3 more 'otto ' events")
         await close(s)
-        assert got and all(m[0].startswith("otto ") for m in got)
+        assert all(m[0].startswith("otto ") for m in got)
         assert none == []
 
     run(scenario())
@@ -108,11 +112,9 @@ def test_two_sessions_share_one_subscription(bridge):
         sub_a = await a.subscribe(lambda m: got_a.append(m), bridge["pub"] + "?filter=hugo")
         sub_b = await b.subscribe(lambda m: got_b.append(m), bridge["pub"] + "?filter=hugo")
         assert sub_a.id == sub_b.id
-        await asyncio.sleep(0.8)
+        await eventually(lambda: len(set(got_a) & set(got_b)) >= 5, what="5 events received by both sessions")
         await close(a)
         await close(b)
-        common = set(got_a) & set(got_b)
-        assert len(common) >= 5
 
     run(scenario())
 
@@ -122,15 +124,20 @@ def test_unsubscribe_stops_delivery_and_closes_socket(bridge):
 
     async def scenario():
         s = await connect(bridge["url"])
-        sub, got = await collect(s, bridge["pub"] + "?filter=otto", 0.5)
-        assert got
+        witness = await connect(bridge["url"])  # stays subscribed: events keep flowing after s unsubscribes
+        sub, got = await collect(s, bridge["pub"] + "?filter=otto", 1)
+        witness_sub, seen = await collect(witness, bridge["pub"] + "?filter=otto", 1)
         await sub.unsubscribe()
-        count = len(got)
-        await asyncio.sleep(0.5)
+        count, flowing = len(got), len(seen)
+        await eventually(lambda: len(seen) >= flowing + 3, what="3 more events to the witness")
         assert len(got) == count
-        health = json.loads(urllib.request.urlopen(bridge["url"].replace("ws://", "http://").replace("/ws", "/healthz")).read())
-        assert bridge["pub"] not in health["zmq_endpoints"]["sub"]
+        await witness_sub.unsubscribe()
+        await eventually(
+            lambda: bridge["pub"] not in healthz(bridge["url"])["zmq_endpoints"]["sub"], what="the idle SUB socket closed",
+            blocking=True,
+        )
         await close(s)
+        await close(witness)
 
     run(scenario())
 
@@ -245,8 +252,8 @@ kind = "sub"
         async def scenario():
             s = await connect(url, realm="demo")
             assert await s.call("echo", "42") == "got this 42"
-            _, got = await collect(s, "ticks?filter=hugo", 0.4)
-            assert got and all(m[0].startswith("hugo") for m in got)
+            _, got = await collect(s, "ticks?filter=hugo", 1)
+            assert all(m[0].startswith("hugo") for m in got)
             with pytest.raises(ApplicationError) as e:
                 await s.subscribe(lambda m: None, "echo")
             assert e.value.error == "wamp.error.invalid_uri"
