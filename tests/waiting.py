@@ -14,6 +14,7 @@ everything was delivered and nothing was lost.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -39,12 +40,15 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "the
 async def eventually(
     condition: Callable[[], T], timeout: float = 10.0, what: str = "the condition", every: float = 0.02, blocking: bool = False
 ) -> T:
-    """``wait_for`` for asyncio code: the loop keeps running meanwhile. ``blocking``: ``condition`` does blocking I/O
-    (an HTTP request to /healthz or /metrics), so it runs in a thread."""
+    """``wait_for`` for asyncio code: the loop keeps running meanwhile. ``condition`` may return an awaitable
+    (a coroutine trying something); ``blocking``: it does blocking I/O (an HTTP request to /healthz or /metrics),
+    so it runs in a thread."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         value = await loop.run_in_executor(None, condition) if blocking else condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() >= deadline:

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from harness import ROOT, Process, start_bridge, start_pub, start_rep
+from waiting import wait_for
 
 DEPLOY = ROOT / "examples" / "deploy"
 CLIENTS = 20
@@ -121,7 +122,7 @@ class Bridge:
         listen = f"{self.listen_kind}:{self.port}:interface=127.0.0.1"
         self.proc, _ = start_bridge(*self.args, listen=listen)
         # serving (its reactor runs, so its signal handlers are in place), not only bound
-        wait(lambda: self.healthy(listen), 20, f"{self.name} to serve /healthz")
+        wait_for(lambda: self.healthy(listen), 20, f"{self.name} to serve /healthz")
 
     @staticmethod
     def healthy(listen: str) -> bool:
@@ -150,17 +151,6 @@ class Bridge:
         return sum(" open: " in line and "session " in line for line in current) - sum(
             "session " in line and " closed: " in line for line in current
         )
-
-
-def wait(predicate, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 class Clients:
@@ -327,13 +317,13 @@ def outcome(request, tmp_path_factory) -> Outcome:
     proxy = Proxy(proxy_kind, tmp, front, ports, cert)
     clients = None
     try:
-        wait(lambda: https_status(front, "/healthz", cert["cert"]) == 200 if proxy.proc.proc.poll() is None else
+        wait_for(lambda: https_status(front, "/healthz", cert["cert"]) == 200 if proxy.proc.proc.poll() is None else
              pytest.fail(proxy.proc.output), 20, "the proxy to serve /healthz")
-        wait(lambda: all(proxy.server_up(b.name) for b in bridges), 20, "the proxy to see both bridges up")
+        wait_for(lambda: all(proxy.server_up(b.name) for b in bridges), 20, "the proxy to see both bridges up")
         Clients.ca = str(cert["cert"])
         clients = Clients(f"wss://localhost:{front}/ws", rep_addr, pub_addr)
-        wait(lambda: len(clients.subscribed_since(0)) == CLIENTS, 30, "every client to subscribe")
-        wait(lambda: len({r["c"] for r in clients.records() if r["ev"] == "event"}) == CLIENTS, 10,
+        wait_for(lambda: len(clients.subscribed_since(0)) == CLIENTS, 30, "every client to subscribe")
+        wait_for(lambda: len({r["c"] for r in clients.records() if r["ev"] == "event"}) == CLIENTS, 10,
              "every client to receive an EVENT")
         spread = (bridges[0].sessions_open(), bridges[1].sessions_open())
         metrics_status = https_status(front, "/metrics", cert["cert"])
@@ -345,7 +335,7 @@ def outcome(request, tmp_path_factory) -> Outcome:
         killed_at = time.time() * 1000
         victim.proc.stop(signal.SIGKILL)
         victim.retire()
-        wait(lambda: len(outages(clients.records(), killed_at, killed_at + 10_000)) >= killed_clients
+        wait_for(lambda: len(outages(clients.records(), killed_at, killed_at + 10_000)) >= killed_clients
              and all(v != float("inf") for v in outages(clients.records(), killed_at, killed_at + 10_000).values()),
              15, "the killed bridge's clients to resubscribe")
         kill_recovery = {}
@@ -354,7 +344,7 @@ def outcome(request, tmp_path_factory) -> Outcome:
             back = min(r["t"] for r in records if r.get("c") == c and r["ev"] == "subscribed" and r["t"] > killed_at)
             kill_recovery[c] = (back - killed_at) / 1000
         victim.start()
-        wait(lambda: proxy.server_up(victim.name), 20, f"the proxy to see {victim.name} up again")
+        wait_for(lambda: proxy.server_up(victim.name), 20, f"the proxy to see {victim.name} up again")
 
         # 2. Rolling restart: each bridge in turn drains (SIGTERM), exits, starts again; the next one
         #    only once the proxy has the restarted one back in service.
@@ -364,9 +354,9 @@ def outcome(request, tmp_path_factory) -> Outcome:
             drain_exit_codes.append(b.proc.stop(signal.SIGTERM, timeout=20))
             b.retire()
             b.start()
-            wait(lambda: proxy.server_up(b.name), 20, f"the proxy to see {b.name} up again")  # noqa: B023
+            wait_for(lambda: proxy.server_up(b.name), 20, f"the proxy to see {b.name} up again")  # noqa: B023
         rolling_until = time.time() * 1000
-        wait(lambda: all(v != float("inf") for v in outages(clients.records(), rolling_from, rolling_until).values()),
+        wait_for(lambda: all(v != float("inf") for v in outages(clients.records(), rolling_from, rolling_until).values()),
              15, "every client to resubscribe after the rolling restart")
         rolling = outages(clients.records(), rolling_from, rolling_until)
         summary = clients.stop()

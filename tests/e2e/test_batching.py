@@ -23,6 +23,7 @@ from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 from harness import start_bridge, start_rep
 from minws import ABORT, EVENT, RESULT, WSClient
 from probes import start_fastpub
+from waiting import eventually, timing_bound
 
 
 def errors(events: list) -> list:
@@ -146,7 +147,8 @@ def test_flooding_publisher_does_not_starve_calls_and_events_stay_in_order():
                 counts[i] += 1
 
         readers = [asyncio.ensure_future(read(i, ws)) for i, ws in enumerate(subs)]
-        await asyncio.sleep(1.0)  # the flood is on: the SUB socket is full
+        await eventually(lambda: min(counts) > 0, what="every subscriber getting the flood")
+        await asyncio.sleep(1.0)  # the scenario: the flood has been on a while, the SUB socket is full
         caller = await WSClient.connect(url)
         await caller.hello()
         started = time.monotonic()
@@ -164,8 +166,9 @@ def test_flooding_publisher_does_not_starve_calls_and_events_stay_in_order():
             p.stop()
     print(f"call answered in {waited * 1000:.0f} ms under the flood; events per subscriber: {min(counts)}..{max(counts)}")
     assert reply[0] == RESULT and reply[3] == ["got this ping"], reply
-    assert waited < 2.0, f"the call waited {waited:.1f}s behind the flood"
-    assert min(counts) > 1000, counts
+    assert min(counts) > 0, counts  # every subscriber got events (in order: checked as they came)
+    timing_bound(waited < 2.0, f"the call waited {waited:.1f} s behind the flood (bound 2 s)")
+    timing_bound(min(counts) > 1000, f"events per subscriber in 3 s: {min(counts)}..{max(counts)} (bound: over 1000)")
 
 
 def test_abort_is_followed_by_its_close_frame_when_the_client_closes_at_once():

@@ -15,6 +15,8 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 
 from harness import BIN, ROOT, Process, make_cert, start_bridge
+from probes import healthz
+from waiting import eventually
 from wampclient import close, connect
 
 
@@ -102,7 +104,7 @@ def test_sigterm_drains_calls_in_flight_then_says_goodbye(services):
         async def scenario():
             s = await connect(url)
             call = asyncio.ensure_future(s.call(slow_addr, "in flight"))
-            await asyncio.sleep(0.3)
+            await eventually(lambda: healthz(url)["calls_in_flight"] == 1, what="the call in flight", blocking=True)
             proc.proc.send_signal(signal.SIGTERM)
             assert await call == "got this in flight"
             details = await asyncio.wait_for(s.left, 10)

@@ -16,6 +16,7 @@ import pytest
 from harness import start_bridge, start_rep
 from minws import ERROR, EVENT, RESULT, Closed, WSClient
 from probes import metric, rss_mib, start_fastpub
+from waiting import eventually, timing_bound, wait_for
 
 RATE = 3000
 SIZE = 1024
@@ -54,18 +55,14 @@ async def stalled(url: str, topic: str) -> WSClient:
 
 async def no_queue(url: str) -> None:
     """Wait until no client has anything queued (the stalled clients of earlier tests are gone)."""
-    deadline = time.monotonic() + 20
-    while metric(url, "zmqwamp_outgoing_buffered_bytes") > 0:
-        assert time.monotonic() < deadline, "queues of earlier clients never freed"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: metric(url, "zmqwamp_outgoing_buffered_bytes") == 0, 20, "queues of earlier clients freed", blocking=True)
 
 
 async def until_queueing(url: str) -> None:
     """Wait until a stalled client's queue holds at least half its bound (so its transport is paused)."""
-    deadline = time.monotonic() + 20
-    while metric(url, "zmqwamp_outgoing_buffered_bytes") < BUFFER // 2:
-        assert time.monotonic() < deadline, "the client's buffer never filled"
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: metric(url, "zmqwamp_outgoing_buffered_bytes") >= BUFFER // 2, 20, "the client's buffer half full", blocking=True
+    )
 
 
 class SeqChecker:
@@ -121,14 +118,15 @@ def test_stalled_subscribers_do_not_grow_memory_or_slow_others(world):
     print(f"RSS baseline {baseline:.1f} MiB, peak {peak:.1f} MiB (+{peak - baseline:.1f}); "
           f"good subscriber {checker.count} events, {checker.count / (elapsed + 0.1):.0f}/s; dropped {dropped:.0f}")
     assert checker.gaps == [], f"the good subscriber missed messages: {checker.gaps[:5]}"
-    assert checker.count >= 0.9 * RATE * SECONDS, "the good subscriber was slowed down"
+    assert checker.count > 0, "the good subscriber got nothing"
+    timing_bound(checker.count >= 0.9 * RATE * SECONDS, f"the good subscriber got {checker.count} events in {SECONDS} s (bound: 90% of {RATE}/s)")
     assert peak - baseline < RSS_CEILING_MIB, f"RSS grew {peak - baseline:.1f} MiB"
     assert dropped > 0, "the stalled clients never filled their buffers"
     assert buffered <= 3 * BUFFER
     # one log line per burst: each stalled client's burst ends when it goes away
     bridge = world["bridge"]
     bridge.wait_for(r"slow consumer .*dropped \d+ events \(drop_oldest\)", start=log_start)
-    time.sleep(0.5)
+    wait_for(lambda: sum("slow consumer" in line for line in bridge.lines[log_start:]) >= 3, what="a line per stalled client")
     bursts = [line for line in bridge.lines[log_start:] if "slow consumer" in line]
     assert len(bursts) == 3, bursts
 
@@ -224,8 +222,10 @@ def test_stalled_subscriber_over_tls_is_bounded_too(tmp_path):
         ws = await WSClient.connect(url, rcvbuf=4096, ssl=context)
         await ws.hello()
         assert (await ws.subscribe(pub_addr))[0] == 33
-        await asyncio.sleep(4)
-        dropped = metric(url, "zmqwamp_dropped_total", context, reason="slow_consumer")
+        await asyncio.sleep(4)  # the scenario: a client stalled for 4 s while the PUB goes on
+        dropped = await eventually(
+            lambda: metric(url, "zmqwamp_dropped_total", context, reason="slow_consumer"), what="events dropped", blocking=True
+        )
         ws.abort()
         return baseline, rss_mib(bridge.proc.pid), dropped
 
