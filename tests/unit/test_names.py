@@ -1,7 +1,7 @@
 """HostResolver: tcp host names resolved off the reactor, cached, shared; its thread is replaced by a Deferred here.
 
 The real thread pool and the system resolver are exercised against a real bridge in
-tests/test_hostile_upstream.py (a resolver slowed down by a preload library).
+tests/e2e/test_hostile_upstream.py (a resolver slowed down by a preload library).
 """
 
 from __future__ import annotations
