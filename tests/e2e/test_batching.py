@@ -1,9 +1,8 @@
-"""The batched data path: capped zmq reads, frames held for a batch, straight-to-socket writes.
+"""The batched data path with real zmq sockets and a real bridge.
 
-Unit tests drive each piece with plain calls (an inproc zmq socket and a clock
-in memory, a fake TCP connection); the end-to-end test floods a real bridge
-from a PUB faster than it can fan out, and checks that a call still gets its
-reply and every subscriber its events in order.
+Capped zmq reads on inproc sockets (a clock in memory); then a PUB floods a real bridge
+faster than it can fan out: a call still gets its reply and every subscriber its events
+in order. The write side in memory is in tests/unit/test_batching.py.
 """
 
 from __future__ import annotations

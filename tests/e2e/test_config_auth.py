@@ -1,4 +1,5 @@
-"""TOML ``auth`` (checker descriptions, as ``--auth`` takes them) and ``anonymous``: a unit file can log people in."""
+"""TOML ``auth`` and ``anonymous`` against a real bridge: a unit file can log people in.
+The parsing: tests/unit/test_config_auth.py."""
 
 from __future__ import annotations
 

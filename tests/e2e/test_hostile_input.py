@@ -1,8 +1,8 @@
-"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18, 19).
+"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18, 19), end to end.
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
-the bridge still answers everyone else.  The logic is also tested in memory.
+the bridge still answers everyone else. The logic in memory: tests/unit/test_hostile_input.py.
 """
 
 from __future__ import annotations

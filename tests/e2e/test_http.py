@@ -1,8 +1,9 @@
-"""The HTTP layer (zmqwamp.web, zmqwamp.limits.ConnectionGuard, zmqwamp.peers): in memory, then against a real bridge.
+"""The HTTP layer against a real bridge, byte for byte over real connections (tests/probes.py).
 
 Holes of issue 13 closed here: idle and half-sent requests holding connections
 forever (7), request bodies spooled to disk (8), DNS rebinding (11), Range
 amplification (16), operational details and versions for anyone (20).
+In memory: tests/unit/test_http.py.
 """
 
 from __future__ import annotations

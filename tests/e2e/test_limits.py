@@ -1,4 +1,4 @@
-"""Every limit (zmqwamp.limits): the logic as plain calls, then each one against a real bridge."""
+"""Every limit (zmqwamp.limits) against a real bridge. The logic as plain calls: tests/unit/test_limits.py."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Login throttling (issue 13, item 9): slow guessing down without locking the real user out.
-
-Unit tests drive :class:`zmqwamp.login.LoginThrottle` and the login service on a
-``Clock``; the end-to-end tests run a real ``twistd -n zmqwamp`` with a
-``memory:`` checker and log in over real WebSockets from 127.0.0.1.
+"""Login throttling (issue 13, item 9) end to end: a real ``twistd -n zmqwamp`` with a
+``memory:`` checker, logins over real WebSockets from 127.0.0.1. The logic: tests/unit/test_login_throttle.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``--log-format json``: one JSON object per line, from twistd's first line on, for bridges and the supervisor."""
+"""``--log-format json``: one JSON object per line, from twistd's first line on, for bridges and the supervisor.
+The record of one event: tests/unit/test_logs.py."""
 
 from __future__ import annotations
 

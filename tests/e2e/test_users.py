@@ -1,4 +1,5 @@
-"""The zmqwamp users file: its format, its checker's reloads, and the ``python -m zmqwamp.users`` CLI."""
+"""The ``python -m zmqwamp.users`` CLI, run as a process: add, list, remove, errors.
+The file format and the checker: tests/unit/test_users.py."""
 
 from __future__ import annotations
 

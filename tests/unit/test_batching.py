@@ -1,9 +1,7 @@
-"""The batched data path: capped zmq reads, frames held for a batch, straight-to-socket writes.
+"""The batched data path in memory: frames held for a batch, straight-to-socket writes, the fallback.
 
-Unit tests drive each piece with plain calls (an inproc zmq socket and a clock
-in memory, a fake TCP connection); the end-to-end test floods a real bridge
-from a PUB faster than it can fan out, and checks that a call still gets its
-reply and every subscriber its events in order.
+WriteBatch, FrameWriter and plain_tcp driven with plain calls on a fake TCP connection.
+The capped zmq reads and the flood against a real bridge are in tests/e2e/test_batching.py.
 """
 
 from __future__ import annotations

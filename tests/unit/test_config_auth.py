@@ -1,4 +1,5 @@
-"""TOML ``auth`` (checker descriptions, as ``--auth`` takes them) and ``anonymous``: a unit file can log people in."""
+"""TOML ``auth`` (checker descriptions, as ``--auth`` takes them) and ``anonymous``: parsed into the same checkers
+as the command line. A real bridge logging in with them: tests/e2e/test_config_auth.py."""
 
 from __future__ import annotations
 

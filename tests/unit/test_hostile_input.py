@@ -1,8 +1,8 @@
-"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18, 19).
+"""What one client's input may cost the bridge (issue 13: items 2, 10, 14, 15, 18, 19), in memory.
 
-Each attack runs against a real twistd bridge with real zmq services, from a raw
-client (tests/minws.py) or autobahn-python, while another session checks that
-the bridge still answers everyone else.  The logic is also tested in memory.
+The session and the WebSocket adapter on a StringTransport: refused CBOR tags, oversized
+replies, pongs to a client that does not read, authorization deadlines, the options.
+The same attacks against a real bridge: tests/e2e/test_hostile_input.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``--log-format json``: one JSON object per line, from twistd's first line on, for bridges and the supervisor."""
+"""``--log-format json``: the record of one event (JSON-safe fields, legacy events, unserializable values).
+Real bridges and the supervisor writing it: tests/e2e/test_logs.py."""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
 """Revocation (issue 13, item 17): what a reload or a credential's expiry takes away, it takes away at once.
 
-* SIGHUP that removes a user's rule revokes that user's open subscriptions
+* a reload that removes a user's rule revokes that user's open subscriptions
   (WAMP subscription revocation: UNSUBSCRIBED with request 0);
 * a session ends when its credential expires (a JWT's ``exp``);
 * the ``jwt:`` checker refuses tokens that live longer than ``max_lifetime``.
 
-Unit tests on a ``MemoryReactorClock``; end-to-end tests against a real
-``twistd -n zmqwamp`` with real pyzmq services and raw WebSocket, autobahn-python
-clients.
+On a ``MemoryReactorClock``. SIGHUP, JWT expiry and lifetimes against a real bridge:
+tests/e2e/test_revocation.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The zmqwamp users file: its format, its checker's reloads, and the ``python -m zmqwamp.users`` CLI."""
+"""The zmqwamp users file: its format, its checker's reloads, ``main`` in process.
+The ``python -m zmqwamp.users`` CLI as a process: tests/e2e/test_users.py."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Decoy salts for unknown authids that are the same in every process (issue 13, item 13).
+"""Decoy salts for unknown authids (issue 13, item 13): a broken secret line, a file without one.
 
-A users file's real users always get their one salt in a wampcra CHALLENGE; an
-unknown authid must get a salt that is just as stable, also across bridge
-processes (``--workers``, restarts, hosts behind a load balancer), or comparing
-two CHALLENGEs tells which authids exist.  The decoys derive from a secret kept
-in the users file (``# decoy-secret: ...``), which the CLI writes.
+The CLI, two checkers and two bridges of one file: tests/e2e/test_users_decoy.py.
 """
 
 from __future__ import annotations
