@@ -63,15 +63,15 @@ def checker():
     return HeldChecker()
 
 
-def make_router(clock, checker, **throttle):
+def make_logins(clock, checker, **throttle):
     """The login side of a bridge (:class:`zmqwamp.login.LoginService`) with ``checker`` and a throttle on ``clock``."""
     options = {"floor": 0.5, "cap": 30.0, "login_timeout": 10.0, "max_queue": 2, **throttle}
     return LoginService("zmqwamp", build_portal([checker], anonymous=False), LoginThrottle(clock, **options), BridgeMetrics())
 
 
-def attempt(router, authid: str, peer: str = "tcp4:192.0.2.1:1000", session=None) -> list:
+def attempt(logins, authid: str, peer: str = "tcp4:192.0.2.1:1000", session=None) -> list:
     """AUTHENTICATE with a ticket; the list gets the avatar or the Failure once there is an answer."""
-    return pending(router.authenticate(session or Session(peer), Challenge("ticket", authid, {}), "some-ticket"))
+    return pending(logins.authenticate(session or Session(peer), Challenge("ticket", authid, {}), "some-ticket"))
 
 
 def refusal(result: list) -> str:
@@ -125,15 +125,15 @@ def test_the_penalty_leaves_time_to_finish_the_login():
 def test_right_ticket_after_many_wrong_ones_is_checked_before_the_deadline(clock, checker):
     """1000 failures for alice from her address: her right ticket is checked after 5 s (not 10 minutes) and
     accepted; then her record from there is clear and the next login is not delayed."""
-    router = make_router(clock, checker)
-    fail_logins(router.throttle, 1000, "tcp4:192.0.2.1", "alice")
-    result = attempt(router, "alice")
+    logins = make_logins(clock, checker)
+    fail_logins(logins.throttle, 1000, "tcp4:192.0.2.1", "alice")
+    result = attempt(logins, "alice")
     clock.advance(4.99)
     assert checker.checks == []
     clock.advance(0.01)
     checker.answer(0, True)
     assert result[0].authid == "alice"
-    again = attempt(router, "alice")
+    again = attempt(logins, "alice")
     checker.answer(1, True)
     assert again[0].authid == "alice"
 
@@ -141,11 +141,11 @@ def test_right_ticket_after_many_wrong_ones_is_checked_before_the_deadline(clock
 def test_one_check_at_a_time_per_address_and_per_authid(clock, checker):
     """A second attempt from the same address, or for the same authid, is checked only after the first;
     an unrelated attempt is checked at once."""
-    router = make_router(clock, checker)
-    first = attempt(router, "alice", "tcp4:192.0.2.1:1")
-    same_peer = attempt(router, "bob", "tcp4:192.0.2.1:2")
-    same_authid = attempt(router, "alice", "tcp4:192.0.2.2:1")
-    other = attempt(router, "carol", "tcp4:192.0.2.3:1")
+    logins = make_logins(clock, checker)
+    first = attempt(logins, "alice", "tcp4:192.0.2.1:1")
+    same_peer = attempt(logins, "bob", "tcp4:192.0.2.1:2")
+    same_authid = attempt(logins, "alice", "tcp4:192.0.2.2:1")
+    other = attempt(logins, "carol", "tcp4:192.0.2.3:1")
     assert [name for name, _ in checker.checks] == [b"alice", b"carol"]
     checker.answer(0, False)
     assert sorted(name for name, _ in checker.checks[2:]) == [b"alice", b"bob"]
@@ -158,12 +158,12 @@ def test_one_check_at_a_time_per_address_and_per_authid(clock, checker):
 def test_a_full_line_is_refused_at_once(clock, checker):
     """Beyond max_queue attempts waiting from one address: ABORT 'too many login attempts' at once, counted
     in zmqwamp_limit_exceeded_total{limit="max_pending_logins"}, never checked."""
-    router = make_router(clock, checker, max_queue=2)
-    results = [attempt(router, f"user{i}") for i in range(5)]
+    logins = make_logins(clock, checker, max_queue=2)
+    results = [attempt(logins, f"user{i}") for i in range(5)]
     assert len(checker.checks) == 1
     assert [refusal(r) for r in results[3:]] == ["too many login attempts"] * 2
     assert results[1] == results[2] == []
-    limit = router.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_pending_logins"})
+    limit = logins.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_pending_logins"})
     assert limit == 2
     checker.answer(0, False)
     checker.answer(1, False)
@@ -174,10 +174,10 @@ def test_a_full_line_is_refused_at_once(clock, checker):
 def test_an_attempt_that_could_not_be_checked_in_time_is_refused_at_once(clock, checker):
     """Under a penalty, an attempt that would wait past the budget behind the one being delayed is refused
     at once instead of waiting for the login deadline."""
-    router = make_router(clock, checker, max_queue=10)
-    fail_logins(router.throttle, 5)  # penalty 4 s
-    first = attempt(router, "alice")
-    second = attempt(router, "alice")
+    logins = make_logins(clock, checker, max_queue=10)
+    fail_logins(logins.throttle, 5)  # penalty 4 s
+    first = attempt(logins, "alice")
+    second = attempt(logins, "alice")
     assert first == [] and refusal(second) == "too many login attempts"
     clock.advance(4)
     checker.answer(0, True)
@@ -186,11 +186,11 @@ def test_an_attempt_that_could_not_be_checked_in_time_is_refused_at_once(clock, 
 
 def test_gone_sessions_are_not_checked(clock, checker):
     """An attempt whose session ended while it waited is dropped when its turn comes; the next one goes on."""
-    router = make_router(clock, checker)
-    attempt(router, "alice")
+    logins = make_logins(clock, checker)
+    attempt(logins, "alice")
     gone = Session("tcp4:192.0.2.1:2")
-    attempt(router, "alice", session=gone)
-    third = attempt(router, "alice")
+    attempt(logins, "alice", session=gone)
+    third = attempt(logins, "alice")
     gone.state = "closed"
     checker.answer(0, False)
     assert len(checker.checks) == 2
@@ -201,26 +201,26 @@ def test_gone_sessions_are_not_checked(clock, checker):
 def test_a_checker_that_never_answers_does_not_block_the_line(clock, checker):
     """A check with no answer is given up after the login timeout (a refusal); the attempt that waited
     behind it all that time is refused ('too many login attempts'), and the next one is checked at once."""
-    router = make_router(clock, checker)
-    first = attempt(router, "alice")
-    second = attempt(router, "alice")
+    logins = make_logins(clock, checker)
+    first = attempt(logins, "alice")
+    second = attempt(logins, "alice")
     clock.advance(10)
     assert len(checker.checks) == 1 and refusal(second) == "too many login attempts"
     clock.advance(0.5)
     assert refusal(first) == "authentication failed"
-    third = attempt(router, "alice")
+    third = attempt(logins, "alice")
     checker.answer(1, True)
     assert third[0].authid == "alice"
 
 
 def test_lines_are_forgotten_when_empty(clock, checker):
     """No per-address or per-authid state is kept once nothing waits (only failure records, bounded)."""
-    router = make_router(clock, checker)
-    attempt(router, "alice")
-    attempt(router, "alice")
+    logins = make_logins(clock, checker)
+    attempt(logins, "alice")
+    attempt(logins, "alice")
     checker.answer(0, True)
     checker.answer(1, True)
-    assert router.throttle._lines == {}
+    assert logins.throttle._lines == {}
 
 
 def test_max_pending_logins_option():
