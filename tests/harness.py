@@ -128,6 +128,7 @@ def start_bridge(
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed key and certificate for ``localhost`` in ``directory`` (for an ``ssl:`` listener): their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)

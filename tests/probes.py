@@ -1,4 +1,4 @@
-"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics; plus the fast PUB."""
+"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics, raw HTTP; plus the fast PUB."""
 
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def http(port: int, data: bytes, source: str | None = None, timeout: float = 5.0
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of the next response on ``sock``."""
     raw = b""
     while b"\r\n\r\n" not in raw:
         chunk = sock.recv(65536)
@@ -98,5 +99,6 @@ def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
 
 
 def get(port: int, path: str, host: str | None = None, extra: tuple[str, ...] = (), method: str = "GET", source=None):
+    """One request (``extra``: more header lines) from ``source`` (a local address), the connection closed after it."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Connection: close", *extra]
     return http(port, ("\r\n".join(lines) + "\r\n\r\n").encode(), source)
