@@ -6,8 +6,8 @@ asyncio code) up to a generous deadline and fails naming what never happened; it
 time and then count.
 
 A bound on speed ("the call is answered within 2 s under the flood", "over 1,000 events per subscriber")
-is a measurement, not a correctness check: ``timing_bound`` prints it always and fails only when
-ZMQWAMP_STRICT_TIMING=1, which ``make soak`` sets. The same test still checks, in every run, that
+is a measurement, not a correctness check: ``timing_bound`` fails only when ZMQWAMP_STRICT_TIMING=1,
+which ``make soak`` sets; otherwise a missed bound is a warning in pytest's summary. The same test still checks, in every run, that
 everything was delivered and nothing was lost.
 """
 
@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -56,12 +57,16 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+class TimingBoundMissed(UserWarning):
+    """A bound on speed missed outside ``make soak``: listed in pytest's warnings summary, not a failure."""
+
+
 def timing_bound(ok: bool, measured: str) -> None:
-    """A bound on speed: enforced under ZMQWAMP_STRICT_TIMING=1 (``make soak``), printed otherwise.
+    """A bound on speed: enforced under ZMQWAMP_STRICT_TIMING=1 (``make soak``), a warning otherwise.
 
     ``measured`` says what was measured and the bound, e.g. ``f"call answered in {waited:.2f} s (bound 2 s)"``.
     """
     if STRICT_TIMING:
         assert ok, f"timing bound missed: {measured}"
     elif not ok:
-        print(f"timing bound missed (enforced only with ZMQWAMP_STRICT_TIMING=1, make soak): {measured}")
+        warnings.warn(TimingBoundMissed(f"{measured} (enforced by make soak: ZMQWAMP_STRICT_TIMING=1)"), stacklevel=2)
