@@ -8,13 +8,6 @@ import asyncio
 import time
 import urllib.request
 
-import pytest
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
-from zope.interface import implementer
-
 from harness import start_bridge
 from minws import ABORT, WELCOME, WSClient
 
@@ -38,37 +31,6 @@ async def ticket_login(url: str, authid: str, ticket: str) -> tuple[list, float]
         return answer, time.monotonic() - sent
     finally:
         ws.abort()
-
-
-# -- the throttle and the login service, on a Clock ----------------------------------
-
-
-@implementer(ICredentialsChecker)
-class HeldChecker:
-    """A checker whose answers the test gives: ``answer(i, ok)`` fires the i-th check."""
-
-    credentialInterfaces = (IUsernamePassword,)
-    authprovider = "held"
-
-    def __init__(self):
-        self.checks: list[tuple[bytes, Deferred]] = []
-
-    def requestAvatarId(self, credentials):
-        d = Deferred()
-        self.checks.append((credentials.username, d))
-        return d
-
-    def answer(self, i: int, ok: bool) -> None:
-        username, d = self.checks[i]
-        d.callback(username) if ok else d.errback(UnauthorizedLogin())
-
-
-@pytest.fixture
-def checker():
-    return HeldChecker()
-
-
-# -- end to end ------------------------------------------------------------------------
 
 
 def test_right_ticket_logs_in_after_many_wrong_ones_from_that_address():

@@ -18,8 +18,7 @@ from autobahn.wamp.exception import ApplicationError
 from zmqwamp.registry import SESSION_EXPIRED
 
 from harness import start_bridge, start_pub, start_rep
-from memory import send
-from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED, WSClient
+from minws import EVENT, UNSUBSCRIBED, WSClient
 from waiting import eventually, timing_bound
 from wampclient import SessionClosed, connect
 
@@ -27,21 +26,6 @@ PUB = "tcp://127.0.0.1:9000"
 JWT_SECRET = "revocation-jwt-secret-that-is-long-enough-0123"
 REVOCABLE = {"subscriber": {"features": {"subscription_revocation": True}}, "caller": {}}
 PLAIN = {"subscriber": {}, "caller": {}}
-
-
-def revoked(metrics, what: str) -> float:
-    return metrics.registry.get_sample_value("zmqwamp_revoked_total", {"what": what}) or 0
-
-
-def messages(transport) -> list:
-    return [json.loads(payload) for payload, _ in transport.sent if isinstance(payload, bytes)]
-
-
-def subscribe(session, transport, topic=PUB, options=None) -> int:
-    send(session, 32, 7, options or {}, topic)
-    reply = messages(transport)[-1]
-    assert reply[0] == SUBSCRIBED, reply
-    return reply[2]
 
 
 def token(**claims):
