@@ -39,3 +39,13 @@ def world():
     w = make_world()
     yield w
     w.close()
+
+
+@pytest.fixture
+def log_events():
+    """Every twisted.logger event logged in this process during the test, in order: the one way tests capture logs
+    (filter it in the test; ``log_events.clear()`` to look at what one step logs)."""
+    from twisted.logger import capturedLogs
+
+    with capturedLogs() as events:
+        yield events

@@ -1,36 +1,49 @@
 """In-memory doubles for unit tests: a bridge's session side without sockets or a real reactor.
 
 * :class:`FakeChannel`: a session's :class:`~zmqwamp.session.MessageChannel` that records what
-  it is given (checked against the Protocol in tests/test_memory.py);
+  it is given (checked against the Protocol by mypy in ``make lint``, and by tests/unit/test_memory.py);
 * :class:`FakeForwarder`: records requests, the test fires their Deferreds;
 * :func:`make_world`: a :class:`World` (router, hub, logins, registry, metrics) on a
   :class:`~twisted.internet.testing.MemoryReactorClock`, the one way unit tests build a bridge core;
-* :func:`new_session`, :func:`send`, :func:`received`, :func:`joined`: a session and its messages (JSON).
+* :func:`new_session`, :func:`send`, :func:`received`, :func:`joined`: a session and its messages (JSON);
+* :func:`fired`, :func:`pending`, :func:`sync`: Deferreds without a reactor;
+* :class:`SiteWorld`: the HTTP side (site, connection guard) on a StringTransport;
+* :func:`open_websocket`: an autobahn server protocol past its opening handshake, on a :class:`WebSocketTransport`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from autobahn.wamp.serializer import JsonObjectSerializer, Serializer
+from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.static import Data
 
 from zmqwamp.auth import build_portal
 from zmqwamp.clientlog import ClientLog
 from zmqwamp.endpoints import EndpointResolver
+from zmqwamp.forwarder import RequestForwarder
 from zmqwamp.hub import SubscriptionHub
-from zmqwamp.limits import SessionLimits
+from zmqwamp.limits import ConnectionGuardFactory, SessionLimits
 from zmqwamp.login import LoginService, LoginThrottle
+from zmqwamp.messages import ObjectSerializer
 from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.peers import ClientAddresses
 from zmqwamp.policy import EndpointPolicy
 from zmqwamp.registry import SessionRegistry
 from zmqwamp.router import Router
-from zmqwamp.session import SessionContext, WampSession
+from zmqwamp.session import MessageChannel, SessionContext, WampSession
+from zmqwamp.web import BridgeSite, HealthResource, HostCheck, LocalOnly
 from zmqwamp.zmqread import BridgeZmqFactory
 
 REP = "tcp://127.0.0.1:9999"
@@ -150,7 +163,8 @@ def make_world(
     client_log = ClientLog(metrics)
     router = Router(
         authorize=authorize,
-        forwarder=forwarder if forwarder is not None else FakeForwarder(),
+        # RequestForwarder is a class, not a Protocol: FakeForwarder stands in for its request/is_open/close
+        forwarder=cast(RequestForwarder, forwarder if forwarder is not None else FakeForwarder()),
         hub=SubscriptionHub(zmq_factory, metrics),
         registry=registry,
         metrics=metrics,
@@ -169,10 +183,11 @@ def make_world(
 
 
 def new_session(
-    world: World, serializer: Serializer | None = None, peer: str = "test-peer", limits: SessionLimits | None = None, **kw: Any
+    world: World, serializer: ObjectSerializer | None = None, peer: str = "test-peer", limits: SessionLimits | None = None, **kw: Any
 ) -> tuple[WampSession, FakeChannel]:
     channel = FakeChannel()
-    session = WampSession(world.context, serializer or JsonObjectSerializer(), channel, peer, limits, **kw)
+    checked: MessageChannel = channel  # mypy (make lint) checks FakeChannel against the session's channel Protocol
+    session = WampSession(world.context, serializer or JsonObjectSerializer(), checked, peer, limits, **kw)
     return session, channel
 
 
@@ -193,3 +208,92 @@ def joined(world: World, peer: str = "test-peer", roles: dict | None = None) -> 
     assert set(welcome[2]["roles"]) == {"broker", "dealer"}
     channel.sent.clear()
     return session, channel
+
+
+def fired(d: Deferred):
+    """The result of a Deferred that must already have fired (raises its failure)."""
+    results: list = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def pending(d: Deferred) -> list:
+    results: list = []
+    d.addBoth(results.append)
+    return results
+
+
+def sync(f, *args):
+    """Run a users-file key derivation synchronously (instead of in a thread)."""
+    try:
+        return succeed(f(*args))
+    except Exception:
+        return fail()
+
+
+class SiteWorld:
+    """The HTTP side in memory: a BridgeSite with /data, /local (local clients only) and /healthz behind a
+    ConnectionGuardFactory, on a MemoryReactorClock; ``connect`` gives a connection on a StringTransport."""
+
+    def __init__(self, *, counter=None, trusted=(), allow_hosts=(), timeout=2.0, header="x-forwarded-for"):
+        self.clock = MemoryReactorClock()
+        self.refused: list[str] = []
+        root = Resource()
+        root.putChild(b"data", Data(b"hello", "text/plain"))
+        root.putChild(b"local", LocalOnly(Data(b"secret", "text/plain")))
+        context = SimpleNamespace(  # what HealthResource reads of a SessionContext
+            registry=SimpleNamespace(stopping=False, sessions=[1, 2], calls_in_flight=3),
+            router=SimpleNamespace(
+                hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
+                forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
+            ),
+        )
+        root.putChild(b"healthz", HealthResource(cast(SessionContext, context)))
+        self.site = BridgeSite(root, hosts=HostCheck(allow_hosts), on_refused=self.refused.append, reactor=self.clock)
+        self.counter = counter
+        self.factory = ConnectionGuardFactory(
+            self.site, timeout, self.clock, counter, ClientAddresses(trusted, header), on_limit=self.refused.append
+        )
+
+    def connect(self, peer="10.1.2.3", local="127.0.0.1"):
+        guard = self.factory.buildProtocol(None)
+        transport = StringTransport(IPv4Address("TCP", local, 8080), IPv4Address("TCP", peer, 40000))
+        guard.makeConnection(transport)
+        return guard, transport
+
+
+class WebSocketTransport(StringTransport):
+    """A StringTransport that autobahn's server protocol runs on (it unregisters a producer when it drops a
+    connection, registered or not, which StringTransport refuses)."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+def open_websocket(factory: Any, subprotocol: str | None = None) -> tuple[Any, WebSocketTransport]:
+    """``factory``'s protocol past the WebSocket opening handshake (offering ``subprotocol``), on a
+    :class:`WebSocketTransport` whose written bytes are then cleared."""
+    proto = factory.buildProtocol(None)
+    transport = WebSocketTransport()
+    proto.makeConnection(transport)
+    offer = f"Sec-WebSocket-Protocol: {subprotocol}\r\n".encode() if subprotocol else b""
+    request = (
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + offer + b"\r\n"
+    )
+    # conftest pins txaio to asyncio (for the end-to-end clients): autobahn finishes the opening
+    # handshake in a callback on the asyncio loop, so run one for this step
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        proto.dataReceived(request)
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert proto.state == proto.STATE_OPEN, transport.value()
+    transport.clear()
+    return proto, transport

@@ -1,9 +1,10 @@
-"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics; plus the fast PUB."""
+"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics, raw HTTP; plus the fast PUB."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -61,3 +62,43 @@ def metrics(ws_url: str, context=None) -> dict[tuple, float]:
 
 def metric(ws_url: str, name: str, context=None, **labels) -> float:
     return metrics(ws_url, context).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# -- raw HTTP on a new connection (what a browser or an attacker sends, byte for byte) --
+
+
+def http(port: int, data: bytes, source: str | None = None, timeout: float = 5.0) -> tuple[int, dict, bytes]:
+    """Send ``data`` on a new connection; (status, headers, body) of the one response (read to its length or EOF)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None) as sock:
+        sock.sendall(data)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of the next response on ``sock``."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a whole response head: {raw!r}")
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    code = int(status_line.split()[1])
+    length = 0 if code == 101 else int(headers.get("content-length", -1))  # 101: WebSocket frames follow
+    while length < 0 or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return code, headers, body
+
+
+def get(port: int, path: str, host: str | None = None, extra: tuple[str, ...] = (), method: str = "GET", source=None):
+    """One request (``extra``: more header lines) from ``source`` (a local address), the connection closed after it."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Connection: close", *extra]
+    return http(port, ("\r\n".join(lines) + "\r\n\r\n").encode(), source)

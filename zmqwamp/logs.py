@@ -12,7 +12,7 @@ object, ``log_logger``), so ``json.loads`` per line fails on it.  Log shippers
 ``message`` is the text the text format shows; the event's own fields follow,
 made JSON-safe (anything JSON cannot hold becomes its ``str``).  A failure adds
 ``traceback``.  Secrets stay out as in the text format: nothing in zmqwamp logs
-a password, ticket, token or signature as a field either (tests/test_logs.py).
+a password, ticket, token or signature as a field either (tests/{unit,e2e}/test_logs.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// The clients of tests/test_deploy.py: N zmqwamp-client contexts (js-client/src, the project's own
+// The clients of tests/deploy/test_deploy.py: N zmqwamp-client contexts (js-client/src, the project's own
 // library, with its own reconnect and resubscribe), each with a SUB and a REQ sent every few hundred ms,
 // through a proxy.  Client i connects from 127.0.0.(firstHost + i), so the test can check which
 // address the bridge sees.  One JSON object per line on stdout:

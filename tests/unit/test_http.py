@@ -1,0 +1,285 @@
+"""The HTTP layer (zmqwamp.web, zmqwamp.limits.ConnectionGuard, zmqwamp.peers) in memory.
+
+Holes of issue 13 closed here: idle and half-sent requests holding connections
+forever (7), request bodies spooled to disk (8), DNS rebinding (11), Range
+amplification (16), operational details and versions for anyone (20).
+Against a real bridge: tests/e2e/test_http.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.python import usage
+from twisted.web.http_headers import Headers
+
+from zmqwamp.config import ConfigError, load_config
+from zmqwamp.limits import PASS_THROUGH_WRAPPERS, ConnectionCounter
+from zmqwamp.peers import ClientAddresses, host_key, is_local, peer_string
+from zmqwamp.tap import Options
+from zmqwamp.wire import plain_tcp
+
+from memory import SiteWorld
+
+# -- in memory: a guarded site on a StringTransport ------------------------------------------
+
+
+def request(path="/data", method="GET", host="127.0.0.1:8080", headers=()) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def status(data: bytes) -> int:
+    return int(data.split(b" ", 2)[1])
+
+
+def test_each_request_has_a_deadline_and_an_idle_keep_alive_connection_is_dropped():
+    """The deadline is re-armed after every response: a second request sent by halves, or none, is dropped."""
+    world = SiteWorld(timeout=2.0)
+    guard, transport = world.connect()
+    guard.dataReceived(request())
+    assert status(transport.value()) == 200 and not transport.disconnecting
+    world.clock.advance(1.5)
+    guard.dataReceived(b"GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # half a second request
+    world.clock.advance(0.6)  # 2.1 s after the response
+    assert transport.disconnecting and world.refused == ["handshake_timeout"]
+
+    idle, idle_transport = world.connect()
+    idle.dataReceived(request())
+    world.clock.advance(2.1)
+    assert idle_transport.disconnecting and world.refused == ["handshake_timeout"] * 2
+
+
+def test_a_request_that_completes_in_time_keeps_its_connection():
+    world = SiteWorld(timeout=2.0)
+    guard, transport = world.connect()
+    for _ in range(5):  # each within the deadline of the previous response
+        world.clock.advance(1.5)
+        guard.dataReceived(request())
+    assert transport.value().count(b"HTTP/1.1 200") == 5 and not transport.disconnecting
+    guard.upgraded()  # a WebSocket: no HTTP deadline any more (twisted.web's own 60 s idle timeout aside)
+    world.clock.advance(30)
+    assert not transport.disconnecting and world.refused == []
+
+
+def test_every_connection_is_counted_at_accept_per_peer_and_in_total():
+    """Plain HTTP connections count too: over max_sessions_per_peer a bare 503 naming the limit, then close."""
+    counter = ConnectionCounter(max_total=4, max_per_peer=2)
+    world = SiteWorld(counter=counter)
+    a1, _ = world.connect("10.0.0.1")
+    a2, _ = world.connect("10.0.0.1")
+    a3, t3 = world.connect("10.0.0.1")
+    assert t3.value().startswith(b"HTTP/1.1 503 ") and b"max_sessions_per_peer reached" in t3.value()
+    assert t3.disconnecting and world.refused == ["max_sessions_per_peer"]
+    b1, tb = world.connect("10.0.0.2")
+    a3.connectionLost(None)  # a refused connection releases nothing
+    a1.connectionLost(None)
+    assert counter.total == 2 and not tb.disconnecting
+    world.connect("10.0.0.3")
+    world.connect("10.0.0.4")
+    _, t5 = world.connect("10.0.0.5")
+    assert b"max_sessions reached" in t5.value()
+    assert counter.total == 4
+
+
+def test_connection_counter_keys_rekey_and_release():
+    counter = ConnectionCounter(max_total=10, max_per_peer=2)
+    assert counter.admit(None) is None and counter.admit(None) is None and counter.admit(None) is None
+    assert counter.total == 3 and counter.peers() == 0  # not known yet: the total only
+    assert counter.rekey(None, "a") is None and counter.rekey(None, "a") is None
+    assert counter.rekey(None, "a") == "max_sessions_per_peer"  # unchanged when refused
+    assert counter.rekey("a", "b") is None and counter.peers() == 2
+    for key in ("a", "b", None):
+        counter.release(key)
+    assert counter.total == 0 and counter.peers() == 0
+
+
+def test_a_body_is_refused_with_413_before_it_is_read():
+    """Content-Length over 0, or chunked: 413 at once, nothing of the body stored, connection closed."""
+    for framing in ("Content-Length: 107374182400", "Transfer-Encoding: chunked"):
+        world = SiteWorld()
+        guard, transport = world.connect()
+        stored = []
+        guard.wrappedProtocol.requestFactory = type(
+            "Spy", (world.site.requestFactory,), {"handleContentChunk": lambda self, d: stored.append(d)}  # noqa: B023
+        )
+        guard.dataReceived(request("/healthz", "POST", headers=[framing, "Expect: 100-continue"]) + b"5\r\nxxxxx\r\n" * 100)
+        assert status(transport.value()) == 413 and b"100 Continue" not in transport.value()
+        assert transport.disconnecting and world.refused == ["request_body"]
+        guard.dataReceived(b"x" * 100000)
+        assert transport.value().count(b"HTTP/1.1") == 1 and stored == []
+
+
+def test_only_get_and_head():
+    world = SiteWorld()
+    guard, transport = world.connect()
+    guard.dataReceived(request("/data", "DELETE"))
+    assert status(transport.value()) == 405 and b"allow: get, head" in transport.value().lower()
+    transport.clear()
+    guard.dataReceived(request("/data", "POST", headers=["Content-Length: 0"]))
+    assert status(transport.value()) == 405
+    transport.clear()
+    guard.dataReceived(request("/data", "HEAD"))
+    assert status(transport.value()) == 200
+    assert world.refused == ["http_method", "http_method"]
+
+
+def test_host_check_on_loopback():
+    """A connection to a loopback address needs a local Host or an allowed one (DNS rebinding)."""
+    world = SiteWorld(allow_hosts=["app.example.com", "*.corp.example"])
+    codes = {}
+    for host in ("attacker.example:8080", "localhost:8080", "127.0.0.1", "127.3.4.5:1", "[::1]:8080", "LOCALHOST.",
+                 "foo.localhost", "app.example.com:443", "x.corp.example", "app.example.com.attacker.example",
+                 "127.0.0.1.attacker.example", "[::ffff:7f00:1]:80"):
+        guard, transport = world.connect()
+        guard.dataReceived(request(host=host))
+        codes[host] = status(transport.value())
+    assert {h for h, c in codes.items() if c == 403} == {
+        "attacker.example:8080", "app.example.com.attacker.example", "127.0.0.1.attacker.example",
+    }, codes
+    guard, transport = world.connect(local="192.0.2.10")  # a public listener: not the check's business
+    guard.dataReceived(request(host="attacker.example"))
+    assert status(transport.value()) == 200
+    assert world.refused == ["allow_hosts"] * 3
+    off = SiteWorld(allow_hosts=["*"])
+    guard, transport = off.connect()
+    guard.dataReceived(request(host="attacker.example"))
+    assert status(transport.value()) == 200
+
+
+def test_server_header_names_no_version():
+    world = SiteWorld()
+    guard, transport = world.connect()
+    guard.dataReceived(request() + request("/nothing") + request("/data", "PUT"))
+    servers = re.findall(rb"(?im)^server: (.*)\r$", transport.value())
+    assert servers == [b"zmqwamp"] * 3
+
+
+def test_healthz_details_and_local_only_pages_for_local_clients_only():
+    world = SiteWorld(trusted=["127.0.0.1/32"])
+    guard, transport = world.connect(peer="127.0.0.1")
+    guard.dataReceived(request("/healthz") + request("/local"))
+    local = transport.value()
+    assert b'"sessions": 2' in local and b'"pid"' in local and b"secret" in local
+    guard, transport = world.connect(peer="127.0.0.1")  # through the trusted proxy, for a remote client
+    xff = ["X-Forwarded-For: 198.51.100.7"]
+    guard.dataReceived(request("/healthz", headers=xff) + request("/local", headers=xff))
+    remote = transport.value()
+    assert b'{"up": true}' in remote and b"pid" not in remote and b"10.9.9.9" not in remote
+    assert b"404" in remote.split(b"\r\n\r\n", 2)[1].split(b"\r\n", 1)[0] and b"secret" not in remote
+
+
+# -- who the client is ------------------------------------------------------------------------
+
+
+def xff(*values, name="X-Forwarded-For"):
+    return Headers({name: list(values)})
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies():
+    addresses = ClientAddresses(["10.0.0.0/8", "192.0.2.1"])
+    proxy = IPv4Address("TCP", "10.1.1.1", 5000)
+    stranger = IPv4Address("TCP", "203.0.113.5", 5000)
+    assert addresses.client(stranger, xff("1.2.3.4")) is stranger
+    assert addresses.client(proxy, Headers()) is proxy
+    assert peer_string(addresses.client(proxy, xff("1.2.3.4"))) == "tcp4:1.2.3.4:0"
+    # right-most untrusted: what the client wrote on the left is not believed
+    assert addresses.client(proxy, xff("6.6.6.6, 1.2.3.4, 10.2.2.2")).host == "1.2.3.4"
+    assert addresses.client(proxy, xff("6.6.6.6", "1.2.3.4, 192.0.2.1")).host == "1.2.3.4"  # two header lines
+    assert addresses.client(proxy, xff("10.3.3.3, 10.2.2.2")).host == "10.3.3.3"  # all trusted: the left-most
+    assert addresses.client(proxy, xff("garbage, unknown")).host == "10.1.1.1"  # no address: the proxy
+    assert addresses.client(proxy, xff("6.6.6.6, unknown, 10.2.2.2")).host == "10.2.2.2"
+    ipv6 = addresses.client(proxy, xff("[2001:db8::7]:4711"))
+    assert isinstance(ipv6, IPv6Address) and peer_string(ipv6) == "tcp6:2001:db8::7:4711"
+    assert host_key(addresses.client(proxy, xff("::ffff:1.2.3.4"))) == "tcp4:1.2.3.4"
+    assert addresses.client(proxy, xff("1.2.3.4:80")).port == 80
+
+
+def test_rfc7239_forwarded_when_configured():
+    addresses = ClientAddresses(["10.0.0.0/8"], header="forwarded")
+    proxy = IPv4Address("TCP", "10.1.1.1", 5000)
+    headers = xff('for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.2.2.2;by=10.1.1.1', name="Forwarded")
+    assert addresses.client(proxy, headers).host == "2001:db8:cafe::17"
+    assert addresses.client(proxy, xff("for=_hidden", name="Forwarded")).host == "10.1.1.1"
+    assert addresses.client(proxy, xff("1.2.3.4")).host == "10.1.1.1"  # X-Forwarded-For is not read then
+
+
+def test_a_request_forwarded_by_an_untrusted_local_proxy_is_not_local():
+    addresses = ClientAddresses(["10.0.0.0/8"])
+    loopback = IPv4Address("TCP", "127.0.0.1", 5000)
+    assert addresses.local(loopback, loopback, Headers())
+    assert not addresses.local(loopback, loopback, xff("198.51.100.7"))
+    assert not addresses.local(loopback, loopback, xff("for=1.2.3.4", name="Forwarded"))
+    assert not addresses.local(loopback, loopback, xff("1.2.3.4", name="X-Real-IP"))
+    proxy = IPv4Address("TCP", "10.1.1.1", 5000)
+    assert addresses.local(proxy, addresses.client(proxy, xff("127.0.0.1")), xff("127.0.0.1"))
+    assert not addresses.local(proxy, addresses.client(proxy, xff("198.51.100.7")), xff("198.51.100.7"))
+
+
+def test_unix_peers_and_locality():
+    assert ClientAddresses(["unix"]).trusted(UNIXAddress(None))
+    assert not ClientAddresses(["127.0.0.1"]).trusted(UNIXAddress(None))
+    assert is_local(UNIXAddress(None)) and is_local(IPv4Address("TCP", "127.0.0.2", 1)) and is_local(IPv6Address("TCP", "::1", 1))
+    assert not is_local(IPv4Address("TCP", "10.0.0.1", 1))
+    assert host_key(IPv6Address("TCP", "::1", 5)) == "tcp6:::1"
+
+
+def test_the_fast_write_path_finds_tcp_under_the_proxy_protocol_wrapper():
+    """guard -> Twisted's PROXY protocol wrapper -> tcp.Connection: both wrappers pass writes through."""
+    connection = tcp.Connection.__new__(tcp.Connection)
+    connection.TLS = False
+    connection._tempDataLen, connection.offset, connection.dataBuffer = 0, 0, b""  # what the writer reads
+    connection.socket, connection.connected, connection.disconnecting = None, 1, False
+    guard = SiteWorld().factory.buildProtocol(None)
+    proxied = HAProxyProtocolWrapper(HAProxyWrappingFactory(SiteWorld().factory), guard)
+    proxied.transport = connection
+    guard.transport = proxied
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is connection
+    connection.TLS = True
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is None
+
+
+# -- the options --------------------------------------------------------------------------------
+
+
+def test_options_from_toml_and_command_line(tmp_path):
+    """allow_hosts and trusted_proxies are lists (the command line adds to the file's); forwarded_header a choice."""
+    path = tmp_path / "c.toml"
+    path.write_text('allow_hosts = ["app.example.com"]\ntrusted_proxies = ["10.0.0.0/8", "unix"]\nforwarded_header = "forwarded"\n')
+    options = Options()
+    options.parseOptions(["--config", str(path), "--allow-host", "*.corp.example", "--trusted-proxy", "::1"])
+    c = options.config
+    assert c.allow_hosts == ["app.example.com", "*.corp.example"]
+    assert c.trusted_proxies == ["10.0.0.0/8", "unix", "::1"] and c.forwarded_header == "forwarded"
+    defaults = Options()
+    defaults.parseOptions([])
+    assert (defaults.config.allow_hosts, defaults.config.trusted_proxies) == ([], [])
+    assert defaults.config.forwarded_header == "x-forwarded-for"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('trusted_proxies = ["10.0.0.0/33"]', "trusted_proxies: '10.0.0.0/33' is not an IP address"),
+        ('trusted_proxies = ["proxy.example"]', "trusted_proxies: 'proxy.example' is not"),
+        ('trusted_proxies = "10.0.0.1"', None),  # a single string is a list of one
+        ('forwarded_header = "x-real-ip"', "forwarded_header must be one of x-forwarded-for, forwarded"),
+        ('allow_hosts = [""]', "allow_hosts: a pattern must not be empty"),
+        ("allow_hosts = 1", "allow_hosts: expected a string or a list of strings"),
+    ],
+)
+def test_option_errors(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    if message is None:
+        assert load_config(path).trusted_proxies == ["10.0.0.1"]
+        return
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert message in str(e.value)
+    with pytest.raises(usage.UsageError, match="trusted_proxies"):
+        Options().parseOptions(["--trusted-proxy", "not-an-address"])

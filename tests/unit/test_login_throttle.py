@@ -1,0 +1,238 @@
+"""Login throttling (issue 13, item 9): slow guessing down without locking the real user out.
+
+:class:`zmqwamp.login.LoginThrottle` and the login service on a ``Clock``. A real
+bridge with a ``memory:`` checker: tests/e2e/test_login_throttle.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
+
+from zmqwamp import Bridge
+from zmqwamp.auth import Challenge, build_portal
+from zmqwamp.config import ConfigError, parse_config
+from zmqwamp.login import LoginService, LoginThrottle
+from zmqwamp.metrics import BridgeMetrics
+from zmqwamp.tap import Options
+
+from memory import pending
+
+# -- the throttle and the login service, on a Clock ----------------------------------
+
+
+@implementer(ICredentialsChecker)
+class HeldChecker:
+    """A checker whose answers the test gives: ``answer(i, ok)`` fires the i-th check."""
+
+    credentialInterfaces = (IUsernamePassword,)
+    authprovider = "held"
+
+    def __init__(self):
+        self.checks: list[tuple[bytes, Deferred]] = []
+
+    def requestAvatarId(self, credentials):
+        d = Deferred()
+        self.checks.append((credentials.username, d))
+        return d
+
+    def answer(self, i: int, ok: bool) -> None:
+        username, d = self.checks[i]
+        d.callback(username) if ok else d.errback(UnauthorizedLogin())
+
+
+class Session:
+    def __init__(self, peer: str):
+        self.peer = peer
+        self.state = "login"
+
+
+@pytest.fixture
+def clock():
+    return MemoryReactorClock()
+
+
+@pytest.fixture
+def checker():
+    return HeldChecker()
+
+
+def make_logins(clock, checker, **throttle):
+    """The login side of a bridge (:class:`zmqwamp.login.LoginService`) with ``checker`` and a throttle on ``clock``."""
+    options = {"floor": 0.5, "cap": 30.0, "login_timeout": 10.0, "max_queue": 2, **throttle}
+    return LoginService("zmqwamp", build_portal([checker], anonymous=False), LoginThrottle(clock, **options), BridgeMetrics())
+
+
+def attempt(logins, authid: str, peer: str = "tcp4:192.0.2.1:1000", session=None) -> list:
+    """AUTHENTICATE with a ticket; the list gets the avatar or the Failure once there is an answer."""
+    return pending(logins.authenticate(session or Session(peer), Challenge("ticket", authid, {}), "some-ticket"))
+
+
+def refusal(result: list) -> str:
+    [failure] = result
+    assert failure.value.error == "wamp.error.not_authorized"
+    return failure.value.args[0]
+
+
+def fail_logins(throttle, n, host="tcp4:192.0.2.1", authid="alice"):
+    for _ in range(n):
+        throttle.failed(host, authid)
+
+
+def test_failures_count_per_address_and_per_authid():
+    """Many authids from one address, or one authid from many addresses: both are slowed down; others are not."""
+    t = LoginThrottle(Clock(), free=3, base=1.0, cap=30.0, login_timeout=20.0)
+    for i in range(5):
+        t.failed("tcp4:192.0.2.1", f"user{i}")  # one address, five authids
+    assert t.delay("tcp4:192.0.2.1", "someone-else") == 4.0
+    assert t.delay("tcp4:192.0.2.2", "user0") == 0.0
+    for i in range(5):
+        t.failed(f"tcp4:198.51.100.{i}", "bob")  # five addresses, one authid
+    assert t.delay("tcp4:203.0.113.9", "bob") == 4.0
+    assert t.delay("tcp4:203.0.113.9", "carol") == 0.0
+
+
+def test_a_success_clears_only_its_own_pair():
+    """alice's own typos stop counting once she logs in from there; a guesser's failures from the same
+    address against other authids still count."""
+    t = LoginThrottle(Clock(), free=3, cap=30.0, login_timeout=20.0)
+    fail_logins(t, 5, "tcp4:192.0.2.1", "alice")
+    assert t.delay("tcp4:192.0.2.1", "alice") == 4.0
+    t.succeeded("tcp4:192.0.2.1", "alice")
+    assert t.delay("tcp4:192.0.2.1", "alice") == 0.0
+    fail_logins(t, 5, "tcp4:192.0.2.1", "bob")
+    t.succeeded("tcp4:192.0.2.1", "alice")
+    assert t.delay("tcp4:192.0.2.1", "alice") == 4.0
+
+
+def test_the_penalty_leaves_time_to_finish_the_login():
+    """However many failures, the penalty stays within half the login deadline: with the floor delay and
+    the check, a login still completes in time; login_penalty_max below that is kept."""
+    t = LoginThrottle(Clock(), floor=0.5, cap=30.0, login_timeout=10.0)
+    fail_logins(t, 1000)
+    assert t.delay("tcp4:192.0.2.1", "alice") == t.budget == 5.0
+    assert t.budget + t.floor < t.login_timeout
+    assert LoginThrottle(Clock(), cap=2.0, login_timeout=10.0).cap == 2.0
+    assert LoginThrottle(Clock(), cap=0.0).delay("x") == 0.0  # penalty off
+
+
+def test_right_ticket_after_many_wrong_ones_is_checked_before_the_deadline(clock, checker):
+    """1000 failures for alice from her address: her right ticket is checked after 5 s (not 10 minutes) and
+    accepted; then her record from there is clear and the next login is not delayed."""
+    logins = make_logins(clock, checker)
+    fail_logins(logins.throttle, 1000, "tcp4:192.0.2.1", "alice")
+    result = attempt(logins, "alice")
+    clock.advance(4.99)
+    assert checker.checks == []
+    clock.advance(0.01)
+    checker.answer(0, True)
+    assert result[0].authid == "alice"
+    again = attempt(logins, "alice")
+    checker.answer(1, True)
+    assert again[0].authid == "alice"
+
+
+def test_one_check_at_a_time_per_address_and_per_authid(clock, checker):
+    """A second attempt from the same address, or for the same authid, is checked only after the first;
+    an unrelated attempt is checked at once."""
+    logins = make_logins(clock, checker)
+    first = attempt(logins, "alice", "tcp4:192.0.2.1:1")
+    same_peer = attempt(logins, "bob", "tcp4:192.0.2.1:2")
+    same_authid = attempt(logins, "alice", "tcp4:192.0.2.2:1")
+    other = attempt(logins, "carol", "tcp4:192.0.2.3:1")
+    assert [name for name, _ in checker.checks] == [b"alice", b"carol"]
+    checker.answer(0, False)
+    assert sorted(name for name, _ in checker.checks[2:]) == [b"alice", b"bob"]
+    for i in (1, 2, 3):
+        checker.answer(i, False)
+    clock.advance(0.5)
+    assert [refusal(r) for r in (first, same_peer, same_authid, other)] == ["authentication failed"] * 4
+
+
+def test_a_full_line_is_refused_at_once(clock, checker):
+    """Beyond max_queue attempts waiting from one address: ABORT 'too many login attempts' at once, counted
+    in zmqwamp_limit_exceeded_total{limit="max_pending_logins"}, never checked."""
+    logins = make_logins(clock, checker, max_queue=2)
+    results = [attempt(logins, f"user{i}") for i in range(5)]
+    assert len(checker.checks) == 1
+    assert [refusal(r) for r in results[3:]] == ["too many login attempts"] * 2
+    assert results[1] == results[2] == []
+    limit = logins.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_pending_logins"})
+    assert limit == 2
+    checker.answer(0, False)
+    checker.answer(1, False)
+    checker.answer(2, False)
+    assert len(checker.checks) == 3
+
+
+def test_an_attempt_that_could_not_be_checked_in_time_is_refused_at_once(clock, checker):
+    """Under a penalty, an attempt that would wait past the budget behind the one being delayed is refused
+    at once instead of waiting for the login deadline."""
+    logins = make_logins(clock, checker, max_queue=10)
+    fail_logins(logins.throttle, 5)  # penalty 4 s
+    first = attempt(logins, "alice")
+    second = attempt(logins, "alice")
+    assert first == [] and refusal(second) == "too many login attempts"
+    clock.advance(4)
+    checker.answer(0, True)
+    assert first[0].authid == "alice"
+
+
+def test_gone_sessions_are_not_checked(clock, checker):
+    """An attempt whose session ended while it waited is dropped when its turn comes; the next one goes on."""
+    logins = make_logins(clock, checker)
+    attempt(logins, "alice")
+    gone = Session("tcp4:192.0.2.1:2")
+    attempt(logins, "alice", session=gone)
+    third = attempt(logins, "alice")
+    gone.state = "closed"
+    checker.answer(0, False)
+    assert len(checker.checks) == 2
+    checker.answer(1, True)
+    assert third[0].authid == "alice"
+
+
+def test_a_checker_that_never_answers_does_not_block_the_line(clock, checker):
+    """A check with no answer is given up after the login timeout (a refusal); the attempt that waited
+    behind it all that time is refused ('too many login attempts'), and the next one is checked at once."""
+    logins = make_logins(clock, checker)
+    first = attempt(logins, "alice")
+    second = attempt(logins, "alice")
+    clock.advance(10)
+    assert len(checker.checks) == 1 and refusal(second) == "too many login attempts"
+    clock.advance(0.5)
+    assert refusal(first) == "authentication failed"
+    third = attempt(logins, "alice")
+    checker.answer(1, True)
+    assert third[0].authid == "alice"
+
+
+def test_lines_are_forgotten_when_empty(clock, checker):
+    """No per-address or per-authid state is kept once nothing waits (only failure records, bounded)."""
+    logins = make_logins(clock, checker)
+    attempt(logins, "alice")
+    attempt(logins, "alice")
+    checker.answer(0, True)
+    checker.answer(1, True)
+    assert logins.throttle._lines == {}
+
+
+def test_max_pending_logins_option():
+    """A TOML key and a CLI flag (which wins), positive; it reaches the bridge's throttle with the login deadline."""
+    assert parse_config({"max_pending_logins": 5}).max_pending_logins == 5
+    with pytest.raises(ConfigError, match="max_pending_logins must be positive"):
+        parse_config({"max_pending_logins": 0})
+    options = Options()
+    options.parseOptions(["--max-pending-logins", "7", "--handshake-timeout", "6"])
+    assert options.config.max_pending_logins == 7
+    bridge = Bridge(options.config)
+    bridge.make_service(MemoryReactorClock())
+    throttle = bridge.context.logins.throttle
+    assert (throttle.max_queue, throttle.login_timeout, throttle.budget) == (7, 6.0, 3.0)
+    bridge.context.router.hub._zmq.shutdown()
