@@ -21,6 +21,7 @@ from autobahn.wamp.serializer import JsonSerializer
 from autobahn.wamp.types import ComponentConfig, SubscribeOptions
 
 from harness import BIN, start_bridge, start_pub
+from waiting import eventually
 from wampclient import _Session, close
 
 MS = 200  # get_retained: the last message within this many ms of SUBSCRIBED (issue 17)
@@ -67,14 +68,6 @@ async def connect(url: str):
     )
     await asyncio.wait_for(loop.create_connection(factory, "127.0.0.1", int(url.split(":")[2].split("/")[0])), 10)
     return await asyncio.wait_for(joined, 10), wire
-
-
-async def wait_until(predicate, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def count(message: list) -> int:
@@ -129,10 +122,11 @@ def test_keep_open_warms_the_cache_and_get_retained_brings_the_last_message_with
     """Nobody has subscribed to 'slow' yet: keep_open filled its history; get_retained gets the newest, then live."""
 
     async def scenario():
-        deadline = time.monotonic() + 10
-        while metrics(env["url"]).get('zmqwamp_history_messages{endpoint="slow"}', 0) < 1:
-            assert time.monotonic() < deadline, "no message held for 'slow' with keep_open"
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: metrics(env["url"]).get('zmqwamp_history_messages{endpoint="slow"}', 0) >= 1,
+            what="a message held for 'slow' with keep_open",
+            blocking=True,
+        )
         session, wire = await connect(env["url"])
         got = []
         sub = await session.subscribe(
@@ -140,7 +134,7 @@ def test_keep_open_warms_the_cache_and_get_retained_brings_the_last_message_with
             "slow",
             SubscribeOptions(get_retained=True, details_arg="details"),
         )
-        await wait_until(lambda: len(got) >= 2, 6, "the retained message and a live one")
+        await eventually(lambda: len(got) >= 2, 6, "the retained message and a live one")
         subscribed_at = next(t for t, m in wire.received if m[0] == 33)
         retained_at, retained = next((t, m) for t, m in wire.received if m[0] == 36)
         assert retained[3]["retained"] is True and retained[3]["_epoch"]
@@ -162,7 +156,7 @@ def resubscribe_after(env, alias: str, away: float, **since_options):
     async def scenario():
         first, wire1 = await connect(env["url"])
         await first.subscribe(lambda m: None, alias)
-        await wait_until(lambda: len(wire1.events()) >= 10, 10, "10 events")
+        await eventually(lambda: len(wire1.events()) >= 10, 10, "10 events")
         first._transport.close()  # the connection drops, no UNSUBSCRIBE, no GOODBYE
         await asyncio.sleep(away)
         before = wire1.events()
@@ -170,7 +164,7 @@ def resubscribe_after(env, alias: str, away: float, **since_options):
         session, wire2 = await connect(env["url"])
         wire2.extra = {"_since": last[2], "_epoch": last[3]["_epoch"], **since_options}
         await session.subscribe(lambda m: None, alias)
-        await wait_until(lambda: len(wire2.events()) >= 10, 10, "replayed and live events")
+        await eventually(lambda: len(wire2.events()) >= 10, 10, "replayed and live events")
         await asyncio.sleep(0.3)
         await close(session)
         return before, wire2.events()
@@ -207,8 +201,10 @@ def test_an_id_from_another_process_says_epoch(env):
 
 def test_metrics_show_messages_and_bytes_held_per_alias(env):
     async def scenario():
-        await wait_until(
-            lambda: metrics(env["url"]).get('zmqwamp_history_messages{endpoint="fast"}', 0) >= 100, 10, "fast"
+        await eventually(
+            lambda: metrics(env["url"]).get('zmqwamp_history_messages{endpoint="fast"}', 0) >= 100,
+            what="100 messages held for 'fast'",
+            blocking=True,
         )
 
     run(scenario())
@@ -240,12 +236,14 @@ def test_sighup_gives_an_alias_a_kept_open_history_and_takes_it_back(env, tmp_pa
         bridge.wait_for("configuration reloaded", start=mark)
 
         async def warm():
-            await wait_until(
-                lambda: metrics(url).get('zmqwamp_history_messages{endpoint="ticks"}', 0) == 5, 10, "5 held"
+            await eventually(
+                lambda: metrics(url).get('zmqwamp_history_messages{endpoint="ticks"}', 0) == 5,
+                what="5 messages held",
+                blocking=True,
             )
             session, wire = await connect(url)
             await session.subscribe(lambda m: None, "ticks", SubscribeOptions(get_retained=True))
-            await wait_until(lambda: wire.events(), 5, "the retained event")
+            await eventually(lambda: wire.events(), 5, "the retained event")
             assert wire.events()[0][3]["retained"] is True
             await close(session)
 
