@@ -1,11 +1,26 @@
-# One process runs both the bridge's code (Twisted, in unit tests) and autobahn's
-# asyncio clients (end-to-end tests; the bridge itself runs in twistd). txaio allows
-# one framework per process: the clients need asyncio, and nothing in this process
-# runs autobahn's Twisted side, so pin asyncio before anything imports autobahn.
+# txaio allows one networking framework per process. tests/unit runs the bridge's code in memory on Twisted, as
+# the bridge runs it; tests/e2e and tests/deploy drive real bridges with autobahn's asyncio clients. Each folder's
+# conftest pins its framework before anything imports autobahn, so the two run in separate processes
+# (make test-unit, make test-e2e).
 import txaio
 
-txaio.use_asyncio()
-txaio.use_twisted = lambda: None
+
+def pin_txaio(framework: str) -> None:
+    """Pin txaio to ``framework`` ("twisted" or "asyncio"), or say clearly why this process cannot."""
+    import pytest
+
+    chosen = getattr(txaio, "_explicit_framework", None)
+    if chosen not in (None, framework):
+        raise pytest.UsageError(
+            f"tests/unit runs on Twisted and tests/e2e, tests/deploy on asyncio (txaio: one framework per process); "
+            f"this process already uses {chosen}: run them separately (make test-unit, make test-e2e, make test-deploy)"
+        )
+    getattr(txaio, f"use_{framework}")()
+    if framework == "asyncio":
+        # end-to-end tests import some of the bridge's modules (config, constants); importing
+        # autobahn.twisted calls txaio.use_twisted(), which would refuse the asyncio clients
+        txaio.use_twisted = lambda: None
+
 
 import pytest  # noqa: E402
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -284,16 +283,7 @@ def open_websocket(factory: Any, subprotocol: str | None = None) -> tuple[Any, W
         b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + offer + b"\r\n"
     )
-    # conftest pins txaio to asyncio (for the end-to-end clients): autobahn finishes the opening
-    # handshake in a callback on the asyncio loop, so run one for this step
-    loop = asyncio.new_event_loop()
-    try:
-        asyncio.set_event_loop(loop)
-        proto.dataReceived(request)
-        loop.run_until_complete(asyncio.sleep(0))
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+    proto.dataReceived(request)  # txaio on Twisted (tests/unit/conftest.py): the handshake completes here
     assert proto.state == proto.STATE_OPEN, transport.value()
     transport.clear()
     return proto, transport
