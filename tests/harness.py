@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import ipaddress
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -127,8 +129,15 @@ def start_bridge(
     return p, f"ws://127.0.0.1:{port}/ws"
 
 
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed key and certificate for ``localhost`` in ``directory`` (for an ``ssl:`` listener): their paths."""
+class CertFiles(NamedTuple):
+    key: Path
+    cert: Path
+    pem: Path  # the certificate then the key, in one file (HAProxy's ``crt``)
+
+
+def make_cert(directory: Path) -> CertFiles:
+    """A self-signed certificate for ``localhost`` and 127.0.0.1 in ``directory``: an ``ssl:`` listener takes
+    ``key`` and ``cert``, nginx the same, HAProxy ``pem``."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
@@ -137,11 +146,17 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    files = CertFiles(directory / "key.pem", directory / "cert.pem", directory / "site.pem")
+    files.key.write_bytes(key_pem)
+    files.cert.write_bytes(cert_pem)
+    files.pem.write_bytes(cert_pem + key_pem)
+    return files

@@ -1,4 +1,5 @@
-"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics, raw HTTP; plus the fast PUB."""
+"""Looking at a running bridge from outside: RSS, open fds, /healthz, /metrics, raw HTTP; plus the fast PUB and
+hostile payloads (shared by the in-memory and end-to-end tests of the same hole)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import cbor2
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import Process
@@ -102,3 +104,12 @@ def get(port: int, path: str, host: str | None = None, extra: tuple[str, ...] = 
     """One request (``extra``: more header lines) from ``source`` (a local address), the connection closed after it."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Connection: close", *extra]
     return http(port, ("\r\n".join(lines) + "\r\n\r\n").encode(), source)
+
+
+def shared_bomb(depth: int, procedure: str) -> bytes:
+    """x = [x', x'] nested ``depth`` deep, each list encoded once and referenced twice (tags 28/29):
+    about 300 bytes for 2**depth leaves."""
+    x = ["aaaaaaaaaa"]
+    for _ in range(depth):
+        x = [x, x]
+    return cbor2.dumps([48, 1, {}, procedure, [x]], value_sharing=True)

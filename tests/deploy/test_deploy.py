@@ -19,8 +19,6 @@ say why.  The figures measured are printed (`pytest -s`) and recorded in README.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import re
 import shutil
@@ -35,12 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from harness import ROOT, Process, start_bridge, start_pub, start_rep
+from harness import ROOT, Process, make_cert, start_bridge, start_pub, start_rep
 from waiting import wait_for
 
 DEPLOY = ROOT / "examples" / "deploy"
@@ -64,33 +58,7 @@ def _missing(proxy: str) -> str | None:
     return None
 
 
-# -- certificates and configs ----------------------------------------------------------------------
-
-
-def make_cert(directory: Path) -> dict[str, Path]:
-    """A self-signed certificate for localhost / 127.0.0.1: key, cert, and both in one PEM (haproxy's crt)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    paths = {"key": directory / "site.key", "cert": directory / "site.crt", "pem": directory / "site.pem"}
-    paths["key"].write_bytes(key_pem)
-    paths["cert"].write_bytes(cert_pem)
-    paths["pem"].write_bytes(cert_pem + key_pem)
-    return paths
+# -- configs --------------------------------------------------------------------------------------
 
 
 def substitute(text: str, replacements: list[tuple[str, str]]) -> str:
@@ -218,7 +186,7 @@ class Proxy:
         if kind == "haproxy":
             self.stats = free_port()
             text = substitute((DEPLOY / "haproxy.cfg").read_text(), [
-                ("bind :443 ssl crt /etc/haproxy/certs/site.pem", f"bind 127.0.0.1:{front} ssl crt {cert['pem']}"),
+                ("bind :443 ssl crt /etc/haproxy/certs/site.pem", f"bind 127.0.0.1:{front} ssl crt {cert.pem}"),
                 ("server bridge1 10.0.1.11:8080", f"server bridge1 127.0.0.1:{ports[0]}"),
                 ("server bridge2 10.0.1.12:8080", f"server bridge2 127.0.0.1:{ports[1]}"),
                 ("bind 127.0.0.1:8404", f"bind 127.0.0.1:{self.stats}"),
@@ -235,8 +203,8 @@ class Proxy:
                 ("listen 443 ssl;", f"listen 127.0.0.1:{front} ssl;"),
                 ("server 10.0.1.11:8080 max_fails=0;", f"server 127.0.0.1:{ports[0]} max_fails=0;"),
                 ("server 10.0.1.12:8080 max_fails=0;", f"server 127.0.0.1:{ports[1]} max_fails=0;"),
-                ("/etc/nginx/certs/site.crt", str(cert["cert"])),
-                ("/etc/nginx/certs/site.key", str(cert["key"])),
+                ("/etc/nginx/certs/site.crt", str(cert.cert)),
+                ("/etc/nginx/certs/site.key", str(cert.key)),
                 ("/var/log/nginx/zmqwamp-access.log", str(self.access)),
             ])
             path = tmp / "nginx.conf"
@@ -317,17 +285,17 @@ def outcome(request, tmp_path_factory) -> Outcome:
     proxy = Proxy(proxy_kind, tmp, front, ports, cert)
     clients = None
     try:
-        wait_for(lambda: https_status(front, "/healthz", cert["cert"]) == 200 if proxy.proc.proc.poll() is None else
+        wait_for(lambda: https_status(front, "/healthz", cert.cert) == 200 if proxy.proc.proc.poll() is None else
              pytest.fail(proxy.proc.output), 20, "the proxy to serve /healthz")
         wait_for(lambda: all(proxy.server_up(b.name) for b in bridges), 20, "the proxy to see both bridges up")
-        Clients.ca = str(cert["cert"])
+        Clients.ca = str(cert.cert)
         clients = Clients(f"wss://localhost:{front}/ws", rep_addr, pub_addr)
         wait_for(lambda: len(clients.subscribed_since(0)) == CLIENTS, 30, "every client to subscribe")
         wait_for(lambda: len({r["c"] for r in clients.records() if r["ev"] == "event"}) == CLIENTS, 10,
              "every client to receive an EVENT")
         spread = (bridges[0].sessions_open(), bridges[1].sessions_open())
-        metrics_status = https_status(front, "/metrics", cert["cert"])
-        health_status = https_status(front, "/healthz", cert["cert"])
+        metrics_status = https_status(front, "/metrics", cert.cert)
+        health_status = https_status(front, "/healthz", cert.cert)
 
         # 1. SIGKILL the bridge with more sessions; its clients must come back on the other one.
         victim = max(bridges, key=lambda b: b.sessions_open())

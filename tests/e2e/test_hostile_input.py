@@ -20,7 +20,7 @@ from autobahn.exception import PayloadExceededError
 from hang_bridge import HANGING
 from harness import ROOT, start_bridge, start_rep
 from minws import ABORT, ERROR, RESULT, SUBSCRIBED, Closed, WSClient
-from probes import metric, rss_mib, start_fastpub
+from probes import metric, rss_mib, shared_bomb, start_fastpub
 from waiting import eventually
 from wampclient import close, connect
 
@@ -61,13 +61,6 @@ async def answered_within(ws: WSClient, rep: str, seconds: float) -> list:
 # -- 2: CBOR value sharing and string references ----------------------------------------------
 
 
-def shared_bomb(depth: int, procedure: str) -> bytes:
-    """x = [x', x'] nested ``depth`` deep, each list encoded once and referenced twice (tags 28/29):
-    about 300 bytes for 2**depth leaves."""
-    x = ["aaaaaaaaaa"]
-    for _ in range(depth):
-        x = [x, x]
-    return cbor2.dumps([48, 1, {}, procedure, [x]], value_sharing=True)
 
 
 class CborClient:

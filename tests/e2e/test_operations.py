@@ -26,7 +26,7 @@ def run(coro):
 
 def test_wss_and_ws_on_two_listeners(services, tmp_path):
     """One bridge serves ws:// on one port and wss:// on another; the certificate's hostname is checked."""
-    key, cert = make_cert(tmp_path)
+    key, cert, _ = make_cert(tmp_path)
     proc, ws_url = start_bridge(
         "--anonymous", "--allow", services["rep"],
         "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",

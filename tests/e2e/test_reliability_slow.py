@@ -207,7 +207,7 @@ def test_stalled_subscriber_over_tls_is_bounded_too(tmp_path):
 
     from harness import make_cert
 
-    key, cert = make_cert(tmp_path)
+    key, cert, _ = make_cert(tmp_path)
     pub, pub_addr = start_fastpub(RATE, SIZE)
     bridge, _ = start_bridge(
         "--anonymous", "--allow", pub_addr, "--max-outgoing-buffer", str(BUFFER),

@@ -21,6 +21,7 @@ from zmqwamp.websocket import WampServerFactory
 from hang_bridge import HANGING
 from memory import new_session, open_websocket, received, send
 from minws import ABORT, ERROR, RESULT, encode_frame
+from probes import shared_bomb
 
 # -- the WebSocket adapter in memory, for the tests below ------------------------------------------
 
@@ -39,13 +40,6 @@ def open_wamp(world, **config):
 # -- 2: CBOR value sharing and string references ----------------------------------------------
 
 
-def shared_bomb(depth: int, procedure: str) -> bytes:
-    """x = [x', x'] nested ``depth`` deep, each list encoded once and referenced twice (tags 28/29):
-    about 300 bytes for 2**depth leaves."""
-    x = ["aaaaaaaaaa"]
-    for _ in range(depth):
-        x = [x, x]
-    return cbor2.dumps([48, 1, {}, procedure, [x]], value_sharing=True)
 
 
 def test_refused_cbor_tags_in_memory(world):
