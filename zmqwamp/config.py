@@ -293,9 +293,10 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")
     held = {name: e.history_bytes for name, e in config.endpoints.items() if e.history}
-    if sum(held.values()) > config.max_history_bytes:
+    total = sum(held.values())
+    if total > config.max_history_bytes:
         raise ConfigError(
-            f"{source}: the aliases' history_bytes add up to {sum(held.values())} bytes "
+            f"{source}: the aliases' history_bytes add up to {total} bytes "
             f"({', '.join(f'{n}: {b}' for n, b in sorted(held.items()))}), over max_history_bytes "
             f"({config.max_history_bytes}): lower history_bytes or raise max_history_bytes"
         )

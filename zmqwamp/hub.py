@@ -56,7 +56,7 @@ from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 log = Logger()
 
 # WAMP ids are integers in [1, 2**53]; sequential is allowed for router-scope ids.
-_MAX_ID = 2**53
+MAX_ID = 2**53
 
 
 class Subscriber(Protocol):
@@ -188,7 +188,7 @@ class SubscriptionHub:
                     "max_filters_per_endpoint",
                     f"{self.max_filters} distinct filters are already subscribed at this endpoint",
                 )
-            sub = Subscription(next(self._ids) % _MAX_ID, endpoint, filter_, history=self._histories.get(endpoint))
+            sub = Subscription(next(self._ids) % MAX_ID, endpoint, filter_, history=self._histories.get(endpoint))
             subs[(endpoint, filter_)] = sub
             self._by_id[sub.id] = sub
             filters[filter_] += 1

@@ -26,7 +26,7 @@ from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
-from zmqwamp.hub import Recovery, Subscription, SubscriptionHub
+from zmqwamp.hub import MAX_ID, Recovery, Subscription, SubscriptionHub
 from zmqwamp.limits import LIMIT_EXCEEDED, LimitExceeded
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.registry import SessionRegistry
@@ -366,8 +366,6 @@ def _backend_unavailable(failure: Failure):
     raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
 
 
-# The largest publication id (WAMP ids are integers in [0, 2**53]).
-MAX_PUBLICATION_ID = 2**53
 MAX_EPOCH_LENGTH = 64
 
 
@@ -379,7 +377,7 @@ def subscription_recovery(options: dict) -> Recovery | None:
     """
     since = options.get("_since")
     epoch = options.get("_epoch")
-    if since is not None and (type(since) is not int or not 0 <= since <= MAX_PUBLICATION_ID):
+    if since is not None and (type(since) is not int or not 0 <= since <= MAX_ID):
         raise ApplicationError(
             ApplicationError.INVALID_ARGUMENT, "the _since option must be a publication id (an integer >= 0)"
         )
