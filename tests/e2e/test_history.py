@@ -8,11 +8,9 @@ by its serializer here, which also records what arrives, since autobahn's EventD
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from autobahn.wamp.serializer import JsonSerializer
 from autobahn.wamp.types import ComponentConfig, SubscribeOptions
 
 from harness import BIN, start_bridge, start_pub
+from probes import metric, metrics
 from waiting import eventually
 from wampclient import _Session, close
 
@@ -75,13 +74,6 @@ def count(message: list) -> int:
     return int(message[4][0].split()[1])
 
 
-def metrics(url: str) -> dict[str, float]:
-    text = (
-        urllib.request.urlopen(url.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=10).read().decode()
-    )
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(zmqwamp_history\S*) (\S+)$", text, re.M)}
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     slow, slow_addr = start_pub(interval=2.0, topics="tick")
@@ -123,7 +115,7 @@ def test_keep_open_warms_the_cache_and_get_retained_brings_the_last_message_with
 
     async def scenario():
         await eventually(
-            lambda: metrics(env["url"]).get('zmqwamp_history_messages{endpoint="slow"}', 0) >= 1,
+            lambda: metric(env["url"], "zmqwamp_history_messages", endpoint="slow") >= 1,
             what="a message held for 'slow' with keep_open",
             blocking=True,
         )
@@ -202,25 +194,16 @@ def test_an_id_from_another_process_says_epoch(env):
 def test_metrics_show_messages_and_bytes_held_per_alias(env):
     async def scenario():
         await eventually(
-            lambda: metrics(env["url"]).get('zmqwamp_history_messages{endpoint="fast"}', 0) >= 100,
+            lambda: metric(env["url"], "zmqwamp_history_messages", endpoint="fast") >= 100,
             what="100 messages held for 'fast'",
             blocking=True,
         )
 
     run(scenario())
-    m = metrics(env["url"])
-    assert m['zmqwamp_history_messages{endpoint="tiny"}'] == 3  # 'fast' keeps the address open
-    assert 3 * len("tick 1") <= m['zmqwamp_history_bytes{endpoint="tiny"}'] <= 3 * len("tick 1000000")
-    assert m['zmqwamp_history_bytes{endpoint="fast"}'] >= 100 * len("tick 1")
-    assert m['zmqwamp_history_messages{endpoint="slow"}'] >= 1
-
-
-def sub_sockets(url: str) -> float:
-    text = (
-        urllib.request.urlopen(url.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=10).read().decode()
-    )
-    found = re.search(r'^zmqwamp_zmq_sockets_open\{kind="sub"\} (\S+)$', text, re.M)
-    return float(found.group(1)) if found else 0.0  # no series before the first SUB socket
+    assert metric(env["url"], "zmqwamp_history_messages", endpoint="tiny") == 3  # 'fast' keeps the address open
+    assert 3 * len("tick 1") <= metric(env["url"], "zmqwamp_history_bytes", endpoint="tiny") <= 3 * len("tick 1000000")
+    assert metric(env["url"], "zmqwamp_history_bytes", endpoint="fast") >= 100 * len("tick 1")
+    assert metric(env["url"], "zmqwamp_history_messages", endpoint="slow") >= 1
 
 
 def test_sighup_gives_an_alias_a_kept_open_history_and_takes_it_back(env, tmp_path: Path):
@@ -229,7 +212,8 @@ def test_sighup_gives_an_alias_a_kept_open_history_and_takes_it_back(env, tmp_pa
     config.write_text(alias)
     bridge, url = start_bridge("--config", str(config))
     try:
-        assert sub_sockets(url) == 0 and 'zmqwamp_history_messages{endpoint="ticks"}' not in metrics(url)
+        assert metric(url, "zmqwamp_zmq_sockets_open", kind="sub") == 0
+        assert ("zmqwamp_history_messages", (("endpoint", "ticks"),)) not in metrics(url)
         config.write_text(alias + "history = 5\nkeep_open = true\n")
         mark = len(bridge.lines)
         bridge.proc.send_signal(signal.SIGHUP)
@@ -237,7 +221,7 @@ def test_sighup_gives_an_alias_a_kept_open_history_and_takes_it_back(env, tmp_pa
 
         async def warm():
             await eventually(
-                lambda: metrics(url).get('zmqwamp_history_messages{endpoint="ticks"}', 0) == 5,
+                lambda: metric(url, "zmqwamp_history_messages", endpoint="ticks") == 5,
                 what="5 messages held",
                 blocking=True,
             )
@@ -248,13 +232,14 @@ def test_sighup_gives_an_alias_a_kept_open_history_and_takes_it_back(env, tmp_pa
             await close(session)
 
         run(warm())
-        assert sub_sockets(url) == 1  # kept open with nobody subscribed
+        assert metric(url, "zmqwamp_zmq_sockets_open", kind="sub") == 1  # kept open with nobody subscribed
         config.write_text(alias)
         mark = len(bridge.lines)
         bridge.proc.send_signal(signal.SIGHUP)
         bridge.wait_for("configuration reloaded", start=mark)
         bridge.wait_for(r"closed \(no longer keep_open\)", start=mark)
-        assert sub_sockets(url) == 0 and 'zmqwamp_history_messages{endpoint="ticks"}' not in metrics(url)
+        assert metric(url, "zmqwamp_zmq_sockets_open", kind="sub") == 0
+        assert ("zmqwamp_history_messages", (("endpoint", "ticks"),)) not in metrics(url)
     finally:
         bridge.stop()
 

@@ -36,10 +36,10 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Poll `predicate` every 20 ms until it is true; reject after `ms`. */
+/** Poll `predicate` (it may return a promise) every 20 ms until it is true; reject after `ms`. */
 export async function waitUntil(predicate, ms, what) {
   const deadline = Date.now() + ms;
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(20);
   }
@@ -193,10 +193,10 @@ export async function startRep({ delay = 0 } = {}) {
   return { proc, address: match[1] };
 }
 
-/** The example counter PUB service: `hugo <n>` and `otto <n>` every `interval` seconds. */
-export async function startPub({ interval = 0.05 } = {}) {
+/** The example counter PUB service: `<topic> <n>` for each of `topics` (default `hugo`, `otto`) every `interval` seconds. */
+export async function startPub({ interval = 0.05, topics = null } = {}) {
   const argv = [findCommand('python'), path.join(EXAMPLES, 'counter_pub.py'), 'tcp://127.0.0.1:*',
-    '--interval', String(interval)];
+    '--interval', String(interval), ...(topics ? ['--topics', topics] : [])];
   const proc = new Proc('counter_pub', argv);
   const match = await proc.waitFor(/counter PUB bound to (tcp:\/\/127\.0\.0\.1:\d+)/);
   return { proc, address: match[1] };

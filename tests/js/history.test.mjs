@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  EXAMPLES, Proc, WAMP, connect, findCommand, startBridge, stopAll, waitUntil, withTimeout,
+  WAMP, connect, startBridge, startPub, stopAll, waitUntil, withTimeout,
 } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
@@ -20,14 +20,6 @@ for (const autobahn of Object.values(LINES)) autobahn.log.warn = () => {};
 
 const MS = 15000;
 const RETAINED_WITHIN_MS = 200;
-
-async function startSlowPub() {
-  const argv = [findCommand('python'), path.join(EXAMPLES, 'counter_pub.py'), 'tcp://127.0.0.1:*',
-    '--interval', '2', '--topics', 'tick'];
-  const proc = new Proc('counter_pub (1 message / 2 s)', argv);
-  const match = await proc.waitFor(/counter PUB bound to (tcp:\/\/127\.0\.0\.1:\d+)/);
-  return { proc, address: match[1] };
-}
 
 async function historyHeld(bridge) {
   const text = await (await fetch(`http://127.0.0.1:${bridge.port}/metrics`)).text();
@@ -40,18 +32,12 @@ describe('get_retained with autobahn-js: the last message of a history alias', (
 
   before(async () => {
     env.dir = mkdtempSync(path.join(os.tmpdir(), 'zmqwamp-history-'));
-    env.pub = await startSlowPub();
+    env.pub = await startPub({ interval: 2, topics: 'tick' });  // 1 message / 2 s
     const config = path.join(env.dir, 'bridge.toml');
     writeFileSync(config, `[endpoints.ticks]\naddress = "${env.pub.address}"\nkind = "sub"\nhistory = 10\nkeep_open = true\n`);
     env.bridge = await startBridge({ extra: ['--config', config] });
     // keep_open: the bridge holds a message before anyone subscribes (the PUB ticks every 2 s)
-    let held = 0;
-    const deadline = Date.now() + 10000;
-    while (held < 1) {
-      assert.ok(Date.now() < deadline, 'no message held for the alias ticks');
-      held = await historyHeld(env.bridge);
-      if (held < 1) await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await waitUntil(async () => (await historyHeld(env.bridge)) >= 1, 10000, 'a message held for the alias ticks');
   }, { timeout: 30000 });
 
   after(async () => {
