@@ -43,7 +43,7 @@ from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsC
 from twisted.cred.credentials import Anonymous, IAnonymous, IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -73,6 +73,16 @@ def to_bytes(value: Any) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"expected str or bytes, got {type(value).__name__}")
+
+
+def is_text(value: Any) -> bool:
+    """Can ``value``, a str, become UTF-8?  Not with a lone surrogate, which JSON's ``"\\ud800"`` escape carries
+    (msgpack and CBOR refuse it when decoding)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -415,6 +425,8 @@ def make_challenge(portal: Portal, method: str, authid: str | None):
 def check_response(portal: Portal, challenge: Challenge, signature: str | bytes) -> Deferred:
     """Check an AUTHENTICATE against its CHALLENGE; fires with an :class:`IZmqAvatar`."""
     credentials: TicketCredentials | WampCraCredentials
+    if not all(is_text(value) for value in (challenge.authid, signature) if isinstance(value, str)):
+        return fail(UnauthorizedLogin("the authid or the signature is not valid Unicode text"))
     if challenge.method == "ticket":
         credentials = TicketCredentials(challenge.authid, signature)
     else:

@@ -184,6 +184,7 @@ class Bridge:
             ),
             metrics,
             stopping=lambda: registry.stopping,
+            client_log=client_log,
         )
         context = SessionContext(router, logins, registry, metrics, client_log, reactor)
         self.context = context  # what every session shares: router, logins, registry (reload, tests)
