@@ -265,7 +265,7 @@ def changes(old: dict[str, UserRecord], new: dict[str, UserRecord]) -> list[Iden
         elif now.role != record.role:
             found.append(IdentityChange(authid, "the user's role changed", f"{record.role} -> {now.role}"))
         elif now != record:
-            found.append(IdentityChange(authid, "the user's password changed"))
+            found.append(IdentityChange(authid, "the user's password was reset"))
     return found
 
 

@@ -21,6 +21,7 @@ from zmqwamp.registry import SESSION_EXPIRED
 
 from harness import start_bridge, start_pub, start_rep
 from minws import EVENT, UNSUBSCRIBED, WSClient
+from probes import metric
 from waiting import eventually, timing_bound
 from wampclient import SessionClosed, connect
 
@@ -184,12 +185,6 @@ def test_a_token_valid_for_a_hundred_years_is_refused(tmp_path):
 # -- issue 21, item 8: a reload that turns anonymous access off ------------------------------------------------
 
 
-def metric_value(url: str, name: str, **labels) -> float:
-    from probes import metric
-
-    return metric(url, name, **labels)
-
-
 async def wait_for_message(ws: WSClient, kind: int, timeout: float = 10.0) -> list:
     """The next message of ``kind``, past the EVENTs on their way."""
     loop = asyncio.get_running_loop()
@@ -232,7 +227,7 @@ def test_sighup_that_turns_anonymous_off_ends_anonymous_sessions(upstream, tmp_p
             return goodbye, after, refused, await bob.goodbye()
 
         goodbye, after, refused, bye = asyncio.run(asyncio.wait_for(scenario(), 60))
-        revoked = metric_value(url, "zmqwamp_revoked_total", what="session")
+        revoked = metric(url, "zmqwamp_revoked_total", what="session")
     finally:
         proc.stop()
     assert goodbye == [6, {"message": "anonymous access was turned off"}, "zmqwamp.close.session_revoked"]
@@ -289,7 +284,7 @@ def test_removing_or_demoting_a_user_ends_their_sessions(upstream, tmp_path):
             return removed, took, demoted, after, welcome, carol
 
         removed, took, demoted, after, welcome, carol = asyncio.run(asyncio.wait_for(scenario(), 60))
-        revoked = metric_value(url, "zmqwamp_revoked_total", what="session")
+        revoked = metric(url, "zmqwamp_revoked_total", what="session")
     finally:
         proc.stop()
     assert removed == [6, {"message": "the user was removed from the users file"}, "zmqwamp.close.session_revoked"]

@@ -16,6 +16,7 @@ import time
 
 import jwt
 import pytest
+from twisted.application.internet import TimerService
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -294,7 +295,7 @@ def running():
     yield start
     for bridge, service in started:
         for child in list(service):
-            if type(child).__name__ == "TimerService":
+            if isinstance(child, TimerService):  # the users-file watcher
                 child.stopService()
         bridge.context.router.hub.close()
         bridge.context.router.hub._zmq.shutdown()
@@ -389,7 +390,7 @@ def test_users_removed_or_changed_in_the_file_lose_their_sessions(running, users
     said = {a: messages(t)[-1] for a, (_, t) in sessions.items()}
     assert said["alice"] == [6, {"message": "the user was removed from the users file"}, SESSION_REVOKED]
     assert said["bob"] == [6, {"message": "the user's role changed"}, SESSION_REVOKED]
-    assert said["carol"] == [6, {"message": "the user's password changed"}, SESSION_REVOKED]
+    assert said["carol"] == [6, {"message": "the user's password was reset"}, SESSION_REVOKED]
     assert said["dave"][0] == SUBSCRIBED and sessions["dave"][0].is_open
     assert world.hub.subscription_count() == 1 and revoked(world.metrics, "session") == 3
     text = [formatEvent(e) for e in log_events]
