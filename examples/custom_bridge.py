@@ -2,7 +2,8 @@
 
 The rules here: only clients from loopback or private addresses (then the Origin allowlist);
 everyone may call the allowed endpoints; subscribing needs a filter starting
-with one's own authid and a dot, except for admins.
+with one's own authid and a dot, except for admins (and authids containing a dot
+may not subscribe: theirs would overlap, docs/auth.md "Filters and their delimiter").
 
     python examples/custom_bridge.py --rep tcp://127.0.0.1:9999 --pub tcp://127.0.0.1:9000 \\
         [--listen tcp:8080:interface=127.0.0.1] [--users PATH] [--origin https://app.example.com]
@@ -53,6 +54,8 @@ class MyBridge(Bridge):
         avatar = session.avatar
         if action == "call" or avatar.authrole == "admin":
             return True
+        if "." in avatar.authid:  # 'john.smith.' would be inside john's 'john.': the delimiter must not be in authids
+            return False
         return options["filter"].startswith(f"{avatar.authid}.".encode())  # e.g. alice reads 'alice.*'
 
 

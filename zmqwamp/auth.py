@@ -35,7 +35,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,7 +43,7 @@ from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsC
 from twisted.cred.credentials import Anonymous, IAnonymous, IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -73,6 +73,16 @@ def to_bytes(value: Any) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"expected str or bytes, got {type(value).__name__}")
+
+
+def is_text(value: Any) -> bool:
+    """Can ``value``, a str, become UTF-8?  Not with a lone surrogate, which JSON's ``"\\ud800"`` escape carries
+    (msgpack and CBOR refuse it when decoding)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -164,6 +174,36 @@ class Identity:
     authprovider: str = ""
     endpoints: tuple[str, ...] | None = None  # globs this credential is limited to (e.g. a JWT claim)
     expires: float | None = None  # wall-clock time (time.time()) when the credential ends, and its sessions with it
+
+
+@dataclass(frozen=True)
+class IdentityChange:
+    """An identity a checker vouched for has changed or gone: the sessions it opened end.
+
+    ``why`` is told to the client (GOODBYE's message) and logged; ``detail`` is only logged.
+    """
+
+    authid: str
+    why: str
+    detail: str = ""
+
+
+class IIdentitySource(Interface):
+    """A checker whose identities can change while their sessions are open (a users file).
+
+    The bridge asks it to :meth:`refresh` every second and on SIGHUP; it tells the bridge what changed through
+    the callbacks given to :meth:`watch`, and the bridge ends the open sessions of those authids that it
+    vouched for (same ``authprovider``).
+    """
+
+    def identities() -> Iterable[tuple[str, str]]:
+        """The (authid, role) pairs it accepts now."""
+
+    def refresh() -> None:
+        """Look for changes now; call the watchers with a list of :class:`IdentityChange` if there are some."""
+
+    def watch(callback: Callable[[list[IdentityChange]], None]) -> None:
+        """Call ``callback`` with the changes, each time there are some."""
 
 
 # names for the stock checkers, shown as WELCOME's authprovider
@@ -354,9 +394,16 @@ def build_portal(
         )
     for iface, chain in chains.items():
         portal.registerChecker(CheckerChain(chain), iface)
-    if anonymous:
-        portal.registerChecker(AllowAnonymousAccess())
+    set_anonymous(portal, anonymous)
     return portal
+
+
+def set_anonymous(portal: Portal, enabled: bool) -> None:
+    """Serve the ``anonymous`` authmethod, or stop serving it (a reload)."""
+    if enabled:
+        portal.registerChecker(AllowAnonymousAccess())
+    else:
+        portal.checkers.pop(IAnonymous, None)
 
 
 # -- the login conversation ------------------------------------------------
@@ -415,6 +462,8 @@ def make_challenge(portal: Portal, method: str, authid: str | None):
 def check_response(portal: Portal, challenge: Challenge, signature: str | bytes) -> Deferred:
     """Check an AUTHENTICATE against its CHALLENGE; fires with an :class:`IZmqAvatar`."""
     credentials: TicketCredentials | WampCraCredentials
+    if not all(is_text(value) for value in (challenge.authid, signature) if isinstance(value, str)):
+        return fail(UnauthorizedLogin("the authid or the signature is not valid Unicode text"))
     if challenge.method == "ticket":
         credentials = TicketCredentials(challenge.authid, signature)
     else:

@@ -8,14 +8,25 @@ server-side code a team writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import fields
+from functools import partial
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from zmqwamp.auth import IZmqAvatar, RuleBook, build_portal
+from zmqwamp.auth import (
+    IdentityChange,
+    IIdentitySource,
+    IZmqAvatar,
+    RuleBook,
+    build_portal,
+    provider_name,
+    set_anonymous,
+)
 from zmqwamp.clientlog import ClientLog
 from zmqwamp.config import BridgeConfig, ConfigError, validate
 from zmqwamp.endpoints import Endpoint, EndpointResolver
@@ -26,7 +37,7 @@ from zmqwamp.login import LoginService, LoginThrottle
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver
 from zmqwamp.peers import ClientAddresses
-from zmqwamp.policy import EndpointPolicy, OriginPolicy
+from zmqwamp.policy import EndpointPolicy, OriginPolicy, delimiter_warnings
 from zmqwamp.registry import SessionRegistry
 from zmqwamp.router import Router
 from zmqwamp.service import BridgeService, DrainService, ListeningPort
@@ -37,6 +48,11 @@ from zmqwamp.wire import WriteBatch
 from zmqwamp.zmqread import BridgeZmqFactory
 
 log = Logger()
+
+# Seconds between two looks at the users files (a stat each) for users removed or changed
+IDENTITY_POLL = 1.0
+# What a reload applies; a change to anything else is logged as needing a restart
+RELOADED = {"allow", "origins", "endpoints", "rules", "max_history_bytes", "anonymous", "auth"}
 
 
 class Bridge:
@@ -92,12 +108,14 @@ class Bridge:
         return avatar.zmq_allowed(action, endpoint, options)
 
     def reload(self) -> None:
-        """Re-read the configuration (SIGHUP): allow rules, origins, aliases and per-user rules.
+        """Re-read the configuration (SIGHUP): allow rules, origins, aliases, per-user rules and ``anonymous``.
 
         Open sessions stay and follow the new rules: every open subscription is
-        checked again with :meth:`zmq_allowed`, and those now denied are revoked.
-        Listen addresses, realm and limits need a restart.  A bad file is logged
-        and the old rules are kept.
+        checked again with :meth:`zmq_allowed`, and those now denied are revoked;
+        anonymous sessions end if ``anonymous`` was turned off.  Listen addresses,
+        realm and limits need a restart (a changed one is named in a warning).  A
+        bad file is logged and the old rules are kept.  The users files are read
+        again too (their removed or changed users lose their sessions).
 
         Aliases' histories (docs/history.md): an alias whose settings are unchanged keeps
         its history; one that gains history starts recording now (if its connection is
@@ -107,6 +125,7 @@ class Bridge:
         history starts empty.  keep_open connections are opened, or closed if no longer
         kept open and nobody is subscribed.
         """
+        self.refresh_identities()  # the users files, whatever the config says
         if self.config_loader is None:
             log.info("SIGHUP: there is no configuration file to reload")
             return
@@ -117,6 +136,14 @@ class Bridge:
             return
         if new.auth != self.config.auth:
             log.warn("reload: 'auth' changed in the file; checkers change only at a restart (the running ones stay)")
+        ignored = [
+            f.name
+            for f in fields(BridgeConfig)
+            if f.name not in RELOADED and getattr(new, f.name) != getattr(self.config, f.name)
+        ]
+        if ignored:
+            log.warn("reload: {names} changed; they take effect only at a restart", names=", ".join(ignored))
+        self._reload_anonymous(new.anonymous)
         self.policy = EndpointPolicy(new.allow)
         self.origins = OriginPolicy(new.origins)
         self.context.router.resolver.aliases = dict(new.endpoints)
@@ -130,14 +157,66 @@ class Bridge:
         )
         self.config.max_history_bytes = new.max_history_bytes
         log.info(
-            "configuration reloaded: {allow} allow pattern(s), {aliases} alias(es), {rules} rule(s)",
+            "configuration reloaded: {allow} allow pattern(s), {aliases} alias(es), {rules} rule(s), "
+            "anonymous {anonymous}",
             allow=len(new.allow),
             aliases=len(new.endpoints),
             rules=len(new.rules),
+            anonymous="on" if new.anonymous else "off",
         )
+        self._warn_delimiters()
         d = self.context.router.recheck_subscriptions()
         d.addCallback(lambda revoked: log.info("reload: {n} subscription(s) revoked", n=revoked))
         d.addErrback(lambda failure: log.failure("reload: re-checking subscriptions failed", failure))
+
+    def _reload_anonymous(self, anonymous: bool) -> None:
+        """A reload turned anonymous access on or off: the portal serves it or not, and its open sessions end."""
+        if anonymous == self.config.anonymous:
+            return
+        self.config.anonymous = anonymous
+        set_anonymous(self.portal, anonymous)
+        if anonymous:
+            log.info("reload: anonymous access turned on")
+            return
+        registry = self.context.registry
+        sessions = [s for s in registry.sessions_of("anonymous", "anonymous") if s.avatar.authmethod == "anonymous"]
+        for session in sessions:
+            registry.revoke(session, "anonymous access was turned off")
+        log.info("reload: anonymous access turned off, {n} anonymous session(s) ended", n=len(sessions))
+
+    def refresh_identities(self) -> None:
+        """Ask the checkers whose identities can change (a users file) to look for changes now."""
+        for checker in self.checkers:
+            if IIdentitySource.providedBy(checker):
+                try:
+                    checker.refresh()
+                except Exception:
+                    log.failure("{checker}: looking for changed identities failed", checker=provider_name(checker))
+
+    def identities_changed(self, checker: ICredentialsChecker, changes: list[IdentityChange]) -> None:
+        """``checker`` no longer vouches for these identities as before: the sessions it opened for them end."""
+        provider = provider_name(checker)
+        registry = self.context.registry
+        ended = 0
+        for change in changes:
+            for session in registry.sessions_of(provider, change.authid):
+                registry.revoke(session, change.why, change.detail)
+                ended += 1
+        log.info(
+            "{provider}: {n} user(s) removed or changed, {ended} session(s) ended",
+            provider=provider,
+            n=len(changes),
+            ended=ended,
+        )
+        self._warn_delimiters()
+
+    def _warn_delimiters(self) -> None:
+        """Warn about the users that a rule's ``{authid}<delimiter>`` filter will never serve."""
+        identities = [
+            pair for checker in self.checkers if IIdentitySource.providedBy(checker) for pair in checker.identities()
+        ]
+        for warning in delimiter_warnings(self.config.rules, identities):
+            log.warn("{warning}", warning=warning)
 
     # -- wiring -------------------------------------------------------------
 
@@ -172,9 +251,10 @@ class Bridge:
         )
         # the aliases' histories, and their keep_open connections once the reactor runs (after any fork)
         reactor.callWhenRunning(router.hub.configure_history, config.endpoints.values())
+        self.portal = build_portal(self.checkers, config.anonymous, self.rulebook)
         logins = LoginService(
             config.realm,
-            build_portal(self.checkers, config.anonymous, self.rulebook),
+            self.portal,
             LoginThrottle(
                 reactor,
                 floor=config.login_delay,
@@ -184,12 +264,22 @@ class Bridge:
             ),
             metrics,
             stopping=lambda: registry.stopping,
+            client_log=client_log,
         )
         context = SessionContext(router, logins, registry, metrics, client_log, reactor)
         self.context = context  # what every session shares: router, logins, registry (reload, tests)
         # every connection to the listen ports is counted (max_sessions, max_sessions_per_peer) ...
         connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
         top = BridgeService(config.log_format, reactor, self.reload)
+        # users files: what an edit takes away from open sessions, seen within a second
+        sources = [checker for checker in self.checkers if IIdentitySource.providedBy(checker)]
+        for checker in sources:
+            checker.watch(partial(self.identities_changed, checker))
+        if sources:
+            watcher = TimerService(IDENTITY_POLL, self.refresh_identities)
+            watcher.clock = reactor
+            watcher.setServiceParent(top)
+        self._warn_delimiters()
         DrainService(router, registry, connections, zmq_factory, names, reactor, config.drain_time).setServiceParent(
             top
         )

@@ -19,7 +19,7 @@ from zmqwamp.endpoints import CODECS, KINDS, Endpoint, InvalidEndpoint, parse_ad
 from zmqwamp.flow import SLOW_CONSUMER_POLICIES
 from zmqwamp.history import DEFAULT_HISTORY_BYTES, DEFAULT_MAX_HISTORY_BYTES, MAX_HISTORY
 from zmqwamp.peers import FORWARDED_HEADERS, parse_trusted
-from zmqwamp.policy import ACTIONS, PLACEHOLDERS, UserRule
+from zmqwamp.policy import ACTIONS, PLACEHOLDERS, UserRule, filter_glob_error
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -292,6 +292,11 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")
+    for index, rule in enumerate(config.rules):
+        for glob in rule.filters or ():
+            error = filter_glob_error(glob)
+            if error:
+                raise ConfigError(f"{source}: rules[{index}].filters: {error}")
     held = {name: e.history_bytes for name, e in config.endpoints.items() if e.history}
     total = sum(held.values())
     if total > config.max_history_bytes:

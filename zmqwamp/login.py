@@ -10,6 +10,7 @@ a signature is ever logged.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from autobahn.wamp.exception import ApplicationError
@@ -22,7 +23,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zmqwamp.auth import Challenge, check_response, login_anonymous, make_challenge, select_method
+from zmqwamp.auth import Challenge, check_response, is_text, login_anonymous, make_challenge, select_method
+from zmqwamp.clientlog import ClientLog
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import peer_host
 
@@ -42,12 +44,22 @@ class LoginService:
         throttle: LoginThrottle,
         metrics: BridgeMetrics,
         stopping: Callable[[], bool] = lambda: False,
+        client_log: ClientLog | None = None,
     ) -> None:
         self.realm = realm
         self.portal = portal
         self.throttle = throttle
         self.metrics = metrics
         self._stopping = stopping
+        self.client_log = client_log
+
+    def _log(self, format: str, **fields) -> None:
+        """A line about a login refused without a check: nothing bounds how often a client causes one but the
+        client log's total rate (each attempt is a new connection, so a per-session budget would not)."""
+        if self.client_log is None:
+            log.info(format, **fields)
+        else:
+            self.client_log.emit(None, log.info, format, **fields)
 
     @inlineCallbacks
     def hello(self, session, hello):
@@ -61,6 +73,15 @@ class LoginService:
             self.metrics.logins.labels("none", "refused").inc()
             log.info("login refused: none of the offered authmethods is enabled, peer={peer}", peer=session.peer)
             raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "no offered authentication method is enabled")
+        if method != "anonymous" and isinstance(hello.authid, str) and not is_text(hello.authid):
+            self.metrics.logins.labels(method, "refused").inc()
+            self._log(
+                "login refused: the authid is not valid Unicode text (a lone surrogate): "
+                "method={authmethod} peer={peer}",
+                authmethod=method,
+                peer=session.peer,
+            )
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED, "the authid is not valid Unicode text")
         if method != "anonymous":
             # -> CHALLENGE; the session answers with AUTHENTICATE -> authenticate()
             return (yield make_challenge(self.portal, method, hello.authid))
@@ -83,16 +104,16 @@ class LoginService:
         floor delay.
         """
         throttle = self.throttle
-        host = peer_host(session.peer)
+        host = throttle_host(session.peer)
         try:
             turn = yield throttle.turn(host, challenge.authid, wanted=lambda: session.state == "login")
         except TooManyLoginAttempts as e:
             self.metrics.limit_exceeded.labels("max_pending_logins").inc()
             self.metrics.logins.labels(challenge.method, "refused").inc()
-            log.info(
-                "login refused: too many login attempts ({why}): method={method} authid={authid!r} peer={peer}",
+            self._log(
+                "login refused: too many login attempts ({why}): method={authmethod} authid={authid!r} peer={peer}",
                 why=str(e),
-                method=challenge.method,
+                authmethod=challenge.method,
                 authid=challenge.authid[:80],
                 peer=session.peer,
             )
@@ -136,6 +157,22 @@ class LoginService:
 
 class TooManyLoginAttempts(Exception):
     """Refused without a check: too many attempts of this peer (or for this authid) are waiting."""
+
+
+def throttle_host(peer: str) -> str:
+    """The throttle's key for a peer: its address without the port (:func:`~zmqwamp.peers.peer_host`), an
+    IPv4-mapped IPv6 address as the IPv4 address, and an IPv6 address as its /64, one client's usual share
+    (a guesser must not get 2**64 fresh addresses there)."""
+    host = peer_host(peer)
+    if not host.startswith("tcp6:"):
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host[len("tcp6:") :].split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return f"tcp4:{ip.ipv4_mapped}"
+    return f"tcp6:{ipaddress.IPv6Network((ip, 64), strict=False)}"
 
 
 # Failures are counted per authid too; a longer authid shares its count with those of the same start.
@@ -197,7 +234,18 @@ class LoginThrottle:
       last failure.
     * **One check at a time** per peer and per authid (given in HELLO): an
       attempt waits for the ones before it, then for its penalty, then is
-      checked.  Parallel guesses gain nothing over sequential ones.
+      checked.  Parallel guesses gain nothing over sequential ones.  An authid
+      has two lines: attempts from addresses that already failed for it, and
+      attempts from addresses that have not (yet), so a guesser that keeps
+      failing from a few addresses does not hold up the user at a new one.
+    * **Known addresses** (OWASP's "device cookies", keyed by address).  An
+      (address, authid) pair that logged in within ``trust_window`` is known:
+      its attempts wait only in the address's line and pay only the address's
+      penalty, not the authid's, so a guesser elsewhere -- however many
+      addresses it has -- cannot lock the user out of the places she logs in
+      from.  At most ``max_known_per_authid`` addresses per authid and
+      ``max_known`` in all are remembered, the least recently used forgotten first
+      (only a right secret adds one).
     * **Never past the login deadline.**  The time an attempt spends here
       (waiting in line plus its penalty) is at most ``budget``, half the login
       deadline (``handshake_timeout``): the other half is left for the client
@@ -205,7 +253,8 @@ class LoginThrottle:
       the right secret still gets WELCOME however many wrong ones came before.
       An attempt that would wait longer, or finds ``max_queue`` attempts already
       waiting in its line, is refused at once (:class:`TooManyLoginAttempts`)
-      instead of being left to time out.
+      instead of being left to time out.  Under a penalty of the whole budget
+      that means one attempt per line: the next is refused while the first waits.
     """
 
     def __init__(
@@ -221,6 +270,9 @@ class LoginThrottle:
         base: float = 1.0,
         window: float = 600.0,
         max_records: int = 10000,
+        trust_window: float = 30 * 86400.0,
+        max_known: int = 10000,
+        max_known_per_authid: int = 16,
     ) -> None:
         self.clock = clock
         self.floor = floor
@@ -232,10 +284,16 @@ class LoginThrottle:
         self.base = base
         self.window = window
         self.max_records = max_records
+        self.trust_window = trust_window
+        self.max_known = max_known
+        self.max_known_per_authid = max_known_per_authid
         # (host, authid) -> (failures, time of the last one), oldest first
         self._pairs: dict[tuple[str, str], tuple[int, float]] = {}
         self._counts: dict[tuple[str, str], int] = {}  # ("peer", host) / ("authid", authid) -> failures
         self._lines: dict[tuple[str, str], _Line] = {}
+        # (host, authid) -> time of its last login, least recent first; and how many hosts each authid has there
+        self._known: dict[tuple[str, str], float] = {}
+        self._known_hosts: dict[str, int] = {}
 
     # -- failure records ------------------------------------------------------
 
@@ -270,11 +328,49 @@ class LoginThrottle:
             self._forget(next(iter(self._pairs)))
 
     def succeeded(self, host: str, authid: str = "") -> None:
-        """``authid`` logged in from ``host``: its failures from there no longer count."""
+        """``authid`` logged in from ``host``: its failures from there no longer count, and the pair is known."""
         self._expire()
         pair = (host, authid[:AUTHID_KEY_LENGTH])
         if pair in self._pairs:
             self._forget(pair)
+        if authid:
+            self._remember(pair)
+
+    # -- known (address, authid) pairs ------------------------------------------
+
+    def known(self, host: str, authid: str) -> bool:
+        """Did ``authid`` log in from ``host`` within ``trust_window``?"""
+        if not authid:
+            return False
+        horizon = self.clock.seconds() - self.trust_window
+        while self._known:
+            pair, last = next(iter(self._known.items()))
+            if last >= horizon:
+                break
+            self._unknow(pair)
+        return (host, authid[:AUTHID_KEY_LENGTH]) in self._known
+
+    def _remember(self, pair: tuple[str, str]) -> None:
+        authid = pair[1]
+        if pair in self._known:
+            del self._known[pair]  # to the end: the most recently used
+        else:
+            if self._known_hosts.get(authid, 0) >= self.max_known_per_authid:
+                self._unknow(next(p for p in self._known if p[1] == authid))
+            self._known_hosts[authid] = self._known_hosts.get(authid, 0) + 1
+        self._known[pair] = self.clock.seconds()
+        while len(self._known) > self.max_known:
+            self._unknow(next(iter(self._known)))
+
+    def _unknow(self, pair: tuple[str, str]) -> None:
+        del self._known[pair]
+        left = self._known_hosts[pair[1]] - 1
+        if left:
+            self._known_hosts[pair[1]] = left
+        else:
+            del self._known_hosts[pair[1]]
+
+    # -- penalties --------------------------------------------------------------
 
     def _penalty(self, failures: int) -> float:
         excess = failures - self.free
@@ -282,27 +378,41 @@ class LoginThrottle:
             return 0.0
         return min(self.base * 2.0 ** min(excess, 64), self.cap)
 
-    def delay(self, host: str, authid: str = "") -> float:
-        """Seconds an attempt for ``authid`` from ``host`` waits before it is checked (once its turn comes)."""
+    def delay(self, host: str, authid: str = "", known: bool | None = None) -> float:
+        """Seconds an attempt for ``authid`` from ``host`` waits before it is checked (once its turn comes).
+
+        The address's failures, and the authid's unless the pair is ``known`` (None: look it up).
+        """
         self._expire()
         failures = self._counts.get(("peer", host), 0)
-        if authid:
+        if authid and not (self.known(host, authid) if known is None else known):
             failures = max(failures, self._counts.get(("authid", authid[:AUTHID_KEY_LENGTH]), 0))
         return self._penalty(failures)
+
+    def _line_failures(self, key: tuple[str, str]) -> int:
+        kind, name = key
+        return self._counts.get(("authid", name) if kind == "new" else key, 0)
 
     # -- turns ------------------------------------------------------------------
 
     def turn(self, host: str, authid: str = "", wanted: Callable[[], bool] | None = None) -> Deferred:
         """Wait for this attempt's turn to be checked; fires with a :class:`LoginTurn`.
 
-        Fails at once with :class:`TooManyLoginAttempts` if its line is full or
+        An attempt waits in the line of its address and, unless the pair is
+        :meth:`known`, in one of its authid's two lines.  Fails at once with
+        :class:`TooManyLoginAttempts` if a line is full or
         it could not be checked within the budget, and with ``CancelledError``
         if ``wanted()`` (asked when its turn comes) says the session is gone.
         """
+        self._expire()
         authid = authid[:AUTHID_KEY_LENGTH]
-        keys = [("peer", host)] + ([("authid", authid)] if authid else [])
+        known = self.known(host, authid)
+        keys = [("peer", host)]
+        if authid and not known:
+            # an address that already failed for this authid waits in the authid's line, a new one in the other
+            keys.append(("authid", authid) if (host, authid) in self._pairs else ("new", authid))
         now = self.clock.seconds()
-        wait = self.delay(host, authid)
+        wait = self.delay(host, authid, known)
         for key in keys:
             line = self._lines.get(key)
             if line is None or not line.lock.locked:
@@ -311,7 +421,7 @@ class LoginThrottle:
             if queued >= self.max_queue:
                 return fail(TooManyLoginAttempts(f"{queued} attempts {_whose(key)} are already waiting"))
             # no sooner than: the holder's penalty, one penalty for each attempt ahead, then its own
-            ahead = self._penalty(self._counts.get(key, 0))
+            ahead = self._penalty(self._line_failures(key))
             if max(line.ready_at - now, 0.0) + queued * ahead + wait > self.budget + _BUDGET_SLACK:
                 return fail(
                     TooManyLoginAttempts(f"attempts {_whose(key)} could not be checked within {self.budget:g}s")

@@ -8,6 +8,8 @@
   file, applied by the default avatar (:mod:`zmqwamp.auth`) after the global
   rules; they only ever narrow them.
 * :class:`OriginPolicy`: the default ``websocket_allowed``, an Origin allowlist.
+
+Logging only for a filter glob that a rule does not apply to an authid (:func:`delimiter_clash`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
+from twisted.logger import Logger
+
 from zmqwamp.endpoints import Endpoint, ip_version, split_tcp
+
+log = Logger()
 
 # a pattern's tcp part: a bracketed host (IPv6) or anything up to the last ':', then an optional port glob
 _BRACKETED = re.compile(r"^(?P<host>\[[^\]]*\])(?::(?P<port>.*))?$")
@@ -105,6 +111,67 @@ class EndpointPolicy:
 
 ACTIONS = ("call", "subscribe")
 PLACEHOLDERS = ("{authid}", "{authrole}")
+GLOB_CHARACTERS = "*?["
+_PLACEHOLDER_AT = re.compile(r"\{(authid|authrole)\}")
+
+
+@lru_cache(maxsize=1024)
+def placeholder_delimiters(glob: str) -> tuple[tuple[str, str | None], ...]:
+    """The placeholders of a filter glob and the character that follows each (None: the end, or a glob character
+    or another placeholder, which a filter cannot have: see :func:`filter_glob_error`).
+
+    ``"{authid}/*"`` -> ``(("authid", "/"),)``.
+    """
+    found = []
+    for match in _PLACEHOLDER_AT.finditer(glob):
+        following = glob[match.end() : match.end() + 1]
+        found.append((match.group(1), following if following and following not in GLOB_CHARACTERS + "{" else None))
+    return tuple(found)
+
+
+def filter_glob_error(glob: str) -> str | None:
+    """Why a rule's filter glob would let one authid (or role) read another's messages, or None.
+
+    ZeroMQ filters are prefixes, so ``{authid}`` must be followed by a literal delimiter: with ``{authid}*``
+    (or ``{authid}`` alone, or ``{authid}{authrole}``) the authid ``john`` may take the filter ``john`` and get
+    every ``johnny...`` message.
+    """
+    for name, delimiter in placeholder_delimiters(glob):
+        if delimiter is None:
+            return (
+                f"{{{name}}} in {glob!r} must be followed by a delimiter character (not a glob character, "
+                f"another placeholder or the end), e.g. '{{{name}}}/*': ZeroMQ filters are prefixes, so "
+                f"'john' would also get what is meant for 'johnny'"
+            )
+    return None
+
+
+def delimiter_clash(glob: str, authid: str | None, authrole: str | None) -> tuple[str, str] | None:
+    """The placeholder whose value holds the delimiter that follows it in ``glob``, and that delimiter; or None.
+
+    With ``{authid}.*`` the authids ``john`` and ``john.smith`` would overlap (``john`` may take
+    ``john.smith.inbox``; a ``john.`` filter receives john.smith's messages too), so such a glob never
+    applies to an authid containing ``.``.
+    """
+    values = {"authid": authid or "", "authrole": authrole or ""}
+    for name, delimiter in placeholder_delimiters(glob):
+        if delimiter is not None and delimiter in values[name]:
+            return name, delimiter
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _log_clash(glob: str, name: str, value: str, delimiter: str) -> None:
+    """Once per glob and value (while cached): why a filter glob was not applied."""
+    log.warn(
+        "rule filter {glob!r} does not apply to {name} {value!r}: it contains {delimiter!r}, the delimiter that "
+        "follows {{{name}}} there, so it could read what is meant for others; use a delimiter {name}s cannot "
+        "contain (e.g. '/')",
+        glob=glob,
+        name=name,
+        value=value[:120],
+        delimiter=delimiter,
+    )
 
 
 def _glob_literal(text: str) -> str:
@@ -154,8 +221,46 @@ class UserRule:
             return False
         if action == "subscribe" and self.filters is not None:
             text = (filter_ or b"").decode("utf-8", "surrogateescape")
-            return any(fnmatchcase(text, expand(p, authid, authrole)) for p in self.filters)
+            return any(self._filter_matches(p, text, authid, authrole) for p in self.filters)
         return True
+
+    @staticmethod
+    def _filter_matches(glob: str, text: str, authid: str | None, authrole: str | None) -> bool:
+        if not fnmatchcase(text, expand(glob, authid, authrole)):
+            return False
+        clash = delimiter_clash(glob, authid, authrole)
+        if clash is not None:
+            name, delimiter = clash
+            _log_clash(glob, name, (authid if name == "authid" else authrole) or "", delimiter)
+            return False
+        return True
+
+
+def delimiter_warnings(rules: Iterable[UserRule], identities: Iterable[tuple[str, str]]) -> list[str]:
+    """For each rule filter glob: the known (authid, role) pairs it serves but will never apply to, as a warning.
+
+    ``rules[2].filters '{authid}.*' never applies to authid(s) 'john.smith' (they contain '.'): ...``
+    """
+    identities = list(identities)
+    warnings = []
+    for index, rule in enumerate(rules):
+        for glob in rule.filters or ():
+            if not placeholder_delimiters(glob):
+                continue
+            names = set()
+            for authid, role in identities:
+                clash = delimiter_clash(glob, authid, role) if rule.applies_to(authid, role) else None
+                if clash is not None:
+                    names.add(f"{clash[0]} {(authid if clash[0] == 'authid' else role)!r}")
+            if names:
+                refused = sorted(names)
+                shown = ", ".join(refused[:10]) + (f" and {len(refused) - 10} more" if len(refused) > 10 else "")
+                warnings.append(
+                    f"rules[{index}].filters {glob!r} never applies to {shown}: they contain the delimiter that "
+                    f"follows the placeholder, so their subscriptions under it are denied; use a delimiter "
+                    f"that authids and roles cannot contain (e.g. '/')"
+                )
+    return warnings
 
 
 def rules_allow(

@@ -21,6 +21,9 @@ log = Logger()
 
 # GOODBYE reason when a session's credential expires (WAMP defines none; wamp.* URIs are the spec's)
 SESSION_EXPIRED = "zmqwamp.close.session_expired"
+# GOODBYE reason when what vouched for a session no longer does: its user was removed or changed in the users
+# file, anonymous access was turned off by a reload
+SESSION_REVOKED = "zmqwamp.close.session_revoked"
 
 
 class Ending(Protocol):
@@ -34,6 +37,11 @@ class Ending(Protocol):
     def authid(self) -> str | None: ...
 
     def shutdown(self, reason: str = ..., message: str = ..., code: int = ..., close_reason: str = ...) -> None: ...
+
+
+def _identity(session: Ending) -> tuple[str, str]:
+    avatar = session.avatar
+    return (getattr(avatar, "authprovider", ""), getattr(avatar, "authid", ""))
 
 
 class WhenZero:
@@ -75,12 +83,14 @@ class SessionRegistry:
         self.calls_in_flight = 0
         self._no_calls = WhenZero()
         self._expiries: dict[Ending, IDelayedCall] = {}
+        self._by_identity: dict[tuple[str, str], set[Ending]] = {}  # (authprovider, authid) -> open sessions
 
     # -- sessions -------------------------------------------------------------
 
     def opened(self, session: Ending) -> None:
         self.sessions.add(session)
         self.metrics.sessions_open.set(len(self.sessions))
+        self._by_identity.setdefault(_identity(session), set()).add(session)
         expires = getattr(session.avatar, "expires", None)
         if expires is not None:  # a wall-clock time; one timer on the reactor's clock
             self._expiries[session] = self.clock.callLater(max(0.0, expires - time.time()), self._expired, session)
@@ -92,6 +102,29 @@ class SessionRegistry:
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.sessions_open.set(len(self.sessions))
+            key = _identity(session)
+            same = self._by_identity.get(key)
+            if same is not None:
+                same.discard(session)
+                if not same:
+                    del self._by_identity[key]
+
+    def sessions_of(self, authprovider: str, authid: str) -> list[Ending]:
+        """The open sessions that ``authprovider`` vouched for as ``authid``."""
+        return list(self._by_identity.get((authprovider, authid), ()))
+
+    def revoke(self, session: Ending, why: str, detail: str = "") -> None:
+        """End a session whose identity no longer holds (GOODBYE ``zmqwamp.close.session_revoked``, ``why``)."""
+        self.metrics.revoked.labels("session").inc()
+        log.info(
+            "session {session} of {authid!r} from {peer} ended: {why}{detail}",
+            session=session.session_id,
+            authid=(session.authid or "")[:120],
+            peer=session.peer,
+            why=why,
+            detail=f" ({detail})" if detail else "",
+        )
+        session.shutdown(SESSION_REVOKED, why, 1000, "session revoked")
 
     def _expired(self, session: Ending) -> None:
         """The session's credential (e.g. a JWT) has expired: its calls are cancelled, GOODBYE, close."""

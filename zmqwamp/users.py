@@ -50,6 +50,7 @@ import os
 import secrets
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,17 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqwamp.auth import DEFAULT_ROLE, Identity, IWampCraSalts, Salt, constant_time_equal, derive_key, to_bytes
+from zmqwamp.auth import (
+    DEFAULT_ROLE,
+    Identity,
+    IdentityChange,
+    IIdentitySource,
+    IWampCraSalts,
+    Salt,
+    constant_time_equal,
+    derive_key,
+    to_bytes,
+)
 
 log = Logger()
 
@@ -240,12 +251,34 @@ def _in_thread(f, *args):
     return deferToThread(f, *args)
 
 
-@implementer(ICredentialsChecker, IWampCraSalts)
+def changes(old: dict[str, UserRecord], new: dict[str, UserRecord]) -> list[IdentityChange]:
+    """What a new version of the file takes away: users removed, roles changed, passwords changed.
+
+    A user whose role changed is ended rather than re-checked: the role was in the WELCOME the client acts
+    on, and it gets the new one by logging in again.
+    """
+    found = []
+    for authid, record in old.items():
+        now = new.get(authid)
+        if now is None:
+            found.append(IdentityChange(authid, "the user was removed from the users file"))
+        elif now.role != record.role:
+            found.append(IdentityChange(authid, "the user's role changed", f"{record.role} -> {now.role}"))
+        elif now != record:
+            found.append(IdentityChange(authid, "the user's password was reset"))
+    return found
+
+
+@implementer(ICredentialsChecker, IWampCraSalts, IIdentitySource)
 class UsersFileChecker:
     """Cred checker over a users file, for ``ticket`` and (salted) ``wampcra``.
 
     ``run(f, *args)`` runs the key derivation and returns a Deferred; the default
     runs it in the reactor's thread pool, tests pass a synchronous one.
+
+    The file is re-read when it changed (its mtime, inode or size), at a login and
+    whenever the bridge asks (:meth:`refresh`: every second, and on SIGHUP); what the
+    new version takes away from open sessions goes to the :meth:`watch` callbacks.
     """
 
     credentialInterfaces = (IUsernamePassword, IUsernameHashedPassword)
@@ -257,29 +290,38 @@ class UsersFileChecker:
         self._process_secret = os.urandom(DECOY_SECRET_BYTES)  # for a file without a decoy secret
         self._secret = self._process_secret
         self._warned = False
-        self._mtime: int | None = None
+        self._stamp: tuple[int, int, int] | None = None  # (mtime, inode, size) of the version read
+        self._bad_stamp: tuple[int, int, int] | None = None  # of a version that could not be used
+        self._error: str | None = None  # the last error logged
         self._users: dict[str, UserRecord] = {}
+        self._watchers: list[Callable[[list[IdentityChange]], None]] = []
         self._decoy_params: list[tuple[int, int]] = [(DEFAULT_ITERATIONS, DEFAULT_KEYLEN)]
         self._reload(strict=True)
 
     def _reload(self, strict: bool = False) -> None:
         try:
             try:
-                mtime = self.path.stat().st_mtime_ns
+                st = self.path.stat()
             except OSError as e:
                 raise UsersFileError(f"{self.path}: cannot read: {e.strerror}") from None
-            if mtime == self._mtime:
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp in (self._stamp, self._bad_stamp):
                 return
+            self._bad_stamp = stamp  # until it is read
             users_file = read_users_file(self.path)
         except UsersFileError as e:
             if strict:
                 raise
-            log.error(
-                "users file {path} not reloaded, keeping the last good one: {error}", path=str(self.path), error=str(e)
-            )
+            if str(e) != self._error:  # once, not at every look (every second)
+                self._error = str(e)
+                log.error(
+                    "users file {path} not reloaded, keeping the last good one: {error}",
+                    path=str(self.path),
+                    error=str(e),
+                )
             return
-        self._mtime = mtime
-        self._users = users_file.users
+        self._stamp, self._bad_stamp, self._error = stamp, None, None
+        old, self._users = self._users, users_file.users
         # decoys take the parameters of real users, as often as those occur
         self._decoy_params = sorted((u.iterations, u.keylen) for u in self._users.values()) or [
             (DEFAULT_ITERATIONS, DEFAULT_KEYLEN)
@@ -293,6 +335,29 @@ class UsersFileChecker:
                 "that it does not exist; add one with `python -m zmqwamp.users decoy-secret {path}`",
                 path=str(self.path),
             )
+        if strict:
+            return
+        found = changes(old, self._users)
+        log.info(
+            "users file {path} re-read: {n} user(s), {changed} removed or changed",
+            path=str(self.path),
+            n=len(self._users),
+            changed=len(found),
+        )
+        if found:
+            for watcher in list(self._watchers):
+                watcher(found)
+
+    # -- IIdentitySource ------------------------------------------------------------
+
+    def identities(self) -> list[tuple[str, str]]:
+        return [(record.authid, record.role) for record in self._users.values()]
+
+    def refresh(self) -> None:
+        self._reload()
+
+    def watch(self, callback: Callable[[list[IdentityChange]], None]) -> None:
+        self._watchers.append(callback)
 
     def _lookup(self, username: bytes) -> UserRecord | None:
         self._reload()
@@ -322,7 +387,9 @@ class UsersFileChecker:
             d = maybeDeferred(credentials.checkPassword, record.key)
 
         def decide(matched: bool):
-            if matched and known:
+            # and the record is still the file's: one changed while its key was derived would leave a session
+            # that the change (already announced) did not end
+            if matched and known and self._users.get(record.authid) == record:
                 return Identity(record.authid, record.role, self.authprovider)
             raise UnauthorizedLogin()
 

@@ -533,3 +533,57 @@ def test_custom_bridge_example(services, tmp_path):
     finally:
         python.stop()
         twistd.stop()
+
+
+# -- issue 21, item 7: {authid} filters where one authid is another's prefix plus the delimiter -----------------
+
+
+def test_a_filter_rule_keeps_john_and_john_smith_apart(tmp_path):
+    """Users john and john.smith, the rule filters = ["{authid}.*"]: the bridge warns at start that the rule
+    never serves john.smith, denies his subscriptions under it (logged why), and john keeps his own; a rule
+    written '{authid}*' is refused at start.
+
+    Before: john.smith subscribed under the rule, and john could take 'john.smith.inbox' (and 'john.' got
+    john.smith's messages too)."""
+    users = tmp_path / "users"
+    for authid in ("john", "john.smith"):
+        subprocess.run(
+            [sys.executable, "-m", "zmqwamp.users", "add", str(users), authid, "--iterations", "1000", "--password-stdin"],
+            input=f"pw-{authid}\n", text=True, check=True, capture_output=True, timeout=60,
+        )
+    pub_proc, pub = start_pub(interval=0.05, topics="john.,john.smith.")
+    config = tmp_path / "z.toml"
+    rule = f'[[rules]]\nendpoints = ["{pub}"]\nactions = ["subscribe"]\nfilters = ["{{authid}}.*"]\n'
+    config.write_text(rule)
+    proc, url = start_bridge("--config", str(config), "--allow", pub, "--auth", f"zmqwamp-users:{users}")
+    try:
+
+        async def scenario():
+            john = await join(url, "ticket", "john", "pw-john")
+            smith = await join(url, "ticket", "john.smith", "pw-john.smith")
+            got = []
+            await john.subscribe(lambda m: got.append(m), pub + "?filter=john.inbox")
+            with pytest.raises(ApplicationError) as e:
+                await smith.subscribe(lambda m: None, pub + "?filter=john.smith.")
+            await close(john)
+            await close(smith)
+            return e.value
+
+        denied = run(scenario())
+    finally:
+        proc.stop()
+        pub_proc.stop()
+    assert denied.error == "wamp.error.not_authorized"
+    assert "rules[0].filters '{authid}.*' never applies to authid 'john.smith'" in proc.output
+    assert "rule filter '{authid}.*' does not apply to authid 'john.smith': it contains '.'" in proc.output
+
+    config.write_text(rule.replace("{authid}.*", "{authid}*"))
+    refused = subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "zmqwamp", "--listen", "tcp:0:interface=127.0.0.1",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+    )
+    assert refused.returncode != 0
+    assert "rules[0].filters: {authid} in '{authid}*' must be followed by a delimiter character" in (
+        refused.stdout + refused.stderr
+    )

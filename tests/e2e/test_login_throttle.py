@@ -10,6 +10,7 @@ import urllib.request
 
 from harness import start_bridge
 from minws import ABORT, WELCOME, WSClient
+from waiting import timing_bound
 
 CAROL = "carol-right-1"
 
@@ -102,3 +103,72 @@ def test_parallel_guesses_from_one_address_are_checked_one_at_a_time():
     assert checked[3] - checked[2] >= 0.9, checked
     assert "too many login attempts" in proc.output
     assert f'zmqwamp_limit_exceeded_total{{limit="max_pending_logins"}} {len(busy)}.0' in metrics
+
+
+# -- issue 21, item 4: a guesser from another address cannot lock the real user out ---------------------------
+
+ALICE = "alice-right-4"
+
+
+async def attempt_from(url: str, source: str, authid: str, ticket: str) -> tuple[list, float]:
+    """One ticket login from ``source`` (a 127.x address): (WELCOME or ABORT, seconds from HELLO to the answer)."""
+    started = time.monotonic()
+    ws = await WSClient.connect(url, source=source)
+    try:
+        ws.send_json([1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": authid}])
+        challenge = await ws.recv_json(10)
+        assert challenge[0] == 4, challenge
+        ws.send_json([5, ticket, {}])
+        return await ws.recv_json(30), time.monotonic() - started
+    finally:
+        ws.abort()
+
+
+async def guess(url: str, source: str, authid: str, stop: asyncio.Event, answers: list, per_second: float) -> None:
+    """Wrong tickets for ``authid`` from ``source``, one at a time, at most ``per_second``, until ``stop``."""
+    while not stop.is_set():
+        started = time.monotonic()
+        answer, _ = await attempt_from(url, source, authid, "wrong-guess")
+        answers.append(answer)
+        await asyncio.sleep(max(0.0, 1 / per_second - (time.monotonic() - started)))
+
+
+def test_a_guesser_from_another_address_does_not_lock_the_real_user_out():
+    """The attack of issue 21 item 4: from 127.0.0.2, ~8 wrong tickets/s for alice, never more than 2 at once.
+    alice, who logged in from 127.0.0.1 before, gets WELCOME 20 times out of 20, without waiting out the
+    guesser's penalty; alice from an address she never used (127.0.0.3) still gets in (after the authid's
+    penalty, within the login deadline); and the guesser stays slowed: a few checks, the rest refused at once.
+
+    Before: alice got WELCOME 2 times out of 20, "too many login attempts" otherwise (the guesser's attempt
+    sitting in its penalty made every other attempt for alice fail the time-budget check at once)."""
+    proc, url = start_bridge("--auth", f"memory:alice:{ALICE}")
+    try:
+
+        async def scenario():
+            first, _ = await attempt_from(url, "127.0.0.1", "alice", ALICE)  # her usual address, known from now on
+            assert first[0] == WELCOME, first
+            stop = asyncio.Event()
+            guesses: list = []
+            attackers = [asyncio.ensure_future(guess(url, "127.0.0.2", "alice", stop, guesses, 4)) for _ in range(2)]
+            started = time.monotonic()
+            await asyncio.sleep(8)  # 3 free failures, then checks after 1, 2 and 4 s: the penalty is at its cap (5 s)
+            alice = [await attempt_from(url, "127.0.0.1", "alice", ALICE) for _ in range(20)]
+            elsewhere = [await attempt_from(url, "127.0.0.3", "alice", ALICE) for _ in range(2)]
+            stop.set()
+            await asyncio.gather(*attackers)
+            return alice, elsewhere, guesses, time.monotonic() - started
+
+        alice, elsewhere, guesses, attacked = run(scenario(), 180)
+    finally:
+        proc.stop()
+    welcomed = [took for answer, took in alice if answer[0] == WELCOME]
+    assert len(welcomed) == 20, [answer for answer, _ in alice]
+    timing_bound(max(welcomed) < 2, f"alice's logins from her address took up to {max(welcomed):.1f} s (bound 2 s)")
+    assert [answer[0] for answer, _ in elsewhere] == [WELCOME, WELCOME], elsewhere
+    assert all(took < 9 for _, took in elsewhere), elsewhere  # within the 10 s login deadline
+    messages = [answer[1].get("message") for answer in guesses]
+    assert set(messages) <= {"authentication failed", "too many login attempts"}, messages
+    assert len(messages) > 2 * attacked, f"{len(messages)} guesses in {attacked:.0f} s"  # the attack did run
+    # still slowed: 3 free failures, checks after 1, 2, 4 s, then at most one per 5 s penalty
+    checked = messages.count("authentication failed")
+    assert checked <= 6 + attacked / 5, f"{checked} guesses checked in {attacked:.0f} s"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -19,6 +21,7 @@ from zmqwamp.registry import SESSION_EXPIRED
 
 from harness import start_bridge, start_pub, start_rep
 from minws import EVENT, UNSUBSCRIBED, WSClient
+from probes import metric
 from waiting import eventually, timing_bound
 from wampclient import SessionClosed, connect
 
@@ -177,3 +180,119 @@ def test_a_token_valid_for_a_hundred_years_is_refused(tmp_path):
     assert refused.reason == "wamp.error.not_authorized"
     assert "jwt refused: exp is more than max_lifetime (86400s) away" in proc.output
     assert forever not in proc.output
+
+
+# -- issue 21, item 8: a reload that turns anonymous access off ------------------------------------------------
+
+
+async def wait_for_message(ws: WSClient, kind: int, timeout: float = 10.0) -> list:
+    """The next message of ``kind``, past the EVENTs on their way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            msg = await ws.recv_json(max(0.1, deadline - loop.time()))
+        except TimeoutError:
+            break
+        if msg[0] == kind:
+            return msg
+    raise AssertionError(f"no message of type {kind} within {timeout} s (EVENTs kept coming)")
+
+
+def test_sighup_that_turns_anonymous_off_ends_anonymous_sessions(upstream, tmp_path):
+    """anonymous = true -> false and SIGHUP: the open anonymous session (subscribed, getting EVENTs) gets GOODBYE
+    zmqwamp.close.session_revoked 'anonymous access was turned off' and no more EVENTs; a new anonymous HELLO gets
+    ABORT not_authorized; a ticket session stays.  Counted in zmqwamp_revoked_total{what="session"}, logged.
+
+    Before: the reload logged 'configuration reloaded' and anonymous HELLOs still got WELCOME."""
+    pub = upstream["pub"]
+    config = tmp_path / "z.toml"
+    config.write_text(f'anonymous = true\nallow = ["{pub}"]\n')
+    proc, url = start_bridge("--config", str(config), "--auth", "memory:bob:pw-bob")
+    try:
+
+        async def scenario():
+            anon = await WSClient.connect(url)
+            assert (await anon.hello(details={"roles": PLAIN}))[0] == 2
+            await anon.subscribe(pub)
+            await wait_for_event(anon)
+            bob, _ = await ticket_session(url, "bob", "pw-bob", PLAIN)
+            config.write_text(f'anonymous = false\nallow = ["{pub}"]\n')
+            proc.proc.send_signal(signal.SIGHUP)
+            goodbye = await wait_for_message(anon, 6)
+            after = await anon.idle(0.5)
+            late = await WSClient.connect(url)
+            late.send_json([1, "zmqwamp", {"roles": PLAIN}])
+            refused = await late.recv_json(10)
+            return goodbye, after, refused, await bob.goodbye()
+
+        goodbye, after, refused, bye = asyncio.run(asyncio.wait_for(scenario(), 60))
+        revoked = metric(url, "zmqwamp_revoked_total", what="session")
+    finally:
+        proc.stop()
+    assert goodbye == [6, {"message": "anonymous access was turned off"}, "zmqwamp.close.session_revoked"]
+    assert events_in(after) == 0
+    assert refused[0] == 3 and refused[2] == "wamp.error.not_authorized", refused
+    assert bye[0] == 6  # bob's session was still open
+    assert revoked == 1
+    assert "reload: anonymous access turned off, 1 anonymous session(s) ended" in proc.output
+
+
+# -- issue 21, item 12: a user removed or demoted in the users file -------------------------------------------
+
+
+def users_cli(*args: str, password: str | None = None) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "zmqwamp.users", *args], input=password, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_removing_or_demoting_a_user_ends_their_sessions(upstream, tmp_path):
+    """`python -m zmqwamp.users remove FILE alice` while alice is subscribed: within seconds her session gets
+    GOODBYE zmqwamp.close.session_revoked 'the user was removed from the users file' and no more EVENTs;
+    re-adding bob with another role ends his ('the user's role changed'), and he logs in again with the new one;
+    carol, unchanged, keeps hers.  Counted and logged.
+
+    Before: both kept their sessions and subscriptions until they left."""
+    pub = upstream["pub"]
+    users = tmp_path / "users"
+    for authid in ("alice", "bob", "carol"):
+        users_cli("add", str(users), authid, "--iterations", "1000", "--password-stdin", password=f"pw-{authid}\n")
+    proc, url = start_bridge("--allow", pub, "--auth", f"zmqwamp-users:{users}")
+    try:
+
+        async def scenario():
+            sessions = {a: (await ticket_session(url, a, f"pw-{a}", PLAIN))[0] for a in ("alice", "bob", "carol")}
+            for ws in sessions.values():
+                await ws.subscribe(pub)
+                await wait_for_event(ws)
+            loop = asyncio.get_running_loop()
+            started = time.monotonic()
+            await loop.run_in_executor(None, users_cli, "remove", str(users), "alice")
+            removed = await wait_for_message(sessions["alice"], 6)
+            took = time.monotonic() - started
+            after = await sessions["alice"].idle(0.5)
+            await loop.run_in_executor(
+                None,
+                lambda: users_cli("add", str(users), "bob", "--role", "guest", "--iterations", "1000",
+                                  "--password-stdin", password="pw-bob\n"),
+            )
+            demoted = await wait_for_message(sessions["bob"], 6)
+            _, welcome = await ticket_session(url, "bob", "pw-bob", PLAIN)
+            carol = await sessions["carol"].goodbye()
+            return removed, took, demoted, after, welcome, carol
+
+        removed, took, demoted, after, welcome, carol = asyncio.run(asyncio.wait_for(scenario(), 60))
+        revoked = metric(url, "zmqwamp_revoked_total", what="session")
+    finally:
+        proc.stop()
+    assert removed == [6, {"message": "the user was removed from the users file"}, "zmqwamp.close.session_revoked"]
+    timing_bound(took < 3, f"GOODBYE {took:.1f} s after the users file changed (bound 3 s)")
+    assert demoted == [6, {"message": "the user's role changed"}, "zmqwamp.close.session_revoked"]
+    assert events_in(after) == 0
+    assert welcome[2]["authrole"] == "guest"
+    assert carol[0] == 6
+    assert revoked == 2
+    assert "ended: the user's role changed (user -> guest)" in proc.output
+    assert "zmqwamp-users: 1 user(s) removed or changed, 1 session(s) ended" in proc.output

@@ -454,3 +454,46 @@ def test_session_no_enabled_method_aborts(world):
     send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
     assert received(transport)[-1][2] == "wamp.error.not_authorized"
     assert logins(world, "none", "refused") == 1
+
+
+# -- issue 21, item 6: values UTF-8 cannot carry ----------------------------------------------------------------
+
+LONE = "\ud800"  # what JSON's "\ud800" escape decodes to
+
+
+def test_check_response_refuses_a_lone_surrogate_as_a_wrong_secret():
+    """In the authid or the ticket/signature: UnauthorizedLogin, like any wrong secret (before: UnicodeEncodeError
+    from to_bytes, logged as a checker failure with a traceback)."""
+    portal = build_portal([strcred.makeChecker("memory:bob:pw-bob")], anonymous=False)
+    for challenge, signature in [
+        (Challenge("ticket", "bob", {}), "pw" + LONE),
+        (Challenge("ticket", LONE, {}), "pw-bob"),
+        (fired(make_challenge(portal, "wampcra", "bob")), LONE),
+    ]:
+        with pytest.raises(UnauthorizedLogin):
+            fired(check_response(portal, challenge, signature))
+
+
+@pytest.mark.parametrize("method", ["ticket", "wampcra"])
+def test_a_hello_with_a_lone_surrogate_authid_is_refused(world, method, log_events):
+    """ABORT not_authorized 'the authid is not valid Unicode text', one info line, no traceback."""
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
+    send(session, 1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": [method], "authid": "al" + LONE})
+    assert received(transport) == [[3, {"message": "the authid is not valid Unicode text"}, "wamp.error.not_authorized"]]
+    assert logins(world, method, "refused") == 1
+    text = [formatEvent(e) for e in log_events]
+    assert [line for line in text if "not valid Unicode" in line] == [
+        f"login refused: the authid is not valid Unicode text (a lone surrogate): method={method} peer=tcp4:192.0.2.1:9"
+    ]
+    assert not any(e.get("log_failure") for e in log_events)
+
+
+def test_a_ticket_with_a_lone_surrogate_is_a_failed_login(world, log_events):
+    """Refused after the floor delay like a wrong ticket, and counted against the address and authid."""
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
+    send(session, 1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"})
+    send(session, 5, LONE, {})
+    world.clock.advance(0.5)
+    assert received(transport)[-1] == [3, {"message": "authentication failed"}, "wamp.error.not_authorized"]
+    assert world.logins.throttle._counts == {("peer", "tcp4:192.0.2.1"): 1, ("authid", "alice"): 1}
+    assert not any(e.get("log_failure") for e in log_events)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.logger import formatEvent
 from twisted.python import usage
 
 from zmqwamp.auth import SessionAvatar
 from zmqwamp.bridge import Bridge
 from zmqwamp.config import ConfigError, parse_config
 from zmqwamp.endpoints import Endpoint
-from zmqwamp.policy import OriginPolicy, UserRule, rules_allow
+from zmqwamp.policy import OriginPolicy, UserRule, delimiter_warnings, placeholder_delimiters, rules_allow
 from zmqwamp.tap import Options
 
 X = Endpoint("tcp://127.0.0.1:5555")
@@ -92,7 +93,7 @@ def test_non_utf8_filter_only_matches_wildcards():
     """A binary filter is compared as text with surrogate escapes: only '*' style patterns match it."""
     rule = UserRule(endpoints=("*",), actions=("subscribe",), filters=("*",))
     assert rules_allow([rule], "a", "user", "subscribe", PUB, b"\xff\x00")
-    rule = UserRule(endpoints=("*",), actions=("subscribe",), filters=("{authid}*",))
+    rule = UserRule(endpoints=("*",), actions=("subscribe",), filters=("{authid}/*",))
     assert not rules_allow([rule], "a", "user", "subscribe", PUB, b"\xff\x00")
 
 
@@ -248,3 +249,82 @@ def test_rule_and_credential_globs_match_tcp_hosts_by_kind():
     assert a.zmq_allowed("call", ECHO, {})
     # a plain address is not matched as if it were an alias name
     assert not rules_allow([UserRule(endpoints=("*.attacker.example:1",))], "a", "user", "call", Endpoint("tcp://10.0.0.5.attacker.example:1"), None)
+
+
+# -- issue 21, item 7: {authid} filters that let one authid read another's ------------------------------------
+
+JOHNS = """
+[[rules]]
+endpoints = ["tcp://127.0.0.1:9000"]
+actions = ["subscribe"]
+filters = ["{authid}.*", "public.*"]
+
+[[rules]]
+endpoints = ["tcp://127.0.0.1:9001"]
+actions = ["subscribe"]
+filters = ["{authid}/*", "{authrole}:{authid}/*"]
+"""
+PUB2 = Endpoint("tcp://127.0.0.1:9001")
+
+
+@pytest.mark.parametrize(
+    "glob", ["{authid}", "{authid}*", "x.{authid}?", "{authid}[.]*", "{authid}{authrole}/*", "{authrole}*"]
+)
+def test_a_placeholder_must_be_followed_by_a_literal_delimiter(glob):
+    """At the end, before a glob character or another placeholder, {authid} is prefix-leaky by construction
+    (ZeroMQ filters are prefixes: 'john' gets 'johnny...'): a config error, for the file and for Bridge(...).
+    Before: accepted."""
+    import tomllib
+
+    text = f'[[rules]]\nendpoints = ["*"]\nactions = ["subscribe"]\nfilters = ["public/*", "{glob}"]\n'
+    with pytest.raises(ConfigError, match=r"z.toml: rules\[0\].filters: \{auth(id|role)\} in .* must be followed by a "):
+        parse_config(tomllib.loads(text), "z.toml")
+    with pytest.raises(ConfigError, match=r"options: rules\[0\].filters: "):
+        Bridge(rules=[UserRule(endpoints=("*",), actions=("subscribe",), filters=(glob,))])
+
+
+def test_delimiters_are_read_from_each_placeholder():
+    assert placeholder_delimiters("{authrole}:{authid}/*") == (("authrole", ":"), ("authid", "/"))
+    assert placeholder_delimiters("{authid}*") == (("authid", None),)
+    assert placeholder_delimiters("public.*") == ()
+
+
+def test_a_filter_rule_never_serves_an_authid_that_holds_its_delimiter(log_events):
+    """With '{authid}.*', john and john.smith would overlap: john.smith is denied under it (one warning saying
+    why, however often he asks), john keeps his.  With '{authid}/*' both are served, apart.  Before: john.smith
+    could subscribe to 'john.smith.inbox' (and john to it as well, and john's 'john.' got john.smith's)."""
+    import tomllib
+
+    rules = parse_config(tomllib.loads(JOHNS), "t.toml").rules
+    john, smith = avatar("john", rules=rules), avatar("john.smith", rules=rules)
+    assert john.zmq_allowed("subscribe", PUB, {"filter": b"john.inbox"})
+    for _ in range(3):
+        assert not smith.zmq_allowed("subscribe", PUB, {"filter": b"john.smith.inbox"})
+    assert smith.zmq_allowed("subscribe", PUB, {"filter": b"public.news"})  # the rule's other filters still apply
+    warnings = [formatEvent(e) for e in log_events if "does not apply" in formatEvent(e)]
+    assert warnings == [
+        "rule filter '{authid}.*' does not apply to authid 'john.smith': it contains '.', the delimiter that follows "
+        "{authid} there, so it could read what is meant for others; use a delimiter authids cannot contain (e.g. '/')"
+    ]
+    assert smith.zmq_allowed("subscribe", PUB2, {"filter": b"john.smith/inbox"})
+    assert john.zmq_allowed("subscribe", PUB2, {"filter": b"john/inbox"})
+    assert not john.zmq_allowed("subscribe", PUB2, {"filter": b"john.smith/inbox"})
+    assert not avatar("x", "a:b", rules).zmq_allowed("subscribe", PUB2, {"filter": b"a:b:x/1"})  # role holds ':'
+    assert avatar("x", "staff", rules).zmq_allowed("subscribe", PUB2, {"filter": b"staff:x/1"})
+
+
+def test_users_that_a_rule_never_serves_are_named_at_load():
+    """delimiter_warnings: for each filter glob, the users file's authids (and roles) it refuses, by rule index."""
+    import tomllib
+
+    rules = parse_config(tomllib.loads(JOHNS), "t.toml").rules
+    warnings = delimiter_warnings(rules, [("john", "user"), ("john.smith", "user"), ("ann", "a:b")])
+    assert warnings == [
+        "rules[0].filters '{authid}.*' never applies to authid 'john.smith': they contain the delimiter that follows "
+        "the placeholder, so their subscriptions under it are denied; use a delimiter that authids and roles "
+        "cannot contain (e.g. '/')",
+        "rules[1].filters '{authrole}:{authid}/*' never applies to authrole 'a:b': they contain the delimiter that "
+        "follows the placeholder, so their subscriptions under it are denied; use a delimiter that authids and "
+        "roles cannot contain (e.g. '/')",
+    ]
+    assert delimiter_warnings(rules, [("john", "user")]) == []

@@ -18,7 +18,7 @@ from zope.interface import implementer
 from zmqwamp import Bridge
 from zmqwamp.auth import Challenge, build_portal
 from zmqwamp.config import ConfigError, parse_config
-from zmqwamp.login import LoginService, LoginThrottle
+from zmqwamp.login import LoginService, LoginThrottle, throttle_host
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.tap import Options
 
@@ -236,3 +236,139 @@ def test_max_pending_logins_option():
     throttle = bridge.context.logins.throttle
     assert (throttle.max_queue, throttle.login_timeout, throttle.budget) == (7, 6.0, 3.0)
     bridge.context.router.hub._zmq.shutdown()
+
+
+# -- issue 21, item 4: a guesser elsewhere cannot lock the user out; guessing stays slow ----------------------
+
+HOME = "tcp4:192.0.2.1"
+GUESSER = "tcp4:203.0.113.66"
+
+
+@implementer(ICredentialsChecker)
+class Counting:
+    """Accepts the ticket 'right' for any authid, refuses anything else at once; counts its checks."""
+
+    credentialInterfaces = (IUsernamePassword,)
+    authprovider = "counting"
+
+    def __init__(self):
+        self.checks = 0
+
+    def requestAvatarId(self, credentials):
+        self.checks += 1
+        if credentials.password == b"right":
+            return credentials.username
+        raise UnauthorizedLogin()
+
+
+def ticket(logins, authid: str, peer: str, secret: str = "wrong") -> list:
+    return pending(logins.authenticate(Session(peer + ":1000"), Challenge("ticket", authid, {}), secret))
+
+
+def test_a_known_address_does_not_wait_behind_a_guesser_elsewhere(clock, checker):
+    """alice logged in from HOME before.  A guesser elsewhere has failed 10 times for her (the authid's penalty
+    is at its 5 s cap) and its attempt sits in that penalty, holding alice's line: alice's attempt from HOME is
+    checked at once (before: refused at once, 'too many login attempts')."""
+    logins = make_logins(clock, checker, max_queue=32)
+    logins.throttle.succeeded(HOME, "alice")
+    fail_logins(logins.throttle, 10, GUESSER, "alice")
+    guess = attempt(logins, "alice", GUESSER + ":1")
+    assert checker.checks == [] and logins.throttle.delay(GUESSER, "alice") == 5.0
+    home = attempt(logins, "alice", HOME + ":2")
+    assert len(checker.checks) == 1 and logins.throttle.delay(HOME, "alice") == 0.0
+    checker.answer(0, True)
+    assert home[0].authid == "alice"
+    clock.advance(5)
+    checker.answer(1, False)
+    clock.advance(0.5)
+    assert refusal(guess) == "authentication failed"
+
+
+def test_a_known_address_keeps_its_own_line_and_penalty(clock, checker):
+    """Known is not exempt: failures from HOME itself still slow HOME down, one check at a time there."""
+    logins = make_logins(clock, checker, max_queue=32)
+    logins.throttle.succeeded(HOME, "alice")
+    fail_logins(logins.throttle, 5, HOME, "bob")  # someone at the same address guesses bob's secret
+    assert logins.throttle.known(HOME, "alice") and logins.throttle.delay(HOME, "alice") == 4.0
+    first = attempt(logins, "alice", HOME + ":1")
+    second = attempt(logins, "alice", HOME + ":2")
+    assert refusal(second) == "too many login attempts" and checker.checks == []
+    clock.advance(4)
+    checker.answer(0, True)
+    assert first[0].authid == "alice"
+
+
+def test_a_new_address_does_not_wait_behind_addresses_that_keep_failing(clock, checker):
+    """alice at an address she never used: she waits the authid's penalty (it is under attack), but in the line
+    of addresses that have not failed for alice, not behind the guesser's attempt: checked within the budget."""
+    logins = make_logins(clock, checker, max_queue=32)
+    fail_logins(logins.throttle, 10, GUESSER, "alice")
+    guess = attempt(logins, "alice", GUESSER + ":1")
+    clock.advance(1)
+    again = attempt(logins, "alice", GUESSER + ":2")  # the guesser's second attempt: its line is taken
+    assert refusal(again) == "too many login attempts"
+    new = attempt(logins, "alice", "tcp4:198.51.100.7:1")
+    clock.advance(4)
+    assert len(checker.checks) == 1  # the guesser's, after its 5 s
+    clock.advance(1)
+    assert len(checker.checks) == 2  # hers, 5 s after she came: within the 5 s budget
+    checker.answer(1, True)
+    assert new[0].authid == "alice"
+    checker.answer(0, False)
+    clock.advance(0.5)
+    assert refusal(guess) == "authentication failed"
+
+
+def test_guessing_one_authid_from_ever_new_addresses_stays_slow(clock):
+    """A new address every 100 ms, each guessing alice's ticket once, for 10 minutes: at most one check per
+    5 s penalty in each of the authid's two lines (plus the 3 free ones), about 240 of 6,000; the rest
+    refused at once.  alice, known at HOME, logs in every minute meanwhile, at once."""
+    checker = Counting()
+    logins = LoginService(
+        "zmqwamp", build_portal([checker], anonymous=False), LoginThrottle(clock, floor=0.5), BridgeMetrics()
+    )
+    logins.throttle.succeeded(HOME, "alice")
+    results = []
+    for i in range(6000):
+        results.append(ticket(logins, "alice", f"tcp4:10.{i // 65536}.{i // 256 % 256}.{i % 256}"))
+        if i % 600 == 0:
+            before = checker.checks
+            assert ticket(logins, "alice", HOME, "right")[0].authid == "alice"
+            assert checker.checks == before + 1
+        clock.advance(0.1)
+    for _ in range(3):
+        clock.advance(10)
+    guesses = checker.checks - 10
+    assert 100 <= guesses <= 2 * 600 / 5 + 3 + 5, guesses
+    assert sum(1 for r in results if refusal(r) == "too many login attempts") == 6000 - guesses
+
+
+def test_known_pairs_are_bounded_and_expire():
+    """Only a success adds a known pair; at most max_known_per_authid per authid and max_known in all, the least
+    recently used forgotten first; none older than trust_window."""
+    clock = Clock()
+    t = LoginThrottle(clock, trust_window=100.0, max_known=5, max_known_per_authid=2)
+    t.failed(HOME, "alice")
+    assert not t.known(HOME, "alice")
+    for host in ("a", "b", "c"):
+        t.succeeded(host, "alice")
+        clock.advance(1)
+    assert [t.known(h, "alice") for h in ("a", "b", "c")] == [False, True, True]
+    t.succeeded("b", "alice")  # b is now the most recently used of alice's
+    t.succeeded("d", "alice")
+    assert [t.known(h, "alice") for h in ("b", "c", "d")] == [True, False, True]
+    for authid in ("u1", "u2", "u3", "u4"):
+        t.succeeded("x", authid)
+    assert len(t._known) == 5 and not t.known("b", "alice") and t.known("x", "u4")
+    clock.advance(101)
+    assert not t.known("x", "u4") and t._known == {} and t._known_hosts == {}
+
+
+def test_the_throttle_keys_addresses_as_the_connection_counter_does():
+    """An IPv4-mapped IPv6 peer is its IPv4 address; an IPv6 peer its /64 (a guesser does not get 2**64 fresh
+    addresses); anything else the address without the port."""
+    assert throttle_host("tcp6:::ffff:192.0.2.1:443") == "tcp4:192.0.2.1"
+    assert throttle_host("tcp6:2001:db8:1:2:3:4:5:6:443") == throttle_host("tcp6:2001:db8:1:2::9:443")
+    assert throttle_host("tcp6:2001:db8:1:2::9:443") == "tcp6:2001:db8:1:2::/64"
+    assert throttle_host("tcp4:192.0.2.1:443") == "tcp4:192.0.2.1"
+    assert throttle_host("unix") == "unix"

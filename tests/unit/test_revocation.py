@@ -16,10 +16,14 @@ import time
 
 import jwt
 import pytest
+from twisted.application.internet import TimerService
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from zmqwamp import Bridge
@@ -28,9 +32,10 @@ from zmqwamp.config import BridgeConfig
 from zmqwamp.endpoints import Endpoint, EndpointResolver
 from zmqwamp.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
 from zmqwamp.policy import UserRule
-from zmqwamp.registry import SESSION_EXPIRED
+from zmqwamp.registry import SESSION_EXPIRED, SESSION_REVOKED
+from zmqwamp.users import UsersFileChecker, make_record, new_decoy_secret, read_users_file, write_users
 
-from memory import World, fired, make_world, new_session, send
+from memory import World, fired, make_world, new_session, pending, send, sync
 from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED
 
 PUB = "tcp://127.0.0.1:9000"
@@ -269,3 +274,173 @@ def test_jwt_max_lifetime_argument(tmp_path):
     for bad in ("0", "-1", "soon"):
         with pytest.raises(JwtConfigError, match="max_lifetime"):
             checker_from_argstring(f"secret_file={key},audience=a,max_lifetime={bad}")
+
+
+# -- issue 21, items 8 and 12: a reload that turns anonymous off, a users file that removes or changes a user -----
+
+
+@pytest.fixture
+def running():
+    """Start a Bridge on a MemoryReactorClock: ``running(bridge)`` -> (World, service); shut down afterwards."""
+    started = []
+
+    def start(bridge):
+        clock = MemoryReactorClock()
+        service = bridge.make_service(clock)
+        clock.run()  # callWhenRunning: the history; the users-file watcher starts with the service
+        service.startService()
+        started.append((bridge, service))
+        return World(bridge.context, clock, bridge.context.router.hub._zmq), service
+
+    yield start
+    for bridge, service in started:
+        for child in list(service):
+            if isinstance(child, TimerService):  # the users-file watcher
+                child.stopService()
+        bridge.context.router.hub.close()
+        bridge.context.router.hub._zmq.shutdown()
+
+
+def anonymous_session(world, roles=REVOCABLE):
+    session, transport = new_session(world, peer=f"tcp4:192.0.2.9:{len(world.sessions) + 1}")
+    send(session, 1, "zmqwamp", {"roles": roles})
+    return session, transport
+
+
+def test_a_reload_that_turns_anonymous_off_ends_anonymous_sessions(running, log_events):
+    """anonymous true -> false: open anonymous sessions get GOODBYE zmqwamp.close.session_revoked (their
+    subscriptions go with them), a new anonymous HELLO gets ABORT; a ticket session stays.  Counted, logged.
+    Before: the portal kept its anonymous checker and the sessions went on ('configuration reloaded')."""
+    bridge = Bridge(allow=[PUB], anonymous=True, checkers=[IdentityChecker()])
+    world, _ = running(bridge)
+    anon, a_transport = anonymous_session(world)
+    assert anon.is_open
+    subscribe(anon, a_transport)
+    alice, alice_transport = login(world, "alice")
+    bridge.config_loader = lambda: BridgeConfig(allow=[PUB], anonymous=False)
+    bridge.reload()
+    assert messages(a_transport)[-1] == [6, {"message": "anonymous access was turned off"}, SESSION_REVOKED]
+    assert anon.state == "closed" and alice.is_open and world.hub.subscription_count() == 0
+    assert revoked(world.metrics, "session") == 1
+    late, late_transport = anonymous_session(world)
+    assert messages(late_transport)[-1][2] == "wamp.error.not_authorized" and not late.is_open
+    text = [formatEvent(e) for e in log_events]
+    assert any("anonymous access turned off, 1 anonymous session(s) ended" in line for line in text), text
+    assert any("configuration reloaded" in line and "anonymous off" in line for line in text), text
+    bridge.config_loader = lambda: BridgeConfig(allow=[PUB], anonymous=True)
+    bridge.reload()
+    again, _ = anonymous_session(world)
+    assert again.is_open
+
+
+def test_a_reload_warns_about_what_it_does_not_apply(running, log_events):
+    """A changed setting a reload cannot apply (a limit, the realm) is named, not passed over in silence."""
+    bridge = Bridge(allow=[PUB], checkers=[IdentityChecker()])
+    running(bridge)
+    bridge.config_loader = lambda: BridgeConfig(allow=[PUB], max_sessions=5, realm="other")
+    bridge.reload()
+    text = [formatEvent(e) for e in log_events]
+    assert "reload: realm, max_sessions changed; they take effect only at a restart" in text, text
+
+
+@pytest.fixture
+def users(tmp_path):
+    path = tmp_path / "users"
+    write_users(path, {a: make_record(a, f"pw-{a}", role, iterations=1000) for a, role in
+                       [("alice", "user"), ("bob", "user"), ("carol", "staff")]}, new_decoy_secret())
+    return path
+
+
+def ticket_login(world, authid: str, secret: str, roles=REVOCABLE):
+    session, transport = new_session(world, peer=f"tcp4:192.0.2.1:{len(world.sessions) + 1}")
+    send(session, 1, "zmqwamp", {"roles": roles, "authmethods": ["ticket"], "authid": authid})
+    send(session, 5, secret, {})
+    assert session.is_open, messages(transport)
+    return session, transport
+
+
+def edit(path, change) -> None:
+    """Change the users file as the CLI does (written anew, atomically)."""
+    users_file = read_users_file(path)
+    users = dict(users_file.users)
+    change(users)
+    write_users(path, users, users_file.decoy_secret)
+
+
+def test_users_removed_or_changed_in_the_file_lose_their_sessions(running, users, log_events):
+    """Within a second of the edit: alice (removed), bob (role changed) and carol (password changed) get GOODBYE
+    zmqwamp.close.session_revoked with the reason; their subscriptions end with them; dave (unchanged) stays.
+    Before: their sessions and subscriptions went on until they left."""
+    checker = UsersFileChecker(users, run=sync)
+    bridge = Bridge(allow=[PUB], checkers=[checker])
+    world, _ = running(bridge)
+    edit(users, lambda u: u.update(dave=make_record("dave", "pw-dave", iterations=1000)))
+    world.clock.advance(1)
+    sessions = {a: ticket_login(world, a, f"pw-{a}") for a in ("alice", "bob", "carol", "dave")}
+    for session, transport in sessions.values():
+        subscribe(session, transport)
+
+    def change(u):
+        del u["alice"]
+        u["bob"] = make_record("bob", "pw-bob", "staff", iterations=1000)
+        u["carol"] = make_record("carol", "new-pw", "staff", iterations=1000)
+
+    edit(users, change)
+    world.clock.advance(1)
+    said = {a: messages(t)[-1] for a, (_, t) in sessions.items()}
+    assert said["alice"] == [6, {"message": "the user was removed from the users file"}, SESSION_REVOKED]
+    assert said["bob"] == [6, {"message": "the user's role changed"}, SESSION_REVOKED]
+    assert said["carol"] == [6, {"message": "the user's password was reset"}, SESSION_REVOKED]
+    assert said["dave"][0] == SUBSCRIBED and sessions["dave"][0].is_open
+    assert world.hub.subscription_count() == 1 and revoked(world.metrics, "session") == 3
+    text = [formatEvent(e) for e in log_events]
+    assert any("ended: the user's role changed (user -> staff)" in line for line in text), text
+    assert any("zmqwamp-users: 3 user(s) removed or changed, 3 session(s) ended" in line for line in text), text
+    assert ticket_login(world, "bob", "pw-bob")[0].avatar.authrole == "staff"
+
+
+def test_sighup_reads_the_users_file_at_once(running, users):
+    """No need to wait for the next look: SIGHUP (reload) re-reads it, with or without a config file."""
+    checker = UsersFileChecker(users, run=sync)
+    bridge = Bridge(allow=[PUB], checkers=[checker])
+    world, _ = running(bridge)
+    alice, transport = ticket_login(world, "alice", "pw-alice")
+    edit(users, lambda u: u.pop("alice"))
+    bridge.reload()
+    assert not alice.is_open and messages(transport)[-1][2] == SESSION_REVOKED
+
+
+def test_a_login_checked_while_the_file_changed_does_not_open(users):
+    """alice's key was being derived from her old record when the file changed (and the change was announced,
+    ending her other sessions): that login is refused, not opened with the old role after the fact."""
+    running_derivations = []
+
+    def run(f, *args):
+        d = Deferred()
+        running_derivations.append((d, f, args))
+        return d
+
+    checker = UsersFileChecker(users, run=run)
+    result = pending(checker.requestAvatarId(TicketCredentials("alice", "pw-alice")))
+    edit(users, lambda u: u.update(alice=make_record("alice", "pw-alice", "admin", iterations=1000)))
+    checker.refresh()
+    d, f, args = running_derivations[0]
+    d.callback(f(*args))  # the right ticket for the old record
+    assert isinstance(result[0], Failure) and result[0].check(UnauthorizedLogin)
+    again = pending(checker.requestAvatarId(TicketCredentials("alice", "pw-alice")))
+    d, f, args = running_derivations[1]
+    d.callback(f(*args))
+    assert again[0].authrole == "admin"
+
+
+def test_a_broken_users_file_is_logged_once(running, users, log_events):
+    """Looked at every second: a broken edit is logged once (and the last good version kept), not every second."""
+    checker = UsersFileChecker(users, run=sync)
+    world, _ = running(Bridge(allow=[PUB], checkers=[checker]))
+    alice, _ = ticket_login(world, "alice", "pw-alice")
+    users.write_text(users.read_text() + "this is not a user line\n")
+    world.clock.advance(1)
+    world.clock.advance(1)
+    world.clock.advance(1)
+    errors = [formatEvent(e) for e in log_events if "not reloaded" in formatEvent(e)]
+    assert len(errors) == 1 and alice.is_open
