@@ -11,7 +11,9 @@ object, ``log_logger``), so ``json.loads`` per line fails on it.  Log shippers
 
 ``message`` is the text the text format shows; the event's own fields follow,
 made JSON-safe (anything JSON cannot hold becomes its ``str``).  A failure adds
-``traceback``.  Secrets stay out as in the text format: nothing in zmqwamp logs
+``traceback``.  No event is dropped: text the output cannot encode (a lone
+surrogate from a client's JSON, which UTF-8 cannot hold) is written as a JSON
+escape (``ensure_ascii``).  Secrets stay out as in the text format: nothing in zmqwamp logs
 a password, ticket, token or signature as a field either (tests/{unit,e2e}/test_logs.py).
 """
 
@@ -75,13 +77,17 @@ class JSONLinesObserver:
         self._out = out
 
     def __call__(self, event: dict) -> None:
+        record = event_as_record(event)
         try:
-            line = json.dumps(event_as_record(event), default=_safe, ensure_ascii=False)
+            line = json.dumps(record, default=_safe, ensure_ascii=False)
         except (TypeError, ValueError) as e:  # e.g. a dict with non-string keys, a circular field
-            record = {k: v for k, v in event_as_record(event).items() if k in _RECORD_KEYS}
+            record = {k: v for k, v in record.items() if k in _RECORD_KEYS}
             record["log_error"] = f"fields not serializable: {e}"
             line = json.dumps(record, default=_safe, ensure_ascii=False)
-        self._out.write(line + "\n")
+        try:
+            self._out.write(line + "\n")  # encoded whole before anything is written: all or nothing
+        except UnicodeEncodeError:  # a lone surrogate (or a non-UTF-8 stdout): escaped, the same JSON
+            self._out.write(json.dumps(record, default=_safe, ensure_ascii=True) + "\n")
         self._out.flush()
 
 

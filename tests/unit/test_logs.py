@@ -52,3 +52,17 @@ def test_record_of_a_legacy_event():
                               "log_level": LogLevel.info, "log_namespace": "stdout", "log_time": 1.0})
     assert record["message"] == "hello from print" and record["namespace"] == "stdout"
     assert "isError" not in record and "system" not in record
+
+
+def test_a_lone_surrogate_does_not_lose_the_line():
+    """Issue 21 item 6: a field holding "\\ud800" (valid in a client's JSON, not in UTF-8) made the write to a UTF-8
+    stream raise, and twisted.logger dropped the event; now it is written with JSON escapes, the same value."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    log = Logger(namespace="zmqwamp.test", observer=LogPublisher(JSONLinesObserver(out)))
+    log.info("login for {authid!r} refused", authid="\ud800zürich")
+    log.info("the next line, from zürich")
+    first, second = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
+    assert first["authid"] == "\ud800zürich" and "refused" in first["message"]
+    assert second["message"] == "the next line, from zürich"
+    assert "zürich".encode() in raw.getvalue().splitlines()[1]  # ordinary lines keep their UTF-8
