@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import time
 
 import pytest
@@ -139,12 +140,14 @@ def test_a_nul_in_the_path_is_a_400_without_a_traceback(bridge):
     and second at most (the access log keeps its line per request)."""
     port, proc = bridge["port"], bridge["proc"]
     mark = len(proc.lines)
-    statuses = {get(port, path)[0] for path in ("/js/.%00./x", "/%00", "/js/%2e%00") for _ in range(50)}
+    paths = ("/js/.%00./x", "/%00", "/js/%2e%00")
+    statuses = {get(port, path, source="127.0.0.4")[0] for path in paths for _ in range(50)}  # a budget of its own
     assert statuses == {400}
     get(port, "/flood-over")
     lines = flood_log(proc, mark, r'"GET /flood-over HTTP/1\.1" 404')
     access = [line for line in lines if '"GET /' in line]
     others = [line for line in lines if '"GET /' not in line]
+    assert any("HTTP request from tcp4:127.0.0.4" in line and "a NUL byte in the path" in line for line in others)
     print(f"\nNUL: {len(others)} lines, {log_bytes(others)} bytes besides the access log for 150 requests")
     assert len(access) == 150 and not any("Traceback" in line for line in lines)
     assert log_bytes(others) < 3000, others
@@ -177,30 +180,36 @@ def test_an_exception_in_a_hook_is_a_500_and_logged_once(tmp_path):
         proc.stop()
 
 
-def test_json_log_keeps_a_line_with_a_lone_surrogate():
-    """--log-format json dropped every event whose fields held a lone surrogate (from a client's JSON: an authid
-    "\\ud800x" in a ticket login): the line is there, escaped, and every line is one JSON object."""
-    proc, url = start_bridge("--auth", "memory:alice:secret", "--log-format", "json")
+def test_json_log_keeps_a_line_with_a_lone_surrogate(tmp_path):
+    """--log-format json dropped every event whose fields held a lone surrogate: text the output (UTF-8) cannot
+    encode, as a client's JSON "\\ud800" gives, or a hook that decodes a client's bytes with surrogateescape (here a
+    header in Latin-1).  The line is there, escaped; every line is one JSON object."""
+    (tmp_path / "naming_hook.py").write_text(
+        "from twisted.logger import Logger\n"
+        "from zmqwamp import Bridge\n\n"
+        "log = Logger()\n\n"
+        "class NamingHook(Bridge):\n"
+        "    def websocket_allowed(self, request):\n"
+        "        raw = request.headers.get('x-client-name', '').encode('latin-1')\n"
+        "        log.info('client name {name!r}', name=raw.decode('utf-8', 'surrogateescape'))\n"
+        "        return super().websocket_allowed(request)\n"
+    )
+    proc, url = start_bridge("--anonymous", "--log-format", "json", "--bridge-class", "naming_hook.NamingHook",
+                             env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
     try:
         mark = len(proc.lines)
-
-        async def scenario():
-            ws = await WSClient.connect(url)
-            ws.send(json.dumps([1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "\ud800x"}]))
-            challenge = await ws.recv_json()
-            if challenge[0] == 4:
-                ws.send(json.dumps([5, "wrong", {}]))
-                await ws.recv_json(timeout=10)
-            await ws.close()
-
-        run(scenario())
-        proc.wait_for(r"login refused.*ud800x", start=mark, timeout=10)  # the line with the raw authid field
+        port = port_of(url)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Protocol: wamp.2.json\r\n".encode() + b"X-Client-Name: caf\xe9\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 101 ")
+        proc.wait_for(r"client name 'caf\\\\udce9'", start=mark, timeout=10)
     finally:
         proc.stop()
     records = [json.loads(line) for line in proc.lines if line.strip()]  # every line is one JSON object
-    refused = [r for r in records if r["message"].startswith("login refused")]
-    assert refused and "ud800x" in refused[0]["message"]
-    assert refused[0].get("authid") in (None, "\ud800x", "\\ud800x")  # the field: raw (escaped in JSON) or clipped
+    [named] = [r for r in records if r["message"].startswith("client name")]
+    assert named["name"] == "caf\udce9"
 
 
 # -- see a freeze when it happens --------------------------------------------------------------------
