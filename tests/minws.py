@@ -89,7 +89,7 @@ def _mask_fast(payload: bytes, key: bytes) -> bytes:
 async def open_tcp(url: str, timeout: float = 10.0, rcvbuf: int | None = None, source: str | None = None, ssl=None):
     """A TCP connection to the host and port of ``url`` (TLS with ``ssl``, an SSLContext): (reader, writer)."""
     u = urlparse(url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in (u.hostname or "") else socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     if source:
@@ -142,7 +142,7 @@ class WSClient:
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {u.path or '/'} HTTP/1.1",
-            f"Host: {u.hostname}:{u.port}",
+            f"Host: {u.netloc}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",

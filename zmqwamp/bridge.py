@@ -40,7 +40,7 @@ from zmqwamp.peers import ClientAddresses
 from zmqwamp.policy import EndpointPolicy, OriginPolicy, delimiter_warnings
 from zmqwamp.registry import SessionRegistry
 from zmqwamp.router import Router
-from zmqwamp.service import BridgeService, DrainService, ListeningPort
+from zmqwamp.service import BridgeService, DrainService, ListeningPort, ReactorLagMonitor
 from zmqwamp.session import SessionContext
 from zmqwamp.web import HostCheck, build_site
 from zmqwamp.websocket import WampServerFactory
@@ -93,9 +93,10 @@ class Bridge:
 
         Anything but True refuses the upgrade with HTTP 403.  The default is the
         Origin allowlist (``origins`` / ``--origin``): requests without an Origin
-        (non-browser clients) and same-origin requests are allowed too.
+        (non-browser clients) and same-origin requests (same scheme, host and port;
+        ``request.secure``: the client used TLS) are allowed too.
         """
-        return self.origins.allows(request.origin, request.headers.get("host"))
+        return self.origins.allows(request.origin, request.headers.get("host"), getattr(request, "secure", False))
 
     def zmq_allowed(self, session, action: str, endpoint: Endpoint, options: dict) -> Any:
         """May ``session`` do ``action`` ('call'/'subscribe') on ``endpoint``?  bool or Deferred[bool].
@@ -283,6 +284,7 @@ class Bridge:
         DrainService(router, registry, connections, zmq_factory, names, reactor, config.drain_time).setServiceParent(
             top
         )
+        ReactorLagMonitor(reactor, metrics, config.reactor_lag_warning).setServiceParent(top)
         factory = WampServerFactory(context, self.websocket_allowed, config, zmq_factory.write_batch)
         addresses = ClientAddresses(config.trusted_proxies, config.forwarded_header)
         hosts = HostCheck(config.allow_hosts)

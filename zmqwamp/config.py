@@ -64,7 +64,9 @@ class BridgeConfig:
     max_filter_length: int = 256  # bytes of one subscription filter
     max_filters_per_endpoint: int = 1024  # distinct filters on one upstream address, all sessions together
     max_endpoints_per_session: int = 32  # zmq connections a session's requests opened and that are still open
-    max_endpoints_per_peer: int = 128  # the same, for all sessions from one peer address
+    # the same, for all sessions from one peer address (an IPv6 /64): no more than one session may open, so at
+    # least max_zmq_sockets / 32 = 16 addresses are needed to fill max_zmq_sockets (with 128: four)
+    max_endpoints_per_peer: int = 32
     max_zmq_sockets: int = 512  # zmq connections in total
     max_calls_per_second: float = 500.0
     max_sessions: int = 1000
@@ -76,6 +78,7 @@ class BridgeConfig:
     max_log_lines_per_second: float = 1.0
     max_log_lines_per_second_total: float = 100.0
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES  # the sum of the aliases' history_bytes (docs/history.md)
+    reactor_lag_warning: float = 1.0  # seconds the reactor may be blocked before a warning (docs/reliability.md)
 
     @property
     def listen_endpoints(self) -> list[str]:
@@ -289,6 +292,7 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         "max_log_lines_per_second",
         "max_log_lines_per_second_total",
         "max_history_bytes",
+        "reactor_lag_warning",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{source}: {name} must be positive")

@@ -5,8 +5,13 @@ delimiter in front of each request, so plain ``zmq.REP`` servers answer it) per
 endpoint address, shared by every session, with any number of requests in
 flight.  Each request has a deadline; when it passes, the request id is
 forgotten (so a stuck backend cannot wedge the socket, txZMQ #77) and a reply
-arriving later is dropped with a log line.  A connection with nothing in flight
-is closed after ``idle_close`` seconds.
+arriving later is dropped.  Timeouts and late or malformed replies are counted
+(``zmqwamp_calls_total{outcome="timeout"}``, ``zmqwamp_dropped_total{reason=
+"reply_late"}``) and logged per upstream address: the first at once, then one
+summary line per interval (:class:`~zmqwamp.clientlog.RepeatSummary`), since a
+client decides how many there are (2,000 CALLs with a 1 ms ``timeout`` wrote
+1,846 warnings in 2.9 s, one per timeout and one per late reply).  A connection
+with nothing in flight is closed after ``idle_close`` seconds.
 
 Opening a connection is the rare path, and where the checks are: the socket is
 charged to the calling session in the :class:`~zmqwamp.limits.UpstreamBudget`
@@ -32,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
+from zmqwamp.clientlog import RepeatSummary
 from zmqwamp.endpoints import InvalidEndpoint
 from zmqwamp.limits import UpstreamBudget
 from zmqwamp.metrics import BridgeMetrics
@@ -249,6 +255,7 @@ class RequestForwarder:
         self._connections: dict[str, UpstreamRequestConnection] = {}
         self._inflight: dict[str, int] = {}
         self._idle_timers: dict = {}  # address -> its idle-close timer, oldest idle first
+        self._repeats = RepeatSummary(self._clock)  # timeouts, late and malformed replies, per address
 
     @property
     def addresses(self) -> list[str]:
@@ -345,6 +352,15 @@ class RequestForwarder:
 
     def _release(self, result, address: str):
         """A request to ``address`` is over (``result`` passes through): count it, close the connection once idle."""
+        if isinstance(result, Failure) and result.check(CallTimedOut):
+            self._repeats.emit(
+                ("timeout", address),
+                log.warn,
+                "call to {address} timed out: {error}",
+                "{n} more calls to {address} timed out in the last {seconds}s",
+                address=address,
+                error=result.getErrorMessage(),
+            )
         left = self._inflight[address] - 1
         self._inflight[address] = left
         if left == 0:
@@ -363,11 +379,21 @@ class RequestForwarder:
     def _unmatched_reply(self, address: str, why: str) -> None:
         self._metrics.dropped.labels(f"reply_{why}").inc()
         if why == "late":
-            log.warn(
-                "late reply from {address} dropped: its call had already timed out or been cancelled", address=address
+            self._repeats.emit(
+                ("late", address),
+                log.warn,
+                "late reply from {address} dropped: its call had already timed out or been cancelled",
+                "{n} more late replies from {address} dropped in the last {seconds}s",
+                address=address,
             )
         else:
-            log.warn("malformed reply from {address} dropped (no request envelope)", address=address)
+            self._repeats.emit(
+                ("malformed", address),
+                log.warn,
+                "malformed reply from {address} dropped (no request envelope)",
+                "{n} more malformed replies from {address} dropped in the last {seconds}s",
+                address=address,
+            )
 
     def close(self) -> None:
         """Close every connection (pending requests fail with CancelledError)."""
@@ -380,3 +406,4 @@ class RequestForwarder:
                 timer.cancel()
         self._idle_timers.clear()
         self._inflight.clear()
+        self._repeats.stop()

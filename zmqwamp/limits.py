@@ -277,7 +277,13 @@ class ConnectionGuard(ProtocolWrapper):
     Client: ``getPeer()`` is the client (:mod:`zmqwamp.peers`): the connection's
     peer (after a PROXY protocol header), or the address a trusted proxy
     forwarded for the latest request; autobahn reads it for the session's
-    ``peer``.
+    ``peer``.  ``client_secure`` says whether that client used TLS (here or at
+    the proxy), for the same-origin check.
+
+    Errors: an exception that escapes the protocol it wraps (twisted.web's
+    channel, then the WebSocket) would be a traceback in the log per
+    connection; it goes to the factory's ``on_error`` (counted, logged once per
+    exception class and interval) and the connection is dropped.
 
     Lingering close: closing a socket that still has unread input makes the
     kernel answer with RST, and a client receiving RST may lose what was sent
@@ -296,10 +302,13 @@ class ConnectionGuard(ProtocolWrapper):
     _peer_pending = False  # behind a PROXY protocol listener, before its header
     client: IAddress | None = None
     client_local = False  # the latest request's client is on this machine (request_headers)
+    client_secure = False  # the latest request's client used TLS, here or at a proxy (request_headers)
     websocket = False
+    _tls = False  # this connection is TLS
 
     def makeConnection(self, transport) -> None:
         self._arm()
+        self._tls = self.client_secure = ISSLTransport.providedBy(transport)
         super().makeConnection(transport)
         # ProtocolWrapper copies the transport's interfaces; ISSLTransport would make
         # autobahn ask this wrapper (not a TLSMemoryBIOProtocol) for a TLS channel id
@@ -340,7 +349,9 @@ class ConnectionGuard(ProtocolWrapper):
 
     def _refuse(self, limit: str) -> None:
         self.factory.on_limit(limit)
-        log.info("connection from {peer} refused: {limit} reached", peer=peer_string(self.getPeer()), limit=limit)
+        self.factory.note(
+            "connection from {peer} refused: {limit} reached", peer=peer_string(self.getPeer()), limit=limit
+        )
         self.transport.write(
             refusal_response(b"503 %s reached" % limit.encode(), f"{limit} reached")
         )  # as autobahn did
@@ -357,6 +368,7 @@ class ConnectionGuard(ProtocolWrapper):
         addresses, peer = self.factory.addresses, self.transport.getPeer()
         client = addresses.client(peer, headers)
         self.client_local = addresses.local(peer, client, headers)
+        self.client_secure = addresses.secure(peer, headers, self._tls, isinstance(self.transport, _PROXY_WRAPPERS))
         return self._rekey(client)
 
     def response_done(self) -> None:
@@ -383,7 +395,11 @@ class ConnectionGuard(ProtocolWrapper):
             if refused is not None:
                 self._refuse(refused)
                 return
-        super().dataReceived(data)
+        try:
+            super().dataReceived(data)
+        except Exception:  # a bug (ours, a hook's, a library's): Twisted would log a traceback per connection
+            self.factory.on_error("connection", Failure(), peer_string(self.getPeer()))
+            self.transport.abortConnection()
 
     def loseConnection(self) -> None:
         if self.disconnecting:
@@ -424,12 +440,16 @@ class ConnectionGuard(ProtocolWrapper):
     def _expired(self) -> None:
         self._timer = None
         self.factory.on_limit("handshake_timeout")
-        log.info(
+        self.factory.note(
             "connection from {peer} dropped: no complete HTTP request within {t}s",
             peer=peer_string(self.getPeer()),
             t=self.factory.timeout,
         )
         self.transport.abortConnection()
+
+
+def _log_error(where: str, failure: Failure, peer: str) -> None:
+    log.failure("unhandled error on a connection from {peer} ({where})", failure, peer=peer, where=where)
 
 
 # Wrappers that pass writes through unchanged: the write path (zmqwamp.wire.plain_tcp) looks under them.
@@ -443,6 +463,9 @@ class ConnectionGuardFactory(WrappingFactory):
     ``counter`` None: connections are not counted.  ``addresses`` says which
     peers are trusted proxies (none by default).  ``on_limit(name)`` is called
     for every refusal or drop (the ``zmqwamp_limit_exceeded_total`` label).
+    ``on_error(where, failure, peer)`` gets the exceptions that escape a
+    connection's protocol (default: the wrapped site's ``errors.report``, see
+    :class:`zmqwamp.clientlog.ErrorLog`; else logged).
 
     It passes the site's ALPN protocols through: a TLS listener asks the factory
     it wraps for them, and without an answer the TLS handshake fails.
@@ -458,6 +481,7 @@ class ConnectionGuardFactory(WrappingFactory):
         counter: ConnectionCounter | None = None,
         addresses: ClientAddresses | None = None,
         on_limit: Callable[[str], None] = lambda limit: None,
+        on_error: Callable[[str, Failure, str], None] | None = None,
     ) -> None:
         super().__init__(site)
         self.timeout = timeout
@@ -465,6 +489,13 @@ class ConnectionGuardFactory(WrappingFactory):
         self.counter = counter
         self.addresses = addresses if addresses is not None else ClientAddresses()
         self.on_limit = on_limit
+        errors = getattr(site, "errors", None)
+        self.on_error = on_error or (errors.report if errors is not None else _log_error)
+        self._note = getattr(site, "note_refusal", log.info)
+
+    def note(self, format: str, **fields: Any) -> None:
+        """Log a refused or dropped connection: through the site's client log, as its refused requests."""
+        self._note(format, **fields)
 
     def acceptableProtocols(self) -> list[bytes]:
         return self.wrappedFactory.acceptableProtocols()

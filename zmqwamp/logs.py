@@ -11,8 +11,13 @@ object, ``log_logger``), so ``json.loads`` per line fails on it.  Log shippers
 
 ``message`` is the text the text format shows; the event's own fields follow,
 made JSON-safe (anything JSON cannot hold becomes its ``str``).  A failure adds
-``traceback``.  Secrets stay out as in the text format: nothing in zmqwamp logs
-a password, ticket, token or signature as a field either (tests/{unit,e2e}/test_logs.py).
+``traceback``.  No event is dropped, and every line is UTF-8: a lone surrogate
+(from a client's JSON, or bytes decoded with ``surrogateescape``), which UTF-8
+cannot hold, is written as a JSON escape (``ensure_ascii``); stdout's
+``surrogateescape`` (Python's default under a C or C.UTF-8 locale) would have
+dropped U+D800 and written U+DCE9 as a stray byte 0xE9.  Secrets stay out as in
+the text format: nothing in zmqwamp logs a password, ticket, token or signature
+as a field either (tests/{unit,e2e}/test_logs.py).
 """
 
 from __future__ import annotations
@@ -75,13 +80,21 @@ class JSONLinesObserver:
         self._out = out
 
     def __call__(self, event: dict) -> None:
+        record = event_as_record(event)
         try:
-            line = json.dumps(event_as_record(event), default=_safe, ensure_ascii=False)
+            line = json.dumps(record, default=_safe, ensure_ascii=False)
         except (TypeError, ValueError) as e:  # e.g. a dict with non-string keys, a circular field
-            record = {k: v for k, v in event_as_record(event).items() if k in _RECORD_KEYS}
+            record = {k: v for k, v in record.items() if k in _RECORD_KEYS}
             record["log_error"] = f"fields not serializable: {e}"
             line = json.dumps(record, default=_safe, ensure_ascii=False)
-        self._out.write(line + "\n")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: a JSON escape, the same value (not left to the stream,
+            line = json.dumps(record, default=_safe, ensure_ascii=True)  # whose surrogateescape writes bytes, no UTF-8)
+        try:
+            self._out.write(line + "\n")  # encoded whole before anything is written: all or nothing
+        except UnicodeEncodeError:  # a stream that is not UTF-8 (LANG=C): ASCII, the same JSON
+            self._out.write(json.dumps(record, default=_safe, ensure_ascii=True) + "\n")
         self._out.flush()
 
 

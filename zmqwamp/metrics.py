@@ -77,6 +77,25 @@ class BridgeMetrics:
             registry=r,
         )
 
+        self.internal_errors = Counter(
+            "zmqwamp_internal_errors_total",
+            "Unhandled exceptions in the HTTP and WebSocket layers (a bug), by where: "
+            "http, connection, websocket_allowed",
+            ["where"],
+            registry=r,
+        )
+        self.reactor_lag = Histogram(
+            "zmqwamp_reactor_lag_seconds",
+            "How late a timer ran, measured every 0.1 s: time the reactor was busy and could not serve anyone",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.reactor_lag_max = Gauge(
+            "zmqwamp_reactor_lag_max_seconds",
+            "The worst reactor lag of the last 30 to 60 seconds",
+            registry=r,
+        )
+
     def watch_history(self, source: HistorySource) -> None:
         """Report ``source``'s rings as zmqwamp_history_messages / zmqwamp_history_bytes, read at each scrape.
 

@@ -14,9 +14,19 @@ local-only pages) gets it from here, so there is one answer to "who is this".
   From anyone else the headers are ignored.
 
 Addresses are Twisted ``IAddress`` objects; a forwarded client without a port
-gets port 0.  :func:`peer_string` writes them as autobahn does
-(``tcp4:1.2.3.4:5678``), which :func:`peer_host` cuts to the key of
-per-peer limits (``tcp4:1.2.3.4``).
+gets port 0.  A trusted proxy that forwards a request without naming the client
+(a right-most hop ``unknown``, RFC 7239's obfuscated ``_hidden``, nginx's
+``unix:``) gives :data:`UNKNOWN_CLIENT`: not local, and every such client shares
+one per-peer key (``unknown``) instead of passing as the proxy, which no per-peer
+limit counts.  :func:`peer_string` writes addresses as autobahn does
+(``tcp4:1.2.3.4:5678``), which :func:`peer_host` turns into the key of every
+per-peer limit (connections, login throttle, upstream budget): the address
+without its port, an IPv4-mapped IPv6 address as IPv4, an IPv6 address as its /64.
+
+The scheme the client used (:meth:`ClientAddresses.secure`, for the same-origin
+check) is the connection's (TLS or not); behind a proxy that terminates TLS, it
+is the one that proxy names (``X-Forwarded-Proto``, or ``proto=`` of RFC 7239
+``Forwarded``), believed from a trusted proxy or on a PROXY protocol listener.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from collections.abc import Iterable
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 UNIX = "unix"  # the --trusted-proxy value for peers on unix sockets
@@ -63,6 +74,18 @@ def _ip(address: IAddress) -> IPAddress | None:
     return ip
 
 
+@implementer(IAddress)
+class UnknownClient:
+    """A client a trusted proxy forwarded without an address: autobahn's peer string is then ``unknown``."""
+
+    def __repr__(self) -> str:
+        return "UnknownClient()"
+
+
+UNKNOWN_CLIENT = UnknownClient()
+UNKNOWN = "unknown"  # its peer string, and the per-peer key all such clients share
+
+
 def _address(ip: IPAddress, port: int = 0) -> IAddress:
     if isinstance(ip, ipaddress.IPv4Address):
         return IPv4Address("TCP", str(ip), port)
@@ -86,21 +109,46 @@ def peer_string(address: IAddress) -> str:
     if isinstance(address, UNIXAddress):
         name = address.name.decode(errors="replace") if isinstance(address.name, bytes) else address.name
         return f"unix:{name}" if name else "unix"
-    return "unknown"
+    return UNKNOWN
+
+
+IPV6_PREFIX = 64  # an IPv6 client is keyed by its /64: one subscriber line usually has a whole /64 of addresses
+
+
+def ip_key(ip: IPAddress) -> str:
+    """The per-peer key of an IP: ``tcp4:1.2.3.4`` (also for ``::ffff:1.2.3.4``), ``tcp6:2001:db8:1:2::/64``.
+
+    A loopback IPv6 address (``::1``, the only one) stays itself.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return f"tcp4:{ip}"
+    if ip.is_loopback:
+        return f"tcp6:{ip}"
+    return f"tcp6:{ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False)}"
 
 
 def peer_host(peer: str) -> str:
-    """The address part of an autobahn peer string (``tcp4:1.2.3.4:5678`` -> ``tcp4:1.2.3.4``)."""
-    if peer.startswith(("tcp4:", "tcp6:", "tcp:")):
-        return peer.rsplit(":", 1)[0]
-    return peer
+    """The key of every per-peer limit, from an autobahn peer string (one function, so they all agree).
+
+    ``tcp4:1.2.3.4:5678`` -> ``tcp4:1.2.3.4``; ``tcp6:::ffff:1.2.3.4:5678`` -> ``tcp4:1.2.3.4``;
+    ``tcp6:2001:db8:1:2:3:4:5:6:5678`` -> ``tcp6:2001:db8:1:2::/64``; anything else (``unix``,
+    ``unknown``) is its own key.
+    """
+    kind, sep, rest = peer.partition(":")
+    if not sep or kind not in ("tcp4", "tcp6", "tcp"):
+        return peer
+    host = rest.rsplit(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])  # no IPv6 zone id
+    except ValueError:
+        return f"{kind}:{host}"
+    return ip_key(ip)
 
 
 def host_key(address: IAddress) -> str:
-    """The key of per-peer counts: the address without its port (``tcp4:1.2.3.4``)."""
-    ip = _ip(address)
-    if ip is not None:  # normalised: ::ffff:1.2.3.4 counts as 1.2.3.4
-        address = _address(ip)
+    """The per-peer key of a client's address (:func:`peer_host` of its peer string)."""
     return peer_host(peer_string(address))
 
 
@@ -148,6 +196,23 @@ def forwarded_chain(headers: Headers, header: str) -> list[str]:
     return chain
 
 
+def forwarded_proto(headers: Headers, header: str) -> str | None:
+    """The scheme the client used at the first proxy, lower case: ``proto=`` of RFC 7239 ``Forwarded`` (with
+    ``header`` ``forwarded``), else ``X-Forwarded-Proto``; the left-most value if proxies appended; None if none."""
+    if header == "forwarded":
+        for line in headers.getRawHeaders(b"forwarded") or []:
+            for element in line.decode("latin-1").split(","):
+                for pair in element.split(";"):
+                    name, _, value = pair.partition("=")
+                    if name.strip().lower() == "proto":
+                        return value.strip().strip('"').lower() or None
+        return None
+    lines = headers.getRawHeaders(b"x-forwarded-proto")
+    if not lines:
+        return None
+    return lines[0].decode("latin-1").split(",", 1)[0].strip().lower() or None
+
+
 # Headers that say a request came through a proxy (X-Real-IP: nginx's other habit)
 FORWARDING = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
 
@@ -178,13 +243,26 @@ class ClientAddresses:
         current = peer
         for element in reversed(forwarded_chain(headers, self.header)):
             hop = _hop(element)
-            if hop is None:
-                return current  # not an address: the nearest proxy is all we know
+            if hop is None:  # "unknown", "_hidden", "unix:": the proxy does not know (or say) who it is
+                return UNKNOWN_CLIENT
             ip, port = hop if isinstance(hop, tuple) else (hop, 0)
             current = _address(ip, port)
             if not self.trusted(ip):
                 return current
         return current  # every hop trusted: the left-most one
+
+    def secure(self, peer: IAddress, headers: Headers, tls: bool, proxy_listener: bool = False) -> bool:
+        """Did the client use TLS (``https``/``wss``)?  For the same-origin check, which compares schemes too.
+
+        ``tls``: this connection is TLS.  A proxy that terminates TLS says so in its
+        forwarded proto (:func:`forwarded_proto`), believed from a trusted proxy and
+        on a PROXY protocol listener (``proxy_listener``: only the proxy reaches it).
+        """
+        if proxy_listener or self.trusted(peer):
+            proto = forwarded_proto(headers, self.header)
+            if proto is not None:
+                return proto in ("https", "wss")
+        return tls
 
     def local(self, peer: IAddress, client: IAddress, headers: Headers) -> bool:
         """Is the client of this request on this machine (for the operator's pages)?

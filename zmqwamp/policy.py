@@ -295,28 +295,34 @@ class OriginPolicy:
     """The default ``websocket_allowed``: an Origin allowlist.
 
     Allowed: requests without an ``Origin`` header (non-browser clients), and
-    same-origin requests (the Origin's host and port are the Host header's); and
-    Origins matching one of ``patterns`` (shell-style globs over
-    ``scheme://host[:port]``, e.g. ``https://*.example.com``; ``*`` allows any).
-    (autobahn's handshake already refuses the ``null`` origin with HTTP 400.)
+    same-origin requests (the Origin's scheme, host and port are the connection's:
+    ``https`` for a client that used TLS, here or at a proxy that says so, else
+    ``http``; host and port from the Host header); and Origins matching one of
+    ``patterns`` (shell-style globs over ``scheme://host[:port]``, e.g.
+    ``https://*.example.com``; ``*`` allows any).  (autobahn's handshake already
+    refuses the ``null`` origin with HTTP 400.)
     """
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns: tuple[str, ...] = tuple(p.lower().rstrip("/") for p in patterns)
 
-    def allows(self, origin: str | None, host: str | None) -> bool:
+    def allows(self, origin: str | None, host: str | None, secure: bool = False) -> bool:
+        """``secure``: the client used TLS (the request's ``secure``, set by the WebSocket layer)."""
         if not origin:
             return True
         origin = origin.strip().lower()
         if any(fnmatchcase(origin, p) for p in self.patterns):
             return True
-        return origin != "null" and host is not None and _same_origin(origin, host)
+        return origin != "null" and host is not None and _same_origin(origin, host, secure)
 
 
-def _same_origin(origin: str, host_header: str) -> bool:
+_SECURE_SCHEMES = {"http": False, "ws": False, "https": True, "wss": True}
+
+
+def _same_origin(origin: str, host_header: str, secure: bool) -> bool:
     scheme, sep, rest = origin.partition("://")
-    if not sep or scheme not in _DEFAULT_PORTS:
-        return False
+    if not sep or scheme not in _DEFAULT_PORTS or _SECURE_SCHEMES[scheme] != secure:
+        return False  # https://h:p is not the origin of a plain ws://h:p connection, nor http:// of wss://
     o_host, o_port = _split_host(rest.split("/", 1)[0])
     h_host, h_port = _split_host(host_header)
     if not o_host or o_host != h_host:

@@ -259,15 +259,8 @@ class Router:
         if failure.check(BackendUnavailable):  # the send itself was refused (zmq queue full)
             self._count_call(endpoint, "unavailable", started)
             raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
-        if failure.check(CallTimedOut):
+        if failure.check(CallTimedOut):  # logged by the forwarder, summarised per address
             self._count_call(endpoint, "timeout", started)
-            self.client_log.emit(
-                None,
-                log.warn,
-                "call to {endpoint} timed out after {timeout}s",
-                endpoint=clip(endpoint.name),
-                timeout=timeout,
-            )
             raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
         self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
         return failure

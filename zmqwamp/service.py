@@ -13,6 +13,9 @@
   :class:`DrainService` drains first while the ports keep listening (``/healthz``
   answers 503, a new WebSocket upgrade gets HTTP 503: :mod:`zmqwamp.web`), and
   the listeners close after it.
+* :class:`ReactorLagMonitor`: how late the reactor runs a timer, so a stall shows
+  whatever caused it (``zmqwamp_reactor_lag_seconds``, a warning past
+  ``reactor_lag_warning``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from twisted.python.failure import Failure
 
 from zmqwamp.limits import ConnectionCounter
 from zmqwamp.logs import use_log_format
+from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver
 from zmqwamp.registry import SessionRegistry
 from zmqwamp.router import Router
@@ -120,6 +124,100 @@ class DrainService(Service):
         self.router.hub.close()
         self.zmq_factory.shutdown()
         self.names.close()
+
+
+class ReactorLagMonitor(Service):
+    """See a freeze when it happens: a timer every ``interval`` seconds measures how late it runs.
+
+    Everything the bridge does runs on one thread, the reactor's: while one piece
+    of work runs (a huge message to decode, a hook that blocks, a long replay),
+    nothing else is served, not even ``/healthz``.  The lateness of this timer is
+    that wait, whatever caused it: observed in ``zmqwamp_reactor_lag_seconds`` (a
+    histogram), and the worst of the last ``window`` to 2 x ``window`` seconds in
+    ``zmqwamp_reactor_lag_max_seconds`` (a scrape every minute still sees a stall
+    after it ended).  A lag of ``warning`` seconds or more is logged; at most one
+    such line per ``window``, the next one says how many more there were and the
+    worst.  The cost: one timer call per ``interval`` (10 per second).  The clock
+    is the reactor's (wall time): a step of the system clock shows as a lag once.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        metrics: BridgeMetrics,
+        warning: float = 1.0,
+        interval: float = 0.1,
+        window: float = 30.0,
+    ) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        self.warning = warning
+        self.interval = interval
+        self.window = window
+        self._call: Any = None
+        self._expected = 0.0
+        self._window_end = 0.0
+        self._worst = 0.0  # of the current window
+        self._previous_worst = 0.0  # of the window before
+        self._next_line = 0.0  # no warning line before this time
+        self._unlogged = 0  # stalls over the warning not logged since the last line
+        self._unlogged_worst = 0.0
+
+    def startService(self) -> None:
+        super().startService()
+        now = self.clock.seconds()
+        self._window_end = now + self.window
+        self._schedule(now)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self, now: float) -> None:
+        self._expected = now + self.interval
+        self._call = self.clock.callLater(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        now = self.clock.seconds()
+        lag = max(0.0, now - self._expected)  # a clock stepped back: no lag
+        self.metrics.reactor_lag.observe(lag)
+        if now >= self._window_end:
+            self._previous_worst, self._worst = self._worst, 0.0
+            self._window_end = now + self.window
+        self._worst = max(self._worst, lag)
+        self.metrics.reactor_lag_max.set(max(self._worst, self._previous_worst))
+        if self._unlogged and now >= self._next_line:
+            self._summarise(now)
+        if lag >= self.warning:
+            self._stalled(lag, now)
+        self._schedule(now)
+
+    def _stalled(self, lag: float, now: float) -> None:
+        if now < self._next_line:
+            self._unlogged += 1
+            self._unlogged_worst = max(self._unlogged_worst, lag)
+            return
+        self._next_line = now + self.window
+        log.warn(
+            "the reactor was blocked for {lag:.2f}s: nothing else was served meanwhile "
+            "(reactor_lag_warning: {warning}s)",
+            lag=lag,
+            warning=self.warning,
+        )
+
+    def _summarise(self, now: float) -> None:
+        log.warn(
+            "the reactor was blocked {n} more times over reactor_lag_warning ({warning}s) in the last {seconds:.0f}s, "
+            "the worst for {worst:.2f}s",
+            n=self._unlogged,
+            warning=self.warning,
+            seconds=self.window,
+            worst=self._unlogged_worst,
+        )
+        self._unlogged, self._unlogged_worst = 0, 0.0
+        self._next_line = now + self.window
 
 
 def _gave_up(failure: Failure) -> None:

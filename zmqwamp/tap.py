@@ -36,6 +36,7 @@ LIMIT_OPTIONS = [
     ("max-log-lines-per-second", "Log lines one client may cause per second, after a burst of 10."),
     ("max-log-lines-per-second-total", "Log lines all clients together may cause per second."),
     ("max-history-bytes", "Bytes the aliases' histories may hold together (the sum of their history_bytes)."),
+    ("reactor-lag-warning", "Seconds the reactor may be blocked (serving nobody) before a warning is logged."),
 ]
 
 

@@ -8,8 +8,11 @@ Every request passes :class:`BridgeRequest`'s checks before a resource sees it
 (docs/reliability.md, *Hostile clients*): no request body (413, refused before a
 byte of it is read), GET and HEAD only (405), a local ``Host`` on connections
 to a loopback address unless ``allow_hosts`` says otherwise (403: DNS
-rebinding), and the per-peer connection count of the client a trusted proxy
-names (503).  Responses name no software version.
+rebinding), the per-peer connection count of the client a trusted proxy
+names (503), and no NUL in the path (400: ``GET /js/.%00./x`` made the static
+files raise, a 500 and a traceback per request).  Responses name no software
+version.  An exception while rendering is still a 500, but no traceback per
+request: :class:`~zmqwamp.clientlog.ErrorLog` logs the first of each class.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.twisted import MetricsResource
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
+from zmqwamp.clientlog import ClientLog, ErrorLog
 from zmqwamp.limits import SERVER, ConnectionGuard, refusal_response
+from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import is_local, peer_string
 from zmqwamp.session import SessionContext
 from zmqwamp.websocket import WampServerFactory
@@ -116,7 +123,7 @@ class BridgeRequest(Request):
         super().gotLength(0)  # an empty content buffer for twisted.web's bookkeeping
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after this
         self._site.on_refused(limit)
-        log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
+        self._site.note_refusal("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
         self.channel.transport.write(refusal_response(status, text))  # type: ignore[union-attr]  # connected
         self.channel.loseConnection()
 
@@ -140,12 +147,26 @@ class BridgeRequest(Request):
         elif self.method not in METHODS:
             self.setHeader(b"allow", b"GET, HEAD")
             self._refuse(405, "http_method", f"method {self.method[:20].decode('latin-1')} not allowed")
+        elif b"\x00" in unquote_to_bytes(self.path):  # %00: no file name has one (static files raised on it)
+            self._refuse(400, "http_path", "a NUL byte in the path")
         else:
             super().process()
 
+    def processingFailed(self, reason: Failure):
+        """As twisted.web's (a bare 500), but the error goes to the site's :class:`ErrorLog`: counted, and logged
+        with its traceback once per exception class and interval instead of once per request."""
+        self._site.errors.report("http", reason, peer_string(self.client))
+        body = b"internal error\n"
+        self.setResponseCode(500)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+        return reason
+
     def _refuse(self, code: int, limit: str, text: str) -> None:
         self._site.on_refused(limit)
-        log.info("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
+        self._site.note_refusal("HTTP request from {peer} refused: {text}", peer=peer_string(self.client), text=text)
         self.setResponseCode(code)
         self.setHeader(b"server", SERVER)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -167,17 +188,33 @@ class BridgeRequest(Request):
 
 
 class BridgeSite(Site):
-    """The site of a port: :class:`BridgeRequest`s, the Host check, and where refusals are counted."""
+    """The site of a port: :class:`BridgeRequest`s, the Host check, where refusals are counted and logged (through
+    the client log: one line per refused request was a flood of its own) and errors logged."""
 
     requestFactory = BridgeRequest
     displayTracebacks = False
 
     def __init__(
-        self, resource, hosts: HostCheck | None = None, on_refused: Callable[[str], None] = lambda limit: None, **kwargs
+        self,
+        resource,
+        hosts: HostCheck | None = None,
+        on_refused: Callable[[str], None] = lambda limit: None,
+        errors: ErrorLog | None = None,
+        client_log: ClientLog | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(resource, **kwargs)  # kwargs: twisted.web's HTTPFactory options (reactor, timeout)
         self.hosts = hosts
         self.on_refused = on_refused
+        self.errors = errors if errors is not None else ErrorLog(BridgeMetrics(), self.reactor)
+        self.client_log = client_log
+
+    def note_refusal(self, format: str, **fields: Any) -> None:
+        """Log a refused request or connection: through the client log (per client address, and in total)."""
+        if self.client_log is not None:
+            self.client_log.emit(None, log.info, format, **fields)
+        else:
+            log.info(format, **fields)
 
     def log(self, request) -> None:
         """The access log leaves out successful ``/healthz`` requests: proxies ask every second or so
@@ -322,4 +359,10 @@ def build_site(
     if metrics:
         exporter = MetricsResource(registry=context.metrics.registry)
         root.putChild(b"metrics", exporter if ops else LocalOnly(exporter))
-    return BridgeSite(root, hosts=hosts, on_refused=lambda limit: context.metrics.limit_exceeded.labels(limit).inc())
+    return BridgeSite(
+        root,
+        hosts=hosts,
+        on_refused=lambda limit: context.metrics.limit_exceeded.labels(limit).inc(),
+        errors=ErrorLog(context.metrics, context.clock),
+        client_log=context.client_log,
+    )

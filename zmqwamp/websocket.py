@@ -19,12 +19,13 @@ from typing import Any
 from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.wamp.exception import ApplicationError
+from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zmqwamp.clientlog import clip
+from zmqwamp.clientlog import ErrorLog, clip
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer
 from zmqwamp.frames import FragmentLimit, WholeFrameReader
@@ -34,6 +35,20 @@ from zmqwamp.session import MessageTooBig, SessionContext, WampSession
 from zmqwamp.wire import FrameWriter, WriteBatch, plain_tcp
 
 log = Logger()
+
+
+class ClientRequest(ConnectionRequest):
+    """Autobahn's ConnectionRequest (what ``websocket_allowed`` gets) and ``secure``: did the client use TLS, here
+    or at a proxy that says so (:meth:`zmqwamp.peers.ClientAddresses.secure`)?  For the same-origin check."""
+
+    __slots__ = ("secure",)
+    secure: bool
+
+    @classmethod
+    def of(cls, request: ConnectionRequest, secure: bool) -> ClientRequest:
+        made = cls(*(getattr(request, name) for name in ConnectionRequest.__slots__))
+        made.secure = secure
+        return made
 
 
 class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtocol):  # type: ignore[misc]
@@ -52,7 +67,13 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
                 ConnectionDeny.BAD_REQUEST,
                 f"no supported WAMP subprotocol offered (want one of {', '.join(SERIALIZERS)})",
             )
-        allowed = self.factory.websocket_allowed(request)
+        request = ClientRequest.of(request, bool(getattr(self.transport, "client_secure", False)))
+        try:
+            allowed = self.factory.websocket_allowed(request)
+        except Exception:  # autobahn would log two warnings with the traceback, per upgrade
+            self.factory.errors.report("websocket_allowed", Failure(), request.peer)
+            self._refusal_logged = True
+            raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "internal error") from None
         if allowed is not True:
             self.factory.context.client_log.emit(
                 None,
@@ -61,10 +82,31 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
                 peer=request.peer,
                 origin=clip(request.headers.get("origin")),
             )
+            self._refusal_logged = True
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "not allowed")
         # Connections are counted (max_sessions, max_sessions_per_peer) by the guard
         # under the HTTP site, from accept: zmqwamp.limits.ConnectionGuard.
         return offered
+
+    _refusal_logged = False  # onConnect has logged why it refuses
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        """Autobahn's, with the reason clipped and logged once, through the client log.
+
+        Autobahn's reason may quote what the client sent (``No host part in Origin
+        '<14 KB>'``): it logged it twice (info, then the warning of dropConnection)
+        and sent it back in the status line; 100 such upgrades added 2.7 MiB of log.
+        """
+        reason = clip(reason)
+        self.wasNotCleanReason = reason
+        if not self._refusal_logged:
+            self.factory.context.client_log.emit(
+                None, log.info, "WebSocket upgrade from {peer} refused: {reason}", peer=self.peer, reason=reason
+            )
+        status = reason.replace("…", "...").encode("ascii", "backslashreplace").decode()  # a status line is ASCII
+        self.sendHttpErrorResponse(code, status, responseHeaders)
+        self.wasClean = True  # so dropConnection does not log the reason again, as a warning
+        self.dropConnection(abort=False)
 
     def onOpen(self) -> None:
         factory = self.factory
@@ -285,6 +327,7 @@ class WampServerFactory(WebSocketServerFactory):
     ) -> None:
         super().__init__(protocols=list(SERIALIZERS), server=SERVER.decode())  # no version in Server:
         self.context = context
+        self.errors = ErrorLog(context.metrics, context.clock)  # exceptions of the websocket_allowed hook
         self.clock = context.clock
         self.websocket_allowed = websocket_allowed
         self.login_timeout = config.handshake_timeout

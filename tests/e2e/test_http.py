@@ -138,7 +138,8 @@ def test_e2e_dns_rebinding_is_refused_on_loopback(bridge):
     assert get(port, "/", host=attacker)[0] == 403
     assert upgrade(port, f"localhost:{port}", f"http://localhost:{port}")[0] == 101
     assert upgrade(port, f"127.0.0.1:{port}")[0] == 101
-    assert upgrade(port, "app.example.com", "https://app.example.com")[0] == 101  # --allow-host, with --origin's same-origin rule
+    assert upgrade(port, "app.example.com", "http://app.example.com")[0] == 101  # --allow-host, with the same-origin rule
+    assert upgrade(port, "app.example.com", "https://app.example.com")[0] == 403  # not on plain ws:// (issue 21, 12)
     assert get(port, "/healthz", host=f"[::1]:{port}")[0] == 200
 
 

@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from harness import start_bridge, start_pub, start_rep
-from minws import EVENT, RESULT, SUBSCRIBED, HandshakeRefused, WSClient, open_tcp
+from minws import ERROR, EVENT, RESULT, SUBSCRIBED, HandshakeRefused, WSClient, open_tcp
 from probes import get, read_response
 
 
@@ -181,3 +181,152 @@ def test_forwarded_client_is_not_local(forwarded):
     port = forwarded["port"]
     assert json.loads(get(port, "/healthz", extra=("X-Forwarded-For: 198.51.100.7",))[2]) == {"up": True}
     assert "pid" in json.loads(get(port, "/healthz")[2])  # the proxy asking for itself
+
+
+# -- issue 21: clients a proxy cannot name (item 10), one key per client (item 12) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def forwarded_few(services):
+    """A trusted proxy on 127.0.0.1, 3 connections per client, 1 zmq connection per peer."""
+    proc, url = start_bridge(
+        "--anonymous", "--allow", "tcp://127.0.0.1:*", "--trusted-proxy", "127.0.0.1", "--max-sessions-per-peer", "3",
+        "--max-endpoints-per-peer", "1",
+    )
+    yield {"url": url, "proc": proc, "port": int(url.rsplit(":", 1)[1].split("/")[0]), **services}
+    proc.stop()
+
+
+async def connections(url: str, values: list[str], header: str = "X-Forwarded-For") -> tuple[list, list]:
+    """One upgrade per forwarded value, kept open: (the clients that got in, the refusals)."""
+    opened, refused = [], []
+    for value in values:
+        try:
+            opened.append(await WSClient.connect(url, headers={header: value}))
+        except HandshakeRefused as e:
+            refused.append((value, e))
+    return opened, refused
+
+
+def test_clients_the_proxy_cannot_name_share_one_per_peer_count(forwarded_few):
+    """Item 10: 'unknown', RFC 7239's '_hidden', nginx's 'unix:' as the right-most hop made the client the proxy:
+    no per-peer limit (220 of 220 upgrades accepted), and /metrics answered it as local.  Now they are one unknown,
+    non-local client: 3 connections, then 503."""
+    url, port = forwarded_few["url"], forwarded_few["port"]
+    mark = len(forwarded_few["proc"].lines)
+
+    async def scenario():
+        opened, refused = await connections(url, ["unknown", "_hidden", "6.6.6.6, unix:", "unknown", "unix:"])
+        welcome = await opened[0].hello()
+        others, _ = await connections(url, ["198.51.100.1", "198.51.100.2"])  # named clients: their own counts
+        for ws in opened + others:
+            ws.abort()
+        return len(opened), refused, len(others), welcome[1]
+
+    accepted, refused, others, session = run(scenario())
+    assert accepted == 3 and others == 2
+    assert [r[1].status for r in refused] == [503, 503] and "max_sessions_per_peer" in refused[0][1].reason
+    forwarded_few["proc"].wait_for(rf"session {session} open: .* peer=unknown\b", start=mark)
+    assert get(port, "/metrics", extra=("X-Forwarded-For: unknown",))[0] == 404
+    assert json.loads(get(port, "/healthz", extra=("X-Forwarded-For: unix:",))[2]) == {"up": True}
+
+
+def test_an_ipv6_client_is_counted_by_its_64(forwarded_few):
+    """Item 12: an IPv6 client has a whole /64 of addresses: 2001:db8:0:1::a, ::b, ... count as one client, for
+    connections (3) and zmq connections (1 per peer); another /64 is another client."""
+    url = forwarded_few["url"]
+
+    async def scenario():
+        values = [f"2001:db8:0:1::{n:x}" for n in range(10, 15)]
+        opened, refused = await connections(url, values)
+        sessions = [opened[0], opened[1]]
+        for ws in sessions:
+            await ws.hello()
+        first = await sessions[0].subscribe(forwarded_few["pub"])  # a SUB connection: charged while subscribed
+        second = await sessions[1].call("tcp://127.0.0.1:9", ["another endpoint, from ::b"], options={"timeout": 300})
+        apart, _ = await connections(url, ["2001:db8:0:2::1"])
+        await apart[0].hello()
+        third = await apart[0].call("tcp://127.0.0.1:9", ["from another /64"], options={"timeout": 300})
+        for ws in opened + apart:
+            ws.abort()
+        return len(opened), refused, first, second, third
+
+    accepted, refused, first, second, third = run(scenario())
+    assert accepted == 3 and [r[1].status for r in refused] == [503, 503]
+    assert first[0] == SUBSCRIBED
+    assert second[0] == ERROR and "max_endpoints_per_peer" in second[5][0], second
+    assert third[0] == ERROR and "max_endpoints_per_peer" not in third[5][0], third  # a timeout: it was sent
+
+
+def test_an_ipv4_mapped_client_is_one_client_for_every_limit(services, tmp_path):
+    """Item 12: on a dual-stack listener an IPv4 client is ::ffff:a.b.c.d; the connection counter made it a.b.c.d
+    but the login throttle and the upstream budget kept ::ffff:a.b.c.d, so a client on two listeners (IPv4 and
+    dual-stack) got every upstream budget twice.  One key for all: the second zmq connection is refused."""
+    proc, url = start_bridge(
+        "--anonymous", "--allow", "tcp://127.0.0.1:*", "--max-endpoints-per-peer", "1",
+        "--listen", r"tcp6:0:interface=\:\:ffff\:127.0.0.1",
+    )
+    try:
+        first_port = url.rsplit(":", 1)[1].split("/")[0]
+        mapped = int(proc.wait_for(rf"starting on (?!{first_port}\b)(\d+)").group(1))
+
+        async def scenario():
+            v4 = await WSClient.connect(url)
+            await v4.hello()
+            v6 = await WSClient.connect(f"ws://[::ffff:127.0.0.1]:{mapped}/ws")
+            welcome = await v6.hello()
+            first = await v4.subscribe(services["pub"])  # a SUB connection: charged while subscribed
+            second = await v6.call("tcp://127.0.0.1:9", ["over the mapped address"], options={"timeout": 300})
+            v4.abort()
+            v6.abort()
+            return welcome[1], first, second
+
+        session, first, second = run(scenario())
+        proc.wait_for(rf"session {session} open: .* peer=tcp6:::ffff:127\.0\.0\.1:\d+")
+        assert first[0] == SUBSCRIBED
+        assert second[0] == ERROR and "max_endpoints_per_peer" in second[5][0], second
+    finally:
+        proc.stop()
+
+
+def test_same_origin_needs_the_same_scheme(forwarded_few):
+    """Item 12: Origin https://h:p was accepted on a plain ws:// connection to h:p.  Behind a trusted proxy that
+    terminates TLS, X-Forwarded-Proto: https says the client's scheme."""
+    port = forwarded_few["port"]
+    host = f"127.0.0.1:{port}"
+
+    def status(origin: str, *extra: str) -> int:
+        lines = ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                 "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: wamp.2.json", f"Origin: {origin}", *extra)
+        return get(port, "/ws", host=host, extra=lines)[0]
+
+    assert status(f"http://{host}") == 101
+    assert status(f"https://{host}") == 403
+    assert status(f"https://{host}", "X-Forwarded-For: 198.51.100.3", "X-Forwarded-Proto: https") == 101
+    assert status(f"http://{host}", "X-Forwarded-For: 198.51.100.4", "X-Forwarded-Proto: https") == 403
+
+
+def test_same_origin_on_a_tls_listener(tmp_path):
+    """wss:// takes an https Origin, not an http one."""
+    import ssl
+
+    from harness import make_cert
+
+    key, cert, _ = make_cert(tmp_path)
+    proc, url = start_bridge("--anonymous", listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+    try:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        context = ssl.create_default_context(cafile=str(cert))
+
+        async def status(origin: str) -> int:
+            try:
+                ws = await WSClient.connect(f"wss://localhost:{port}/ws", ssl=context, headers={"Origin": origin})
+            except HandshakeRefused as e:
+                return e.status
+            ws.abort()
+            return 101
+
+        assert run(status(f"https://localhost:{port}")) == 101
+        assert run(status(f"http://localhost:{port}")) == 403
+    finally:
+        proc.stop()

@@ -185,7 +185,7 @@ def test_timeout_against_silent_rep(bridge):
         await close(s)
 
     run(scenario())
-    bridge["proc"].wait_for(r"call to .* timed out after 0.3s")
+    bridge["proc"].wait_for(r"call to .* timed out: no reply from .* within 0.3s")
 
 
 def test_unserved_messages_get_errors(bridge):

@@ -153,27 +153,33 @@ def test_config_errors_name_the_rule_and_key(text, message):
 
 
 @pytest.mark.parametrize(
-    "origin, host, allowed",
+    "origin, host, secure, allowed",
     [
-        (None, "bridge:8080", True),  # no Origin: a non-browser client
-        ("", "bridge:8080", True),
-        ("http://bridge:8080", "bridge:8080", True),  # same origin
-        ("https://bridge.example", "bridge.example", True),  # behind a TLS proxy, default ports
-        ("http://BRIDGE:8080", "bridge:8080", True),
-        ("http://bridge:8081", "bridge:8080", False),
-        ("http://evil.example", "bridge:8080", False),
-        ("http://bridge:8080.evil.example", "bridge:8080", False),
-        ("null", "bridge:8080", False),
-        ("https://app.example.com", "bridge:8080", True),  # listed
-        ("https://x.apps.example.com", "bridge:8080", True),  # glob
-        ("https://apps.example.com.evil", "bridge:8080", False),
-        ("http://app.example.com", "bridge:8080", False),  # scheme matters
+        (None, "bridge:8080", False, True),  # no Origin: a non-browser client
+        ("", "bridge:8080", False, True),
+        ("http://bridge:8080", "bridge:8080", False, True),  # same origin
+        ("https://bridge.example", "bridge.example", True, True),  # TLS here or at a proxy that says so
+        ("http://BRIDGE:8080", "bridge:8080", False, True),
+        ("http://bridge:8081", "bridge:8080", False, False),
+        ("http://evil.example", "bridge:8080", False, False),
+        ("http://bridge:8080.evil.example", "bridge:8080", False, False),
+        ("null", "bridge:8080", False, False),
+        ("https://app.example.com", "bridge:8080", False, True),  # listed
+        ("https://x.apps.example.com", "bridge:8080", False, True),  # glob
+        ("https://apps.example.com.evil", "bridge:8080", False, False),
+        ("http://app.example.com", "bridge:8080", False, False),  # scheme matters
+        # issue 21 item 12: same-origin is the scheme too (ws <-> http, wss <-> https)
+        ("https://bridge:8080", "bridge:8080", False, False),  # an https page, a plain ws:// connection
+        ("http://bridge:8443", "bridge:8443", True, False),  # an http page, a wss:// connection
+        ("https://bridge.example", "bridge.example", False, False),  # TLS at a proxy that does not say so
+        ("wss://bridge:8443", "bridge:8443", True, True),
+        ("ws://bridge:8080", "bridge:8080", False, True),
     ],
 )
-def test_origin_policy(origin, host, allowed):
+def test_origin_policy(origin, host, secure, allowed):
     """Same-origin and no-Origin requests pass; other Origins only when listed (globs)."""
     policy = OriginPolicy(["https://app.example.com", "https://*.apps.example.com/"])
-    assert policy.allows(origin, host) is allowed
+    assert policy.allows(origin, host, secure) is allowed
 
 
 def test_null_and_star_origins_must_be_listed():

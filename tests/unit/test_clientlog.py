@@ -93,3 +93,72 @@ def test_a_client_that_goes_is_summed_up(log_events):
     assert [formatEvent(e) for e in log_events] == [
         f"{25 - BURST} log lines about tcp4:127.0.0.1:5555 were not logged: over max_log_lines_per_second"
     ]
+
+
+# -- lines that repeat (issue 21, item 6) -------------------------------------------------------
+
+
+def test_a_repeated_line_is_logged_once_then_summarised_per_interval(log_events):
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import Logger
+
+    from zmqwamp.clientlog import RepeatSummary
+
+    clock, out = MemoryReactorClock(), Logger(namespace="test.repeats")
+    repeats = RepeatSummary(clock, interval=10.0)
+
+    def late(address):
+        return repeats.emit(
+            ("late", address), out.warn, "late reply from {address}", "{n} more late replies from {address} in the last {seconds}s",
+            address=address, secret="not in the summary",
+        )
+
+    assert late("tcp://a:1") and not any(late("tcp://a:1") for _ in range(1845))
+    assert late("tcp://b:1")  # another kind: its own first line
+    clock.advance(4)
+    late("tcp://a:1")
+    clock.advance(6)  # the interval ends: one summary per kind that repeated
+    lines = [formatEvent(e) for e in log_events if e["log_namespace"] == "test.repeats"]
+    assert lines == ["late reply from tcp://a:1", "late reply from tcp://b:1", "1846 more late replies from tcp://a:1 in the last 10.0s"]
+    assert "secret" not in log_events[-1]
+    clock.advance(10)  # a quiet interval: nothing logged, the kind forgotten
+    clock.advance(10)
+    assert late("tcp://a:1")  # so the next one is a first line again
+    assert len([e for e in log_events if e["log_namespace"] == "test.repeats"]) == 4
+    assert not clock.getDelayedCalls() or all(c.getTime() <= clock.seconds() + 10 for c in clock.getDelayedCalls())
+    repeats.stop()
+    assert not clock.getDelayedCalls()
+
+
+def test_repeat_kinds_are_bounded(log_events):
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import Logger
+
+    from zmqwamp.clientlog import RepeatSummary
+
+    clock, out = MemoryReactorClock(), Logger(namespace="test.repeats")
+    repeats = RepeatSummary(clock, interval=10.0, max_kinds=3)
+    logged = sum(repeats.emit(i, out.info, "kind {i}", "{n} more of kind {i}", i=i) for i in range(1000))
+    assert logged == 3
+    clock.advance(10)
+    assert "997 more log lines of 3+ other kinds not logged in the last 10.0s" in [formatEvent(e) for e in log_events]
+
+
+def test_lines_about_clients_without_a_session_are_limited_per_address():
+    """A refused upgrade or request has no session, and each comes on a new connection: the line's peer address
+    (the per-peer key: port dropped, an IPv6 /64) is the client."""
+    log = ClientLog(BridgeMetrics(), rate=1.0, total_rate=1000.0, clock=Clock())
+    logged = []
+
+    def refused(peer):
+        log.emit(None, lambda fmt, **kw: logged.append(peer), "refused {peer}", peer=peer)
+
+    for port in range(100):
+        refused(f"tcp4:203.0.113.5:{40000 + port}")
+        refused(f"tcp6:2001:db8:1:2::{port:x}:{40000 + port}")
+        refused(f"tcp4:198.51.100.{port}:1")  # 100 addresses: each its own budget
+    assert len(logged) == 2 * BURST + 100
+    log.MAX_PEERS = 10
+    for port in range(50):
+        refused(f"tcp4:192.0.2.{port}:1")
+    assert len(log._peers) == 10  # bounded

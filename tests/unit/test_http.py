@@ -13,13 +13,14 @@ import re
 import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.logger import formatEvent
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
 from zmqwamp.config import ConfigError, load_config
 from zmqwamp.limits import PASS_THROUGH_WRAPPERS, ConnectionCounter
-from zmqwamp.peers import ClientAddresses, host_key, is_local, peer_string
+from zmqwamp.peers import UNKNOWN_CLIENT, ClientAddresses, host_key, is_local, peer_host, peer_string
 from zmqwamp.tap import Options
 from zmqwamp.wire import plain_tcp
 
@@ -191,8 +192,11 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
     assert addresses.client(proxy, xff("6.6.6.6, 1.2.3.4, 10.2.2.2")).host == "1.2.3.4"
     assert addresses.client(proxy, xff("6.6.6.6", "1.2.3.4, 192.0.2.1")).host == "1.2.3.4"  # two header lines
     assert addresses.client(proxy, xff("10.3.3.3, 10.2.2.2")).host == "10.3.3.3"  # all trusted: the left-most
-    assert addresses.client(proxy, xff("garbage, unknown")).host == "10.1.1.1"  # no address: the proxy
-    assert addresses.client(proxy, xff("6.6.6.6, unknown, 10.2.2.2")).host == "10.2.2.2"
+    # issue 21 item 10: a hop that is not an address is an unknown client, not the proxy (which no limit counts)
+    assert addresses.client(proxy, xff("garbage, unknown")) is UNKNOWN_CLIENT
+    assert addresses.client(proxy, xff("6.6.6.6, unknown, 10.2.2.2")) is UNKNOWN_CLIENT
+    assert addresses.client(proxy, xff("1.2.3.4, unix:")) is UNKNOWN_CLIENT  # nginx, for a client on a unix socket
+    assert addresses.client(proxy, xff("")) is UNKNOWN_CLIENT
     ipv6 = addresses.client(proxy, xff("[2001:db8::7]:4711"))
     assert isinstance(ipv6, IPv6Address) and peer_string(ipv6) == "tcp6:2001:db8::7:4711"
     assert host_key(addresses.client(proxy, xff("::ffff:1.2.3.4"))) == "tcp4:1.2.3.4"
@@ -204,7 +208,9 @@ def test_rfc7239_forwarded_when_configured():
     proxy = IPv4Address("TCP", "10.1.1.1", 5000)
     headers = xff('for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.2.2.2;by=10.1.1.1', name="Forwarded")
     assert addresses.client(proxy, headers).host == "2001:db8:cafe::17"
-    assert addresses.client(proxy, xff("for=_hidden", name="Forwarded")).host == "10.1.1.1"
+    assert addresses.client(proxy, xff("for=_hidden", name="Forwarded")) is UNKNOWN_CLIENT
+    assert addresses.client(proxy, xff("for=unknown;proto=https", name="Forwarded")) is UNKNOWN_CLIENT
+    assert addresses.client(proxy, xff("proto=https", name="Forwarded")) is UNKNOWN_CLIENT  # no for=
     assert addresses.client(proxy, xff("1.2.3.4")).host == "10.1.1.1"  # X-Forwarded-For is not read then
 
 
@@ -283,3 +289,207 @@ def test_option_errors(tmp_path, text, message):
     assert message in str(e.value)
     with pytest.raises(usage.UsageError, match="trusted_proxies"):
         Options().parseOptions(["--trusted-proxy", "not-an-address"])
+
+
+# -- issue 21 ----------------------------------------------------------------------------------
+
+
+def test_every_per_peer_limit_has_one_key_ipv4_mapped_as_ipv4_and_ipv6_by_its_64():
+    """Item 12: the connection counter (host_key of an address), the login throttle and the upstream budget
+    (peer_host of the session's peer string) key a client alike."""
+    mapped = IPv6Address("TCP", "::ffff:10.1.2.3", 4000)
+    assert host_key(mapped) == peer_host(peer_string(mapped)) == peer_host("tcp6:::ffff:10.1.2.3:4000") == "tcp4:10.1.2.3"
+    assert peer_host("tcp4:10.1.2.3:5555") == "tcp4:10.1.2.3"
+    one, other = IPv6Address("TCP", "2001:db8:1:2::1", 1), IPv6Address("TCP", "2001:db8:1:2:ffff:ffff:ffff:ffff", 2)
+    assert host_key(one) == host_key(other) == peer_host(peer_string(other)) == "tcp6:2001:db8:1:2::/64"
+    assert host_key(IPv6Address("TCP", "2001:db8:1:3::1", 1)) == "tcp6:2001:db8:1:3::/64"  # the next /64: apart
+    assert peer_host("tcp6:fe80::1%eth0:5555") == "tcp6:fe80::/64"
+    assert host_key(IPv6Address("TCP", "::1", 5)) == peer_host("tcp6:::1:5") == "tcp6:::1"  # loopback: itself
+    assert peer_host("unix:/run/zmqwamp.sock") == "unix:/run/zmqwamp.sock" and peer_host("unknown") == "unknown"
+
+
+def test_clients_a_trusted_proxy_cannot_name_share_one_key_and_are_not_local():
+    """Item 10: 'unknown', '_hidden', 'unix:' made the client the proxy itself: no per-peer count, local pages."""
+    addresses = ClientAddresses(["127.0.0.1"])
+    proxy = IPv4Address("TCP", "127.0.0.1", 5000)
+    for headers in (xff("unknown"), xff("_hidden"), xff("unix:"), xff("6.6.6.6, unknown")):
+        client = addresses.client(proxy, headers)
+        assert client is UNKNOWN_CLIENT and peer_string(client) == "unknown" and host_key(client) == "unknown"
+        assert not addresses.trusted(client) and not is_local(client)
+        assert not addresses.local(proxy, client, headers)
+
+
+def test_unknown_clients_are_counted_per_peer_by_the_guard():
+    """Through a trusted proxy, connections for unknown clients share one per-peer count (503 beyond it)."""
+    world = SiteWorld(counter=ConnectionCounter(max_total=100, max_per_peer=2), trusted=["127.0.0.1"])
+    answers = []
+    for value in ("unknown", "_hidden", "unix:"):
+        guard, transport = world.connect("127.0.0.1")
+        guard.dataReceived(request("/data", headers=[f"X-Forwarded-For: {value}"]))
+        answers.append(status(transport.value()))
+    assert answers == [200, 200, 503] and world.refused == ["max_sessions_per_peer"]
+    guard, transport = world.connect("127.0.0.1")
+    guard.dataReceived(request("/local", headers=["X-Forwarded-For: unknown"]))
+    assert b"secret" not in transport.value()
+
+
+@pytest.mark.parametrize(
+    "peer, headers, tls, proxy_listener, secure",
+    [
+        ("203.0.113.5", (), False, False, False),  # plain, no proxy
+        ("203.0.113.5", (), True, False, True),  # TLS here
+        ("203.0.113.5", ("X-Forwarded-Proto: https",), False, False, False),  # not from a trusted proxy: ignored
+        ("203.0.113.5", ("X-Forwarded-Proto: http",), True, False, True),
+        ("10.1.1.1", ("X-Forwarded-Proto: https",), False, False, True),  # a trusted proxy that terminates TLS
+        ("10.1.1.1", ("X-Forwarded-Proto: https, http",), False, False, True),  # the left-most: the client's
+        ("10.1.1.1", ("X-Forwarded-Proto: http",), True, False, False),  # TLS to the proxy only
+        ("10.1.1.1", (), False, False, False),
+        ("203.0.113.5", ("X-Forwarded-Proto: https",), False, True, True),  # a PROXY protocol listener: the proxy's
+    ],
+)
+def test_the_scheme_the_client_used(peer, headers, tls, proxy_listener, secure):
+    """Item 12: same-origin compares schemes, so the bridge must know whether the client used TLS."""
+    addresses = ClientAddresses(["10.0.0.0/8"])
+    parsed = Headers({name: [value] for name, _, value in (h.partition(": ") for h in headers)})
+    assert addresses.secure(IPv4Address("TCP", peer, 1), parsed, tls, proxy_listener) is secure
+
+
+def test_the_scheme_from_rfc7239_forwarded():
+    addresses = ClientAddresses(["10.0.0.0/8"], header="forwarded")
+    proxy = IPv4Address("TCP", "10.1.1.1", 1)
+    assert addresses.secure(proxy, xff("for=1.2.3.4;proto=https, for=10.2.2.2;proto=http", name="Forwarded"), False)
+    assert not addresses.secure(proxy, xff('for=1.2.3.4;proto="http"', name="Forwarded"), True)
+    assert not addresses.secure(proxy, xff("https", name="X-Forwarded-Proto"), False)  # not the configured header
+
+
+def test_the_guard_knows_the_scheme_of_each_request():
+    world = SiteWorld(trusted=["127.0.0.1"])
+    guard, _ = world.connect("127.0.0.1")
+    guard.dataReceived(request("/data", headers=["X-Forwarded-For: 1.2.3.4", "X-Forwarded-Proto: https"]))
+    assert guard.client_secure
+    guard.dataReceived(request("/data", headers=["X-Forwarded-For: 1.2.3.4"]))
+    assert not guard.client_secure
+
+
+def test_a_nul_in_the_path_is_refused_with_400_and_no_traceback(log_events):
+    """Item 6: GET /js/.%00./x made twisted.web's static files raise ValueError: a 500 and a traceback per request."""
+    from zmqwamp.web import StaticFile
+
+    world = SiteWorld()
+    world.site.resource.putChild(b"js", StaticFile("."))
+    answers = []
+    for path in ("/js/.%00./x", "/js/%00", "/data%00"):
+        guard, transport = world.connect()
+        guard.dataReceived(request(path))
+        answers.append(status(transport.value()))
+    assert answers == [400, 400, 400] and world.refused == ["http_path"] * 3
+    assert not [e for e in log_events if e.get("log_failure") is not None]
+
+
+class Exploding:
+    """A resource that raises: a bug anywhere under a request (a hook, a library)."""
+
+    isLeaf = True
+
+    def render(self, request):
+        raise ValueError("boom " + "x" * 10_000)
+
+
+def test_an_exception_while_rendering_is_a_500_and_logged_once_per_class_and_interval(log_events):
+    """Item 6 (the class): 500 requests that raise: two log lines (the first with its traceback, then a count)."""
+    from twisted.logger import formatEvent
+
+    world = SiteWorld()
+    world.site.resource.putChild(b"boom", Exploding())
+    for _ in range(500):
+        guard, transport = world.connect()
+        guard.dataReceived(request("/boom"))
+        assert status(transport.value()) == 500 and b"boom" not in transport.value() and b"Traceback" not in transport.value()
+    errors = [e for e in log_events if e.get("log_namespace") == "zmqwamp.clientlog"]
+    assert len(errors) == 1 and errors[0]["log_failure"].check(ValueError)
+    assert len(formatEvent(errors[0])) < 400  # the message is clipped (the traceback is the failure's)
+    world.clock.advance(10)
+    errors = [formatEvent(e) for e in log_events if e.get("log_namespace") == "zmqwamp.clientlog"]
+    assert len(errors) == 2 and "499 more unhandled builtins.ValueError (http) in the last 10.0s" in errors[1], errors
+    assert world.site.errors._metric.labels("http")._value.get() == 500
+
+
+def test_an_exception_escaping_a_connection_drops_it_and_is_logged_once(log_events):
+    """Anything that raises out of the wrapped protocol (the HTTP channel, then the WebSocket) would be a Twisted
+    traceback per connection: the guard reports it and drops the connection."""
+    world = SiteWorld()
+    for _ in range(50):
+        guard, transport = world.connect()
+        guard.wrappedProtocol.dataReceived = lambda data: 1 / 0
+        guard.dataReceived(request())
+        assert transport.disconnected or transport.disconnecting
+    errors = [e for e in log_events if e.get("log_namespace") == "zmqwamp.clientlog"]
+    assert len(errors) == 1 and errors[0]["log_failure"].check(ZeroDivisionError)
+    assert world.site.errors._metric.labels("connection")._value.get() == 50
+
+
+def ws_factory(world, allowed=lambda request: True):
+    from zmqwamp.config import BridgeConfig
+    from zmqwamp.websocket import WampServerFactory
+
+    return WampServerFactory(world.context, allowed, BridgeConfig(), world.zmq_factory.write_batch)
+
+
+def upgrade(factory, origin: str | None, peer_secure: bool | None = None) -> bytes:
+    """One WebSocket upgrade to a WampServerFactory in memory: what the client got."""
+    from memory import WebSocketTransport
+
+    proto = factory.buildProtocol(None)
+    transport = WebSocketTransport()
+    if peer_secure is not None:
+        transport.client_secure = peer_secure  # as the connection guard says
+    proto.makeConnection(transport)
+    lines = [
+        "GET /ws HTTP/1.1", "Host: 127.0.0.1:8080", "Upgrade: websocket", "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: wamp.2.json",
+    ]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    proto.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return transport.value()
+
+
+def test_a_refused_upgrade_logs_its_reason_once_and_clipped(world, log_events):
+    """Item 6: autobahn put a 14 KB Origin in its refusal twice (an info line, then dropConnection's warning) and in
+    the status line: 100 upgrades added 2.7 MiB of log."""
+    huge = "zz" + "b" * 14_000  # no host part: refused by autobahn itself, quoting it
+    answer = upgrade(ws_factory(world), huge)
+    assert answer.startswith(b"HTTP/1.1 400 ") and len(answer) < 300
+    text = [formatEvent(e) for e in log_events]
+    assert len(text) == 1 and "refused: HTTP Origin header invalid" in text[0] and len(text[0]) < 300, text
+    log_events.clear()
+    answer = upgrade(ws_factory(world, lambda request: False), "http://evil.example")  # refused by the hook
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    [line] = [formatEvent(e) for e in log_events]
+    assert line.startswith("WebSocket from ") and line.endswith(" refused (origin=http://evil.example)")
+
+
+def test_the_same_origin_check_sees_the_scheme_of_the_connection(world):
+    """Item 12: Origin https://h:p was accepted for Host h:p on a plain ws:// connection."""
+    from zmqwamp.policy import OriginPolicy
+
+    factory = ws_factory(world, lambda request: OriginPolicy().allows(request.origin, request.headers.get("host"), request.secure))
+    assert upgrade(factory, "http://127.0.0.1:8080").startswith(b"HTTP/1.1 101 ")
+    assert upgrade(factory, "https://127.0.0.1:8080").startswith(b"HTTP/1.1 403 ")
+    assert upgrade(factory, "https://127.0.0.1:8080", peer_secure=True).startswith(b"HTTP/1.1 101 ")
+    assert upgrade(factory, "http://127.0.0.1:8080", peer_secure=True).startswith(b"HTTP/1.1 403 ")
+
+
+def test_a_websocket_allowed_hook_that_raises_is_a_500_logged_once_per_interval(world, log_events):
+    """autobahn logged two warnings with the traceback per upgrade; now one line per class and interval."""
+
+    def broken(request):
+        raise KeyError("a bug in the hook")
+
+    factory = ws_factory(world, broken)
+    answers = {upgrade(factory, None).split(b"\r\n", 1)[0] for _ in range(100)}
+    assert answers == {b"HTTP/1.1 500 internal error"}
+    errors = [e for e in log_events if e.get("log_failure") is not None]
+    assert len(errors) == 1 and errors[0]["log_failure"].check(KeyError)
+    assert len(log_events) == 1, [formatEvent(e) for e in log_events]
+    assert world.context.metrics.internal_errors.labels("websocket_allowed")._value.get() == 100

@@ -242,3 +242,13 @@ def test_limit_options_on_the_command_line():
     for bad in (["--max-sessions", "many"], ["--slow-consumer", "maybe"], ["--max-subscriptions", "0"]):
         with pytest.raises(usage.UsageError):
             Options().parseOptions(bad)
+
+
+def test_many_peers_are_needed_to_fill_the_zmq_sockets():
+    """Issue 21 item 12: with 128 per peer, four addresses (or one IPv6 client's /64, keyed apart before) used up the
+    512 zmq sockets. Now a peer may open what one session may, and 16 peers are needed."""
+    from zmqwamp.config import BridgeConfig
+
+    config = BridgeConfig()
+    assert config.max_endpoints_per_peer == config.max_endpoints_per_session
+    assert config.max_zmq_sockets // config.max_endpoints_per_peer >= 16

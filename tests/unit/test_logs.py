@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
@@ -52,3 +53,21 @@ def test_record_of_a_legacy_event():
                               "log_level": LogLevel.info, "log_namespace": "stdout", "log_time": 1.0})
     assert record["message"] == "hello from print" and record["namespace"] == "stdout"
     assert "isError" not in record and "system" not in record
+
+
+@pytest.mark.parametrize("errors", ["strict", "surrogateescape"])  # surrogateescape: stdout under a C.UTF-8 locale
+def test_a_lone_surrogate_does_not_lose_the_line(errors):
+    """Issue 21 item 6: a field holding "\\ud800" (valid in a client's JSON, not in UTF-8) made the write raise, and
+    twisted.logger dropped the event; "\\udce9" (bytes decoded with surrogateescape) went out as a stray byte 0xE9,
+    no longer UTF-8.  Now both are JSON escapes, the same values, and every line is UTF-8."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", errors=errors, write_through=True)
+    log = Logger(namespace="zmqwamp.test", observer=LogPublisher(JSONLinesObserver(out)))
+    log.info("login for {authid!r} refused", authid="\ud800zürich")
+    log.info("client name {name!r}", name=b"caf\xe9".decode("utf-8", "surrogateescape"))
+    log.info("the next line, from zürich")
+    first, second, third = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]  # strict UTF-8
+    assert first["authid"] == "\ud800zürich" and "refused" in first["message"]
+    assert second["name"] == "caf\udce9"
+    assert third["message"] == "the next line, from zürich"
+    assert "zürich".encode() in raw.getvalue().splitlines()[2]  # ordinary lines keep their UTF-8
