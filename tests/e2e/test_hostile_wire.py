@@ -1,0 +1,168 @@
+"""What one message or frame may cost the bridge on the wire (issue 21: items 1, 3, 11, and the login limit), end
+to end.
+
+Each attack runs against a real twistd bridge with real zmq services, from a raw client (tests/minws.py), and is
+measured in the bridge's own CPU seconds (/proc/PID/stat), while /healthz or another session must be answered.
+The logic in memory: tests/unit/test_messages.py, test_hostile_wire.py, test_flow.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import jwt
+import msgpack
+import pytest
+
+from harness import start_bridge, start_rep
+from minws import RESULT, WELCOME, Closed, WSClient
+from probes import cpu_seconds, healthz, metric
+
+JWT_SECRET = "wire-e2e-jwt-secret-that-is-long-enough-0123456789"
+
+
+def run(coro, timeout=120):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(scope="module")
+def rep():
+    proc, address = start_rep()
+    yield address
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def bridge(rep, tmp_path_factory):
+    """Default limits; anonymous, and JWT tickets."""
+    key = tmp_path_factory.mktemp("wire") / "jwt.key"
+    key.write_text(JWT_SECRET)
+    proc, url = start_bridge(
+        "--anonymous", "--allow", "tcp://127.0.0.1:*", "--auth", f"jwt:secret_file={key},audience=wire-e2e"
+    )
+    yield {"url": url, "proc": proc, "pid": proc.proc.pid, "rep": rep}
+    proc.stop()
+
+
+async def joined(url: str, **kw) -> WSClient:
+    ws = await WSClient.connect(url, **kw)
+    await ws.hello()
+    return ws
+
+
+async def healthz_seconds(url: str) -> float:
+    """Wall seconds for /healthz to answer (from a thread: the event loop keeps the other clients going)."""
+    start = time.monotonic()
+    assert (await asyncio.to_thread(healthz, url))["up"] is True
+    return time.monotonic() - start
+
+
+async def answered(ws: WSClient, rep: str, within: float) -> None:
+    reply = await asyncio.wait_for(ws.call(rep, ["still here"]), within)
+    assert reply[0] == RESULT and reply[3] == ["got this still here"], reply
+
+
+async def close_of(ws: WSClient, timeout: float = 10.0) -> Closed:
+    with pytest.raises(Closed) as closed:
+        while True:
+            await ws.recv(timeout)
+    return closed.value
+
+
+# -- the login limit: a large message before WELCOME is not read -------------------------------------------
+
+
+def many_lists_hello(size: int) -> bytes:
+    """A msgpack HELLO of ``size`` bytes whose details hold that many empty lists: 0.2-0.3 s to decode each."""
+    head = msgpack.packb([1, "zmqwamp", {"roles": {}, "x": []}])[:-1]
+    n = size - len(head) - 5
+    return head + b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n
+
+
+def test_a_megabyte_before_hello_is_refused_at_its_header(bridge):
+    """Five connections each send a 1 MB message before HELLO: each is closed 1009 naming max_login_message_size at
+    once, without the message being read; /healthz and another session are answered meanwhile.
+
+    Before, each was read and decoded (a million empty lists: 0.2-0.3 s of CPU), then refused as a HELLO."""
+    payload = many_lists_hello(1_000_000)
+
+    async def scenario():
+        good = await joined(bridge["url"])
+        clients = [await WSClient.connect(bridge["url"], protocols=("wamp.2.msgpack",)) for _ in range(5)]
+        before = cpu_seconds(bridge["pid"])
+        for ws in clients:
+            ws.send(payload, binary=True)
+        closes = [await close_of(ws) for ws in clients]
+        health = await healthz_seconds(bridge["url"])
+        await answered(good, bridge["rep"], 5.0)
+        cost = cpu_seconds(bridge["pid"]) - before
+        await good.goodbye()
+        return closes, cost, health
+
+    counted = metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_login_message_size")
+    closes, cost, health = run(scenario())
+    print(f"5 x 1 MB before HELLO: {cost:.2f} s of the bridge's CPU, /healthz in {health:.2f} s")
+    for closed in closes:
+        assert (closed.code, closed.reason) == (
+            1009,
+            "max_login_message_size: a message over 16384 bytes before the session is open",
+        ), closed
+    assert cost < 0.4, f"{cost:.2f} s of CPU"
+    assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_login_message_size") == counted + 5
+    assert health < 2.0
+
+
+def test_a_large_jwt_still_logs_in_and_large_calls_follow(bridge):
+    """HELLO, then AUTHENTICATE with a 9 kB JWT (a realistic large token: 200 group claims); after WELCOME a CALL
+    of 500 kB goes through (max_message_size applies once the session is open)."""
+    claims = {
+        "sub": "erin", "aud": "wire-e2e", "exp": int(time.time()) + 60, "role": "reader",
+        "groups": [f"team-{i:04d}-engineering" for i in range(300)],
+    }
+    token = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    assert 9_000 < len(token) < 16_000
+
+    async def scenario():
+        ws = await WSClient.connect(bridge["url"])
+        ws.send_json([1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "erin"}])
+        challenge = await ws.recv_json()
+        assert challenge[:2] == [4, "ticket"], challenge
+        ws.send_json([5, token, {}])
+        welcome = await ws.recv_json()
+        reply = await ws.call(bridge["rep"], ["x" * 500_000], timeout=20)
+        await ws.goodbye()
+        return welcome, reply
+
+    welcome, reply = run(scenario())
+    assert welcome[0] == WELCOME and welcome[2]["authid"] == "erin" and welcome[2]["authprovider"] == "jwt", welcome
+    assert reply[0] == RESULT and reply[3] == ["got this " + "x" * 500_000]
+
+
+# -- item 11: pings --------------------------------------------------------------------------------------
+
+
+def test_a_megabyte_of_pings_is_cut_short(bridge):
+    """1 MiB of empty pings (174,762 frames) from a session: closed 1008 after 10, for next to no CPU.
+
+    Before, autobahn's parser took each one (2 s of CPU per MiB in the review; it also copied the rest of each
+    read per frame)."""
+    pings = b"\x89\x80\x00\x00\x00\x00" * (2**20 // 6)  # ping, masked (key 0), empty
+
+    async def scenario():
+        good = await joined(bridge["url"])
+        ws = await joined(bridge["url"])
+        before = cpu_seconds(bridge["pid"])
+        ws.send_raw(pings)
+        closed = await close_of(ws)
+        await answered(good, bridge["rep"], 5.0)
+        cost = cpu_seconds(bridge["pid"]) - before
+        await good.goodbye()
+        return closed, cost
+
+    counted = metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_control_frames_per_second")
+    closed, cost = run(scenario())
+    print(f"1 MiB of pings: {cost:.2f} s of the bridge's CPU")
+    assert (closed.code, closed.reason) == (1008, "max_control_frames_per_second: more than 10 pings and pongs per second")
+    assert cost < 0.2, f"{cost:.2f} s of CPU"
+    assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_control_frames_per_second") == counted + 1
