@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import cbor2
 import jwt
 import msgpack
 import pytest
 
+from collisions import bignum_key_map, cbor_hello_with, tuple_key_map
 from harness import start_bridge, start_rep
-from minws import RESULT, WELCOME, Closed, WSClient
+from minws import ABORT, RESULT, WELCOME, Closed, WSClient
 from probes import cpu_seconds, healthz, metric
 
 JWT_SECRET = "wire-e2e-jwt-secret-that-is-long-enough-0123456789"
@@ -45,6 +47,14 @@ def bridge(rep, tmp_path_factory):
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def no_login_limit(rep):
+    """max_login_message_size as large as max_message_size: the decoder's own defences, on their own."""
+    proc, url = start_bridge("--anonymous", "--allow", "tcp://127.0.0.1:*", "--max-login-message-size", "1048576")
+    yield {"url": url, "proc": proc, "pid": proc.proc.pid, "rep": rep}
+    proc.stop()
+
+
 async def joined(url: str, **kw) -> WSClient:
     ws = await WSClient.connect(url, **kw)
     await ws.hello()
@@ -68,6 +78,43 @@ async def close_of(ws: WSClient, timeout: float = 10.0) -> Closed:
         while True:
             await ws.recv(timeout)
     return closed.value
+
+
+# -- item 1: CBOR map keys that all hash alike, before HELLO ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "what, roles",
+    [
+        ("20,000 bignum keys k*(2**61-1)+1 (258 kB)", bignum_key_map(20_000)),  # 2.1 s of CPU before the fix
+        ("20,000 two-int arrays as keys (400 kB, no tag)", tuple_key_map(20_000)),  # 4.4 s
+    ],
+)
+def test_cbor_keys_that_hash_alike_cost_nothing_before_hello(no_login_limit, what, roles):
+    """A client without Origin offers wamp.2.cbor and sends, as its first message, a HELLO whose roles map has
+    keys that all hash alike: ABORT protocol_violation naming the key type, for next to no CPU; /healthz and
+    another session are answered meanwhile."""
+    bridge = no_login_limit
+
+    async def scenario():
+        good = await joined(bridge["url"])
+        ws = await WSClient.connect(bridge["url"], protocols=("wamp.2.cbor",))
+        assert ws.protocol == "wamp.2.cbor"
+        before = cpu_seconds(bridge["pid"])
+        ws.send(cbor_hello_with(roles), binary=True)
+        health = await healthz_seconds(bridge["url"])
+        await answered(good, bridge["rep"], 5.0)
+        abort = cbor2.loads((await ws.recv(10.0)).payload)
+        cost = cpu_seconds(bridge["pid"]) - before
+        await good.goodbye()
+        return abort, cost, health
+
+    abort, cost, health = run(scenario())
+    print(f"{what}: {cost:.2f} s of the bridge's CPU, /healthz in {health:.2f} s")
+    assert cost < 0.5, f"{what}: {cost:.2f} s of CPU"
+    assert abort[0] == ABORT and abort[2] == "wamp.error.protocol_violation", abort
+    assert "map key must be a text string or byte string" in abort[1]["message"], abort
+    assert health < 2.0
 
 
 # -- the login limit: a large message before WELCOME is not read -------------------------------------------
