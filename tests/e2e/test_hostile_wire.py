@@ -9,6 +9,7 @@ The logic in memory: tests/unit/test_messages.py, test_hostile_wire.py, test_flo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import cbor2
@@ -16,9 +17,9 @@ import jwt
 import msgpack
 import pytest
 
-from collisions import bignum_key_map, cbor_hello_with, tuple_key_map
+from collisions import bignum_key_map, cbor_hello_with, json_bytes, tuple_key_map
 from harness import start_bridge, start_rep
-from minws import ABORT, RESULT, WELCOME, Closed, WSClient
+from minws import ABORT, ERROR, RESULT, WELCOME, Closed, WSClient
 from probes import cpu_seconds, healthz, metric
 
 JWT_SECRET = "wire-e2e-jwt-secret-that-is-long-enough-0123456789"
@@ -186,7 +187,7 @@ def test_a_large_jwt_still_logs_in_and_large_calls_follow(bridge):
     assert reply[0] == RESULT and reply[3] == ["got this " + "x" * 500_000]
 
 
-# -- item 11: pings --------------------------------------------------------------------------------------
+# -- item 11: pings, and the JSON path with \u0000 ----------------------------------------------------------
 
 
 def test_a_megabyte_of_pings_is_cut_short(bridge):
@@ -213,3 +214,24 @@ def test_a_megabyte_of_pings_is_cut_short(bridge):
     assert (closed.code, closed.reason) == (1008, "max_control_frames_per_second: more than 10 pings and pongs per second")
     assert cost < 0.2, f"{cost:.2f} s of CPU"
     assert metric(bridge["url"], "zmqwamp_limit_exceeded_total", limit="max_control_frames_per_second") == counted + 1
+
+
+def test_json_with_nul_costs_what_plain_json_costs(bridge):
+    """Four 1 MB CALLs each holding one binary value (NUL + base64) among half a million numbers, to an endpoint
+    not allowed (ERROR right after decoding): autobahn's pure-Python scanner took 0.3-0.5 s for each."""
+    payload = json.dumps([48, 1, {}, "tcp://127.0.0.2:1", [[0] * 500_000, json_bytes(b"x")]], separators=(",", ":"))
+
+    async def scenario():
+        ws = await joined(bridge["url"])
+        before = cpu_seconds(bridge["pid"])
+        for request in range(1, 5):
+            ws.send(payload.replace("[48,1,", f"[48,{request},", 1))
+        replies = [await ws.recv_json(20.0) for _ in range(4)]
+        cost = cpu_seconds(bridge["pid"]) - before
+        await ws.goodbye()
+        return replies, cost
+
+    replies, cost = run(scenario())
+    print(f"4 x 1 MB of JSON with a NUL: {cost:.2f} s of the bridge's CPU")
+    assert [r[:5] for r in replies] == [[ERROR, 48, r, {}, "wamp.error.not_authorized"] for r in range(1, 5)], replies
+    assert cost < 0.6, f"{cost:.2f} s of CPU"
