@@ -20,7 +20,7 @@ import pytest
 from collisions import bignum_key_map, cbor_hello_with, json_bytes, tuple_key_map
 from harness import start_bridge, start_rep
 from minws import ABORT, ERROR, RESULT, WELCOME, Closed, WSClient
-from probes import cpu_seconds, healthz, metric
+from probes import cpu_seconds, healthz, metric, start_fastpub
 
 JWT_SECRET = "wire-e2e-jwt-secret-that-is-long-enough-0123456789"
 
@@ -235,3 +235,64 @@ def test_json_with_nul_costs_what_plain_json_costs(bridge):
     print(f"4 x 1 MB of JSON with a NUL: {cost:.2f} s of the bridge's CPU")
     assert [r[:5] for r in replies] == [[ERROR, 48, r, {}, "wamp.error.not_authorized"] for r in range(1, 5)], replies
     assert cost < 0.6, f"{cost:.2f} s of CPU"
+
+
+# -- item 3: drop_oldest with a full queue of tiny EVENTs ---------------------------------------------------
+
+
+def test_subscribers_that_stopped_reading_a_fast_tiny_pub_cost_little(bridge):
+    """Eight subscribers of a 2,000 msg/s PUB of 12-byte messages stop reading.  A second PUB of 4 KiB messages fills
+    the kernel's socket buffers first (about 4 MB each, which tiny messages would take 40 s to fill), then stops;
+    some 10 s later each outgoing buffer is 1 MiB of ~50-byte EVENTs (20,000 entries) and every EVENT drops the
+    oldest.  Over the next 5 s the bridge's CPU stays low and /healthz answers promptly.
+
+    Before, each drop rebuilt the whole queue: 90-240 us per EVENT, the reactor saturated (the review: 8 clients at
+    870 msg/s took the bridge from 0.2 to 0.7 CPU-seconds per second, /healthz p99 3.4 s)."""
+    tiny, tiny_address = start_fastpub(rate=2000, size=12, topic="tiny")
+    filler, filler_address = start_fastpub(rate=2000, size=4096, topic="fill")
+    n = 8
+
+    async def scenario():
+        clients = [await joined(bridge["url"], rcvbuf=4096) for _ in range(n)]
+        for ws in clients:
+            assert (await ws.subscribe(tiny_address))[0] == 33
+            assert (await ws.subscribe(filler_address))[0] == 33
+        # they read no more: once the kernel holds all it takes, frames wait in the outgoing buffers
+        deadline = time.monotonic() + 90
+        while metric(bridge["url"], "zmqwamp_outgoing_buffered_bytes") < n * 256 * 1024:
+            assert time.monotonic() < deadline, "the outgoing buffers did not fill"
+            await asyncio.sleep(0.2)
+        filler.stop()
+        # until the tiny EVENTs fill the queues (20,000 each, 10 s): then every one of them drops the oldest
+        dropped = metric(bridge["url"], "zmqwamp_dropped_total", reason="slow_consumer")
+        while True:
+            assert time.monotonic() < deadline, "the EVENTs were not being dropped"
+            await asyncio.sleep(1.0)
+            dropped, per_second = metric(bridge["url"], "zmqwamp_dropped_total", reason="slow_consumer"), dropped
+            if dropped - per_second > 0.7 * n * 2000:
+                break
+        before, started = cpu_seconds(bridge["pid"]), time.monotonic()
+        health = [await healthz_seconds(bridge["url"])]
+        while time.monotonic() - started < 5:
+            await asyncio.sleep(0.5)
+            health.append(await healthz_seconds(bridge["url"]))
+        seconds = time.monotonic() - started
+        rate = (cpu_seconds(bridge["pid"]) - before) / seconds
+        dropped = metric(bridge["url"], "zmqwamp_dropped_total", reason="slow_consumer") - dropped
+        buffered = metric(bridge["url"], "zmqwamp_outgoing_buffered_bytes")
+        for ws in clients:
+            ws.abort()
+        return rate, max(health), dropped / seconds, buffered
+
+    try:
+        rate, health, drops, buffered = run(scenario())
+    finally:
+        tiny.stop()
+        filler.stop()
+    print(
+        f"{n} full drop_oldest queues ({buffered / 2**20:.1f} MiB): {rate:.2f} CPU-seconds per second, "
+        f"{drops:.0f} EVENTs dropped per second, slowest /healthz {health:.2f} s"
+    )
+    assert buffered > n * 0.9 * 2**20 and drops > n * 1000, "the queues were not full of dropped EVENTs"
+    assert rate < 0.5, f"{rate:.2f} CPU-seconds per second"
+    assert health < 1.0, f"/healthz took {health:.2f} s"
