@@ -75,6 +75,8 @@ class BridgeConfig:
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
     max_message_fragments: int = 64
+    max_login_message_size: int = 16 * 1024  # bytes of a message before the session is open (HELLO, AUTHENTICATE)
+    max_control_frames_per_second: float = 10.0  # WebSocket pings and pongs from one client (burst of the same)
     max_log_lines_per_second: float = 1.0
     max_log_lines_per_second_total: float = 100.0
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES  # the sum of the aliases' history_bytes (docs/history.md)
@@ -265,6 +267,8 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
             raise ConfigError(f"{source}: {name} must be positive")
     if config.max_message_size < 1024:
         raise ConfigError(f"{source}: max_message_size must be at least 1024 bytes")
+    if config.max_login_message_size < 1024:
+        raise ConfigError(f"{source}: max_login_message_size must be at least 1024 bytes")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"{source}: log_format must be 'text' or 'json'")
     if config.drain_time < 0:
@@ -289,6 +293,7 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         "max_zmq_sockets",
         "max_pending_logins",
         "max_message_fragments",
+        "max_control_frames_per_second",
         "max_log_lines_per_second",
         "max_log_lines_per_second_total",
         "max_history_bytes",

@@ -22,6 +22,12 @@ Dropped EVENTs are counted in ``zmqwamp_dropped_total{reason="slow_consumer"}``
 and logged once per burst (a burst ends when the queue has drained, or at
 close).  So one connection holds at most ``bufferSize`` plus one frame in the
 transport, plus ``limit`` bytes here.
+
+Dropping is O(1) amortized: the queued EVENTs are also in a second FIFO, so
+the oldest one is found at once; one not at the head of the queue (a reply
+waits before it) becomes a tombstone there, and the queue is compacted when
+tombstones are over half of it.  Rebuilding the queue on every drop cost up
+to 240 us per EVENT with a full queue of 30-55-byte EVENTs (35,000 entries).
 """
 
 from __future__ import annotations
@@ -49,9 +55,13 @@ SLOW_CONSUMER_CLOSE_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
 
 
-# The queue of a connection with nothing waiting: an empty tuple that stands for a deque (an empty deque is
+# An entry of the queue: [write, size, policy]; policy None: a frame that must be delivered.  A list, so that a
+# dropped EVENT can become a tombstone (write None) where it stands.
+_Entry = list
+
+# The queues of a connection with nothing waiting: an empty tuple that stands for a deque (an empty deque is
 # ~600 bytes, and most connections never queue); it has no append, so nothing can be queued into it by mistake.
-_EMPTY = cast("deque[tuple[Callable[[], None], int, str | None]]", ())
+_EMPTY = cast("deque[_Entry]", ())
 
 
 @implementer(IPushProducer)
@@ -77,6 +87,8 @@ class OutgoingBuffer:
         "_peer",
         "_clock",
         "_queue",
+        "_events",
+        "_tombstones",
         "_burst_dropped",
         "_burst_policy",
         "_burst_started",
@@ -98,14 +110,18 @@ class OutgoingBuffer:
         self._metrics = metrics
         self._peer = peer
         self._clock = clock
-        # (write, size, policy); policy None: must be delivered.  () while nothing waits.
-        self._queue: deque[tuple[Callable[[], None], int, str | None]] = _EMPTY  # replaced when a frame waits
+        # Every frame waiting, in order (tombstones included); () while nothing waits.
+        self._queue: deque[_Entry] = _EMPTY
+        # The EVENTs among them (policy not None, not dropped, not written), oldest first: what makes room.
+        self._events: deque[_Entry] = _EMPTY
+        self._tombstones = 0  # dropped EVENTs still in _queue (write None)
         self._burst_dropped = 0
         self._burst_policy = ""
         self._burst_started = 0.0
 
     def __len__(self) -> int:
-        return len(self._queue)
+        """Frames waiting (dropped ones not counted)."""
+        return len(self._queue) - self._tombstones
 
     def writes_through(self) -> bool:
         """Would :meth:`send` write a frame at once?  (Open, not paused, nothing queued.)"""
@@ -133,16 +149,18 @@ class OutgoingBuffer:
                 return
         if not self._queue:
             self._queue = deque()
-        self._queue.append((write, size, policy))
+        entry = [write, size, policy]
+        self._queue.append(entry)
+        if policy is not None:
+            if not self._events:
+                self._events = deque()
+            self._events.append(entry)
         self._add(size)
 
     def flush(self) -> None:
         """Write everything queued now, paused or not (before a close frame)."""
         while self._queue:
-            write, size, _ = self._queue.popleft()
-            self._add(-size)
-            write()
-        self._queue = _EMPTY
+            self._write_next()
         self._end_burst()
 
     # -- IPushProducer ------------------------------------------------------
@@ -153,11 +171,8 @@ class OutgoingBuffer:
     def resumeProducing(self) -> None:
         self.paused = False
         while self._queue and not self.paused and not self.closed:
-            write, size, _ = self._queue.popleft()
-            self._add(-size)
-            write()  # may call pauseProducing
+            self._write_next()  # may call pauseProducing
         if not self._queue:
-            self._queue = _EMPTY
             self._end_burst()
 
     def stopProducing(self) -> None:
@@ -170,29 +185,56 @@ class OutgoingBuffer:
 
     # -- internals ----------------------------------------------------------
 
+    def _write_next(self) -> None:
+        """Take the oldest entry off the queue and write it (a tombstone is only taken off)."""
+        queue = self._queue
+        entry = queue.popleft()
+        write, size, policy = entry
+        if write is None:
+            self._tombstones -= 1
+        else:
+            if policy is not None:
+                self._events.popleft()  # the oldest EVENT waiting is this one: both queues are in order
+            self._add(-size)
+            write()
+        if not queue and queue is self._queue:  # (write() may have closed the connection, and cleared it)
+            self._queue = self._events = _EMPTY
+            self._tombstones = 0
+
     def _clear(self) -> list[str]:
         """Empty the queue; return the policies of the EVENTs that were in it."""
-        policies = [policy for _, _, policy in self._queue if policy is not None]
-        self._queue = _EMPTY
+        policies = [policy for _, _, policy in self._events]
+        self._queue = self._events = _EMPTY
+        self._tombstones = 0
         self._add(-self.queued_bytes)
         return policies
 
     def _make_room(self, size: int) -> None:
-        """Drop queued EVENTs, oldest first, until ``size`` more bytes fit."""
+        """Drop queued EVENTs, oldest first, until ``size`` more bytes fit: O(1) per EVENT dropped, amortized."""
         need = self.queued_bytes + size - self.limit
-        kept: deque = deque()
+        queue, events = self._queue, self._events
         freed = dropped = 0
         policy = DROP_OLDEST
-        while self._queue and freed < need:
-            item = self._queue.popleft()
-            if item[2] is None:
-                kept.append(item)
-            else:
-                freed += item[1]
-                dropped += 1
-                policy = item[2]
-        kept.extend(self._queue)
-        self._queue = kept
+        while events and freed < need:
+            entry = events.popleft()
+            freed += entry[1]
+            dropped += 1
+            policy = entry[2]
+            if queue[0] is entry:
+                queue.popleft()
+            else:  # a reply waits before it: leave a tombstone, taken off when the queue gets there
+                entry[0] = None
+                self._tombstones += 1
+        while queue and queue[0][0] is None:
+            queue.popleft()
+            self._tombstones -= 1
+        if self._tombstones > len(queue) >> 1:  # compact: then at least as many drops again before the next one
+            self._queue = deque(entry for entry in queue if entry[0] is not None)
+            self._tombstones = 0
+        if not events:
+            self._events = _EMPTY
+        if not self._queue:
+            self._queue = _EMPTY
         if dropped:
             self._add(-freed)
             self._dropped(dropped, policy)

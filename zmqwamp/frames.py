@@ -94,17 +94,21 @@ class WholeFrameReader(WebSocketServerProtocol):
 
     _frame_limit = 0  # the largest payload read here; 0: all frames through autobahn
 
-    def read_whole_frames(self) -> None:
+    def read_whole_frames(self, max_payload: int = 0) -> None:
         """Take the fast path from now on, unless autobahn must see every frame (compression, logging, timings).
 
-        It reads autobahn's parser state (:data:`AUTOBAHN_INTERNALS`): an autobahn without one of
-        them keeps every frame in its own parser (logged once per process).
+        Frames over ``max_payload`` bytes (0: autobahn's own limits) are left to
+        autobahn's parser, so that its ``onMessageFrameBegin`` sees their length
+        before their payload is read; call again to change it.  It reads
+        autobahn's parser state (:data:`AUTOBAHN_INTERNALS`): an autobahn without
+        one of them keeps every frame in its own parser (logged once per process).
         """
         what = "this autobahn's WebSocket protocol"
         if lacks(self, AUTOBAHN_INTERNALS, what, "every frame goes through its parser (slower)"):
             return
         if self._perMessageCompress is None and not self.logFrames and not self.logOctets and not self.trackedTimings:
-            self._frame_limit = min(x for x in (self.maxFramePayloadSize, self.maxMessagePayloadSize, 0xFFFF) if x)
+            limits = (max_payload, self.maxFramePayloadSize, self.maxMessagePayloadSize, 0xFFFF)
+            self._frame_limit = min(x for x in limits if x)
 
     def _dataReceived(self, data: bytes) -> None:
         limit = self._frame_limit
@@ -161,8 +165,7 @@ class FragmentLimit(WebSocketServerProtocol):
 
     def message_fragments_exceeded(self) -> None:
         """Close with 1009, then drop the connection: what the client still sends is not parsed."""
-        self._fail_connection(
-            self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG,
-            f"max_message_fragments: a message of more than {self.max_message_fragments} frames",
-        )
+        reason = f"max_message_fragments: a message of more than {self.max_message_fragments} frames"
+        self._fail_connection(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, reason)
+        self.wasNotCleanReason = reason  # for autobahn's warning on dropping (else "None")
         self.dropConnection(abort=False)

@@ -33,6 +33,11 @@ LIMIT_OPTIONS = [
     ("ping-interval", "Seconds between WebSocket pings to an idle client."),
     ("ping-timeout", "Seconds to wait for the pong before dropping the client."),
     ("max-message-fragments", "WebSocket frames one message may be made of (close 1009 beyond)."),
+    (
+        "max-login-message-size",
+        "Largest WebSocket message before the session is open (HELLO, AUTHENTICATE), in bytes (close 1009 beyond).",
+    ),
+    ("max-control-frames-per-second", "WebSocket pings and pongs per second from one client (close 1008 beyond)."),
     ("max-log-lines-per-second", "Log lines one client may cause per second, after a burst of 10."),
     ("max-log-lines-per-second-total", "Log lines all clients together may cause per second."),
     ("max-history-bytes", "Bytes the aliases' histories may hold together (the sum of their history_bytes)."),

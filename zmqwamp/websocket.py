@@ -5,9 +5,10 @@ it picks the subprotocol (the serializer) at the handshake, applies the
 ``websocket_allowed`` hook, hands every message to the session, and writes the
 session's frames through the bounded outgoing buffer (:mod:`zmqwamp.flow`) and
 the connection's :class:`~zmqwamp.wire.FrameWriter`.  Also here: the login
-deadline, bounded pongs for a client that does not read, at most
-``max_message_fragments`` frames per message (close 1009), and whole frames
-read without autobahn's parser (:mod:`zmqwamp.frames`).
+deadline, ``max_login_message_size`` until the session is open (close 1009),
+bounded pongs for a client that does not read, ``max_control_frames_per_second``
+(close 1008), at most ``max_message_fragments`` frames per message (close
+1009), and whole frames read without autobahn's parser (:mod:`zmqwamp.frames`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from zmqwamp.clientlog import ErrorLog, clip
 from zmqwamp.config import BridgeConfig
 from zmqwamp.flow import SLOW_CONSUMER_CLOSE_CODE, OutgoingBuffer
 from zmqwamp.frames import FragmentLimit, WholeFrameReader
-from zmqwamp.limits import PASS_THROUGH_WRAPPERS, SERVER, SessionLimits
+from zmqwamp.limits import PASS_THROUGH_WRAPPERS, SERVER, SessionLimits, TokenBucket
 from zmqwamp.messages import SERIALIZERS
 from zmqwamp.session import MessageTooBig, SessionContext, WampSession
 from zmqwamp.wire import FrameWriter, WriteBatch, plain_tcp
@@ -135,7 +136,9 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         )
         # sendMessage refuses a payload over maxMessagePayloadSize (0: no limit)
         self._max_payload = self.maxMessagePayloadSize or float("inf")
-        self.read_whole_frames()
+        if factory.max_login_message_size < self._max_payload:
+            self._login_limit = factory.max_login_message_size
+        self.read_whole_frames(self._login_limit)  # larger frames: autobahn's parser, onMessageFrameBegin
         self.max_message_fragments = factory.max_message_fragments
         self._writer = FrameWriter(
             self.transport, plain_tcp(self.transport, PASS_THROUGH_WRAPPERS), factory.write_batch, self.peer
@@ -159,6 +162,90 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             )
             self.session.abort(ApplicationError.TIMEOUT, f"no completed login within {self.factory.login_timeout:g}s")
 
+    # -- max_login_message_size: until the session is open, messages of a few kB -------------------------
+    #
+    # HELLO and AUTHENTICATE need a few kB (a JWT ticket several), but before this limit anyone who reached the
+    # port could have a message of max_message_size read and decoded before the WAMP layer said no.  Frames
+    # larger than the limit are not read by the whole-frame reader, so autobahn's parser hands their length
+    # to onMessageFrameBegin (below) before reading their payload.  The limit is lifted once the session is
+    # open: seen at the next message (onMessage), or at the first frame over it (onMessageFrameBegin).
+
+    _login_limit = 0  # bytes a message may have while the session is not open; 0: lifted (or not lower)
+    _login_bytes = 0  # of the message being received, so far
+
+    def _lift_login_limit(self) -> bool:
+        """The session is open: max_message_size from now on.  False if it is not open (yet)."""
+        if self.session is None or self.session.state != "open":
+            return False
+        self._login_limit = 0
+        self.read_whole_frames()
+        return True
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        self._login_bytes = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        if self._login_limit:
+            self._login_bytes += length
+            if self._login_bytes > self._login_limit and not self.failedByMe and not self._lift_login_limit():
+                self._login_message_too_big()
+                return
+        super().onMessageFrameBegin(length)
+
+    def _login_message_too_big(self) -> None:
+        """Close 1009 before the payload is read, and drop the connection: what follows is not parsed."""
+        limit = self._login_limit
+        self.factory.context.metrics.limit_exceeded.labels("max_login_message_size").inc()
+        self.factory.context.client_log.emit(
+            self.session,
+            log.info,
+            "WebSocket from {peer} closed: a message of {size} bytes before the session is open "
+            "(max_login_message_size {limit})",
+            peer=self.peer,
+            size=self._login_bytes,
+            limit=limit,
+        )
+        self._close_and_drop(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, LOGIN_MESSAGE_TOO_BIG.format(limit=limit))
+
+    def _close_and_drop(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason``, then drop the TCP connection: what the client still sends is not
+        parsed, and autobahn delivers nothing more (failedByMe).  Its warning on dropping says why."""
+        self.failedByMe = True
+        self.wasNotCleanReason = reason
+        self.close(code, reason)
+        self.dropConnection(abort=False)
+
+    # -- max_control_frames_per_second ---------------------------------------------------------------------
+
+    _control_rate: TokenBucket | None = None  # made at the first ping or pong
+
+    def _control_frame_allowed(self) -> bool:
+        """A token for this ping or pong; without one, close 1008 and drop (what follows is not parsed).
+
+        Each control frame goes through autobahn's parser, which also copies the
+        rest of the read per frame: 1 MiB of empty pings cost 2 s of CPU.
+        Browsers never send pings, and answer one ping with one pong; autobahn
+        clients ping every few seconds at most.
+        """
+        bucket = self._control_rate
+        if bucket is None:
+            rate = self.factory.max_control_frames_per_second
+            bucket = self._control_rate = TokenBucket(rate, clock=self.factory.clock.seconds)
+        if bucket.take():
+            return True
+        rate = self.factory.max_control_frames_per_second
+        self.factory.context.metrics.limit_exceeded.labels("max_control_frames_per_second").inc()
+        self.factory.context.client_log.emit(
+            self.session,
+            log.info,
+            "WebSocket from {peer} closed: over {rate:g} pings and pongs per second (max_control_frames_per_second)",
+            peer=self.peer,
+            rate=rate,
+        )
+        self._close_and_drop(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, CONTROL_FRAMES_EXCEEDED.format(rate=rate))
+        return False
+
     def message_fragments_exceeded(self) -> None:
         self.factory.context.metrics.limit_exceeded.labels("max_message_fragments").inc()
         self.factory.context.client_log.emit(
@@ -176,6 +263,8 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         if self._login_deadline is not None and session.state == "open":  # type: ignore[union-attr]
             self._login_deadline.cancel()  # logged in: free the timer now, not when it fires
             self._login_deadline = None
+        if self._login_limit:
+            self._lift_login_limit()
 
     def onClose(self, wasClean, code, reason) -> None:
         if self.session is not None:
@@ -260,11 +349,14 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         super().sendPong(payload)
 
     def processControlFrame(self) -> bool:
-        """Autobahn's, except that a pong not answering the pending auto-ping is ignored through the client log.
+        """Autobahn's, within ``max_control_frames_per_second`` for pings and pongs; and a pong not answering the
+        pending auto-ping is ignored through the client log.
 
         Autobahn logs a warning for each: a client could write a log line per
         6-byte frame (20,000 such pongs wrote 2.4 MB of log).
         """
+        if self.current_frame.opcode in (9, 10) and not self._control_frame_allowed():
+            return False  # closed and dropped
         if self.current_frame.opcode == 10 and self.autoPingPending:
             if b"".join(self.control_frame_data) != self.autoPingPending:
                 self.control_frame_data = None
@@ -315,6 +407,11 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             self.session.transport_lost()
 
 
+# Close reasons (at most 123 bytes in a close frame)
+LOGIN_MESSAGE_TOO_BIG = "max_login_message_size: a message over {limit} bytes before the session is open"
+CONTROL_FRAMES_EXCEEDED = "max_control_frames_per_second: more than {rate:g} pings and pongs per second"
+
+
 class WampServerFactory(WebSocketServerFactory):
     protocol = WampServerProtocol  # type: ignore[assignment]
 
@@ -333,6 +430,8 @@ class WampServerFactory(WebSocketServerFactory):
         self.login_timeout = config.handshake_timeout
         self.max_outgoing_buffer = config.max_outgoing_buffer
         self.max_message_fragments = config.max_message_fragments
+        self.max_login_message_size = config.max_login_message_size
+        self.max_control_frames_per_second = config.max_control_frames_per_second
         self.slow_consumer = config.slow_consumer
         self.session_limits = SessionLimits(
             max_calls_in_flight=config.max_calls_in_flight,
