@@ -18,8 +18,12 @@ from harness import Process
 HERE = Path(__file__).resolve().parent
 
 
-def start_fastpub(rate: float, size: int = 100, topic: str = "seq", bind: str = "tcp://127.0.0.1:*") -> tuple[Process, str]:
-    p = Process([sys.executable, str(HERE / "fastpub.py"), bind, "--rate", str(rate), "--size", str(size), "--topic", topic])
+def start_fastpub(
+    rate: float, size: int = 100, topic: str = "seq", bind: str = "tcp://127.0.0.1:*", frames: int = 0, count: int = 0
+) -> tuple[Process, str]:
+    """tests/fastpub.py: ``<topic> <seq> <padding>`` at ``rate``/s (plus ``frames`` empty frames), ``count`` in all."""
+    argv = [sys.executable, str(HERE / "fastpub.py"), bind, "--rate", str(rate), "--size", str(size), "--topic", topic]
+    p = Process([*argv, "--frames", str(frames), "--count", str(count)])
     return p, p.wait_for(r"bound to (\S+)").group(1)
 
 
@@ -33,6 +37,12 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used: /proc/PID/stat, steadier than wall time on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fd_count(pid: int) -> int:
