@@ -139,7 +139,7 @@ export type SubOptions = Credentials & {
 
 /**
  * Messages were missed: the bridge could not replay everything after `since` (the last
- * publication id the socket had) when it resubscribed after a reconnect.
+ * publication id the socket had) when it resubscribed after a reconnect, or while it replayed.
  */
 export interface GapInfo {
   /** Publication id of the last message the socket had before the gap. */
@@ -149,9 +149,11 @@ export interface GapInfo {
   /**
    * Why: "history" (the bridge no longer holds every message after `since`), "epoch" (another
    * bridge process, e.g. after a restart or on another worker), "no_history" (the endpoint keeps
-   * no history); another bridge may give other reasons.
+   * no history), "slow_consumer" (the bridge stopped replaying at this client's full outgoing
+   * buffer and the socket could not resume: only when that resubscription was refused); another
+   * bridge may give other reasons.
    */
-  reason: "history" | "epoch" | "no_history" | (string & {});
+  reason: "history" | "epoch" | "no_history" | "slow_consumer" | (string & {});
 }
 
 export interface RequestOptions {

@@ -50,15 +50,21 @@ PUB = "tcp://127.0.0.1:9000"
 
 
 class FakeChannel:
-    """A session's channel that records frames (``sent``: payloads, or prepared EVENTs) and the close code."""
+    """A session's channel that records frames (``sent``: payloads, or prepared EVENTs) and the close code.
+
+    ``room``: what its outgoing buffer still takes (``outgoing_room``); every frame sent takes its size off,
+    as a client that does not read would; a test sets it (and adds to it, as the client reads).
+    """
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
         self.closed: int | None = None
         self.prepared = 0
+        self.room = 1 << 40
 
     def send_frame(self, payload: bytes, is_binary: bool) -> None:
         self.sent.append((payload, is_binary))
+        self.room -= len(payload) + 2
 
     def prepare(self, payload: bytes, is_binary: bool) -> Any:
         self.prepared += 1
@@ -66,6 +72,10 @@ class FakeChannel:
 
     def send_prepared(self, prepared: Any, slow_consumer: str | None = None) -> None:
         self.sent.append(prepared)
+        self.room -= len(prepared[0]) + 2
+
+    def outgoing_room(self) -> int:
+        return max(0, self.room)
 
     def close(self, code: int, reason: str | None) -> None:
         self.closed = code
@@ -207,6 +217,29 @@ def joined(world: World, peer: str = "test-peer", roles: dict | None = None) -> 
     assert set(welcome[2]["roles"]) == {"broker", "dealer"}
     channel.sent.clear()
     return session, channel
+
+
+class SlowNames:
+    """A host resolver (the hub's ``_names``) whose answers the test gives: ``pending[i].callback(address)``."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred] = []
+
+    def connect_address(self, address: str) -> Deferred:
+        d: Deferred = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def run_replays(world: World, max_rounds: int = 100_000) -> int:
+    """Run the hub's history replays to their end, advancing the clock past their waits; the rounds it took."""
+    for rounds in range(max_rounds):
+        if not world.hub.replayer.running:
+            return rounds
+        calls = world.clock.getDelayedCalls()
+        assert calls, "replays are running but nothing is scheduled"
+        world.clock.advance(max(0.0, min(c.getTime() for c in calls) - world.clock.seconds()))
+    raise AssertionError(f"replays still running after {max_rounds} rounds")
 
 
 def fired(d: Deferred):

@@ -240,7 +240,13 @@ class Bridge:
             authorize=self.zmq_allowed,
             forwarder=RequestForwarder(zmq_factory, metrics, idle_close=config.idle_close, budget=budget, names=names),
             hub=SubscriptionHub(
-                zmq_factory, metrics, budget=budget, names=names, max_filters=config.max_filters_per_endpoint
+                zmq_factory,
+                metrics,
+                budget=budget,
+                names=names,
+                max_filters=config.max_filters_per_endpoint,
+                max_replay_per_second=config.max_replay_per_second,
+                client_log=client_log,
             ),
             registry=registry,
             metrics=metrics,

@@ -69,6 +69,7 @@ class BridgeConfig:
     max_endpoints_per_peer: int = 32
     max_zmq_sockets: int = 512  # zmq connections in total
     max_calls_per_second: float = 500.0
+    max_subscribes_per_second: float = 20.0  # per session, after a burst of max_subscriptions plus as many
     max_sessions: int = 1000
     max_sessions_per_peer: int = 200
     handshake_timeout: float = 10.0
@@ -81,6 +82,7 @@ class BridgeConfig:
     max_log_lines_per_second_total: float = 100.0
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES  # the sum of the aliases' history_bytes (docs/history.md)
     reactor_lag_warning: float = 1.0  # seconds the reactor may be blocked before a warning (docs/reliability.md)
+    max_replay_per_second: float = 10000.0  # replayed EVENTs per second per client address (docs/history.md)
 
     @property
     def listen_endpoints(self) -> list[str]:
@@ -281,6 +283,8 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         "max_calls_in_flight",
         "max_subscriptions",
         "max_calls_per_second",
+        "max_subscribes_per_second",
+        "max_replay_per_second",
         "max_sessions",
         "max_sessions_per_peer",
         "handshake_timeout",

@@ -17,15 +17,18 @@ libzmq keeps each in a trie in the SUB socket and in the PUB, and closing a SUB
 socket whose filter was a few hundred kB long crashed the process (SIGSEGV in the
 reaper thread); the router caps each filter's length.
 
-History (issue 17, docs/history.md): an alias with ``history = N`` has a
+History (issues 17 and 21, docs/history.md): an alias with ``history = N`` has a
 :class:`~zmqwamp.history.MessageHistory`.  While its address's connection is open, the
 SUB socket is also subscribed to everything and every message of the address goes into
 the ring; ``keep_open`` opens that connection at start and keeps it open with no
-subscriber.  Every message gets a publication id from one process-wide counter, and the
-EVENTs of history aliases carry ``_epoch`` (random, per process).  After SUBSCRIBED,
-:meth:`SubscriptionHub.replay` sends one session the retained message (``get_retained``)
-or the messages after its ``_since``; a gap is reported in the details of the first
-EVENT that session gets for that SUBSCRIBE (``_gap``).
+subscriber.  Every message gets a publication id from its address's own counter (so ids
+tell a subscriber nothing about other endpoints; an address with history keeps counting
+across close and reopen), and the EVENTs of history aliases carry ``_epoch`` (random, per
+process).  A SUBSCRIBE with ``get_retained`` or ``_since`` makes a
+:class:`~zmqwamp.replay.Replay`, which :meth:`SubscriptionHub.subscribe` returns with the
+subscription and the session starts once it has sent SUBSCRIBED; until it has caught up,
+that subscriber is a member of the subscription but not in the live fan-out.  A gap is
+reported in the details of the next EVENT that session gets for that SUBSCRIBE (``_gap``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import zmq
 from autobahn.wamp.message import Event
@@ -44,13 +47,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqSubConnection
 
+from zmqwamp.clientlog import ClientLog
 from zmqwamp.codec import CodecError, decode_frames
 from zmqwamp.endpoints import Endpoint, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable
-from zmqwamp.history import HeldMessage, MessageHistory
-from zmqwamp.limits import LimitExceeded, UpstreamBudget
+from zmqwamp.history import MessageHistory
+from zmqwamp.limits import LimitExceeded, UpstreamBudget, session_peer
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.names import HostResolver, NameNotResolved
+from zmqwamp.replay import Replay, ReplayBudget, Replayer
 from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
 
 log = Logger()
@@ -59,12 +64,23 @@ log = Logger()
 MAX_ID = 2**53
 
 
+# Replayed EVENTs per second per client address (a held message looked at counts 1/100): what
+# max_replay_per_second defaults to.  About 0.1 s of CPU per second (an EVENT ~10 us, measured), for as
+# long as that address keeps asking; as much again at once.
+DEFAULT_MAX_REPLAY_PER_SECOND = 10_000.0
+
+
 class Subscriber(Protocol):
+    peer: str  # the client address replays are charged to
+
     def send_event(self, event: Event, prepared: dict[str, Any]) -> int:
         """Send ``event``; ``prepared`` caches its frames per serializer across subscribers.
 
         Returns the payload bytes sent (0 if not sent), which the hub counts.
         """
+
+    def send_replayed(self, subscription: int, publication: int, args: list, details: dict) -> int | None:
+        """Send an EVENT if it fits in the outgoing buffer: its size, 0 if not sent (too large), None if no room."""
 
 
 # Seconds between two log lines about messages too large for an alias's history.
@@ -82,13 +98,19 @@ class Recovery:
 
 @dataclass(eq=False)
 class Subscription:
+    """One (endpoint, filter) and its members: those in the live fan-out, and those whose replay runs."""
+
     id: int
     endpoint: Endpoint
     filter: bytes
-    subscribers: set = field(default_factory=set)
+    subscribers: set = field(default_factory=set)  # the live fan-out
     history: MessageHistory | None = None  # the endpoint's ring (aliases with history)
-    recoveries: dict = field(default_factory=dict)  # subscriber -> Recovery, until replay() after SUBSCRIBED
-    gaps: dict = field(default_factory=dict)  # subscriber -> _gap details its next EVENT carries
+    replays: dict = field(default_factory=dict)  # subscriber -> its Replay, until caught up (then live)
+    gaps: dict = field(default_factory=dict)  # live subscriber -> _gap details its next EVENT carries
+
+    def members(self) -> list:
+        """Every subscriber holding it: live, or still being replayed to."""
+        return [*self.subscribers, *self.replays]
 
 
 class HistoryEvent(Event):
@@ -104,6 +126,13 @@ class HistoryEvent(Event):
         return raw
 
 
+class Subscribed(NamedTuple):
+    """What a SUBSCRIBE joined: the subscription, and the replay to start once SUBSCRIBED is sent (or None)."""
+
+    subscription: Subscription
+    replay: Replay | None
+
+
 class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
     """A SUB socket whose messages, read in batches, go to the hub as they are (every frame)."""
 
@@ -114,8 +143,8 @@ class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
         """Not connected yet: :meth:`connect` (once the host name, if any, is resolved)."""
         self.address = address
         self._on_message = on_message
-        # SUBSCRIBEs answered when the socket is connected: (subscriber, subscription, Deferred); None once connected
-        self.waiting: list[tuple[Any, Subscription, Deferred]] | None = []
+        # SUBSCRIBEs answered when the socket is connected: (subscriber, Subscribed, Deferred); None once connected
+        self.waiting: list[tuple[Any, Subscribed, Deferred]] | None = []
         super().__init__(factory)
 
     def connect(self, target: str) -> None:
@@ -133,6 +162,8 @@ class SubscriptionHub:
         budget: UpstreamBudget | None = None,
         names: HostResolver | None = None,
         max_filters: int = 1024,
+        max_replay_per_second: float = DEFAULT_MAX_REPLAY_PER_SECOND,
+        client_log: ClientLog | None = None,
     ) -> None:
         self._zmq = zmq_factory
         self._metrics = metrics
@@ -145,9 +176,21 @@ class SubscriptionHub:
         self._filters: dict[str, Counter[bytes]] = {}  # address -> filter -> its subscriptions (one per endpoint)
         self._by_id: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
-        # The last publication id handed out; one per zmq message, increasing (2**53 ids: centuries).
-        self.publication = 0
+        # address -> the last publication id handed out there; one per zmq message, increasing (2**53 ids:
+        # centuries).  One counter per address, so that ids tell nothing of other endpoints' traffic (issue
+        # 21); made when the address opens, kept after it closes if it has a history (coverage needs ids that
+        # go on increasing), else dropped.
+        self._last_ids: dict[str, int] = {}
         self.epoch = secrets.token_hex(8)  # tells this process's publication ids from another's
+        reactor = zmq_factory.reactor
+        self.replayer = Replayer(
+            reactor,
+            metrics,
+            ReplayBudget(max_replay_per_second, clock=reactor.seconds),
+            self.epoch,
+            client_log,
+            write_batch=zmq_factory.write_batch,
+        )
         self._histories: dict[Endpoint, MessageHistory] = {}  # the configured history aliases
         self._recording: dict[str, list[tuple[Endpoint, MessageHistory]]] = {}  # open address -> its rings
         self._kept: set[str] = set()  # addresses of keep_open aliases: open with no subscriber
@@ -165,12 +208,21 @@ class SubscriptionHub:
         """Every subscription with a subscriber (for re-checking them after a reload)."""
         return list(self._by_id.values())
 
+    def last_publication(self, address: str) -> int:
+        """The last publication id handed out for a message of ``address`` (0: none yet, or forgotten)."""
+        return self._last_ids.get(address, 0)
+
     def subscribe(
         self, subscriber: Subscriber, endpoint: Endpoint, filter_: bytes, recovery: Recovery | None = None
-    ) -> Subscription | Deferred:
+    ) -> Subscribed | Deferred:
         """``subscriber`` joins the Subscription for (endpoint, filter): now, or a Deferred while the name resolves.
 
-        ``recovery`` is kept for :meth:`replay`, which the session calls once it has sent SUBSCRIBED.
+        With a ``recovery``, the :class:`Subscribed` has the :class:`~zmqwamp.replay.Replay` the
+        session starts once it has sent SUBSCRIBED (None if there is nothing to replay); the
+        subscriber joins the live fan-out when the replay has caught up.  A subscriber that
+        already holds the subscription gets it again (WAMP: the same id); with a recovery, its
+        live delivery pauses for the new replay, unless its replay still runs:
+        :class:`~zmqwamp.limits.LimitExceeded` ``replay_in_progress`` then.
 
         Raises (or the Deferred fails with) :class:`~zmqwamp.limits.LimitExceeded`,
         :class:`~zmqwamp.forwarder.BackendUnavailable` (the name did not resolve)
@@ -181,6 +233,11 @@ class SubscriptionHub:
         if subs is None:
             subs = self._open(address, subscriber)
         sub = subs.get((endpoint, filter_))
+        if sub is not None and recovery is not None and subscriber in sub.replays:
+            raise LimitExceeded(
+                "replay_in_progress",
+                "this session's replay for that subscription is still running: SUBSCRIBE again once it is done",
+            )
         if sub is None:
             filters = self._filters[address]
             if filter_ not in filters and len(filters) >= self.max_filters:
@@ -193,15 +250,29 @@ class SubscriptionHub:
             self._by_id[sub.id] = sub
             filters[filter_] += 1
             self._connections[address].subscribe(filter_)
-        sub.subscribers.add(subscriber)
-        if recovery is not None:
-            sub.recoveries[subscriber] = recovery
+        subscribed = Subscribed(sub, self._add_member(sub, subscriber, recovery))
         connection = self._connections[address]
         if connection.waiting is not None:
             d: Deferred = Deferred()
-            connection.waiting.append((subscriber, sub, d))
+            connection.waiting.append((subscriber, subscribed, d))
             return d
-        return sub
+        return subscribed
+
+    def _add_member(self, sub: Subscription, subscriber: Subscriber, recovery: Recovery | None) -> Replay | None:
+        """Into the live fan-out, or (with a recovery that has something to replay) into ``sub.replays``."""
+        if subscriber in sub.replays:  # a plain SUBSCRIBE again while its replay runs: nothing changes
+            return None
+        if recovery is None:
+            sub.subscribers.add(subscriber)
+            return None
+        sub.subscribers.discard(subscriber)  # asked again: the new replay decides what comes next
+        sub.gaps.pop(subscriber, None)
+        replay = self._make_replay(sub, subscriber, recovery)
+        if replay is None:
+            sub.subscribers.add(subscriber)
+        else:
+            sub.replays[subscriber] = replay
+        return replay
 
     def _open(self, address: str, owner) -> dict:
         """The rare path: charge ``owner``, make the SUB socket, connect it (after resolving a host name)."""
@@ -214,6 +285,7 @@ class SubscriptionHub:
         self._connections[address] = connection
         subs = self._by_address[address] = {}
         self._filters[address] = Counter()
+        self._last_ids.setdefault(address, 0)
         self._metrics.zmq_sockets.labels("sub").inc()
         self._record_address(address)
         try:
@@ -235,8 +307,8 @@ class SubscriptionHub:
     def _connected(self, target: str, connection: UpstreamSubConnection) -> None:
         connection.connect(target)
         waiting, connection.waiting = connection.waiting or [], None
-        for _, sub, d in waiting:
-            d.callback(sub)
+        for _, subscribed, d in waiting:
+            d.callback(subscribed)
 
     def _resolved(self, target: str, connection: UpstreamSubConnection) -> None:
         if self._connections.get(connection.address) is not connection:
@@ -258,24 +330,25 @@ class SubscriptionHub:
             return
         waiting, connection.waiting = connection.waiting or [], None
         reason = BackendUnavailable(f"cannot connect to {connection.address}: {failure.getErrorMessage()}")
-        for subscriber, sub, _ in waiting:
-            if subscriber in sub.subscribers:
-                sub.subscribers.discard(subscriber)
-                sub.recoveries.pop(subscriber, None)
-                if not sub.subscribers:
-                    self._drop(sub)
+        for subscriber, (sub, _), _ in waiting:
+            self.unsubscribe(subscriber, sub.id)
         for _, _, d in waiting:
             d.errback(reason)
 
     def unsubscribe(self, subscriber: Subscriber, subscription_id: int) -> bool:
         """Remove ``subscriber``; False if it was not subscribed under that id."""
         sub = self._by_id.get(subscription_id)
-        if sub is None or subscriber not in sub.subscribers:
+        if sub is None:
             return False
-        sub.subscribers.discard(subscriber)
-        sub.recoveries.pop(subscriber, None)
+        replay = sub.replays.pop(subscriber, None)
+        if replay is not None:
+            replay.stop()
+        elif subscriber in sub.subscribers:
+            sub.subscribers.discard(subscriber)
+        else:
+            return False
         sub.gaps.pop(subscriber, None)
-        if not sub.subscribers:
+        if not sub.subscribers and not sub.replays:
             self._drop(sub)
         return True
 
@@ -295,8 +368,11 @@ class SubscriptionHub:
         log.info("zmq SUB connection to {address} closed (no subscribers)", address=address)
 
     def _close_connection(self, address: str) -> None:
+        last = self._last_ids[address]
         for _, ring in self._recording.pop(address, ()):
-            ring.restart(self.publication)  # frees what it held; coverage starts again at the next open
+            ring.restart(last)  # frees what it held; coverage starts again at the next open
+        if not any(e.address == address for e in self._histories):
+            del self._last_ids[address]  # no history: its ids need not go on increasing
         del self._by_address[address]
         del self._filters[address]
         self._connections.pop(address).shutdown()
@@ -309,7 +385,8 @@ class SubscriptionHub:
         recording = self._recording.get(address)
         if not subs and recording is None:
             return
-        self.publication = publication = self.publication + 1
+        last_ids = self._last_ids
+        publication = last_ids[address] = last_ids[address] + 1
         if recording is not None:
             self._record(recording, publication, frames)
         if not subs:
@@ -361,14 +438,18 @@ class SubscriptionHub:
         histories = {
             e: self._histories.get(e) or MessageHistory(e.history, e.history_bytes) for e in endpoints if e.history
         }
+        kept = {id(ring) for ring in histories.values()}
+        for endpoint, ring in self._histories.items():
+            if id(ring) not in kept:  # dropped: replays still reading it see a new generation (a gap)
+                ring.restart(self._last_ids.get(endpoint.address, 0))
         self._histories = histories
         for address in list(self._connections):
             self._record_address(address)
         for endpoint in set(self._too_large_logged) - set(histories):
             del self._too_large_logged[endpoint]
-        kept = {e.address for e in histories if e.keep_open}
-        gone, self._kept = self._kept - kept, kept
-        for address in sorted(kept):
+        keep = {e.address for e in histories if e.keep_open}
+        gone, self._kept = self._kept - keep, keep
+        for address in sorted(keep):
             if address not in self._connections:
                 self._keep_open(address)
         for address in sorted(gone):
@@ -396,9 +477,9 @@ class SubscriptionHub:
                 # Coverage starts with the next message.  An id of its own stands for what the
                 # address published while nothing recorded it, so that a _since from before is a gap.
                 if not started:
-                    self.publication += 1
+                    self._last_ids[address] += 1
                     started = True
-                ring.restart(self.publication)
+                ring.restart(self._last_ids[address])
             rings.append((endpoint, ring))
         connection = self._connections[address]
         if rings and not old:
@@ -434,76 +515,96 @@ class SubscriptionHub:
         for endpoint, ring in self._histories.items():
             yield endpoint.name, len(ring), ring.bytes
 
-    def replay(self, subscriber: Subscriber, sub: Subscription) -> None:
-        """After SUBSCRIBED: send ``subscriber`` what its SUBSCRIBE asked for, before any live EVENT.
+    def _make_replay(self, sub: Subscription, subscriber: Subscriber, recovery: Recovery) -> Replay | None:
+        """The replay a SUBSCRIBE asked for (None: nothing to replay), and the gap decided now.
 
-        ``_since`` (wins over ``get_retained``): the held messages after it that match the
-        filter, in order; if the ring does not reach back to it, the id is from another
-        process (``_epoch``), or the endpoint has no history, everything held that matches,
-        and the first EVENT this subscriber gets for the SUBSCRIBE (replayed or live) says
-        so in ``_gap``.  ``get_retained``: the newest held message that matches, if any.
+        ``_since`` (wins over ``get_retained``): the held messages after it that match, found
+        by binary search; if the ring does not reach back to it, or the id is from another
+        process (``_epoch``: then everything held is sent), the first EVENT says so in
+        ``_gap``; an id above any this address handed out cannot be told: a ``history`` gap,
+        nothing replayed; no history: a ``no_history`` gap on the first live EVENT.
+        ``get_retained``: the newest held message that matches, scanned for backwards.
         """
-        recovery = sub.recoveries.pop(subscriber, None)
-        if recovery is None:
-            return
         ring = sub.history
-        held: list[HeldMessage] = []
-        reason = None
-        if recovery.since is not None:
+        last = self._last_ids.get(sub.endpoint.address, 0)
+        since = recovery.since
+        if since is not None:
             if ring is None:
-                reason = "no_history"
-            elif recovery.epoch is not None and recovery.epoch != self.epoch:
-                reason = "epoch"
-                held = list(ring.since(0, sub.filter))
+                sub.gaps[subscriber] = self._gap(since, "no_history")
+                return None
+            gap = None
+            if recovery.epoch is not None and recovery.epoch != self.epoch:
+                gap, position = self._gap(since, "epoch"), ring.start
+            elif since > last:
+                gap, position = self._gap(since, "history"), ring.end
             else:
-                held = list(ring.since(recovery.since, sub.filter))
-                if not ring.covers(recovery.since):
-                    reason = "history"
-        elif recovery.retained and ring is not None:
-            newest = ring.newest(sub.filter)
-            held = [newest] if newest is not None else []
-        gap = None
-        if reason is not None:
-            self._metrics.history_gaps.labels(reason).inc()
-            gap = {"since": recovery.since, "reason": reason}
-        retained = recovery.since is None
-        replayed = size = 0
-        for message in held:
-            try:
-                args = decode_frames(message.frames, sub.endpoint.codec)
-            except CodecError as e:
-                self._metrics.dropped.labels("event_codec").inc()
-                log.warn("replayed event from {endpoint} dropped: {error}", endpoint=sub.endpoint.name, error=str(e))
-                continue
-            details: dict[str, Any] = {"_epoch": self.epoch}
-            if gap is not None:
-                details["_gap"] = {**gap, "first": message.publication}
-            sent = subscriber.send_event(HistoryEvent(sub.id, message.publication, args, details, retained), {})
-            if sent:
-                gap = None
-                replayed += 1
-                size += sent
-        if replayed:
-            self._metrics.history_replayed.inc(replayed)
-            self._metrics.events_out.inc(replayed)
-            self._metrics.bytes_out.inc(size)
-        if gap is not None:
-            sub.gaps[subscriber] = gap
+                position = ring.position_after(since)
+                if not ring.covers(since):
+                    gap = self._gap(since, "history")
+            return Replay(
+                self.replayer,
+                sub,
+                subscriber,
+                ring,
+                self._caught_up,
+                position=position,
+                last_id=since,
+                gap=gap,
+                key=session_peer(subscriber),
+            )
+        if recovery.retained and ring is not None:
+            return Replay(
+                self.replayer,
+                sub,
+                subscriber,
+                ring,
+                self._caught_up,
+                position=ring.end,
+                last_id=last,
+                retained=True,
+                key=session_peer(subscriber),
+            )
+        return None
+
+    def _gap(self, since: int, reason: str) -> dict:
+        self._metrics.history_gaps.labels(reason).inc()
+        return {"since": since, "reason": reason}
+
+    def _caught_up(self, replay: Replay) -> None:
+        """A replay reached the ring's end (or stopped short): its subscriber joins the live fan-out now."""
+        sub, subscriber = replay.sub, replay.subscriber
+        if sub.replays.get(subscriber) is not replay:
+            return  # unsubscribed meanwhile
+        del sub.replays[subscriber]
+        sub.subscribers.add(subscriber)
+        if replay.gap is not None:
+            sub.gaps[subscriber] = replay.gap
 
     def _send_gaps(self, sub: Subscription, publication: int, args: list) -> set:
-        """Send this live message to the subscribers owed a ``_gap``; the others, to send it to as usual."""
+        """Send this live message to the subscribers owed a ``_gap``; the others, to send it to as usual.
+
+        Only if it fits in the client's outgoing buffer: a gap owed because the buffer was full
+        must not be dropped by the slow-consumer policy.  Otherwise this message is skipped for
+        that subscriber (within the gap it is still owed, counted as a slow-consumer drop).
+        """
         details: dict[str, Any] = {} if sub.history is None else {"_epoch": self.epoch}
         owed = list(sub.gaps.items())
         for subscriber, gap in owed:
-            event = HistoryEvent(sub.id, publication, args, {**details, "_gap": {**gap, "first": publication}})
-            sent = subscriber.send_event(event, {})
-            if sent:
+            gapped = {**details, "_gap": {**gap, "first": publication}}
+            sent = subscriber.send_replayed(sub.id, publication, args, gapped)
+            if sent is None:
+                self._metrics.dropped.labels("slow_consumer").inc()
+            elif sent:
                 del sub.gaps[subscriber]
                 self._metrics.events_out.inc()
                 self._metrics.bytes_out.inc(sent)
         return sub.subscribers.difference(subscriber for subscriber, _ in owed)
 
     def close(self) -> None:
+        for sub in self._by_id.values():
+            for replay in list(sub.replays.values()):
+                replay.stop()
+        self.replayer.stop()
         for address in list(self._connections):
             self._close_connection(address)
         self._by_id.clear()

@@ -1,7 +1,7 @@
 """Limits that keep one client from using up the bridge (docs/reliability.md).
 
 * Per session (checked by :class:`zmqwamp.session.WampSession`): calls in
-  flight, subscriptions, calls per second.  Exceeding one gets ERROR
+  flight, subscriptions, calls per second, SUBSCRIBEs per second.  Exceeding one gets ERROR
   ``zmqwamp.error.limit_exceeded`` whose message names the limit; the session
   carries on.
 * Per connection (:class:`ConnectionGuardFactory`, around the HTTP site, at
@@ -73,6 +73,7 @@ class SessionLimits:
     max_calls_in_flight: int
     max_subscriptions: int
     max_calls_per_second: float
+    max_subscribes_per_second: float = 20.0  # after a burst of max_subscriptions plus as many
 
 
 class TokenBucket:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-# (endpoint name, messages held, bytes held) of each history alias, read at scrape time
+# (endpoint name, messages held, bytes accounted) of each history alias, read at scrape time
 HistorySource = Callable[[], Iterable[tuple[str, int, int]]]
 
 
@@ -66,8 +66,23 @@ class BridgeMetrics:
         )
         self.history_gaps = Counter(
             "zmqwamp_history_gaps_total",
-            "Resubscriptions (_since) told of a gap, by reason (history, epoch, no_history)",
+            "Replays (_since, get_retained) told of a gap, by reason (history, epoch, no_history, slow_consumer)",
             ["reason"],
+            registry=r,
+        )
+        self.history_scanned = Counter(
+            "zmqwamp_history_scanned_total",
+            "Held messages looked at by replays (matching or not)",
+            registry=r,
+        )
+        self.history_replay_throttled = Counter(
+            "zmqwamp_history_replay_throttled_total",
+            "Times a replay waited because its client address was over max_replay_per_second",
+            registry=r,
+        )
+        self.history_replays = Gauge(
+            "zmqwamp_history_replays_running",
+            "Replays started and not caught up yet (their subscribers join live delivery when they are)",
             registry=r,
         )
         self.history_too_large = Counter(
@@ -112,7 +127,11 @@ class _HistoryCollector(Collector):
         messages = GaugeMetricFamily(
             "zmqwamp_history_messages", "Messages held in an alias's history", labels=["endpoint"]
         )
-        held = GaugeMetricFamily("zmqwamp_history_bytes", "Frame bytes held in an alias's history", labels=["endpoint"])
+        held = GaugeMetricFamily(
+            "zmqwamp_history_bytes",
+            "Memory held in an alias's history: frames plus per-message and per-frame overhead (history_bytes)",
+            labels=["endpoint"],
+        )
         for name, count, size in self._source():
             messages.add_metric([name], count)
             held.add_metric([name], size)

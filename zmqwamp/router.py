@@ -6,7 +6,9 @@ No network here: sessions call :meth:`Router.call` and
 :class:`RequestForwarder` or the :class:`SubscriptionHub`.  Failures are
 :class:`ApplicationError` with a WAMP error URI, ready to be sent as an ERROR.
 On a reload, :meth:`Router.recheck_subscriptions` asks the hook again about
-every open subscription.  Logging in is :mod:`zmqwamp.login`'s.
+every open subscription, and a SUBSCRIBE still in flight (its hook or its host
+name not answered yet) is asked again before SUBSCRIBED.  Logging in is
+:mod:`zmqwamp.login`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.codec import CodecError, decode_frames, encode_args
 from zmqwamp.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.forwarder import BackendUnavailable, CallTimedOut, RequestForwarder
-from zmqwamp.hub import MAX_ID, Recovery, Subscription, SubscriptionHub
+from zmqwamp.hub import MAX_ID, Recovery, Subscribed, SubscriptionHub
 from zmqwamp.limits import LIMIT_EXCEEDED, LimitExceeded
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.registry import SessionRegistry
@@ -76,6 +78,9 @@ class Router:
         self._call_counters: dict = {}  # (endpoint name, outcome) -> counter, for labelled endpoints only
         self._other_counters: dict = {}  # outcome -> counter of OTHER_ENDPOINTS
         self._endpoint_labels: set[str] = set()
+        # Bumped by each reload (recheck_subscriptions): a SUBSCRIBE authorized under an older one is
+        # asked again before SUBSCRIBED (issue 21 item 9).
+        self.policy_generation = 0
 
     # -- sessions ---------------------------------------------------------
 
@@ -92,23 +97,27 @@ class Router:
         counts as a denial.  An alias that is gone (or now names something else)
         is denied too.  Fires with the number of subscriptions revoked.
         """
-        checks = [self._recheck(session, sub) for sub in self.hub.subscriptions() for session in list(sub.subscribers)]
+        self.policy_generation += 1
+        checks = [self._recheck(session, sub) for sub in self.hub.subscriptions() for session in sub.members()]
         return gatherResults(checks, consumeErrors=True).addCallback(sum)
 
     def _recheck(self, session, sub) -> Deferred:
-        endpoint = sub.endpoint
-        if endpoint.alias is not None and self.resolver.aliases.get(endpoint.alias) != endpoint:
-            allowed = succeed(False)
-        else:
-            allowed = maybeDeferred(self.authorize, session, "subscribe", endpoint, {"filter": sub.filter})
-        return allowed.addErrback(self._recheck_failed, session, sub).addCallback(self._rechecked, session, sub)
+        return self._allowed_now(session, sub.endpoint, sub.filter, sub.id).addCallback(self._rechecked, session, sub)
 
-    def _recheck_failed(self, failure: Failure, session, sub) -> bool:
+    def _allowed_now(self, session, endpoint: Endpoint, filter_: bytes, subscription_id: int) -> Deferred:
+        """Under the rules now in force: may ``session`` hold this subscription?  A failing hook says no."""
+        if endpoint.alias is not None and self.resolver.aliases.get(endpoint.alias) != endpoint:
+            allowed = succeed(False)  # the alias is gone, or names something else now
+        else:
+            allowed = maybeDeferred(self.authorize, session, "subscribe", endpoint, {"filter": filter_})
+        return allowed.addErrback(self._recheck_failed, session, endpoint, subscription_id)
+
+    def _recheck_failed(self, failure: Failure, session, endpoint: Endpoint, subscription_id: int) -> bool:
         log.failure(
             "re-checking subscription {id} to {endpoint} of {authid}: the hook failed, so it is revoked",
             failure,
-            id=sub.id,
-            endpoint=sub.endpoint.name[:200],
+            id=subscription_id,
+            endpoint=endpoint.name[:200],
             authid=session.authid,
         )
         return False
@@ -301,10 +310,11 @@ class Router:
         return ApplicationError(LIMIT_EXCEEDED, str(e))
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:
-        """SUBSCRIBE -> policy check -> the shared Subscription for (endpoint, filter)."""
+        """SUBSCRIBE -> policy check -> the shared subscription for (endpoint, filter), with its replay (Subscribed)."""
         return maybeDeferred(self._subscribe_checked, session, uri, options)
 
     def _subscribe_checked(self, session, uri: str, options: dict):
+        generation = self.policy_generation
         target = self._resolve(uri, "sub")
         filter_ = _subscription_filter(options, target.filter)
         recovery = subscription_recovery(options)
@@ -316,7 +326,7 @@ class Router:
                     f"the filter is {len(filter_)} bytes, at most {self.max_filter_length} are allowed",
                 ),
             )
-        return self._authorized(
+        result = self._authorized(
             session,
             "subscribe",
             target.endpoint,
@@ -327,10 +337,43 @@ class Router:
             filter_,
             recovery,
         )
+        if isinstance(result, Deferred):  # the hook, or the endpoint's host name, answers later
+            return result.addCallback(self._still_allowed, session, generation)
+        return self._still_allowed(result, session, generation)
+
+    def _still_allowed(self, subscribed: Subscribed, session, generation: int) -> Subscribed | Deferred:
+        """Before SUBSCRIBED: if a reload came since the SUBSCRIBE was authorized, ask again under the new rules.
+
+        recheck_subscriptions() at the reload cannot see a SUBSCRIBE whose hook or host name had not
+        answered yet; without this, it got SUBSCRIBED and EVENTs under rules that deny it.
+        """
+        if generation == self.policy_generation:
+            return subscribed
+        sub = subscribed.subscription
+        d = self._allowed_now(session, sub.endpoint, sub.filter, sub.id)
+        return d.addCallback(self._in_flight_rechecked, subscribed, session, self.policy_generation)
+
+    def _in_flight_rechecked(self, allowed, subscribed: Subscribed, session, generation: int):
+        if allowed is True:
+            return self._still_allowed(subscribed, session, generation)  # once more if another reload came
+        sub = subscribed.subscription
+        # it may be a SUBSCRIBE again to a subscription the session holds: that one goes too (revoked)
+        if not session.revoke_subscription(sub.id, ApplicationError.NOT_AUTHORIZED):
+            self.hub.unsubscribe(session, sub.id)  # stops its replay; closes the socket if it was the last
+        self.metrics.denied.labels("subscribe").inc()
+        self.client_log.emit(
+            session,
+            log.info,
+            "denied subscribe on {endpoint} for {authid} from {peer}: the rules changed while it was in flight",
+            endpoint=clip(sub.endpoint.name),
+            authid=clip(session.authid),
+            peer=session.peer,
+        )
+        raise ApplicationError(ApplicationError.NOT_AUTHORIZED, f"subscribe on {sub.endpoint.name!r} is not allowed")
 
     def _subscribe(
         self, session, endpoint: Endpoint, filter_: bytes, recovery: Recovery | None
-    ) -> Subscription | Deferred:
+    ) -> Subscribed | Deferred:
         if not session.is_open:
             raise CancelledError("session closed")
         try:
@@ -344,10 +387,6 @@ class Router:
         if isinstance(result, Deferred):  # the endpoint's host name is being resolved
             result.addErrback(_backend_unavailable)
         return result
-
-    def subscribed(self, session, sub: Subscription) -> None:
-        """``session`` was sent SUBSCRIBED: now the retained or missed messages it asked for, before live ones."""
-        self.hub.replay(session, sub)
 
     def unsubscribe(self, session, subscription_id: int) -> None:
         if not self.hub.unsubscribe(session, subscription_id):

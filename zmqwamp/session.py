@@ -25,8 +25,9 @@ Messages (subprotocols ``wamp.2.json``, ``wamp.2.msgpack``, ``wamp.2.cbor``; see
 * Anything else (bad serialization, unknown type, a message before ``HELLO``, a
   second ``HELLO``, a message a router never receives, a refused CBOR tag) ->
   ``ABORT`` ``wamp.error.protocol_violation`` and close; other sessions are unaffected.
-* Over a limit (calls in flight, calls per second, subscriptions) -> ``ERROR``
-  ``zmqwamp.error.limit_exceeded``.  Shutdown -> ``GOODBYE``
+* Over a limit (calls in flight, calls per second, subscriptions, SUBSCRIBEs per
+  second, a SUBSCRIBE with ``get_retained``/``_since`` again while that
+  subscription's replay still runs) -> ``ERROR`` ``zmqwamp.error.limit_exceeded``.  Shutdown -> ``GOODBYE``
   ``wamp.close.system_shutdown``, then close 1001 once the client's GOODBYE is
   in (or after :data:`GOODBYE_WAIT`).  See docs/reliability.md.
 
@@ -72,6 +73,9 @@ PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
 # Seconds to wait for the client's GOODBYE after ours, before closing anyway.
 GOODBYE_WAIT = 1.0
 
+# Bytes a WebSocket frame header adds to a server's message (unmasked: 2, 4 or 10).
+FRAME_HEADER = 10
+
 
 class Welcome(m.Welcome):
     """WELCOME, with the broker's custom feature ``_event_history`` (autobahn writes no ``_`` features)."""
@@ -102,6 +106,9 @@ class MessageChannel(Protocol):
 
     def send_prepared(self, prepared: Any, slow_consumer: str | None = None) -> None:
         """Send a prepared EVENT under its endpoint's slow-consumer policy (None: the bridge's default)."""
+
+    def outgoing_room(self) -> int:
+        """Bytes the outgoing buffer still takes before its slow-consumer policy would apply (0: closed)."""
 
     def close(self, code: int, reason: str | None) -> None:
         """Close the connection with this WebSocket close code."""
@@ -139,6 +146,7 @@ class WampSession:
         "peer",
         "limits",
         "_call_rate",
+        "_subscribe_rate",
         "_subscribing",
         "state",
         "session_id",
@@ -166,6 +174,17 @@ class WampSession:
         self.peer = peer
         self.limits = limits
         self._call_rate = TokenBucket(limits.max_calls_per_second, clock=clock) if limits else None
+        # a session may (re)make all the subscriptions it may hold at once (js-client after a reconnect), and a
+        # second's worth more
+        self._subscribe_rate = (
+            TokenBucket(
+                limits.max_subscribes_per_second,
+                burst=limits.max_subscriptions + limits.max_subscribes_per_second,
+                clock=clock,
+            )
+            if limits
+            else None
+        )
         self._subscribing = 0  # SUBSCRIBEs not answered yet
         self.state = "hello"  # -> "login" [-> "challenge" -> "login"] -> "open" -> "closed"
         self.session_id: int | None = None
@@ -353,6 +372,14 @@ class WampSession:
             )
 
     def _on_subscribe(self, raw, msg: m.Subscribe) -> None:
+        if self._subscribe_rate is not None and not self._subscribe_rate.take():
+            assert self.limits is not None
+            return self._limit_exceeded(
+                m.Subscribe.MESSAGE_TYPE,
+                msg.request,
+                "max_subscribes_per_second",
+                f"more than {self.limits.max_subscribes_per_second:g} SUBSCRIBEs per second",
+            )
         if self.limits is not None and len(self._subscriptions) + self._subscribing >= self.limits.max_subscriptions:
             return self._limit_exceeded(
                 m.Subscribe.MESSAGE_TYPE,
@@ -372,13 +399,16 @@ class WampSession:
         else:
             self._subscribed(request, result)
 
-    def _subscribed(self, request: int, sub) -> None:
+    def _subscribed(self, request: int, subscribed) -> None:
+        """SUBSCRIBED, then the replay its ``get_retained``/``_since`` asked for (in steps, before live EVENTs)."""
+        sub, replay = subscribed
         if self.state != "open":
             self.context.router.release(self, [sub.id])
             return
         self._subscriptions[sub.id] = sub.endpoint.slow_consumer
         self.send(m.Subscribed(request, sub.id))
-        self.context.router.subscribed(self, sub)
+        if replay is not None:
+            replay.start()
 
     def _limit_exceeded(self, request_type: int, request: int, limit: str, text: str) -> None:
         self.context.metrics.limit_exceeded.labels(limit).inc()
@@ -497,6 +527,35 @@ class WampSession:
             self.context.metrics.dropped.labels("event_too_large").inc()
             return 0
         self.channel.send_prepared(frame, self._subscriptions.get(event.subscription))
+        return size
+
+    def send_replayed(self, subscription: int, publication: int, args: list, details: dict) -> int | None:
+        """Send an EVENT (a replayed one, or one carrying a ``_gap``) if it fits in the outgoing buffer.
+
+        Its size; 0 if not sent (too large, closed); None if there is no room (the replay stops and
+        says so in ``_gap``, rather than leave it to the slow-consumer policy).  The EVENT is built
+        here, as a list (autobahn's Event and its marshal() cost more than the JSON encoding).
+        """
+        if self.state != "open":
+            return 0
+        payload = encode(self.serializer, [m.Event.MESSAGE_TYPE, subscription, publication, details, args])
+        size = len(payload)
+        if size + FRAME_HEADER > self.channel.outgoing_room():
+            return None
+        try:
+            frame = self.channel.prepare(payload, self.serializer.BINARY)
+        except MessageTooBig as e:
+            self.context.metrics.dropped.labels("event_too_large").inc()
+            self.context.client_log.emit(
+                self,
+                log.warn,
+                "event for subscription {subscription} to {peer} dropped: {text}",
+                subscription=subscription,
+                peer=self.peer,
+                text=str(e),
+            )
+            return 0
+        self.channel.send_prepared(frame, self._subscriptions.get(subscription))
         return size
 
     def _error(self, request_type: int, request: int, failure: Failure) -> None:

@@ -22,6 +22,7 @@ LIMIT_OPTIONS = [
     ("max-endpoints-per-peer", "zmq connections opened by the sessions of one peer address that may be open at once."),
     ("max-zmq-sockets", "zmq connections open in total (idle REQ connections are closed first to make room)."),
     ("max-calls-per-second", "CALLs per second per session (the same number may come in one burst)."),
+    ("max-subscribes-per-second", "SUBSCRIBEs per second per session, after a burst of max-subscriptions + as many."),
     ("max-sessions", "Connections (HTTP or WebSocket) in total (HTTP 503 beyond)."),
     ("max-sessions-per-peer", "Connections (HTTP or WebSocket) from one client address (HTTP 503 beyond)."),
     (
@@ -42,6 +43,11 @@ LIMIT_OPTIONS = [
     ("max-log-lines-per-second-total", "Log lines all clients together may cause per second."),
     ("max-history-bytes", "Bytes the aliases' histories may hold together (the sum of their history_bytes)."),
     ("reactor-lag-warning", "Seconds the reactor may be blocked (serving nobody) before a warning is logged."),
+    (
+        "max-replay-per-second",
+        "History replay work per client address per second, in replayed EVENTs (a held message looked at counts "
+        "1/100); as much again at once.",
+    ),
 ]
 
 

@@ -323,6 +323,11 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         write = partial(self._write_prepared, prepared)
         outgoing.send(write, len(prepared.payloadHybi), policy)  # type: ignore[union-attr]
 
+    def outgoing_room(self) -> int:
+        """Bytes the outgoing buffer takes before its slow-consumer policy applies: how far a replay may go."""
+        outgoing = self._outgoing
+        return 0 if outgoing is None or outgoing.closed else outgoing.limit - outgoing.queued_bytes
+
     _pong: bytes | None = None  # the latest ping's payload, while its pong waits in the outgoing buffer
 
     def sendPong(self, payload: bytes | None = None) -> None:
@@ -437,6 +442,7 @@ class WampServerFactory(WebSocketServerFactory):
             max_calls_in_flight=config.max_calls_in_flight,
             max_subscriptions=config.max_subscriptions,
             max_calls_per_second=config.max_calls_per_second,
+            max_subscribes_per_second=config.max_subscribes_per_second,
         )
         # held by the zmq readers around each batch (the zmq factory's: zmqwamp.zmqread.BridgeZmqFactory)
         self.write_batch = write_batch

@@ -47,6 +47,20 @@ function toArg(value) {
   return value;
 }
 
+// A SUBSCRIBE the bridge refused for now, not for good: another SUBSCRIBE of this session to the same
+// subscription is still being replayed (two sockets on one endpoint and filter resubscribing at once), or
+// the session's SUBSCRIBE rate.  Tried again after 0.1 s, 0.2 s, 0.4 s ... 3.2 s, ten times in all.
+const RETRIED_LIMITS = /^(replay_in_progress|max_subscribes_per_second):/;
+const SUBSCRIBE_RETRIES = 10;
+
+/**
+ * @param {ZmqError} e
+ * @returns {boolean}
+ */
+function retriedLater(e) {
+  return e.uri === "zmqwamp.error.limit_exceeded" && RETRIED_LIMITS.test(e.message);
+}
+
 /**
  * autobahn's unsubscribe throws synchronously when the session or subscription is gone.
  * @param {Session} session
@@ -260,6 +274,10 @@ export class SubSocket extends BaseSocket {
     this._epoch = null;
     /** What the current SUBSCRIBE asked for. @type {{since: number | null, retained: boolean, gapSeen: boolean}} */
     this._asked = { since: null, retained: false, gapSeen: false };
+    // The generation whose handler takes the EVENTs of `_subscription` (a resume may fall back to it).
+    this._liveGeneration = 0;
+    /** A gap to report with the next message taken (a resume that failed). @type {{since: number, reason: string} | null} */
+    this._owedGap = null;
     const link = this._link;
     if (link.state === "open" && link.session) this._sessionOpened(link.session);
     else if (link.state === "failed" && link.error) this._failed(link.error);
@@ -357,16 +375,35 @@ export class SubSocket extends BaseSocket {
     if (details.retained === true && !this._asked.retained) return;
     if (epoch !== null && epoch === this._epoch && this._lastId !== null && publication <= this._lastId) return;
     const gap = details._gap;
-    if (gap && typeof gap === "object" && !this._asked.gapSeen && this._asked.since !== null) {
+    if (gap && typeof gap === "object") {
       const { since, first, reason } = /** @type {Record<string, unknown>} */ (gap);
-      if (since === this._asked.since) {
+      if (reason === "slow_consumer" && this._link.session) {
+        // The bridge stopped a replay to this session at a full outgoing buffer: what follows is live, and
+        // what lies between `since` and this message was not sent.  Resume from the last message taken.
+        if (this._lastId === null && typeof since === "number") {
+          this._lastId = since;
+          this._epoch = epoch;
+        }
+        this._resume(this._link.session);
+        return;
+      }
+      // A gap is this socket's if it answers the _since it sent (once), or follows the last message it took
+      // (a replay that the ring's eviction overtook); another socket's SUBSCRIBE on the same id is not.
+      const answersMine = !this._asked.gapSeen && this._asked.since !== null && since === this._asked.since;
+      if (answersMine || (this._lastId !== null && since === this._lastId)) {
         this._asked.gapSeen = true;
+        this._owedGap = null;
         this._listeners.emit("gap", {
           since: /** @type {number} */ (since),
           first: typeof first === "number" ? first : publication,
           reason: String(reason),
         });
       }
+    }
+    if (this._owedGap) {
+      const owed = this._owedGap;
+      this._owedGap = null;
+      this._listeners.emit("gap", { since: owed.since, first: publication, reason: owed.reason });
     }
     this._lastId = publication;
     this._epoch = epoch;
@@ -382,11 +419,33 @@ export class SubSocket extends BaseSocket {
   /** @param {Session} session */
   _sessionOpened(session) {
     if (this.closed) return;
-    const generation = ++this._generation;
     this._subscription = null;
+    this._owedGap = null;
     this._error = null;
-    // One handler per session: a new session means a new autobahn Session object, so a
-    // resubscription can never stack a second handler on the old one.
+    this._subscribe(session, 0);
+  }
+
+  /**
+   * SUBSCRIBE again in the same session, from the last message taken (after a "slow_consumer" gap): the
+   * current handler ignores everything from now on (the replay sends it again, in order), and is given
+   * back once the new SUBSCRIBE is answered; if that fails for good, it takes messages again and the
+   * socket emits "gap" before the next one.
+   * @param {Session} session
+   */
+  _resume(session) {
+    if (this.closed) return;
+    this._subscribe(session, 0);
+  }
+
+  /**
+   * One SUBSCRIBE with a handler of its own generation (a new session means a new autobahn Session
+   * object, so a resubscription can never stack a second handler on the old one).
+   * @param {Session} session
+   * @param {number} attempt  how many times the bridge said "later" (RETRIED_LIMITS)
+   */
+  _subscribe(session, attempt) {
+    const generation = ++this._generation;
+    const previous = this._subscription; // a resume: the subscription whose handler is set aside
     /** @type {(args: unknown[], event: EventInfo) => void} */
     const handler = (args, event) => {
       if (this.closed || generation !== this._generation) return;
@@ -406,12 +465,33 @@ export class SubSocket extends BaseSocket {
           if (this._link.session === session && session.isOpen) unsubscribeQuietly(session, subscription);
           return;
         }
+        // The new handler is on the subscription id now: dropping the old one sends no UNSUBSCRIBE.
+        if (previous && previous !== subscription && session.isOpen) unsubscribeQuietly(session, previous);
         this._subscription = subscription;
+        this._liveGeneration = generation;
         this._settleReady(null);
       },
       (err) => {
         if (generation !== this._generation || this.closed) return;
         const e = toZmqError(err);
+        if (retriedLater(e) && attempt < SUBSCRIBE_RETRIES) {
+          setTimeout(
+            () => {
+              if (generation === this._generation && !this.closed && this._link.session === session && session.isOpen) {
+                this._subscribe(session, attempt + 1);
+              }
+            },
+            100 * 2 ** Math.min(attempt, 5),
+          );
+          return;
+        }
+        if (previous && this._subscription === previous) {
+          // A resume that failed: back to the live messages of the subscription held, and say what was missed.
+          this._generation = this._liveGeneration;
+          if (this._lastId !== null) this._owedGap = { since: this._lastId, reason: "slow_consumer" };
+          this._reportError(e);
+          return;
+        }
         this._error = e;
         this._settleReady(e);
         this._reportError(e);

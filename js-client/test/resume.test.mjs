@@ -16,6 +16,7 @@ const SUBSCRIBED = 33;
 const UNSUBSCRIBE = 34;
 const UNSUBSCRIBED = 35;
 const EVENT = 36;
+const ERROR = 8;
 
 /**
  * A WAMP peer behind a WebSocket class: answers HELLO, SUBSCRIBE, UNSUBSCRIBE and GOODBYE, records
@@ -26,6 +27,10 @@ class FakePeer {
   constructor() {
     /** @type {{session: number, topic: string, options: object, id: number}[]} */
     this.subscribes = [];
+    /** Answers for the next SUBSCRIBEs, in order: an ERROR [uri, message] instead of SUBSCRIBED (null: SUBSCRIBED). */
+    this.refusals = [];
+    /** UNSUBSCRIBE requests received. */
+    this.unsubscribes = [];
     this.sessions = 0;
     this.ws = null;
     const peer = this;
@@ -50,8 +55,11 @@ class FakePeer {
           if (!this.subIds.has(key)) this.subIds.set(key, 1000 * this.session + this.subIds.size);
           const id = this.subIds.get(key);
           peer.subscribes.push({ session: this.session, topic, options, id });
-          this.deliver([SUBSCRIBED, request, id]);
+          const refusal = peer.refusals.shift();
+          if (refusal) this.deliver([ERROR, SUBSCRIBE, request, {}, refusal[0], [refusal[1]]]);
+          else this.deliver([SUBSCRIBED, request, id]);
         } else if (msg[0] === UNSUBSCRIBE) {
+          peer.unsubscribes.push(msg[2]);
           this.deliver([UNSUBSCRIBED, msg[1]]);
         } else if (msg[0] === GOODBYE) {
           this.deliver([GOODBYE, {}, "wamp.close.goodbye_and_out"]);
@@ -261,5 +269,98 @@ test("a gap listener that throws goes to the context's error listeners; events a
   assert.throws(() => sub.on("message", () => {}), /unknown event "message" \(gap\)/);
   assert.throws(() => sub.on("gap", "not a function"), TypeError);
   assert.throws(() => ctx.Socket(zmq.SUB, "ticks", { lastValue: "yes" }), /lastValue must be true or false/);
+  await ctx.close();
+});
+
+// Issue 21: the bridge replays in steps, stops a replay at a full outgoing buffer ("slow_consumer" gap), and
+// refuses a SUBSCRIBE with _since/get_retained while the same session's replay for that subscription runs.
+
+test('a "slow_consumer" gap: the socket resumes from its last message, and its callback sees each message once, in order', async () => {
+  const peer = new FakePeer();
+  const ctx = context(peer);
+  const { sub, log } = await loggedSub(ctx, "ticks", { filter: "t" });
+  const id = peer.subscribes[0].id;
+  peer.event(id, 1, { _epoch: E }, ["t 1"]);
+  peer.event(id, 2, { _epoch: E }, ["t 2"]);
+  // the replay stopped after 2; 3 and 4 were not sent; 5 is live, then 6 before the bridge sees the resume
+  peer.event(id, 5, { _epoch: E, _gap: { since: 2, first: 5, reason: "slow_consumer" } }, ["t 5"]);
+  peer.event(id, 6, { _epoch: E }, ["t 6"]);
+  assert.deepEqual(log, ["t 1", "t 2"], "nothing taken after the gap: it is replayed");
+  await waitUntil(() => peer.subscribes.length === 2, 2000, "the resuming SUBSCRIBE");
+  assert.deepEqual(peer.subscribes[1].options, { filter: "t", _since: 2, _epoch: E });
+  await waitUntil(() => sub._subscription && sub._liveGeneration === sub._generation, 2000, "SUBSCRIBED");
+  for (const n of [3, 4, 5, 6, 7]) peer.event(id, n, { _epoch: E }, [`t ${n}`]);
+  assert.deepEqual(log, ["t 1", "t 2", "t 3", "t 4", "t 5", "t 6", "t 7"]);
+  assert.deepEqual(peer.unsubscribes, [], "the old handler was given back without an UNSUBSCRIBE");
+  await ctx.close();
+});
+
+test("a SUBSCRIBE refused while the session's replay runs (two sockets resuming at once) is tried again", async () => {
+  const peer = new FakePeer();
+  const ctx = context(peer);
+  const a = await loggedSub(ctx, "ticks");
+  const b = await loggedSub(ctx, "ticks");
+  const id = peer.subscribes[0].id;
+  peer.event(id, 1, { _epoch: E }, ["m1"]);
+  // after the reconnect: the first SUBSCRIBE is answered, the second refused while the first one's replay runs
+  peer.refusals = [
+    null,
+    ["zmqwamp.error.limit_exceeded", "replay_in_progress: this session's replay is still running"],
+  ];
+  const errors = [];
+  ctx.on("error", (e) => errors.push(e));
+  peer.drop();
+  await waitUntil(() => peer.subscribes.length === 5, 3000, "the refused SUBSCRIBE tried again");
+  await Promise.all([a.sub.ready(), b.sub.ready()]);
+  assert.deepEqual(
+    peer.subscribes.slice(2).map((s) => s.options),
+    [
+      { _since: 1, _epoch: E },
+      { _since: 1, _epoch: E },
+      { _since: 1, _epoch: E },
+    ],
+  );
+  const id2 = peer.subscribes[4].id;
+  peer.event(id2, 2, { _epoch: E }, ["m2"]);
+  assert.deepEqual(
+    [a.log, b.log],
+    [
+      ["m1", "m2"],
+      ["m1", "m2"],
+    ],
+  );
+  assert.deepEqual(errors, []);
+  await ctx.close();
+});
+
+test('a resume the bridge refuses for good: back to live messages, and "gap" before the next one', async () => {
+  const peer = new FakePeer();
+  const ctx = context(peer);
+  const errors = [];
+  ctx.on("error", (e) => errors.push(e));
+  const { log } = await loggedSub(ctx, "ticks");
+  const id = peer.subscribes[0].id;
+  peer.event(id, 1, { _epoch: E }, ["m1"]);
+  peer.refusals.push(["wamp.error.not_authorized", "no longer allowed"]);
+  peer.event(id, 4, { _epoch: E, _gap: { since: 1, first: 4, reason: "slow_consumer" } }, ["m4"]);
+  await waitUntil(() => errors.length === 1, 2000, "the refusal reported");
+  peer.event(id, 5, { _epoch: E }, ["m5"]);
+  assert.deepEqual(log, ["m1", ["gap", { since: 1, first: 5, reason: "slow_consumer" }], "m5"]);
+  assert.equal(errors[0].uri, "wamp.error.not_authorized");
+  await ctx.close();
+});
+
+test("a gap in the middle of a replay (since: the last message taken) is emitted too", async () => {
+  const peer = new FakePeer();
+  const ctx = context(peer);
+  const { sub, log } = await loggedSub(ctx, "ticks");
+  peer.event(peer.subscribes[0].id, 1, { _epoch: E }, ["m1"]);
+  peer.drop();
+  await waitUntil(() => peer.subscribes.length === 2, 2000, "the resubscription");
+  await sub.ready();
+  const id = peer.subscribes[1].id;
+  peer.event(id, 2, { _epoch: E }, ["m2"]);
+  peer.event(id, 9, { _epoch: E, _gap: { since: 2, first: 9, reason: "history" } }, ["m9"]); // the ring evicted 3-8
+  assert.deepEqual(log, ["m1", "m2", ["gap", { since: 2, first: 9, reason: "history" }], "m9"]);
   await ctx.close();
 });

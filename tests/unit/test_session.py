@@ -121,9 +121,9 @@ def test_aliases_of_one_address_are_subscriptions_of_their_own(world):
     """Same address and filter through endpoints with different codecs: two ids, each decoded its way, one SUB socket."""
     as_text, as_bytes, also_text = EventRecorder(), EventRecorder(), EventRecorder()
     text = Endpoint(PUB, kind="sub", codec="text", alias="prices")
-    a = world.hub.subscribe(as_text, text, b"")
-    b = world.hub.subscribe(as_bytes, Endpoint(PUB, kind="sub", codec="binary", alias="raw-prices"), b"")
-    c = world.hub.subscribe(also_text, text, b"")
+    a, _ = world.hub.subscribe(as_text, text, b"")
+    b, _ = world.hub.subscribe(as_bytes, Endpoint(PUB, kind="sub", codec="binary", alias="raw-prices"), b"")
+    c, _ = world.hub.subscribe(also_text, text, b"")
     assert a.id != b.id and a is c and world.hub.addresses == [PUB]
     world.hub._message(PUB, [b"hugo 1"])
     assert as_text.args == also_text.args == [["hugo 1"]] and as_bytes.args == [[b"hugo 1"]]
@@ -200,7 +200,7 @@ def test_distinct_filters_per_address_are_capped_across_subscribers(world):
 
     world.hub.max_filters = 2
     a, b = EventRecorder(), EventRecorder()
-    first = world.hub.subscribe(a, Endpoint(PUB), b"one")
+    first, _ = world.hub.subscribe(a, Endpoint(PUB), b"one")
     world.hub.subscribe(a, Endpoint(PUB), b"two")
     with pytest.raises(LimitExceeded, match="max_filters_per_endpoint"):
         world.hub.subscribe(b, Endpoint(PUB), b"three")
