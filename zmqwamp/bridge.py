@@ -254,6 +254,7 @@ class Bridge:
             call_timeout=config.call_timeout,
             max_call_timeout=config.max_call_timeout,
             max_filter_length=config.max_filter_length,
+            max_call_arguments=config.max_call_arguments,
             client_log=client_log,
         )
         # the aliases' histories, and their keep_open connections once the reactor runs (after any fork)

@@ -70,6 +70,8 @@ class BridgeConfig:
     max_zmq_sockets: int = 512  # zmq connections in total
     max_calls_per_second: float = 500.0
     max_subscribes_per_second: float = 20.0  # per session, after a burst of max_subscriptions plus as many
+    max_messages_per_second: float = 1000.0  # every WAMP message of a session (then ABORT), after a 2 s burst
+    max_call_arguments: int = 256  # positional arguments of a CALL: each is a ZeroMQ frame
     max_sessions: int = 1000
     max_sessions_per_peer: int = 200
     handshake_timeout: float = 10.0
@@ -283,6 +285,8 @@ def validate(config: BridgeConfig, source: str = "options") -> None:
         "max_calls_in_flight",
         "max_subscriptions",
         "max_calls_per_second",
+        "max_messages_per_second",
+        "max_call_arguments",
         "max_subscribes_per_second",
         "max_replay_per_second",
         "max_sessions",

@@ -74,6 +74,7 @@ class SessionLimits:
     max_subscriptions: int
     max_calls_per_second: float
     max_subscribes_per_second: float = 20.0  # after a burst of max_subscriptions plus as many
+    max_messages_per_second: float = 1000.0  # every WAMP message, after a burst of two seconds' worth
 
 
 class TokenBucket:

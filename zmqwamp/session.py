@@ -147,6 +147,7 @@ class WampSession:
         "limits",
         "_call_rate",
         "_subscribe_rate",
+        "_message_rate",
         "_subscribing",
         "state",
         "session_id",
@@ -185,6 +186,13 @@ class WampSession:
             if limits
             else None
         )
+        # every message, whatever its kind: 60,000 UNSUBSCRIBEs of unknown ids (1.4 MiB) cost 2.2 s of CPU, each
+        # answered with its own ERROR; the per-kind limits answer first, this one ends a session that floods
+        self._message_rate = (
+            TokenBucket(limits.max_messages_per_second, burst=2 * limits.max_messages_per_second, clock=clock)
+            if limits
+            else None
+        )
         self._subscribing = 0  # SUBSCRIBEs not answered yet
         self.state = "hello"  # -> "login" [-> "challenge" -> "login"] -> "open" -> "closed"
         self.session_id: int | None = None
@@ -220,6 +228,9 @@ class WampSession:
                 self, log.info, "message from {peer} after session end ignored", peer=self.peer
             )
             return
+        if self._message_rate is not None and not self._message_rate.take():
+            self._flooded()
+            return
         try:
             for raw, msg in decode(self.serializer, payload, is_binary):
                 self._dispatch(raw, msg)
@@ -227,6 +238,20 @@ class WampSession:
                     return
         except WampProtocolViolation as e:
             self.protocol_violation(str(e))
+
+    def _flooded(self) -> None:
+        """More messages than ``max_messages_per_second`` (after its burst): ABORT and close, before decoding."""
+        assert self.limits is not None  # the bucket exists only with limits
+        rate = self.limits.max_messages_per_second
+        self.context.metrics.limit_exceeded.labels("max_messages_per_second").inc()
+        self.context.client_log.emit(
+            self,
+            log.info,
+            "session from {peer} ended: more than {rate:g} messages per second",
+            peer=self.peer,
+            rate=rate,
+        )
+        self.abort(LIMIT_EXCEEDED, f"max_messages_per_second: more than {rate:g} messages per second")
 
     def _dispatch(self, raw: list, msg: m.Message) -> None:
         handler = getattr(self, f"_on_{type(msg).__name__.lower()}", None)

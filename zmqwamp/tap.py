@@ -23,6 +23,8 @@ LIMIT_OPTIONS = [
     ("max-zmq-sockets", "zmq connections open in total (idle REQ connections are closed first to make room)."),
     ("max-calls-per-second", "CALLs per second per session (the same number may come in one burst)."),
     ("max-subscribes-per-second", "SUBSCRIBEs per second per session, after a burst of max-subscriptions + as many."),
+    ("max-messages-per-second", "WAMP messages of any kind per second per session, after a burst of twice as many."),
+    ("max-call-arguments", "Positional arguments of one CALL (each becomes a ZeroMQ frame)."),
     ("max-sessions", "Connections (HTTP or WebSocket) in total (HTTP 503 beyond)."),
     ("max-sessions-per-peer", "Connections (HTTP or WebSocket) from one client address (HTTP 503 beyond)."),
     (

@@ -443,6 +443,7 @@ class WampServerFactory(WebSocketServerFactory):
             max_subscriptions=config.max_subscriptions,
             max_calls_per_second=config.max_calls_per_second,
             max_subscribes_per_second=config.max_subscribes_per_second,
+            max_messages_per_second=config.max_messages_per_second,
         )
         # held by the zmq readers around each batch (the zmq factory's: zmqwamp.zmqread.BridgeZmqFactory)
         self.write_batch = write_batch

@@ -202,6 +202,41 @@ def test_subscriptions_limit(world):
     assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_subscriptions"}) == 1
 
 
+def test_messages_per_second_limit_ends_a_flooding_session(world):
+    """Past twice max_messages_per_second at once, the session gets ABORT limit_exceeded and is closed, whatever
+    the messages are (each unknown UNSUBSCRIBE had its own ERROR, and cost its decoding, without end)."""
+    session, transport, clock = limited_session(world, max_messages_per_second=5)
+    for request in range(1, 10):  # the burst: two seconds' worth, HELLO included
+        send(session, 34, request, 999)
+    assert [m[0] for m in received(transport)] == [8] * 9 and transport.closed is None
+    send(session, 34, 10, 999)
+    abort = received(transport)[-1]
+    assert abort[0] == 3 and abort[2] == LIMIT and abort[1]["message"].startswith("max_messages_per_second"), abort
+    assert transport.closed == 1000
+    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_messages_per_second"}) == 1
+
+
+def test_messages_per_second_limit_refills(world):
+    session, transport, clock = limited_session(world, max_messages_per_second=5)
+    for request in range(1, 10):  # the burst (HELLO was the first)
+        send(session, 34, request, 999)
+    clock.now += 1.0  # five more
+    for request in range(10, 15):
+        send(session, 34, request, 999)
+    assert transport.closed is None and [m[0] for m in received(transport)] == [8] * 14
+
+
+def test_call_arguments_limit(world):
+    """A CALL with more than max_call_arguments arguments (each a ZeroMQ frame) is refused before anything is sent."""
+    world.router.max_call_arguments = 3
+    session, transport, _ = limited_session(world)
+    send(session, 48, 1, {}, REP, ["a", "b", "c", "d"])
+    send(session, 48, 2, {}, REP, ["a", "b", "c"])
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 1, {}, LIMIT] and error[5][0].startswith("max_call_arguments: 4 arguments, at most 3")
+    assert [r[1] for r in world.forwarder.requests] == [[b"a", b"b", b"c"]]
+
+
 def test_limits_in_config_file(tmp_path):
     from zmqwamp.config import ConfigError, load_config
 
