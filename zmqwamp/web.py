@@ -28,14 +28,17 @@ from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.twisted import MetricsResource
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
+from zope.interface import provider
 
-from zmqwamp.clientlog import ClientLog, ErrorLog
+from zmqwamp.clientlog import CLIP, ClientLog, ErrorLog
 from zmqwamp.limits import SERVER, ConnectionGuard, refusal_response
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import is_local, peer_string
@@ -187,6 +190,29 @@ class BridgeRequest(Request):
         return super().finish()
 
 
+def _logged(value: bytes | str, limit: int = CLIP) -> str:
+    """A client-chosen value for the access log: at most ``limit`` bytes, escaped as twisted.web does (a Python
+    bytes literal's inside, double quotes escaped), ``…`` if it was cut."""
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else value
+    text = repr(raw[:limit])[2:-1].replace('"', '\\"')
+    return text + "…" if len(raw) > limit else text
+
+
+@provider(IAccessLogFormatter)
+def access_line(timestamp: str, request) -> str:
+    """twisted.web's combined log format, with what the client chose (path, Referer, User-Agent) clipped.
+
+    twisted.web quotes them whole: a 14 kB User-Agent was a 14 kB line per request.
+    """
+    client = request.getClientAddress()
+    ip = client.host if isinstance(client, (IPv4Address, IPv6Address)) else "-"
+    return (
+        f'"{ip}" - - {timestamp} "{_logged(request.method, 20)} {_logged(request.uri)} '
+        f'{_logged(request.clientproto, 20)}" {request.code} {request.sentLength or "-"} '
+        f'"{_logged(request.getHeader(b"referer") or b"-")}" "{_logged(request.getHeader(b"user-agent") or b"-")}"'
+    )
+
+
 class BridgeSite(Site):
     """The site of a port: :class:`BridgeRequest`s, the Host check, where refusals are counted and logged (through
     the client log: one line per refused request was a flood of its own) and errors logged."""
@@ -203,6 +229,7 @@ class BridgeSite(Site):
         client_log: ClientLog | None = None,
         **kwargs,
     ) -> None:
+        kwargs.setdefault("logFormatter", access_line)
         super().__init__(resource, **kwargs)  # kwargs: twisted.web's HTTPFactory options (reactor, timeout)
         self.hosts = hosts
         self.on_refused = on_refused
@@ -221,7 +248,21 @@ class BridgeSite(Site):
         (the shipped haproxy.cfg: each bridge, every second), which would be most of the log; a 503 is still logged."""
         if request.path == b"/healthz" and request.code == 200:
             return
+        if request.code >= 400 and self.client_log is not None and self._logFile is not None:
+            # a refusal or an error costs the client one short request: its line goes through the client log
+            # (per address and in total), as the refusal's own line does
+            line = self._logFormatter(self._logDateTime, request)
+            self.client_log.emit(
+                None, self._write_access, "{line}", line=line, peer=peer_string(request.getClientAddress())
+            )
+            return
         super().log(request)
+
+    def _write_access(self, format: str, line: str, peer: str, suppressed_lines: int | None = None) -> None:
+        if suppressed_lines:
+            line += f" ({suppressed_lines} earlier access log lines of this client not logged)"
+        if self._logFile is not None:
+            self._logFile.write(line + "\n")
 
     def logPrefix(self) -> str:
         return "Site"  # "Site starting on <port>", as before: tools read the port from that line

@@ -493,3 +493,23 @@ def test_a_websocket_allowed_hook_that_raises_is_a_500_logged_once_per_interval(
     assert len(errors) == 1 and errors[0]["log_failure"].check(KeyError)
     assert len(log_events) == 1, [formatEvent(e) for e in log_events]
     assert world.context.metrics.internal_errors.labels("websocket_allowed")._value.get() == 100
+
+
+def test_the_access_log_clips_what_the_client_chose():
+    """A 14 kB path, Referer and User-Agent make a short access log line (twisted.web quoted them whole)."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from zmqwamp.web import access_line
+
+    request = DummyRequest([b""])
+    request.method = b"GET"
+    request.uri = b"/" + b"u" * 14_000
+    request.clientproto = b"HTTP/1.1"
+    request.code = 404
+    request.sentLength = 10
+    request.requestHeaders.setRawHeaders(b"user-agent", [b'a"\n' * 5_000])
+    request.requestHeaders.setRawHeaders(b"referer", [b"r" * 14_000])
+    line = access_line("[08/Dec/2026:02:00:00 +0000]", request)
+    assert len(line) < 600, len(line)
+    assert "\n" not in line and '"GET /uuu' in line and "…" in line
+    assert 'a\\" a\\"' in line  # double quotes escaped, as twisted.web does
