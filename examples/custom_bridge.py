@@ -31,7 +31,7 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from zmqwamp import Bridge
-from zmqwamp.auth import Identity
+from zmqwamp.auth.cred import Identity
 
 
 class MyBridge(Bridge):

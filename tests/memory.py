@@ -1,6 +1,6 @@
 """In-memory doubles for unit tests: a bridge's session side without sockets or a real reactor.
 
-* :class:`FakeChannel`: a session's :class:`~zmqwamp.session.MessageChannel` that records what
+* :class:`FakeChannel`: a session's :class:`~zmqwamp.wamp.session.MessageChannel` that records what
   it is given (checked against the Protocol by mypy in ``make lint``, and by tests/unit/test_memory.py);
 * :class:`FakeForwarder`: records requests, the test fires their Deferreds;
 * :func:`make_world`: a :class:`World` (router, hub, logins, registry, metrics) on a
@@ -28,22 +28,24 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from zmqwamp.auth import build_portal
+from zmqwamp.auth.cred import build_portal
+from zmqwamp.auth.login import LoginService
+from zmqwamp.auth.policy import EndpointPolicy
+from zmqwamp.auth.throttle import LoginThrottle
 from zmqwamp.clientlog import ClientLog
-from zmqwamp.endpoints import EndpointResolver
-from zmqwamp.forwarder import RequestForwarder
-from zmqwamp.hub import SubscriptionHub
-from zmqwamp.limits import ConnectionGuardFactory, SessionLimits
-from zmqwamp.login import LoginService, LoginThrottle
-from zmqwamp.messages import ObjectSerializer
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import ClientAddresses
-from zmqwamp.policy import EndpointPolicy
-from zmqwamp.registry import SessionRegistry
-from zmqwamp.router import Router
-from zmqwamp.session import MessageChannel, SessionContext, WampSession
-from zmqwamp.web import BridgeSite, HealthResource, HostCheck, LocalOnly
-from zmqwamp.zmqread import BridgeZmqFactory
+from zmqwamp.transport.guard import ConnectionGuardFactory
+from zmqwamp.transport.site import BridgeSite, HealthResource, HostCheck, LocalOnly
+from zmqwamp.upstream.endpoints import EndpointResolver
+from zmqwamp.upstream.forwarder import RequestForwarder
+from zmqwamp.upstream.hub import SubscriptionHub
+from zmqwamp.upstream.reader import BridgeZmqFactory
+from zmqwamp.wamp.limits import SessionLimits
+from zmqwamp.wamp.messages import ObjectSerializer
+from zmqwamp.wamp.registry import SessionRegistry
+from zmqwamp.wamp.router import Router
+from zmqwamp.wamp.session import MessageChannel, SessionContext, WampSession
 
 REP = "tcp://127.0.0.1:9999"
 PUB = "tcp://127.0.0.1:9000"

@@ -1,36 +1,48 @@
 """zmqwamp: browser JavaScript (WAMP v2 over WebSocket) to plain ZeroMQ services.
 
-The data path, one module per step::
+The public surface: :class:`Bridge` (subclass it for the two hooks), :class:`BridgeConfig` (its options),
+:class:`Endpoint` (what ``zmq_allowed`` is asked about), :class:`IZmqAvatar` (a session's identity),
+``__version__``; :mod:`zmqwamp.testing` for testing hooks and checkers in memory.  The rest is the bridge's own,
+in five rooms (README, Layout), imports running one way::
 
-    TCP/HTTP  limits.ConnectionGuard (counts, deadlines), web (site, Host check), peers (the client's address)
-    frame     websocket.WampServerProtocol (+ frames: whole frames without autobahn's parser)
-    message   messages.decode (serializers, what a client may send) -> session.WampSession (the state machine)
-    policy    router.Router -> Bridge.zmq_allowed (policy.EndpointPolicy, the avatar's rules)   [login: login, auth]
-    zmq send  forwarder.RequestForwarder (CALL: shared DEALER) | hub.SubscriptionHub (SUBSCRIBE: shared SUB;
-              history.MessageHistory: an alias's last messages, replayed after SUBSCRIBED)
-    zmq recv  zmqread.BatchedRead (capped batches; holds the wire.WriteBatch) -> codec (frames -> arguments)
-    message   session.WampSession (RESULT, ERROR; EVENT serialized once per serializer)
-    frame     flow.OutgoingBuffer (slow consumers) -> wire.FrameWriter (straight to the socket, per batch)
-
-Public: :class:`Bridge` (and :class:`zmqwamp.config.BridgeConfig`, :class:`zmqwamp.endpoints.Endpoint`,
-:class:`zmqwamp.auth.IZmqAvatar` for its hooks); the rest is the bridge's own.
+    service    bridge, tap, config, lifecycle, workers, logs, healthcheck
+    transport  site, guard -> websocket, frames -> outgoing, writer
+    wamp       messages -> session -> router; registry, limits, errors
+    auth       cred, login, throttle, policy, users, jwtcheck
+    upstream   forwarder (CALL) | hub, replay, history (SUBSCRIBE); reader, codec, endpoints, resolver, budget
+    (leaves)   metrics, clientlog, peers, tokenbucket, internals
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:  # the one version is pyproject.toml's, as installed
     __version__ = version("zmqwamp")
 except PackageNotFoundError:  # imported from a checkout that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Bridge", "__version__"]
+if TYPE_CHECKING:
+    from zmqwamp.auth.cred import IZmqAvatar
+    from zmqwamp.service.bridge import Bridge
+    from zmqwamp.service.config import BridgeConfig
+    from zmqwamp.upstream.endpoints import Endpoint
+
+__all__ = ["Bridge", "BridgeConfig", "Endpoint", "IZmqAvatar", "__version__"]
+
+# where each public name lives: imported on first use, so that ``zmqwamp --version``, ``python -m
+# zmqwamp.healthcheck`` and the twistd plugin scan do not pay for Twisted, Autobahn and ZeroMQ
+_PUBLIC = {
+    "Bridge": "zmqwamp.service.bridge",
+    "BridgeConfig": "zmqwamp.service.config",
+    "Endpoint": "zmqwamp.upstream.endpoints",
+    "IZmqAvatar": "zmqwamp.auth.cred",
+}
 
 
 def __getattr__(name: str):
-    """``zmqwamp.Bridge`` is imported on first use: ``zmqwamp --version``, ``python -m zmqwamp.healthcheck``
-    and the twistd plugin scan do not pay for Twisted, Autobahn and ZeroMQ."""
-    if name == "Bridge":
-        from zmqwamp.bridge import Bridge
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zmqwamp' has no attribute {name!r}")
+    from importlib import import_module
 
-        return Bridge
-    raise AttributeError(f"module 'zmqwamp' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -40,9 +40,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 
-from zmqwamp.limits import TokenBucket
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import peer_host
+from zmqwamp.tokenbucket import TokenBucket
 
 log = Logger()
 

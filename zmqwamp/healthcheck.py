@@ -1,88 +1,11 @@
-"""``python -m zmqwamp.healthcheck CONFIG``: exit 0 if the bridge configured in CONFIG answers ``/healthz`` 200.
+"""``python -m zmqwamp.healthcheck CONFIG``: the public path of :mod:`zmqwamp.service.healthcheck`.
 
-For a container's HEALTHCHECK (examples/deploy/Dockerfile) and similar probes: the port comes from
-the configuration (its first ``metrics_listen`` endpoint, else its first ``listen`` one), so the
-check follows the config instead of hard-coding 8080.  It speaks to the endpoint as a client of
-that kind would: plain TCP, TLS (``ssl:``, certificate not checked: it is this host's own bridge),
-a unix socket, and for ``haproxy:`` listeners a PROXY protocol v2 LOCAL header first (what the
-proxy's own health checks send).  A wildcard interface is asked on loopback.  Exit 1 with one
-line on stderr otherwise: not listening, a 503 while the bridge drains, a bad config.
+(The Dockerfile's HEALTHCHECK, and any probe, run it.)
 """
 
-from __future__ import annotations
-
-import socket
-import ssl
 import sys
 
-# The parser serverFromString uses (private, but there since Twisted 10): "tcp:8080:interface=..." and
-# "tcp:port=8080" alike, with its escaping rules.
-from twisted.internet.endpoints import _parseServer
-
-from zmqwamp.config import ConfigError, load_config
-
-# PROXY protocol v2: signature, version 2 + LOCAL command, family UNSPEC, no addresses.
-PROXY_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
-
-
-def _connect(description: str, timeout: float) -> socket.socket:
-    proxy = description.startswith("haproxy:")
-    if proxy:
-        description = description[len("haproxy:") :]
-    kind, args, kwargs = _parseServer(description, None)
-    kind = kind.lower()
-    if kind == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(kwargs.get("address") or args[0])
-    elif kind in ("tcp", "tcp6", "ssl"):
-        interface = kwargs.get("interface", "")
-        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(interface, interface)
-        sock = socket.create_connection((host, int(kwargs.get("port") or args[0])), timeout=timeout)
-    else:
-        raise ValueError(f"cannot check a {kind}: endpoint")
-    if proxy:
-        sock.sendall(PROXY_V2_LOCAL)
-    if kind == "ssl":
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        sock = context.wrap_socket(sock)
-    return sock
-
-
-def check(config_path: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """(healthy, what was found)."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as e:
-        return False, str(e)
-    description = (config.metrics_listen or config.listen_endpoints)[0]
-    try:
-        with _connect(description, timeout) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            head = b""
-            while b"\r\n" not in head:
-                chunk = sock.recv(1024)
-                if not chunk:
-                    break
-                head += chunk
-    except (OSError, ValueError) as e:
-        return False, f"{description}: {e}"
-    status = head.split(b"\r\n", 1)[0].decode("latin-1")
-    return status.startswith("HTTP/1.1 200"), f"{description}: {status or 'no answer'}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m zmqwamp.healthcheck CONFIG.toml", file=sys.stderr)
-        return 2
-    healthy, what = check(argv[0])
-    if not healthy:
-        print(f"unhealthy: {what}", file=sys.stderr)
-    return 0 if healthy else 1
-
+from zmqwamp.service.healthcheck import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,8 @@
 """The one way zmqwamp checks another library's internals before it relies on them.
 
 Two fast paths read what Twisted and autobahn do not publish: the write path
-(:mod:`zmqwamp.wire`, a ``tcp.Connection``'s buffer state) and the frame reader
-(:mod:`zmqwamp.frames`, autobahn's parser state).  Each asks :func:`lacks` once
+(:mod:`zmqwamp.transport.writer`, a ``tcp.Connection``'s buffer state) and the frame reader
+(:mod:`zmqwamp.transport.frames`, autobahn's parser state).  Each asks :func:`lacks` once
 per connection; a release that renamed one of them gets the slower public path,
 and one warning per process says so.
 """

@@ -94,7 +94,7 @@ class Bridge:
 
     @staticmethod
     def healthy(listen: str) -> bool:
-        from zmqwamp.healthcheck import _connect
+        from zmqwamp.service.healthcheck import _connect
 
         try:
             with _connect(listen, 5) as sock:
@@ -118,7 +118,7 @@ class Bridge:
         """The sessions this bridge has open, as it says itself (/healthz details, asked as a local client).
 
         Not counted from its log lines: on a busy machine they were read late, and the spread came out (10, 0)."""
-        from zmqwamp.healthcheck import _connect
+        from zmqwamp.service.healthcheck import _connect
 
         listen = f"{self.listen_kind}:{self.port}:interface=127.0.0.1"
         with _connect(listen, 5) as sock:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from zmqwamp.config import load_config
-from zmqwamp.tap import Options
+from zmqwamp.service.config import load_config
+from zmqwamp.service.tap import Options
 
 from harness import BIN, ROOT
 

@@ -2,7 +2,7 @@
 
 Capped zmq reads on inproc sockets (a clock in memory); then a PUB floods a real bridge
 faster than it can fan out: a call still gets its reply and every subscriber its events
-in order. The write side in memory is in tests/unit/test_batching.py.
+in order. The write side in memory is in tests/unit/transport/test_writer.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
-from zmqwamp.wire import WriteBatch
-from zmqwamp.zmqread import BatchedRead, BridgeZmqFactory
+from zmqwamp.transport.writer import WriteBatch
+from zmqwamp.upstream.reader import BatchedRead, BridgeZmqFactory
 
 from harness import start_bridge, start_rep
 from minws import ABORT, EVENT, RESULT, WSClient

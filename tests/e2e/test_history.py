@@ -18,7 +18,7 @@ from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.serializer import JsonSerializer
 from autobahn.wamp.types import ComponentConfig, SubscribeOptions
 
-from zmqwamp.history import message_cost
+from zmqwamp.upstream.history import message_cost
 
 from harness import BIN, start_bridge, start_pub
 from probes import metric, metrics

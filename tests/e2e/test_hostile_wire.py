@@ -3,7 +3,7 @@ to end.
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw client (tests/minws.py), and is
 measured in the bridge's own CPU seconds (/proc/PID/stat), while /healthz or another session must be answered.
-The logic in memory: tests/unit/test_messages.py, test_hostile_wire.py, test_flow.py.
+The logic in memory: tests/unit/wamp/test_messages.py, test_hostile_wire.py, test_flow.py.
 """
 
 from __future__ import annotations

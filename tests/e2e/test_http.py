@@ -3,7 +3,7 @@
 Holes of issue 13 closed here: idle and half-sent requests holding connections
 forever (7), request bodies spooled to disk (8), DNS rebinding (11), Range
 amplification (16), operational details and versions for anyone (20).
-In memory: tests/unit/test_http.py.
+In memory: tests/unit/transport/test_site.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 An authid or a ticket/signature that JSON can carry but UTF-8 cannot (a lone surrogate, ``"\\ud800"``) is
 refused like any other bad credential: ABORT ``wamp.error.not_authorized``, one short log line (through the
-client log limits), no traceback.  The logic in memory: tests/unit/test_auth.py.
+client log limits), no traceback.  The logic in memory: tests/unit/auth/test_cred.py.
 """
 
 from __future__ import annotations

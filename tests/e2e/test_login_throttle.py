@@ -1,5 +1,5 @@
 """Login throttling (issue 13, item 9) end to end: a real ``twistd -n zmqwamp`` with a
-``memory:`` checker, logins over real WebSockets from 127.0.0.1. The logic: tests/unit/test_login_throttle.py.
+``memory:`` checker, logins over real WebSockets from 127.0.0.1. The logic: tests/unit/auth/test_throttle.py.
 """
 
 from __future__ import annotations

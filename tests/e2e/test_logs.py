@@ -1,5 +1,5 @@
 """``--log-format json``: one JSON object per line, from twistd's first line on, for bridges and the supervisor.
-The record of one event: tests/unit/test_logs.py."""
+The record of one event: tests/unit/service/test_logs.py."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_bridge_writes_one_json_object_per_line(services):
     got = records(proc.lines)
     messages = [r["message"] for r in got]
     assert any(m.startswith("twistd ") and "starting up" in m for m in messages), messages[:3]
-    opened = [r for r in got if r["namespace"] == "zmqwamp.session" and " open: " in r["message"]]
+    opened = [r for r in got if r["namespace"] == "zmqwamp.wamp.session" and " open: " in r["message"]]
     assert opened and opened[0]["authid"] == "anonymous" and opened[0]["level"] == "info"
     assert isinstance(opened[0]["peer"], str) and "127.0.0.1" in opened[0]["peer"]  # an address object, as text
     assert not any(k.startswith("log_") for r in got for k in r), "Twisted internals leaked into the records"
@@ -68,5 +68,5 @@ def test_supervisor_and_workers_write_json_too(services):
         assert proc.proc.wait(30) == 0
         proc.stop()
     got = records(proc.lines)
-    assert any(r["namespace"] == "zmqwamp.workers" and "workers share" in r["message"] for r in got)
+    assert any(r["namespace"] == "zmqwamp.service.workers" and "workers share" in r["message"] for r in got)
     assert any("twistd " in r["message"] and "starting up" in r["message"] for r in got)

@@ -1,6 +1,6 @@
 """Revocation (issue 13, item 17) against a real ``twistd -n zmqwamp`` with real pyzmq services and raw
 WebSocket and autobahn-python clients: SIGHUP revokes subscriptions, a JWT session ends at ``exp``, a token
-living too long is refused. The logic in memory: tests/unit/test_revocation.py.
+living too long is refused. The logic in memory: tests/unit/wamp/test_revocation.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jwt
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
-from zmqwamp.registry import SESSION_EXPIRED
+from zmqwamp.wamp.errors import SESSION_EXPIRED
 
 from harness import start_bridge, start_pub, start_rep
 from minws import EVENT, UNSUBSCRIBED, WSClient

@@ -1,5 +1,5 @@
 """The ``python -m zmqwamp.users`` CLI, run as a process: add, list, remove, errors.
-The file format and the checker: tests/unit/test_users.py."""
+The file format and the checker: tests/unit/auth/test_users.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 import subprocess
 import sys
 
-from zmqwamp.auth import derive_key
-from zmqwamp.users import read_users
+from zmqwamp.auth.cred import derive_key
+from zmqwamp.auth.users import read_users
 
 
 def cli(*args, password=None):

@@ -15,12 +15,7 @@ import stat
 import subprocess
 import sys
 
-from zmqwamp.users import (
-    HEADER,
-    UsersFileChecker,
-    make_record,
-    read_users_file,
-)
+from zmqwamp.auth.users import HEADER, UsersFileChecker, make_record, read_users_file
 
 from harness import start_bridge
 from memory import sync

@@ -6,14 +6,11 @@ import pytest
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from zmqwamp.limits import (
-    ConnectionCounter,
-    ConnectionGuardFactory,
-    LimitExceeded,
-    SessionLimits,
-    TokenBucket,
-    UpstreamBudget,
-)
+from zmqwamp.tokenbucket import TokenBucket
+from zmqwamp.transport.guard import ConnectionCounter, ConnectionGuardFactory
+from zmqwamp.upstream.budget import UpstreamBudget
+from zmqwamp.upstream.errors import LimitExceeded
+from zmqwamp.wamp.limits import SessionLimits
 
 from memory import PUB, REP, SiteWorld, new_session, received, send
 
@@ -238,7 +235,7 @@ def test_call_arguments_limit(world):
 
 
 def test_limits_in_config_file(tmp_path):
-    from zmqwamp.config import ConfigError, load_config
+    from zmqwamp.service.config import ConfigError, load_config
 
     path = tmp_path / "c.toml"
     path.write_text(
@@ -266,7 +263,7 @@ def test_limits_in_config_file(tmp_path):
 def test_limit_options_on_the_command_line():
     from twisted.python import usage
 
-    from zmqwamp.tap import Options
+    from zmqwamp.service.tap import Options
 
     o = Options()
     o.parseOptions(["--max-calls-in-flight", "4", "--slow-consumer", "close", "--ping-timeout", "2.5"])
@@ -282,7 +279,7 @@ def test_limit_options_on_the_command_line():
 def test_many_peers_are_needed_to_fill_the_zmq_sockets():
     """Issue 21 item 12: with 128 per peer, four addresses (or one IPv6 client's /64, keyed apart before) used up the
     512 zmq sockets. Now a peer may open what one session may, and 16 peers are needed."""
-    from zmqwamp.config import BridgeConfig
+    from zmqwamp.service.config import BridgeConfig
 
     config = BridgeConfig()
     assert config.max_endpoints_per_peer == config.max_endpoints_per_session

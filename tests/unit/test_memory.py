@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from zmqwamp.session import MessageChannel
+from zmqwamp.wamp.session import MessageChannel
 
 from memory import FakeChannel, joined, received, send
 

@@ -1,5 +1,5 @@
 # twistd scans this file at every start: import nothing heavy here.  The checkers
-# themselves (zmqwamp.users, zmqwamp.jwtcheck) are imported only when selected.
+# themselves (zmqwamp.users, zmqwamp.auth.jwtcheck) are imported only when selected.
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import ICheckerFactory
 from twisted.plugin import IPlugin
@@ -28,13 +28,13 @@ class _LazyCheckerFactory:
 
 zmqwampUsers = _LazyCheckerFactory(
     "zmqwamp-users",
-    "zmqwamp.users",
+    "zmqwamp.auth.users",
     "PATH of a users file (python -m zmqwamp.users add PATH AUTHID)",
     (IUsernamePassword, IUsernameHashedPassword),
 )
 jwt = _LazyCheckerFactory(
     "jwt",
-    "zmqwamp.jwtcheck",
+    "zmqwamp.auth.jwtcheck",
     "secret_file=PATH|secret_env=VAR|public_key_file=PATH,audience=AUD[,issuer=ISS][,algorithm=ALG]...",
     (IUsernamePassword,),
 )

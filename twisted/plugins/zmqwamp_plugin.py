@@ -3,7 +3,7 @@ from twisted.application.service import ServiceMaker
 
 zmqwamp = ServiceMaker(
     "zmqwamp",
-    "zmqwamp.tap",
+    "zmqwamp.service.tap",
     "WAMP v2 over WebSocket <-> ZeroMQ REQ/REP and PUB/SUB bridge",
     "zmqwamp",
 )

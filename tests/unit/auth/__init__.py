@@ -1,0 +1,1 @@
+"""Unit tests of zmqwamp.auth.cred, one module per module."""

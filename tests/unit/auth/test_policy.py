@@ -1,0 +1,336 @@
+"""Per-user rules, the Origin allowlist, and their configuration (TOML and twistd options)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.logger import formatEvent
+from twisted.python import usage
+
+from zmqwamp.auth.cred import SessionAvatar
+from zmqwamp.auth.policy import OriginPolicy, UserRule, delimiter_warnings, placeholder_delimiters, rules_allow
+from zmqwamp.service.bridge import Bridge
+from zmqwamp.service.config import ConfigError, parse_config
+from zmqwamp.service.tap import Options
+from zmqwamp.upstream.endpoints import Endpoint
+
+X = Endpoint("tcp://127.0.0.1:5555")
+Y = Endpoint("tcp://127.0.0.1:6666")
+PUB = Endpoint("tcp://127.0.0.1:9000")
+ECHO = Endpoint("tcp://10.0.0.1:7777", kind="req", alias="echo")
+
+RULES = """
+[[rules]]
+authid = "alice"
+endpoints = ["tcp://127.0.0.1:5555", "echo"]
+actions = ["call"]
+
+[[rules]]
+role = ["staff", "admin*"]
+endpoints = "tcp://127.0.0.1:*"
+
+[[rules]]
+endpoints = ["tcp://127.0.0.1:9000"]
+actions = ["subscribe"]
+filters = ["{authid}.*", "public.*"]
+"""
+
+
+@pytest.fixture
+def rules():
+    import tomllib
+
+    return parse_config(tomllib.loads(RULES), "t.toml").rules
+
+
+def avatar(authid, role="user", rules=(), endpoints=None):
+    return SessionAvatar(authid, role, "ticket", "test", rules, endpoints)
+
+
+def test_rules_parse(rules):
+    """[[rules]]: strings or lists; actions default to both; filters None unless given."""
+    assert rules[0] == UserRule(endpoints=("tcp://127.0.0.1:5555", "echo"), authids=("alice",), actions=("call",))
+    assert rules[1].roles == ("staff", "admin*") and rules[1].actions == ("call", "subscribe") and rules[1].filters is None
+    assert rules[2].authids == () and rules[2].filters == ("{authid}.*", "public.*")
+
+
+def test_alice_may_call_x_bob_may_not(rules):
+    """A rule per authid: alice calls X and the alias echo; bob (plain user) reaches neither."""
+    alice, bob = avatar("alice", rules=rules), avatar("bob", rules=rules)
+    assert alice.zmq_allowed("call", X, {}) and alice.zmq_allowed("call", ECHO, {})
+    assert not alice.zmq_allowed("call", Y, {})
+    assert not alice.zmq_allowed("subscribe", X, {"filter": b""})
+    assert not bob.zmq_allowed("call", X, {})
+
+
+def test_rule_by_role_glob(rules):
+    """A role rule with a glob: staff and admin-eu reach every 127.0.0.1 endpoint, for both actions."""
+    for role in ("staff", "admin-eu"):
+        a = avatar("carol", role, rules)
+        assert a.zmq_allowed("call", Y, {}) and a.zmq_allowed("subscribe", Y, {"filter": b"x"})
+    assert not avatar("carol", "staffer", rules).zmq_allowed("call", Y, {})
+
+
+def test_filter_must_start_with_own_authid(rules):
+    """filters = ["{authid}.*"]: bob subscribes to 'bob.' prefixes and public ones, not alice's nor everything."""
+    bob = avatar("bob", rules=rules)
+    assert bob.zmq_allowed("subscribe", PUB, {"filter": b"bob.inbox"})
+    assert bob.zmq_allowed("subscribe", PUB, {"filter": b"public.news"})
+    assert not bob.zmq_allowed("subscribe", PUB, {"filter": b"alice.inbox"})
+    assert not bob.zmq_allowed("subscribe", PUB, {"filter": b""})
+    assert not bob.zmq_allowed("subscribe", PUB, {"filter": b"bob"})  # 'bob' would also match 'bobby.*'
+
+
+def test_authid_with_glob_characters_does_not_widen_a_rule(rules):
+    """An authid like '*' or 'a[' is matched literally inside {authid}."""
+    star = avatar("*", rules=rules)
+    assert not star.zmq_allowed("subscribe", PUB, {"filter": b"alice.inbox"})
+    assert star.zmq_allowed("subscribe", PUB, {"filter": b"*.x"})
+    assert avatar("a[", rules=rules).zmq_allowed("subscribe", PUB, {"filter": b"a[.x"})
+
+
+def test_non_utf8_filter_only_matches_wildcards():
+    """A binary filter is compared as text with surrogate escapes: only '*' style patterns match it."""
+    rule = UserRule(endpoints=("*",), actions=("subscribe",), filters=("*",))
+    assert rules_allow([rule], "a", "user", "subscribe", PUB, b"\xff\x00")
+    rule = UserRule(endpoints=("*",), actions=("subscribe",), filters=("{authid}/*",))
+    assert not rules_allow([rule], "a", "user", "subscribe", PUB, b"\xff\x00")
+
+
+def test_no_rules_means_global_rules_only():
+    """Without [[rules]], the avatar allows whatever the global --allow allows."""
+    assert avatar("bob").zmq_allowed("call", X, {})
+
+
+def test_credential_endpoints_narrow_further(rules):
+    """Endpoint globs from the credential (a JWT claim) narrow: both they and the rules must allow."""
+    a = avatar("alice", rules=rules, endpoints=["tcp://127.0.0.1:5555"])
+    assert a.zmq_allowed("call", X, {})
+    assert not a.zmq_allowed("call", ECHO, {})  # a rule allows it, the claim does not
+    assert not avatar("bob", rules=(), endpoints=[]).zmq_allowed("call", X, {})
+
+
+def test_bridge_applies_global_allow_first(rules):
+    """Bridge.zmq_allowed: --allow first (deny by default), then the avatar's rules."""
+
+    class Session:
+        avatar = SessionAvatar("alice", "user", "ticket", "t", rules)
+
+    bridge = Bridge(allow=["tcp://127.0.0.1:5555"])
+    assert bridge.zmq_allowed(Session(), "call", X, {})
+    bridge = Bridge(allow=["tcp://127.0.0.1:6*"])
+    assert not bridge.zmq_allowed(Session(), "call", X, {})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("rules = 1", "expected an array of tables ([[rules]])"),
+        ("[[rules]]\nauthid = 'a'", "rules[0]: 'endpoints' is required"),
+        ("[[rules]]\nendpoints = []", "rules[0].endpoints: must not be empty"),
+        ("[[rules]]\nendpoints = ['*']\nuser = 'a'", "rules[0]: unknown key(s) user"),
+        ("[[rules]]\nendpoints = ['*']\nactions = ['publish']", "rules[0].actions: 'publish' matches none of call, subscribe"),
+        ("[[rules]]\nendpoints = ['*']\nactions = ['call']\nfilters = ['x*']", "filters only apply to 'subscribe'"),
+        ("[[rules]]\nendpoints = ['{user}*']", "rules[0].endpoints: unknown placeholder {user}"),
+        ("[[rules]]\nendpoints = ['*']\nauthid = '{authid}'", "rules[0].authid: unknown placeholder {authid}"),
+        ("[[rules]]\nendpoints = [1]", "rules[0].endpoints: expected a string or a list of strings"),
+        ("[[rules]]\nendpoints = ['*']\n[[rules]]\nendpoints = ['*']\nrole = 5", "rules[1].role: expected a string"),
+        ("origins = 5", "origins: expected a string or a list of strings"),
+        ("login_delay = -1", "login_delay and login_penalty_max must not be negative"),
+        ("login_penalty_max = 'x'", "login_penalty_max: expected float"),
+    ],
+)
+def test_config_errors_name_the_rule_and_key(text, message):
+    """Each mistake in the auth part of the config names the file, the rule index and the key."""
+    import tomllib
+
+    with pytest.raises(ConfigError) as e:
+        parse_config(tomllib.loads(text), "z.toml")
+    assert message in str(e.value) and str(e.value).startswith("z.toml: ")
+
+
+# -- origins ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "origin, host, secure, allowed",
+    [
+        (None, "bridge:8080", False, True),  # no Origin: a non-browser client
+        ("", "bridge:8080", False, True),
+        ("http://bridge:8080", "bridge:8080", False, True),  # same origin
+        ("https://bridge.example", "bridge.example", True, True),  # TLS here or at a proxy that says so
+        ("http://BRIDGE:8080", "bridge:8080", False, True),
+        ("http://bridge:8081", "bridge:8080", False, False),
+        ("http://evil.example", "bridge:8080", False, False),
+        ("http://bridge:8080.evil.example", "bridge:8080", False, False),
+        ("null", "bridge:8080", False, False),
+        ("https://app.example.com", "bridge:8080", False, True),  # listed
+        ("https://x.apps.example.com", "bridge:8080", False, True),  # glob
+        ("https://apps.example.com.evil", "bridge:8080", False, False),
+        ("http://app.example.com", "bridge:8080", False, False),  # scheme matters
+        # issue 21 item 12: same-origin is the scheme too (ws <-> http, wss <-> https)
+        ("https://bridge:8080", "bridge:8080", False, False),  # an https page, a plain ws:// connection
+        ("http://bridge:8443", "bridge:8443", True, False),  # an http page, a wss:// connection
+        ("https://bridge.example", "bridge.example", False, False),  # TLS at a proxy that does not say so
+        ("wss://bridge:8443", "bridge:8443", True, True),
+        ("ws://bridge:8080", "bridge:8080", False, True),
+    ],
+)
+def test_origin_policy(origin, host, secure, allowed):
+    """Same-origin and no-Origin requests pass; other Origins only when listed (globs)."""
+    policy = OriginPolicy(["https://app.example.com", "https://*.apps.example.com/"])
+    assert policy.allows(origin, host, secure) is allowed
+
+
+def test_null_and_star_origins_must_be_listed():
+    """'null' passes only when listed; '*' allows every Origin."""
+    assert OriginPolicy(["null"]).allows("null", "h")
+    assert OriginPolicy(["*"]).allows("http://evil.example", "h")
+
+
+def test_default_websocket_allowed_uses_origins():
+    """Bridge.websocket_allowed reads the request's Origin and Host header."""
+
+    class Request:
+        def __init__(self, origin, host):
+            self.origin = origin
+            self.headers = {"host": host}
+
+    bridge = Bridge(origins="https://app.example.com")
+    assert bridge.websocket_allowed(Request("https://app.example.com", "b:1"))
+    assert bridge.websocket_allowed(Request("http://b:1", "b:1"))
+    assert not bridge.websocket_allowed(Request("https://evil.example", "b:1"))
+
+
+# -- twistd options ------------------------------------------------------------------
+
+
+def test_auth_and_origin_options(tmp_path):
+    """--auth (strcred, repeatable) collects checkers; --origin adds to the config file's origins."""
+    config = tmp_path / "c.toml"
+    config.write_text('origins = ["https://a.example"]\n')
+    options = Options()
+    options.parseOptions(
+        ["--config", str(config), "--auth", "memory:alice:pw", "--auth", "file:/dev/null", "--origin", "https://b.example"]
+    )
+    assert len(options["credCheckers"]) == 2
+    assert set(options["credInterfaces"]) == {IUsernamePassword, IUsernameHashedPassword}
+    assert options.config.origins == ["https://a.example", "https://b.example"]
+
+
+def test_auth_anonymous_checker_is_refused():
+    """--auth anonymous is not supported: anonymous access is --anonymous."""
+    with pytest.raises(usage.UsageError, match="not supported"):
+        Options().parseOptions(["--auth", "anonymous"])
+
+
+def test_unknown_auth_type():
+    with pytest.raises(usage.UsageError, match="not recognized"):
+        Options().parseOptions(["--auth", "nosuch:x"])
+
+
+def test_a_users_ipc_rule_cannot_be_left_with_dot_dot():
+    """ipc:///run/users/{authid}/*: alice cannot reach bob's socket through .../alice/../bob/...; the path
+    is refused before any rule sees it (the glob alone, whose '*' crosses '/', would have matched)."""
+    from fnmatch import fnmatchcase
+
+    from zmqwamp.upstream.endpoints import EndpointResolver, InvalidEndpoint
+
+    rule = UserRule(endpoints=("ipc:///run/users/{authid}/*",))
+    escape = "ipc:///run/users/alice/../bob/feed.sock"
+    assert fnmatchcase(escape, "ipc:///run/users/alice/*")  # why the path itself must be refused
+    with pytest.raises(InvalidEndpoint):
+        EndpointResolver().resolve(escape)
+    alice = avatar("alice", rules=[rule])
+    assert alice.zmq_allowed("subscribe", Endpoint("ipc:///run/users/alice/feed.sock"), {"filter": b""})
+    assert not alice.zmq_allowed("subscribe", Endpoint("ipc:///run/users/bob/feed.sock"), {"filter": b""})
+
+
+def test_rule_and_credential_globs_match_tcp_hosts_by_kind():
+    """A rule's (or a JWT's zmq_endpoints) IP glob does not match host names; an alias is matched by its name."""
+    rule = UserRule(endpoints=("tcp://10.0.0.*:*", "ech?"))
+    a = avatar("alice", rules=[rule], endpoints=["tcp://10.0.0.*:*", "echo"])
+    assert a.zmq_allowed("call", Endpoint("tcp://10.0.0.5:1"), {})
+    assert not a.zmq_allowed("call", Endpoint("tcp://10.0.0.5.attacker.example:1"), {})
+    assert a.zmq_allowed("call", ECHO, {})
+    # a plain address is not matched as if it were an alias name
+    assert not rules_allow([UserRule(endpoints=("*.attacker.example:1",))], "a", "user", "call", Endpoint("tcp://10.0.0.5.attacker.example:1"), None)
+
+
+# -- issue 21, item 7: {authid} filters that let one authid read another's ------------------------------------
+
+JOHNS = """
+[[rules]]
+endpoints = ["tcp://127.0.0.1:9000"]
+actions = ["subscribe"]
+filters = ["{authid}.*", "public.*"]
+
+[[rules]]
+endpoints = ["tcp://127.0.0.1:9001"]
+actions = ["subscribe"]
+filters = ["{authid}/*", "{authrole}:{authid}/*"]
+"""
+PUB2 = Endpoint("tcp://127.0.0.1:9001")
+
+
+@pytest.mark.parametrize(
+    "glob", ["{authid}", "{authid}*", "x.{authid}?", "{authid}[.]*", "{authid}{authrole}/*", "{authrole}*"]
+)
+def test_a_placeholder_must_be_followed_by_a_literal_delimiter(glob):
+    """At the end, before a glob character or another placeholder, {authid} is prefix-leaky by construction
+    (ZeroMQ filters are prefixes: 'john' gets 'johnny...'): a config error, for the file and for Bridge(...).
+    Before: accepted."""
+    import tomllib
+
+    text = f'[[rules]]\nendpoints = ["*"]\nactions = ["subscribe"]\nfilters = ["public/*", "{glob}"]\n'
+    with pytest.raises(ConfigError, match=r"z.toml: rules\[0\].filters: \{auth(id|role)\} in .* must be followed by a "):
+        parse_config(tomllib.loads(text), "z.toml")
+    with pytest.raises(ConfigError, match=r"options: rules\[0\].filters: "):
+        Bridge(rules=[UserRule(endpoints=("*",), actions=("subscribe",), filters=(glob,))])
+
+
+def test_delimiters_are_read_from_each_placeholder():
+    assert placeholder_delimiters("{authrole}:{authid}/*") == (("authrole", ":"), ("authid", "/"))
+    assert placeholder_delimiters("{authid}*") == (("authid", None),)
+    assert placeholder_delimiters("public.*") == ()
+
+
+def test_a_filter_rule_never_serves_an_authid_that_holds_its_delimiter(log_events):
+    """With '{authid}.*', john and john.smith would overlap: john.smith is denied under it (one warning saying
+    why, however often he asks), john keeps his.  With '{authid}/*' both are served, apart.  Before: john.smith
+    could subscribe to 'john.smith.inbox' (and john to it as well, and john's 'john.' got john.smith's)."""
+    import tomllib
+
+    rules = parse_config(tomllib.loads(JOHNS), "t.toml").rules
+    john, smith = avatar("john", rules=rules), avatar("john.smith", rules=rules)
+    assert john.zmq_allowed("subscribe", PUB, {"filter": b"john.inbox"})
+    for _ in range(3):
+        assert not smith.zmq_allowed("subscribe", PUB, {"filter": b"john.smith.inbox"})
+    assert smith.zmq_allowed("subscribe", PUB, {"filter": b"public.news"})  # the rule's other filters still apply
+    warnings = [formatEvent(e) for e in log_events if "does not apply" in formatEvent(e)]
+    assert warnings == [
+        "rule filter '{authid}.*' does not apply to authid 'john.smith': it contains '.', the delimiter that follows "
+        "{authid} there, so it could read what is meant for others; use a delimiter authids cannot contain (e.g. '/')"
+    ]
+    assert smith.zmq_allowed("subscribe", PUB2, {"filter": b"john.smith/inbox"})
+    assert john.zmq_allowed("subscribe", PUB2, {"filter": b"john/inbox"})
+    assert not john.zmq_allowed("subscribe", PUB2, {"filter": b"john.smith/inbox"})
+    assert not avatar("x", "a:b", rules).zmq_allowed("subscribe", PUB2, {"filter": b"a:b:x/1"})  # role holds ':'
+    assert avatar("x", "staff", rules).zmq_allowed("subscribe", PUB2, {"filter": b"staff:x/1"})
+
+
+def test_users_that_a_rule_never_serves_are_named_at_load():
+    """delimiter_warnings: for each filter glob, the users file's authids (and roles) it refuses, by rule index."""
+    import tomllib
+
+    rules = parse_config(tomllib.loads(JOHNS), "t.toml").rules
+    warnings = delimiter_warnings(rules, [("john", "user"), ("john.smith", "user"), ("ann", "a:b")])
+    assert warnings == [
+        "rules[0].filters '{authid}.*' never applies to authid 'john.smith': they contain the delimiter that follows "
+        "the placeholder, so their subscriptions under it are denied; use a delimiter that authids and roles "
+        "cannot contain (e.g. '/')",
+        "rules[1].filters '{authrole}:{authid}/*' never applies to authrole 'a:b': they contain the delimiter that "
+        "follows the placeholder, so their subscriptions under it are denied; use a delimiter that authids and "
+        "roles cannot contain (e.g. '/')",
+    ]
+    assert delimiter_warnings(rules, [("john", "user")]) == []

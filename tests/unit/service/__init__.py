@@ -1,0 +1,1 @@
+"""Unit tests of zmqwamp.service, one module per module."""

@@ -1,0 +1,1 @@
+"""Unit tests of zmqwamp.transport, one module per module."""

@@ -1,0 +1,1 @@
+"""Unit tests of zmqwamp.upstream, one module per module."""

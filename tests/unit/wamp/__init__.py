@@ -1,0 +1,1 @@
+"""Unit tests of zmqwamp.wamp, one module per module."""

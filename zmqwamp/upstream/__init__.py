@@ -1,0 +1,1 @@
+"""zmqwamp's upstream layer."""
