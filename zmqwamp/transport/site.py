@@ -346,7 +346,7 @@ class LocalOnly(Resource):
         return self._resource.render(request)
 
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent.parent / "static"  # zmqwamp/static: package data
 
 
 class StaticFile(File):
