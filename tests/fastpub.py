@@ -20,13 +20,17 @@ def main() -> None:
     parser.add_argument("--topic", default="seq")
     parser.add_argument("--frames", type=int, default=0, help="empty frames after each message's first")
     parser.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
+    parser.add_argument("--wait", action="store_true", help="send nothing before a subscriber has subscribed")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUB)
+    sock = ctx.socket(zmq.XPUB if args.wait else zmq.PUB)  # an XPUB hears subscriptions: no slow joiner
     sock.setsockopt(zmq.SNDHWM, 100000)
     sock.bind(args.bind)
     print(f"fast PUB bound to {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+    if args.wait:
+        sock.recv()  # the first subscription
+        time.sleep(0.2)
     topic = args.topic.encode()
     extra = [b""] * args.frames
     tick = 0.005

@@ -19,11 +19,17 @@ HERE = Path(__file__).resolve().parent
 
 
 def start_fastpub(
-    rate: float, size: int = 100, topic: str = "seq", bind: str = "tcp://127.0.0.1:*", frames: int = 0, count: int = 0
+    rate: float,
+    size: int = 100,
+    topic: str = "seq",
+    bind: str = "tcp://127.0.0.1:*",
+    frames: int = 0,
+    count: int = 0,
+    wait: bool = False,
 ) -> tuple[Process, str]:
     """tests/fastpub.py: ``<topic> <seq> <padding>`` at ``rate``/s (plus ``frames`` empty frames), ``count`` in all."""
     argv = [sys.executable, str(HERE / "fastpub.py"), bind, "--rate", str(rate), "--size", str(size), "--topic", topic]
-    p = Process([*argv, "--frames", str(frames), "--count", str(count)])
+    p = Process([*argv, "--frames", str(frames), "--count", str(count), *(["--wait"] if wait else [])])
     return p, p.wait_for(r"bound to (\S+)").group(1)
 
 

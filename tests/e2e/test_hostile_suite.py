@@ -72,7 +72,7 @@ class Suite:
 def suite():
     rep, rep_addr = start_rep()
     slow, slow_addr = start_rep(delay=0.05)
-    fill, fill_addr = start_fastpub(rate=40_000, size=6, topic="t", count=HISTORY + 20_000)
+    fill, fill_addr = start_fastpub(rate=40_000, size=6, topic="t", count=HISTORY + 20_000, wait=True)
     config = Path(tempfile.mkdtemp()) / "suite.toml"
     config.write_text(
         f"""
@@ -97,7 +97,7 @@ keep_open = true
     )
     proc, url = start_bridge("--config", str(config), "--call-timeout", "5")
     try:
-        fill.wait_for(r"sent \d+ messages", timeout=60)
+        fill.wait_for(r"sent \d+ messages", timeout=120)
         wait_for(
             lambda: metric(url, "zmqwamp_history_messages", endpoint="ring") >= HISTORY * 0.99,
             timeout=60,
