@@ -368,7 +368,7 @@ class LocalOnly(Resource):
         return self._resource.render(request)
 
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent.parent / "static"  # zmqwamp/static (this module is in zmqwamp/transport)
 
 
 class StaticFile(File):

@@ -601,3 +601,10 @@ def test_a_refused_requests_access_line_goes_through_the_client_log_with_its_tim
     assert written.getvalue() == access_line(datetimeToLogString(clock.seconds()), request) + "\n"
     assert bool([e for e in log_events if e.get("what") == "this twisted.web's Site"]) is renamed
     site.stopFactory()
+
+
+def test_the_static_files_are_found():
+    """The demo page and the browser bundle are where the site serves them from (zmqwamp/static)."""
+    from zmqwamp.transport.site import STATIC
+
+    assert (STATIC / "index.html").is_file() and (STATIC / "js" / "zmqwamp.js").is_file()
