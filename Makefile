@@ -10,7 +10,7 @@ DEMO_LISTEN ?= tcp:8080:interface=127.0.0.1
 DEMO_REP    ?= tcp://127.0.0.1:9999
 DEMO_PUB    ?= tcp://127.0.0.1:9000
 
-.PHONY: all install demo test test-python test-unit test-e2e test-js test-client test-deploy js-bundle lint lint-python lint-js browser-deps bench soak clean
+.PHONY: all install demo test test-python test-unit test-unit-lowest test-e2e test-js test-client test-deploy js-bundle lint lint-python lint-js browser-deps bench soak clean
 
 all: install
 
@@ -46,6 +46,22 @@ test-unit: $(PY_STAMP)
 
 test-e2e: $(PY_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
+
+# tests/unit once more, on the lowest version of each dependency pyproject.toml allows, in a venv of its own
+# (.venv-lowest): tests/lowest-versions.txt pins them as pip constraints (a unit test keeps it equal to
+# pyproject.toml's lower bounds).  CI runs it after `make test` (.ci/run); about a minute on a fresh machine.
+LOWEST_VENV  := .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
+
+$(LOWEST_STAMP): pyproject.toml setup.py tests/lowest-versions.txt
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
+	$(LOWEST_VENV)/bin/pip install -q -c tests/lowest-versions.txt -e '.[test]'
+	touch $@
+
+test-unit-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
 # The deployment, run for real (tests/deploy): two bridges behind the shipped haproxy.cfg and nginx.conf with
 # js-client clients (failover, rolling restart, addresses), the packages as users get them (the wheel in a
@@ -110,4 +126,4 @@ soak: $(PY_STAMP)
 	  tests/e2e/test_batching.py tests/e2e/test_auth.py tests/e2e/test_revocation.py tests/e2e/test_hostile_upstream.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules js-client/node_modules js-client/dist *.egg-info build dist
+	rm -rf $(VENV) $(LOWEST_VENV) tests/js/node_modules js-client/node_modules js-client/dist *.egg-info build dist

@@ -62,7 +62,7 @@ def dockerignore() -> list[str]:
 
 def test_dockerignore_keeps_the_context_to_the_sources():
     patterns = dockerignore()
-    for path in (".git/HEAD", ".venv/bin/python", "js-client/node_modules/ws/index.js", "tests/js/node_modules/a.js",
+    for path in (".git/HEAD", ".venv/bin/python", ".venv-lowest/bin/python", "js-client/node_modules/ws/index.js", "tests/js/node_modules/a.js",
                  "build/lib/zmqwamp/removed.py", "dist/zmqwamp-0.1.0-py3-none-any.whl", "zmqwamp.egg-info/PKG-INFO",
                  "zmqwamp/__pycache__/bridge.cpython-311.pyc", "js-client/dist/zmqwamp.js",
                  "twisted/plugins/dropin.cache", "test-artifacts/demo-page.png"):

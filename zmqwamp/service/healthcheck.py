@@ -15,32 +15,36 @@ import socket
 import ssl
 import sys
 
-# The parser serverFromString uses (private, but there since Twisted 10): "tcp:8080:interface=..." and
-# "tcp:port=8080" alike, with its escaping rules.
-from twisted.internet.endpoints import _parseServer
-
 from zmqwamp.service.config import ConfigError, load_config
+from zmqwamp.service.descriptions import description_fields
 
 # PROXY protocol v2: signature, version 2 + LOCAL command, family UNSPEC, no addresses.
 PROXY_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
 
 
-def _connect(description: str, timeout: float) -> socket.socket:
+def target(description: str) -> tuple[str, str | tuple[str, int], bool]:
+    """``(kind, where to connect, behind a PROXY protocol listener?)`` of a ``listen`` description: where is a
+    unix socket's path or ``(host, port)``; "tcp:8080:interface=..." and "tcp:port=8080" alike.  ValueError if
+    it cannot be checked."""
     proxy = description.startswith("haproxy:")
-    if proxy:
-        description = description[len("haproxy:") :]
-    kind, args, kwargs = _parseServer(description, None)
-    kind = kind.lower()
+    kind, args, kwargs = description_fields(description[len("haproxy:") :] if proxy else description)
     if kind == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(kwargs.get("address") or args[0])
-    elif kind in ("tcp", "tcp6", "ssl"):
+        return kind, kwargs.get("address") or (args[0] if args else ""), proxy
+    if kind in ("tcp", "tcp6", "ssl"):
         interface = kwargs.get("interface", "")
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(interface, interface)
-        sock = socket.create_connection((host, int(kwargs.get("port") or args[0])), timeout=timeout)
+        return kind, (host, int(kwargs.get("port") or (args[0] if args else ""))), proxy
+    raise ValueError(f"cannot check a {kind}: endpoint")
+
+
+def _connect(description: str, timeout: float) -> socket.socket:
+    kind, where, proxy = target(description)
+    if isinstance(where, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(where)
     else:
-        raise ValueError(f"cannot check a {kind}: endpoint")
+        sock = socket.create_connection(where, timeout=timeout)
     if proxy:
         sock.sendall(PROXY_V2_LOCAL)
     if kind == "ssl":

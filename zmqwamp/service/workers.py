@@ -24,6 +24,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols.haproxy import proxyEndpoint
 
+from zmqwamp.internals import lacks
+from zmqwamp.service.descriptions import description_fields
+
 log = Logger()
 
 
@@ -39,6 +42,11 @@ class TCPListen:
     proxy: bool = False  # haproxy:tcp:...: the workers read a PROXY protocol header first
 
 
+# What a tcp: endpoint of Twisted's keeps of its description (private attributes), and its default backlog.
+TCP_ENDPOINT_FIELDS = ("_interface", "_port", "_backlog")
+DEFAULT_BACKLOG = 50
+
+
 def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
     """The host/port of each ``tcp:`` (or ``haproxy:tcp:``) endpoint description; anything else is refused."""
     out = []
@@ -50,13 +58,15 @@ def tcp_listens(reactor, descriptions: list[str]) -> list[TCPListen]:
                 f"--workers shares plain tcp: listen endpoints only (haproxy:tcp: too); {description!r} is not one "
                 "(terminate TLS in front, or run one process per TLS port)"
             )
-        endpoint = serverFromString(reactor, plain)
-        try:  # what Twisted parsed out of the description (its endpoints keep it in private attributes)
+        endpoint = serverFromString(reactor, plain)  # refuses a bad description
+        what = f"this Twisted's {type(endpoint).__name__}"
+        if lacks(endpoint, TCP_ENDPOINT_FIELDS, what, "its fields are read from the description"):
+            _, args, kwargs = description_fields(plain)
+            interface = kwargs.get("interface", "")
+            port = int(kwargs.get("port") or args[0])
+            backlog = int(kwargs.get("backlog", DEFAULT_BACKLOG))
+        else:  # what Twisted parsed out of the description
             interface, port, backlog = endpoint._interface, endpoint._port, endpoint._backlog
-        except AttributeError:
-            raise WorkersUnsupported(
-                f"this Twisted's {type(endpoint).__name__} does not tell its port: run one bridge per port"
-            ) from None
         out.append(TCPListen(interface or "0.0.0.0", port, backlog, proxy))
     return out
 

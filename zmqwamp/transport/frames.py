@@ -20,6 +20,7 @@ never has to decide anything about a bad frame.
 from __future__ import annotations
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.util import encode_truncate
 
 from zmqwamp.internals import lacks
 
@@ -71,17 +72,33 @@ def whole_data_frame(data: bytes, pos: int, max_payload: int) -> tuple[bytes, bo
     return payload, first == _BINARY, end
 
 
-# What WholeFrameReader reads of autobahn's WebSocketProtocol to know it is between frames, and overrides.
-AUTOBAHN_INTERNALS = ("_dataReceived", "data", "current_frame", "inside_message", "_perMessageCompress")
+# What zmqwamp reads of autobahn's WebSocketProtocol beyond its documented interface (IWebSocketChannel, the
+# protocol options): the parser's state (whole frames, control frames, has the connection failed) and what
+# decides whether a frame may skip sendMessage (compression, timings, autobahn's own send queue).
+AUTOBAHN_INTERNALS = (
+    "_dataReceived",
+    "data",
+    "current_frame",
+    "inside_message",
+    "autoPingPending",
+    "failedByMe",
+    "send_queue",
+    "_perMessageCompress",
+    "trackedTimings",
+)
+# and of a control frame (autobahn makes it at the first one: checked then)
+AUTOBAHN_CONTROL_FRAME = ("control_frame_data",)
+AUTOBAHN = "this autobahn's WebSocket protocol"
 
 
-class WholeFrameReader(WebSocketServerProtocol):
-    """Autobahn's ``WebSocketServerProtocol``, whole data frames straight to ``onMessage``.
+class AutobahnInternals(WebSocketServerProtocol):
+    """Autobahn's ``WebSocketServerProtocol``, and whether zmqwamp may read its internals on this connection.
 
-    Call :meth:`read_whole_frames` in ``onOpen``.  Only between frames (autobahn
-    holds no part of a frame or message) on an open connection; the first frame
-    :func:`whole_data_frame` does not take, and all after it in that read, go to
-    autobahn's parser, as does everything once the connection is closing.
+    :attr:`reads_internals` asks :func:`~zmqwamp.internals.lacks` once per connection (after
+    autobahn's ``connectionMade`` has made its state).  Without them, every frame
+    goes through autobahn's parser and ``sendMessage``, and the limits on control
+    frames apply in ``onPing``/``onPong``: slower, and autobahn logs each pong it
+    did not ask for (:mod:`zmqwamp.transport.websocket`).
     """
 
     # autobahn's protocol options, set on each protocol from its factory's (setProtocolOptions)
@@ -91,6 +108,58 @@ class WholeFrameReader(WebSocketServerProtocol):
     maskServerFrames: bool
     maxFramePayloadSize: int
     maxMessagePayloadSize: int
+
+    _internals: bool | None = None  # reads_internals, once asked
+    _control_internals: bool | None = None  # reads_control_frames, once asked
+    _failing = False  # closed by close_and_drop
+
+    @property
+    def reads_internals(self) -> bool:
+        """Does this autobahn have all of :data:`AUTOBAHN_INTERNALS`?"""
+        known = self._internals
+        if known is None:
+            fallback = "every frame goes through its parser and sendMessage (slower)"
+            known = self._internals = not lacks(self, AUTOBAHN_INTERNALS, AUTOBAHN, fallback)
+        return known
+
+    @property
+    def reads_control_frames(self) -> bool:
+        """And :data:`AUTOBAHN_CONTROL_FRAME`?  Ask only once autobahn reads a control frame."""
+        known = self._control_internals
+        if known is None:
+            fallback = "pings and pongs go through its own processControlFrame"
+            known = self.reads_internals and not lacks(self, AUTOBAHN_CONTROL_FRAME, AUTOBAHN, fallback)
+            self._control_internals = known
+        return known
+
+    @property
+    def failing(self) -> bool:
+        """Is this connection being failed: by :meth:`close_and_drop`, or by autobahn (a protocol error)?"""
+        return self._failing or (self.reads_internals and self.failedByMe)
+
+    def close(self, code: int, reason: str | None) -> None:
+        """A close frame with any code (autobahn's ``sendClose`` refuses 1001, 1008, 1009)."""
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False)
+
+    def close_and_drop(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason``, then drop the TCP connection: what the client still sends is not
+        parsed, and autobahn delivers nothing more.  Its warning on dropping says why."""
+        self._failing = True
+        if self.reads_internals:
+            self.failedByMe = True
+        self.wasNotCleanReason = reason
+        self.close(code, reason)
+        self.dropConnection(abort=False)
+
+
+class WholeFrameReader(AutobahnInternals):
+    """Autobahn's ``WebSocketServerProtocol``, whole data frames straight to ``onMessage``.
+
+    Call :meth:`read_whole_frames` in ``onOpen``.  Only between frames (autobahn
+    holds no part of a frame or message) on an open connection; the first frame
+    :func:`whole_data_frame` does not take, and all after it in that read, go to
+    autobahn's parser, as does everything once the connection is closing.
+    """
 
     _frame_limit = 0  # the largest payload read here; 0: all frames through autobahn
 
@@ -103,8 +172,7 @@ class WholeFrameReader(WebSocketServerProtocol):
         autobahn's parser state (:data:`AUTOBAHN_INTERNALS`): an autobahn without
         one of them keeps every frame in its own parser (logged once per process).
         """
-        what = "this autobahn's WebSocket protocol"
-        if lacks(self, AUTOBAHN_INTERNALS, what, "every frame goes through its parser (slower)"):
+        if not self.reads_internals:
             return
         if self._perMessageCompress is None and not self.logFrames and not self.logOctets and not self.trackedTimings:
             limits = (max_payload, self.maxFramePayloadSize, self.maxMessagePayloadSize, 0xFFFF)
@@ -135,7 +203,7 @@ class WholeFrameReader(WebSocketServerProtocol):
         super()._dataReceived(data)
 
 
-class FragmentLimit(WebSocketServerProtocol):
+class FragmentLimit(AutobahnInternals):
     """Autobahn's ``WebSocketServerProtocol``, at most ``max_message_fragments`` frames per message.
 
     Autobahn bounds a message's bytes, not its frames: 300,042 one-byte
@@ -158,7 +226,7 @@ class FragmentLimit(WebSocketServerProtocol):
 
     def onMessageFrameBegin(self, length: int) -> None:
         self._fragments += 1
-        if self._fragments > self.max_message_fragments and not self.failedByMe:
+        if self._fragments > self.max_message_fragments and not self.failing:
             self.message_fragments_exceeded()
             return
         super().onMessageFrameBegin(length)
@@ -166,6 +234,4 @@ class FragmentLimit(WebSocketServerProtocol):
     def message_fragments_exceeded(self) -> None:
         """Close with 1009, then drop the connection: what the client still sends is not parsed."""
         reason = f"max_message_fragments: a message of more than {self.max_message_fragments} frames"
-        self._fail_connection(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, reason)
-        self.wasNotCleanReason = reason  # for autobahn's warning on dropping (else "None")
-        self.dropConnection(abort=False)
+        self.close_and_drop(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, reason)

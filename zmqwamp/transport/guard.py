@@ -15,33 +15,72 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, ISSLTransport
-from twisted.internet.protocol import connectionDone
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, ISSLTransport, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import directlyProvidedBy, directlyProvides, implementer
 
+from zmqwamp.internals import private_name, say_missing
 from zmqwamp.peers import ClientAddresses, host_key, peer_string
 from zmqwamp.wamp.registry import WhenZero
-
-_PROXY_WRAPPERS: tuple[type, ...]
-
-
-try:  # what the haproxy: endpoint wraps connections in (not exported by Twisted: without it, checked below,
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper  # the write path goes through Twisted)
-
-    _PROXY_WRAPPERS = (HAProxyProtocolWrapper,)
-except ImportError:  # pragma: no cover
-    _PROXY_WRAPPERS = ()
-
 
 log = Logger()
 
 
 SERVER = b"zmqwamp"  # the Server header of every HTTP response: no versions
+
+
+def proxy_wrappers() -> tuple[type, ...]:
+    """The class the ``haproxy:`` endpoint wraps each connection in, which Twisted does not export.
+
+    A connection under it is behind a PROXY protocol listener (its client is
+    known once the header is read; its proxy may say the client used TLS), and
+    it passes writes through (so the write path looks under it).  Without the
+    private name: the class that ``proxyEndpoint`` (public) wraps connections in,
+    asked of it.  Without either: () and a warning.
+    """
+    found = private_name("twisted.protocols.haproxy._wrapper", "HAProxyProtocolWrapper", "asked of proxyEndpoint")
+    if found is None:
+        found = _wrapper_of_proxy_endpoint()
+    if found is None:
+        say_missing(
+            "twisted.protocols.haproxy.proxyEndpoint",
+            "ProtocolWrapper of its own",
+            "connections behind a PROXY protocol listener are counted under the proxy's address, and their "
+            "X-Forwarded-Proto is not believed",
+        )
+        return ()
+    return (found,)
+
+
+def _wrapper_of_proxy_endpoint() -> type | None:
+    """The ProtocolWrapper class of the WrappingFactory that ``proxyEndpoint`` hands the endpoint it wraps."""
+    factories: list[object] = []
+
+    @implementer(IStreamServerEndpoint)
+    class Listened:
+        def listen(self, factory: object) -> Deferred:
+            factories.append(factory)
+            return succeed(None)
+
+    proxyEndpoint(Listened()).listen(Factory())
+    made = factories[0].protocol if factories and isinstance(factories[0], WrappingFactory) else None
+    if (
+        isinstance(made, type)
+        and issubclass(made, ProtocolWrapper)
+        and made is not ProtocolWrapper  # not the plain one: TLS's is one too
+        and made.__module__.startswith("twisted.protocols.haproxy")
+    ):
+        return made
+    return None
+
+
+_PROXY_WRAPPERS = proxy_wrappers()
 
 
 class ConnectionCounter:

@@ -31,6 +31,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import datetimeToLogString
 from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
@@ -39,6 +40,7 @@ from twisted.web.static import File
 from zope.interface import provider
 
 from zmqwamp.clientlog import CLIP, ClientLog, ErrorLog
+from zmqwamp.internals import lacks
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import is_local, peer_string
 from zmqwamp.transport.guard import SERVER, ConnectionGuard, refusal_response
@@ -213,6 +215,10 @@ def access_line(timestamp: str, request) -> str:
     )
 
 
+# What BridgeSite reads of twisted.web's HTTPFactory: the access log's time, formatted once a second.
+SITE_LOG_TIME = ("_logDateTime",)
+
+
 class BridgeSite(Site):
     """The site of a port: :class:`BridgeRequest`s, the Host check, where refusals are counted and logged (through
     the client log: one line per refused request was a flood of its own) and errors logged."""
@@ -229,8 +235,12 @@ class BridgeSite(Site):
         client_log: ClientLog | None = None,
         **kwargs,
     ) -> None:
-        kwargs.setdefault("logFormatter", access_line)
+        self.access_formatter: IAccessLogFormatter = kwargs.setdefault("logFormatter", access_line)
         super().__init__(resource, **kwargs)  # kwargs: twisted.web's HTTPFactory options (reactor, timeout)
+        # twisted.web formats the time of its access log lines once a second (startFactory on): reused if it can be
+        self._cached_log_time = not lacks(
+            self, SITE_LOG_TIME, "this twisted.web's Site", "the time of a refused request's access line is formatted"
+        )
         self.hosts = hosts
         self.on_refused = on_refused
         self.errors = errors if errors is not None else ErrorLog(BridgeMetrics(), self.reactor)
@@ -248,10 +258,10 @@ class BridgeSite(Site):
         (the shipped haproxy.cfg: each bridge, every second), which would be most of the log; a 503 is still logged."""
         if request.path == b"/healthz" and request.code == 200:
             return
-        if request.code >= 400 and self.client_log is not None and self._logFile is not None:
+        if request.code >= 400 and self.client_log is not None and self._access_log() is not None:
             # a refusal or an error costs the client one short request: its line goes through the client log
             # (per address and in total), as the refusal's own line does
-            line = self._logFormatter(self._logDateTime, request)
+            line = self.access_formatter(self._log_time(), request)
             self.client_log.emit(
                 None, self._write_access, "{line}", line=line, peer=peer_string(request.getClientAddress())
             )
@@ -261,8 +271,20 @@ class BridgeSite(Site):
     def _write_access(self, format: str, line: str, peer: str, suppressed_lines: int | None = None) -> None:
         if suppressed_lines:
             line += f" ({suppressed_lines} earlier access log lines of this client not logged)"
-        if self._logFile is not None:
-            self._logFile.write(line + "\n")
+        access_log = self._access_log()
+        if access_log is not None:
+            access_log.write(line + "\n")
+
+    def _access_log(self) -> Any:
+        """twisted.web's access log file (its ``logFile``, which raises AttributeError when there is none)."""
+        try:
+            return self.logFile
+        except AttributeError:
+            return None
+
+    def _log_time(self) -> str:
+        """The time for an access log line, as twisted.web writes it."""
+        return (self._cached_log_time and self._logDateTime) or datetimeToLogString(self.reactor.seconds())
 
     def logPrefix(self) -> str:
         return "Site"  # "Site starting on <port>", as before: tools read the port from that line
@@ -346,7 +368,7 @@ class LocalOnly(Resource):
         return self._resource.render(request)
 
 
-STATIC = Path(__file__).resolve().parent.parent / "static"  # zmqwamp/static: package data
+STATIC = Path(__file__).resolve().parent.parent / "static"  # zmqwamp/static (this module is in zmqwamp/transport)
 
 
 class StaticFile(File):

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zmqwamp.clientlog import ErrorLog, clip
+from zmqwamp.internals import lacks
 from zmqwamp.service.config import BridgeConfig
 from zmqwamp.tokenbucket import TokenBucket
 from zmqwamp.transport.frames import FragmentLimit, WholeFrameReader
@@ -38,6 +39,10 @@ from zmqwamp.wamp.messages import SERIALIZERS
 from zmqwamp.wamp.session import MessageTooBig, SessionContext, WampSession
 
 log = Logger()
+
+# What onOpen empties of autobahn's protocol once the opening handshake is over (autobahn keeps them).
+AUTOBAHN_HANDSHAKE_DATA = ("http_headers", "http_request_data", "http_response_data")
+AUTOBAHN_HANDSHAKE = "this autobahn's WebSocket handshake"
 
 
 class ClientRequest(ConnectionRequest):
@@ -127,9 +132,12 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         self.session = WampSession(factory.context, SERIALIZERS[subprotocol], self, self.peer, factory.session_limits)
         # Frames this connection sends are exactly autobahn's PreparedMessage bytes (one
         # unmasked, uncompressed, unfragmented frame, nothing logged): the fast paths of
-        # send_frame and send_prepared may write them to the transport themselves.
+        # send_frame and send_prepared may write them to the transport themselves.  Without
+        # autobahn's internals (compression, its send queue): every frame through autobahn.
+        internals = self.reads_internals
         self._plain_frames = (
-            getattr(self, "_perMessageCompress", None) is None
+            internals
+            and self._perMessageCompress is None
             and not self.autoFragmentSize
             and not self.maskServerFrames
             and not self.logFrames
@@ -142,14 +150,14 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             self._login_limit = factory.max_login_message_size
         self.read_whole_frames(self._login_limit)  # larger frames: autobahn's parser, onMessageFrameBegin
         self.max_message_fragments = factory.max_message_fragments
-        self._writer = FrameWriter(
-            self.transport, plain_tcp(self.transport, PASS_THROUGH_WRAPPERS), factory.write_batch, self.peer
-        )
+        direct = plain_tcp(self.transport, PASS_THROUGH_WRAPPERS) if internals else None
+        self._writer = FrameWriter(self.transport, direct, factory.write_batch, self.peer)
         # The opening handshake is over, and autobahn reads none of these again (it keeps
         # them only for its test suite): free them, ~1.5 KB of every idle session.
-        self.http_headers = {}
-        self.http_request_data = b""
-        self.http_response_data = ""
+        if not lacks(self, AUTOBAHN_HANDSHAKE_DATA, AUTOBAHN_HANDSHAKE, "the handshake's headers are kept (1.5 KB)"):
+            self.http_headers = {}
+            self.http_request_data = b""
+            self.http_response_data = ""
         self._login_deadline = factory.clock.callLater(factory.login_timeout, self._login_expired)
 
     def _login_expired(self) -> None:
@@ -190,7 +198,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
     def onMessageFrameBegin(self, length: int) -> None:
         if self._login_limit:
             self._login_bytes += length
-            if self._login_bytes > self._login_limit and not self.failedByMe and not self._lift_login_limit():
+            if self._login_bytes > self._login_limit and not self.failing and not self._lift_login_limit():
                 self._login_message_too_big()
                 return
         super().onMessageFrameBegin(length)
@@ -208,15 +216,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             size=self._login_bytes,
             limit=limit,
         )
-        self._close_and_drop(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, LOGIN_MESSAGE_TOO_BIG.format(limit=limit))
-
-    def _close_and_drop(self, code: int, reason: str) -> None:
-        """Close with ``code`` and ``reason``, then drop the TCP connection: what the client still sends is not
-        parsed, and autobahn delivers nothing more (failedByMe).  Its warning on dropping says why."""
-        self.failedByMe = True
-        self.wasNotCleanReason = reason
-        self.close(code, reason)
-        self.dropConnection(abort=False)
+        self.close_and_drop(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, LOGIN_MESSAGE_TOO_BIG.format(limit=limit))
 
     # -- max_control_frames_per_second ---------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
             peer=self.peer,
             rate=rate,
         )
-        self._close_and_drop(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, CONTROL_FRAMES_EXCEEDED.format(rate=rate))
+        self.close_and_drop(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, CONTROL_FRAMES_EXCEEDED.format(rate=rate))
         return False
 
     def message_fragments_exceeded(self) -> None:
@@ -360,8 +360,11 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         pending auto-ping is ignored through the client log.
 
         Autobahn logs a warning for each: a client could write a log line per
-        6-byte frame (20,000 such pongs wrote 2.4 MB of log).
+        6-byte frame (20,000 such pongs wrote 2.4 MB of log).  Without autobahn's
+        parser state (:attr:`reads_control_frames`): autobahn's, and the rate in onPing and onPong.
         """
+        if not self.reads_control_frames:
+            return super().processControlFrame()
         if self.current_frame.opcode in (9, 10) and not self._control_frame_allowed():
             return False  # closed and dropped
         if self.current_frame.opcode == 10 and self.autoPingPending:
@@ -376,6 +379,14 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
                 return True
         return super().processControlFrame()
 
+    def onPing(self, payload: bytes) -> None:
+        if self.reads_control_frames or self._control_frame_allowed():  # else: closed and dropped
+            super().onPing(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        if self.reads_control_frames or self._control_frame_allowed():
+            super().onPong(payload)
+
     def sendData(self, data, sync=False, chopsize=None) -> None:
         """Autobahn's own writes (close frames, pings, the slow path) take the same way as our frames.
 
@@ -383,7 +394,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         to the socket too.  That matters for a close frame: once the client's
         close frame arrives, autobahn aborts the TCP connection, and a close
         frame still waiting in Twisted's buffer behind an ABORT already sent
-        would be lost.
+        would be lost.  (A writer is direct only if autobahn's send_queue can be read.)
         """
         writer = self._writer
         if writer is None or not writer.direct or sync or chopsize or self.send_queue or self.logOctets:
@@ -397,7 +408,7 @@ class WampServerProtocol(FragmentLimit, WholeFrameReader, WebSocketServerProtoco
         """Send what is queued, then a close frame (any code: autobahn's sendClose refuses 1001, 1008)."""
         if self._outgoing is not None:
             self._outgoing.flush()
-        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False)
+        super().close(code, reason)
 
     def _write_message(self, payload: bytes, is_binary: bool) -> None:
         if self.state == self.STATE_OPEN:

@@ -31,11 +31,20 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
+from zmqwamp.internals import private_name
 from zmqwamp.transport.writer import WriteBatch
 
 log = Logger()
 
-_recv = zmq.backend.Socket.recv
+
+def cython_socket_method(name: str) -> Callable[..., Any]:
+    """pyzmq's Cython ``Socket.<name>`` (in ``zmq.backend``, which pyzmq does not document), without its sugar
+    layer; if this pyzmq has none, the public ``zmq.Socket.<name>``: same arguments, same frames, slower."""
+    method = private_name("zmq.backend", f"Socket.{name}", f"messages go through zmq.Socket.{name} (slower)")
+    return method if method is not None else getattr(zmq.Socket, name)
+
+
+_recv = cython_socket_method("recv")
 _NOBLOCK = zmq.NOBLOCK
 
 

@@ -26,6 +26,7 @@ from autobahn.wamp.serializer import (
     Serializer,
 )
 
+from zmqwamp.internals import private_name
 from zmqwamp.upstream.codec import Unsupported
 
 
@@ -184,15 +185,24 @@ SERIALIZERS: dict[str, ObjectSerializer] = {
 # not batched, no decimal options: see unserialize and encode
 _JSON = SERIALIZERS["wamp.2.json"]
 _MSGPACK = SERIALIZERS["wamp.2.msgpack"]
-_JSON_ENCODER: json.JSONEncoder | None
-try:  # the encoder autobahn's JsonObjectSerializer.serialize makes, with the same options (a private class:
-    from autobahn.wamp.serializer import _WAMPJsonEncoder  # without it, autobahn's own serialize is used)
 
-    _JSON_ENCODER = _WAMPJsonEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
-    _JSON_BYTES = True  # autobahn on the stdlib's json: a string value starting with NUL is base64 for bytes
-except ImportError:  # autobahn on ujson: no such class, and no bytes in JSON
-    _JSON_ENCODER = None
-    _JSON_BYTES = False
+AUTOBAHN_JSON_ENCODER = ("autobahn.wamp.serializer", "_WAMPJsonEncoder")  # the class of json_encoder
+
+
+def json_encoder() -> json.JSONEncoder | None:
+    """The encoder autobahn's JsonObjectSerializer.serialize makes per call, with the same options, made once.
+
+    Its class is private, and autobahn on ujson (``AUTOBAHN_USE_UJSON``) has
+    none: then autobahn's own ``serialize`` encodes JSON, and its ``unserialize``
+    decodes JSON that carries bytes.
+    """
+    encoder = private_name(*AUTOBAHN_JSON_ENCODER, "JSON goes through autobahn's own serialize and unserialize")
+    return None if encoder is None else encoder(separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+
+
+_JSON_ENCODER = json_encoder()
+# autobahn on the stdlib's json (it has the class): a string value starting with NUL is base64 for bytes
+_JSON_BYTES = _JSON_ENCODER is not None
 
 _CONTAINERS = frozenset((list, dict))
 # The bytes that can start a msgpack array or map (fixmap, fixarray, array 16/32, map 16/32): a payload

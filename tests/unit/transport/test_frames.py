@@ -251,3 +251,15 @@ def test_one_frame_over_max_message_fragments_closes_1009_and_reads_nothing_more
     assert messages == []
     assert sent[0] == 0x88 and sent[2:4] == (1009).to_bytes(2, "big") and b"max_message_fragments" in sent
     assert state == Capped.STATE_CLOSED and dropping
+
+
+def test_without_autobahns_internals_max_message_fragments_holds(monkeypatch):
+    """An autobahn without the parser state zmqwamp reads (failedByMe among it): the 5th frame still closes 1009
+    and drops the connection, through autobahn's public close and drop."""
+    monkeypatch.setattr(frames_module, "AUTOBAHN_INTERNALS", (*frames_module.AUTOBAHN_INTERNALS, "_renamed"))
+    monkeypatch.setattr(internals, "_warned", set())
+    data = fragmented([b""] * 5 + [b"end"]) + encode_frame(TEXT, b"after", key=KEY)
+    messages, sent, state, dropping = outcome(Capped, [fragmented([b"a", b"b"]) + data])
+    assert messages == [(b"ab", False)]
+    assert sent[0] == 0x88 and sent[2:4] == (1009).to_bytes(2, "big") and b"max_message_fragments" in sent
+    assert state == Capped.STATE_CLOSED and dropping

@@ -13,14 +13,18 @@ import re
 import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent
+from twisted.protocols.haproxy import _wrapper as haproxy_wrapper
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
+from zmqwamp import internals
 from zmqwamp.peers import UNKNOWN_CLIENT, ClientAddresses, host_key, is_local, peer_host, peer_string
 from zmqwamp.service.config import ConfigError, load_config
 from zmqwamp.service.tap import Options
+from zmqwamp.transport import guard as guard_module
 from zmqwamp.transport.guard import PASS_THROUGH_WRAPPERS, ConnectionCounter
 from zmqwamp.transport.writer import plain_tcp
 
@@ -513,3 +517,94 @@ def test_the_access_log_clips_what_the_client_chose():
     assert len(line) < 600, len(line)
     assert "\n" not in line and '"GET /uuu' in line and "…" in line
     assert 'a\\" a\\"' in line  # double quotes escaped, as twisted.web does
+
+
+# -- Twisted's PROXY protocol wrapper, which it does not export (zmqwamp.internals) -----------------------
+
+
+def proxied_connection(world):
+    """A connection through Twisted's haproxy: wrapper from the proxy 10.0.0.2, before its PROXY header."""
+    wrapper = HAProxyWrappingFactory(world.factory).buildProtocol(None)
+    transport = StringTransport(IPv4Address("TCP", "127.0.0.1", 8080), IPv4Address("TCP", "10.0.0.2", 40000))
+    wrapper.makeConnection(transport)
+    return wrapper, transport
+
+
+@pytest.fixture
+def moved_wrapper(monkeypatch):
+    """A Twisted whose HAProxyProtocolWrapper is no longer at twisted.protocols.haproxy._wrapper."""
+    monkeypatch.delattr(haproxy_wrapper, "HAProxyProtocolWrapper")
+    monkeypatch.setattr(internals, "_warned", set())
+
+
+def test_without_the_private_name_the_proxy_wrapper_is_asked_of_proxy_endpoint(moved_wrapper, log_events):
+    """The class is found through the public proxyEndpoint (the same class: the same counts and write path),
+    and one warning says so."""
+    assert guard_module.proxy_wrappers() == (HAProxyProtocolWrapper,)
+    guard_module.proxy_wrappers()
+    assert [e["missing"] for e in log_events if e.get("what") == "twisted.protocols.haproxy._wrapper"] == [
+        "HAProxyProtocolWrapper"
+    ]
+
+
+@pytest.mark.parametrize("found, served", [(True, [200, 200]), (False, [200, 503])])
+def test_proxied_clients_are_counted_each_by_its_address_with_the_wrapper_found(
+    monkeypatch, moved_wrapper, log_events, found, served
+):
+    """With the wrapper found through proxyEndpoint, two clients behind one PROXY protocol listener are counted
+    each under its own address (max_sessions_per_peer 1: both served); with no way to it, under the proxy's
+    (the second refused), and a warning says so."""
+    if not found:
+        monkeypatch.setattr(guard_module, "proxyEndpoint", lambda endpoint: endpoint)  # a proxyEndpoint that wraps nothing
+    wrappers = guard_module.proxy_wrappers()
+    monkeypatch.setattr(guard_module, "_PROXY_WRAPPERS", wrappers)
+    world = SiteWorld(counter=ConnectionCounter(max_total=10, max_per_peer=1))
+    connections = [proxied_connection(world) for _ in range(2)]  # both accepted before either header is in
+    for (wrapper, _), client in zip(connections, ("203.0.113.5", "203.0.113.6"), strict=True):
+        wrapper.dataReceived(f"PROXY TCP4 {client} 127.0.0.1 5000 8080\r\n".encode() + request())
+    assert [status(transport.value()) for _, transport in connections] == served
+    warned = [e for e in log_events if e.get("what") == "twisted.protocols.haproxy.proxyEndpoint"]
+    assert bool(warned) is not found
+
+
+# -- twisted.web's cached access log time (zmqwamp.internals) ----------------------------------------------
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_a_refused_requests_access_line_goes_through_the_client_log_with_its_time(monkeypatch, log_events, renamed):
+    """A 404's access line is written through the client log with twisted.web's time; a twisted.web without its
+    cached time (renamed): the time is formatted for the line, the same text."""
+    import io
+
+    from twisted.internet.task import Clock
+    from twisted.web.http import datetimeToLogString
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from zmqwamp.clientlog import ClientLog
+    from zmqwamp.metrics import BridgeMetrics
+    from zmqwamp.transport import site as site_module
+    from zmqwamp.transport.site import access_line
+
+    if renamed:
+        monkeypatch.setattr(site_module, "SITE_LOG_TIME", ("_renamed_in_a_future_twisted",))
+        monkeypatch.setattr(internals, "_warned", set())
+    clock = Clock()
+    clock.advance(1_796_000_000)
+    site = site_module.BridgeSite(Resource(), client_log=ClientLog(BridgeMetrics(), clock=clock.seconds), reactor=clock)
+    site.startFactory()
+    site.logFile = written = io.StringIO()
+    request = DummyRequest([b""])
+    request.method, request.uri, request.path, request.clientproto = b"GET", b"/x", b"/x", b"HTTP/1.1"
+    request.code, request.sentLength = 404, 10
+    site.log(request)
+    assert written.getvalue() == access_line(datetimeToLogString(clock.seconds()), request) + "\n"
+    assert bool([e for e in log_events if e.get("what") == "this twisted.web's Site"]) is renamed
+    site.stopFactory()
+
+
+def test_the_static_files_are_found():
+    """The demo page and the browser bundle are where the site serves them from (zmqwamp/static)."""
+    from zmqwamp.transport.site import STATIC
+
+    assert (STATIC / "index.html").is_file() and (STATIC / "js" / "zmqwamp.js").is_file()

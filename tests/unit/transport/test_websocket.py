@@ -12,8 +12,11 @@ import struct
 import pytest
 from twisted.python import usage
 
+from zmqwamp import internals
 from zmqwamp.service.config import BridgeConfig, ConfigError, parse_config
 from zmqwamp.service.tap import Options
+from zmqwamp.transport import frames
+from zmqwamp.transport import websocket as websocket_module
 from zmqwamp.transport.websocket import WampServerFactory
 
 from memory import open_websocket
@@ -166,3 +169,79 @@ def test_the_new_limits_as_options():
     assert (o.config.max_login_message_size, o.config.max_control_frames_per_second) == (32768, 4.0)
     with pytest.raises(usage.UsageError):
         Options().parseOptions(["--max-login-message-size", "10"])
+
+
+# -- an autobahn without the internals zmqwamp reads (zmqwamp.internals) --------------------------------
+
+
+@pytest.fixture
+def renamed(monkeypatch):
+    """An autobahn that renamed a piece of the parser state zmqwamp reads (frames.AUTOBAHN_INTERNALS)."""
+    missing = "_renamed_in_a_future_autobahn"
+    monkeypatch.setattr(frames, "AUTOBAHN_INTERNALS", (*frames.AUTOBAHN_INTERNALS, missing))
+    monkeypatch.setattr(internals, "_warned", set())
+    return missing
+
+
+def test_without_autobahns_internals_a_session_is_served_through_autobahn(world, renamed, log_events):
+    """Without autobahn's parser state: every frame goes through autobahn's parser and sendMessage, calls are
+    answered, and one warning per process says so."""
+    proto, transport = websocket(world)
+    websocket(world)
+    assert not proto.reads_internals and not proto._plain_frames and not proto._writer.direct
+    assert proto._frame_limit == 0  # no whole-frame fast path
+    proto.dataReceived(encode_frame(1, HELLO) + encode_frame(1, call(1, 10)))
+    world.forwarder.requests[0][3].callback([b"ok"])
+    assert [json.loads(p)[0] for _, p in server_frames(transport.value())] == [WELCOME, RESULT]
+    seen = [e for e in log_events if e.get("what") == frames.AUTOBAHN]
+    assert len(seen) == 1 and renamed in seen[0]["missing"]
+
+
+@pytest.mark.parametrize("opcode", [9, 10])
+def test_without_autobahns_internals_control_frames_keep_their_rate(world, renamed, opcode):
+    """Without autobahn's parser state, max_control_frames_per_second applies in onPing/onPong: pings within it
+    are answered, one over it closes 1008 and nothing more is parsed."""
+    proto, transport = websocket(world)
+    proto.dataReceived(encode_frame(opcode, b"p") * 11 + encode_frame(9, b"never") * 10_000)
+    frames_sent = server_frames(transport.value())
+    assert close_of(transport) == (1008, "max_control_frames_per_second: more than 10 pings and pongs per second")
+    assert [op for op, _ in frames_sent] == ([10] * 10 if opcode == 9 else []) + [8]
+    assert transport.disconnecting and proto.state == proto.STATE_CLOSED
+    assert limit_count(world, "max_control_frames_per_second") == 1
+
+
+def test_without_autobahns_control_frame_state_pings_are_answered_within_the_rate(world, monkeypatch, log_events):
+    """An autobahn that renamed only what a control frame is read into (made at the first one): its own
+    processControlFrame answers, within the rate."""
+    monkeypatch.setattr(frames, "AUTOBAHN_CONTROL_FRAME", ("_renamed_in_a_future_autobahn",))
+    monkeypatch.setattr(internals, "_warned", set())
+    proto, transport = websocket(world)
+    assert proto.reads_internals
+    proto.dataReceived(encode_frame(9, b"p") * 10)
+    assert not proto.reads_control_frames
+    assert [op for op, _ in server_frames(transport.value())] == [10] * 10
+    proto.dataReceived(encode_frame(9, b"p"))
+    assert close_of(transport)[0] == 1008
+    assert [e for e in log_events if e.get("what") == frames.AUTOBAHN]
+
+
+def test_without_autobahns_internals_the_login_limit_holds(world, renamed):
+    """Without autobahn's failedByMe: a message over max_login_message_size before the session is open is
+    still refused at its header (close 1009), and the rest is not parsed."""
+    proto, transport = websocket(world)
+    frame = encode_frame(1, b"[" + b" " * 70_000 + b"]")
+    proto.dataReceived(frame[:200])
+    assert close_of(transport)[0] == 1009 and transport.disconnecting and proto.state == proto.STATE_CLOSED
+    proto.dataReceived(frame[200:])
+    assert limit_count(world, "max_login_message_size") == 1
+
+
+def test_without_autobahns_handshake_data_it_is_kept(world, monkeypatch, log_events):
+    """An autobahn that renamed the opening handshake's data: nothing is freed (nor made up), the session works."""
+    monkeypatch.setattr(websocket_module, "AUTOBAHN_HANDSHAKE_DATA", ("_renamed_in_a_future_autobahn",))
+    monkeypatch.setattr(internals, "_warned", set())
+    proto, transport = websocket(world)
+    assert proto.http_headers and proto.reads_internals
+    proto.dataReceived(encode_frame(1, HELLO))
+    assert json.loads(server_frames(transport.value())[0][1])[0] == WELCOME
+    assert [e for e in log_events if e.get("what") == websocket_module.AUTOBAHN_HANDSHAKE]

@@ -198,3 +198,26 @@ def test_json_decoding_is_autobahns(value, ascii_only):
         assert isinstance(expected, ValueError) and isinstance(result, ValueError), (expected, result)
     else:
         assert result == expected
+
+
+# -- an autobahn without its private JSON encoder class (zmqwamp.internals) --------------------------------
+
+
+def test_without_autobahns_json_encoder_class_json_goes_through_autobahn(monkeypatch, log_events):
+    """An autobahn without _WAMPJsonEncoder (renamed, or on ujson): no encoder of our own, one warning; JSON is
+    encoded by autobahn's serialize and JSON carrying bytes decoded by its unserialize, as before."""
+    from zmqwamp import internals
+    from zmqwamp.wamp import messages
+
+    monkeypatch.setattr(messages, "AUTOBAHN_JSON_ENCODER", ("autobahn.wamp.serializer", "_RenamedJsonEncoder"))
+    monkeypatch.setattr(internals, "_warned", set())
+    assert messages.json_encoder() is None
+    assert [e["missing"] for e in log_events if e.get("what") == "autobahn.wamp.serializer"] == ["_RenamedJsonEncoder"]
+    monkeypatch.setattr(messages, "_JSON_ENCODER", None)
+    monkeypatch.setattr(messages, "_JSON_BYTES", False)
+    raw = [36, 5, 7, {}, [b"\x00\xff", "é", {"k": [1.5, None]}]]
+    assert messages.encode(JSON, raw) == JsonObjectSerializer().serialize(raw)
+    payload = json.dumps([48, 1, {}, REP, [json_bytes(b"\x00\xff"), "plain"]]).encode()
+    assert unserialize(JSON, payload) == JsonObjectSerializer().unserialize(payload)
+    [(_, msg)] = decode(JSON, payload, False)
+    assert msg.args == [b"\x00\xff", "plain"]
