@@ -12,6 +12,7 @@ import struct
 import pytest
 from twisted.python import usage
 
+from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig, ConfigError, parse_config
 from zmqwamp.service.tap import Options
 from zmqwamp.transport.websocket import WampServerFactory
@@ -24,7 +25,7 @@ REP = "tcp://127.0.0.1:9999"
 
 
 def websocket(world, **config):
-    factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(**config), world.zmq_factory.write_batch)
+    factory = WampServerFactory(world.context, lambda request: True, websocket_options(BridgeConfig(**config)), world.zmq_factory.write_batch)
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
     return open_websocket(factory, "wamp.2.json")
 
