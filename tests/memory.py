@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
 from autobahn.wamp.serializer import JsonObjectSerializer
@@ -36,7 +35,7 @@ from zmqwamp.clientlog import ClientLog
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import ClientAddresses
 from zmqwamp.transport.guard import ConnectionGuardFactory
-from zmqwamp.transport.site import BridgeSite, HealthResource, HostCheck, LocalOnly
+from zmqwamp.transport.site import BridgeSite, BridgeStatus, HealthResource, HostCheck, LocalOnly
 from zmqwamp.upstream.endpoints import EndpointResolver
 from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
@@ -268,6 +267,20 @@ def sync(f, *args):
         return fail()
 
 
+class FakeStatus:
+    """What ``/healthz`` shows (the site's :class:`~zmqwamp.transport.site.BridgeStatus`): set ``stopping``."""
+
+    stopping = False
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "sessions": 2,
+            "calls_in_flight": 3,
+            "subscriptions": 4,
+            "zmq_endpoints": {"req": ["tcp://10.9.9.9:2"], "sub": ["tcp://10.9.9.9:1"]},
+        }
+
+
 class SiteWorld:
     """The HTTP side in memory: a BridgeSite with /data, /local (local clients only) and /healthz behind a
     ConnectionGuardFactory, on a MemoryReactorClock; ``connect`` gives a connection on a StringTransport."""
@@ -278,14 +291,8 @@ class SiteWorld:
         root = Resource()
         root.putChild(b"data", Data(b"hello", "text/plain"))
         root.putChild(b"local", LocalOnly(Data(b"secret", "text/plain")))
-        context = SimpleNamespace(  # what HealthResource reads of a SessionContext
-            registry=SimpleNamespace(stopping=False, sessions=[1, 2], calls_in_flight=3),
-            router=SimpleNamespace(
-                hub=SimpleNamespace(subscription_count=lambda: 4, addresses=["tcp://10.9.9.9:1"]),
-                forwarder=SimpleNamespace(addresses=["tcp://10.9.9.9:2"]),
-            ),
-        )
-        root.putChild(b"healthz", HealthResource(cast(SessionContext, context)))
+        self.status: BridgeStatus = FakeStatus()
+        root.putChild(b"healthz", HealthResource(self.status))
         self.site = BridgeSite(root, hosts=HostCheck(allow_hosts), on_refused=self.refused.append, reactor=self.clock)
         self.counter = counter
         self.factory = ConnectionGuardFactory(

@@ -114,7 +114,7 @@ def test_cmd_and_its_config_are_accepted(tmp_path):
 
 def _healthcheck(config: Path) -> subprocess.CompletedProcess:
     argv = _exec_form("HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \\\\\n  CMD")
-    assert argv[:3] == ["python", "-m", "zmqwamp.service.healthcheck"]
+    assert argv[:3] == ["python", "-m", "zmqwamp.healthcheck"]
     return subprocess.run([sys.executable, *argv[1:-1], str(config)], capture_output=True, text=True, timeout=30)
 
 

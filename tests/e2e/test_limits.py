@@ -1,4 +1,4 @@
-"""Every limit (zmqwamp.limits) against a real bridge. The logic as plain calls: tests/unit/test_limits.py."""
+"""Every limit (zmqwamp.wamp.limits, zmqwamp.transport.guard, zmqwamp.upstream.budget, zmqwamp.tokenbucket) against a real bridge. The logic as plain calls: tests/unit/test_limits.py."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ freeze when it happens"), against real bridges.
 Each flood is measured in bytes of log the bridge wrote while it ran (its stdout, up to a line logged after it):
 before the fixes a line or two per request (1,846 warnings for 2,000 timed-out CALLs; 27 KB per upgrade with a 14 KB
 Origin; a traceback per request for a NUL in the path), now a few lines and a count.  In memory:
-tests/unit/test_{clientlog,forwarder,http,logs,reactor_lag}.py.
+tests/unit/test_clientlog.py, tests/unit/upstream/test_forwarder.py, tests/unit/transport/test_site.py,
+tests/unit/service/test_{logs,reactor_lag}.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every limit (zmqwamp.limits): the logic as plain calls. Each against a real bridge: tests/e2e/test_limits.py."""
+"""Every limit (zmqwamp.wamp.limits, zmqwamp.transport.guard, zmqwamp.upstream.budget, zmqwamp.tokenbucket): the logic as plain calls. Each against a real bridge: tests/e2e/test_limits.py."""
 
 from __future__ import annotations
 

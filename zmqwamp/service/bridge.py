@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -34,10 +35,10 @@ from zmqwamp.clientlog import ClientLog
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import ClientAddresses
 from zmqwamp.service.config import BridgeConfig, ConfigError, validate
-from zmqwamp.service.lifecycle import BridgeService, DrainService, ListeningPort, ReactorLagMonitor
+from zmqwamp.service.lifecycle import BridgeService, DrainService, ListeningPort, ReactorLagMonitor, Status
 from zmqwamp.transport.guard import ConnectionCounter, ConnectionGuardFactory
 from zmqwamp.transport.site import HostCheck, build_site
-from zmqwamp.transport.websocket import WampServerFactory
+from zmqwamp.transport.websocket import WampServerFactory, WebSocketOptions
 from zmqwamp.transport.writer import WriteBatch
 from zmqwamp.upstream.budget import UpstreamBudget
 from zmqwamp.upstream.endpoints import Endpoint, EndpointResolver
@@ -45,6 +46,7 @@ from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.resolver import HostResolver
+from zmqwamp.wamp.limits import SessionLimits
 from zmqwamp.wamp.registry import SessionRegistry
 from zmqwamp.wamp.router import Router
 from zmqwamp.wamp.session import SessionContext
@@ -55,6 +57,13 @@ log = Logger()
 IDENTITY_POLL = 1.0
 # What a reload applies; a change to anything else is logged as needing a restart
 RELOADED = {"allow", "origins", "endpoints", "rules", "max_history_bytes", "anonymous", "auth"}
+
+
+def websocket_options(config: BridgeConfig) -> WebSocketOptions:
+    """What the WebSocket side takes of ``config``: the options of the same names (and the session limits)."""
+    limits = SessionLimits(**{f.name: getattr(config, f.name) for f in fields(SessionLimits)})
+    taken = {f.name: getattr(config, f.name) for f in fields(WebSocketOptions) if f.name != "session_limits"}
+    return WebSocketOptions(**taken, session_limits=limits)
 
 
 class Bridge:
@@ -87,6 +96,9 @@ class Bridge:
         self.inherited_fds: list[tuple[int, bool]] = []  # (fd, PROXY protocol?) of a --workers worker
         # for reload: set by twistd when there is a --config
         self.config_loader: Callable[[], BridgeConfig] | None = None
+        # made by make_service: what every session shares (router, logins, registry), and the login portal
+        self.context: SessionContext | None = None
+        self.portal: Portal | None = None
 
     # -- the hooks ----------------------------------------------------------
 
@@ -109,6 +121,12 @@ class Bridge:
             return False
         avatar = IZmqAvatar(session.avatar)
         return avatar.zmq_allowed(action, endpoint, options)
+
+    def _made(self) -> tuple[SessionContext, Portal]:
+        """What :meth:`make_service` made; reloads and identity changes come only after it."""
+        if self.context is None or self.portal is None:
+            raise RuntimeError("the bridge has no services yet: call make_service() first")
+        return self.context, self.portal
 
     def reload(self) -> None:
         """Re-read the configuration (SIGHUP): allow rules, origins, aliases, per-user rules and ``anonymous``.
@@ -146,11 +164,10 @@ class Bridge:
         ]
         if ignored:
             log.warn("reload: {names} changed; they take effect only at a restart", names=", ".join(ignored))
+        context, _ = self._made()
         self._reload_anonymous(new.anonymous)
         self.policy = EndpointPolicy(new.allow)
         self.origins = OriginPolicy(new.origins)
-        self.context.router.resolver.aliases = dict(new.endpoints)
-        self.context.router.hub.configure_history(new.endpoints.values())
         self.rulebook.replace(new.rules)
         self.config.allow, self.config.origins, self.config.endpoints, self.config.rules = (
             new.allow,
@@ -168,7 +185,8 @@ class Bridge:
             anonymous="on" if new.anonymous else "off",
         )
         self._warn_delimiters()
-        d = self.context.router.recheck_subscriptions()
+        # the new aliases and a new policy generation: open subscriptions are asked again under the rules above
+        d = context.router.reload(new.endpoints)
         d.addCallback(lambda revoked: log.info("reload: {n} subscription(s) revoked", n=revoked))
         d.addErrback(lambda failure: log.failure("reload: re-checking subscriptions failed", failure))
 
@@ -176,12 +194,13 @@ class Bridge:
         """A reload turned anonymous access on or off: the portal serves it or not, and its open sessions end."""
         if anonymous == self.config.anonymous:
             return
+        context, portal = self._made()
         self.config.anonymous = anonymous
-        set_anonymous(self.portal, anonymous)
+        set_anonymous(portal, anonymous)
         if anonymous:
             log.info("reload: anonymous access turned on")
             return
-        registry = self.context.registry
+        registry = context.registry
         sessions = [s for s in registry.sessions_of("anonymous", "anonymous") if s.avatar.authmethod == "anonymous"]
         for session in sessions:
             registry.revoke(session, "anonymous access was turned off")
@@ -199,7 +218,7 @@ class Bridge:
     def identities_changed(self, checker: ICredentialsChecker, changes: list[IdentityChange]) -> None:
         """``checker`` no longer vouches for these identities as before: the sessions it opened for them end."""
         provider = provider_name(checker)
-        registry = self.context.registry
+        registry = self._made()[0].registry
         ended = 0
         for change in changes:
             for session in registry.sessions_of(provider, change.authid):
@@ -237,19 +256,21 @@ class Bridge:
         budget = UpstreamBudget(config.max_endpoints_per_session, config.max_endpoints_per_peer, config.max_zmq_sockets)
         names = HostResolver(reactor, metrics=metrics)
         registry = SessionRegistry(metrics, reactor)
+        forwarder = RequestForwarder(zmq_factory, metrics, idle_close=config.idle_close, budget=budget, names=names)
+        hub = SubscriptionHub(
+            zmq_factory,
+            metrics,
+            budget=budget,
+            names=names,
+            max_filters=config.max_filters_per_endpoint,
+            max_replay_per_second=config.max_replay_per_second,
+            client_log=client_log,
+        )
         router = Router(
             resolver=EndpointResolver(config.endpoints),
             authorize=self.zmq_allowed,
-            forwarder=RequestForwarder(zmq_factory, metrics, idle_close=config.idle_close, budget=budget, names=names),
-            hub=SubscriptionHub(
-                zmq_factory,
-                metrics,
-                budget=budget,
-                names=names,
-                max_filters=config.max_filters_per_endpoint,
-                max_replay_per_second=config.max_replay_per_second,
-                client_log=client_log,
-            ),
+            forwarder=forwarder,
+            hub=hub,
             registry=registry,
             metrics=metrics,
             clock=reactor,
@@ -260,11 +281,11 @@ class Bridge:
             client_log=client_log,
         )
         # the aliases' histories, and their keep_open connections once the reactor runs (after any fork)
-        reactor.callWhenRunning(router.hub.configure_history, config.endpoints.values())
-        self.portal = build_portal(self.checkers, config.anonymous, self.rulebook)
+        reactor.callWhenRunning(router.start)
+        portal = build_portal(self.checkers, config.anonymous, self.rulebook)
         logins = LoginService(
             config.realm,
-            self.portal,
+            portal,
             LoginThrottle(
                 reactor,
                 floor=config.login_delay,
@@ -277,7 +298,8 @@ class Bridge:
             client_log=client_log,
         )
         context = SessionContext(router, logins, registry, metrics, client_log, reactor)
-        self.context = context  # what every session shares: router, logins, registry (reload, tests)
+        self.context, self.portal = context, portal
+        status = Status(registry, forwarder, hub)  # what /healthz shows
         # every connection to the listen ports is counted (max_sessions, max_sessions_per_peer) ...
         connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
         top = BridgeService(config.log_format, reactor, self.reload)
@@ -290,11 +312,18 @@ class Bridge:
             watcher.clock = reactor
             watcher.setServiceParent(top)
         self._warn_delimiters()
-        DrainService(router, registry, connections, zmq_factory, names, reactor, config.drain_time).setServiceParent(
-            top
-        )
+        DrainService(
+            registry,
+            connections,
+            forwarder=forwarder,
+            hub=hub,
+            zmq_factory=zmq_factory,
+            names=names,
+            clock=reactor,
+            drain_time=config.drain_time,
+        ).setServiceParent(top)
         ReactorLagMonitor(reactor, metrics, config.reactor_lag_warning).setServiceParent(top)
-        factory = WampServerFactory(context, self.websocket_allowed, config, zmq_factory.write_batch)
+        factory = WampServerFactory(context, self.websocket_allowed, websocket_options(config), zmq_factory.write_batch)
         addresses = ClientAddresses(config.trusted_proxies, config.forwarded_header)
         hosts = HostCheck(config.allow_hosts)
 
@@ -309,14 +338,14 @@ class Bridge:
             )
 
         site = guarded(
-            build_site(factory, context, static=config.static, metrics=not config.metrics_listen, hosts=hosts),
+            build_site(factory, context, status, static=config.static, metrics=not config.metrics_listen, hosts=hosts),
             connections,
         )
         for endpoint in self._listen_endpoints(reactor):
             ListeningPort(endpoint, site).setServiceParent(top)
         # ... and those to the metrics ports apart, so a flood of the first never hides the second
         operations = guarded(
-            build_site(None, context, static=False, hosts=hosts),
+            build_site(None, context, status, static=False, hosts=hosts),
             ConnectionCounter(config.max_sessions, config.max_sessions_per_peer),
         )
         for description in config.metrics_listen:

@@ -1,4 +1,4 @@
-"""``python -m zmqwamp.service.healthcheck CONFIG``: exit 0 if the bridge configured in CONFIG answers ``/healthz`` 200.
+"""``python -m zmqwamp.healthcheck CONFIG``: exit 0 if the bridge configured in CONFIG answers ``/healthz`` 200.
 
 For a container's HEALTHCHECK (examples/deploy/Dockerfile) and similar probes: the port comes from
 the configuration (its first ``metrics_listen`` endpoint, else its first ``listen`` one), so the
@@ -80,7 +80,7 @@ def check(config_path: str, timeout: float = 3.0) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m zmqwamp.service.healthcheck CONFIG.toml", file=sys.stderr)
+        print("usage: python -m zmqwamp.healthcheck CONFIG.toml", file=sys.stderr)
         return 2
     healthy, what = check(argv[0])
     if not healthy:

@@ -13,6 +13,7 @@
   :class:`DrainService` drains first while the ports keep listening (``/healthz``
   answers 503, a new WebSocket upgrade gets HTTP 503: :mod:`zmqwamp.transport.site`), and
   the listeners close after it.
+* :class:`Status`: what ``/healthz`` shows (:class:`zmqwamp.transport.site.BridgeStatus`).
 * :class:`ReactorLagMonitor`: how late the reactor runs a timer, so a stall shows
   whatever caused it (``zmqwamp_reactor_lag_seconds``, a warning past
   ``reactor_lag_warning``).
@@ -34,10 +35,11 @@ from twisted.python.failure import Failure
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.service.logs import use_log_format
 from zmqwamp.transport.guard import ConnectionCounter
+from zmqwamp.upstream.forwarder import RequestForwarder
+from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.resolver import HostResolver
 from zmqwamp.wamp.registry import SessionRegistry
-from zmqwamp.wamp.router import Router
 
 log = Logger()
 
@@ -78,17 +80,20 @@ class DrainService(Service):
 
     def __init__(
         self,
-        router: Router,
         registry: SessionRegistry,
         connections: ConnectionCounter,
+        *,
+        forwarder: RequestForwarder,
+        hub: SubscriptionHub,
         zmq_factory: BridgeZmqFactory,
         names: HostResolver,
         clock: IReactorTime,
         drain_time: float,
     ) -> None:
-        self.router = router
         self.registry = registry
         self.connections = connections
+        self.forwarder = forwarder
+        self.hub = hub
         self.zmq_factory = zmq_factory
         self.names = names
         self.clock = clock
@@ -120,10 +125,32 @@ class DrainService(Service):
             session.shutdown()
 
     def _close_zmq(self, _: object = None) -> None:
-        self.router.forwarder.close()
-        self.router.hub.close()
+        self.forwarder.close()
+        self.hub.close()
         self.zmq_factory.shutdown()
         self.names.close()
+
+
+class Status:
+    """What ``/healthz`` shows of the bridge (:class:`zmqwamp.transport.site.BridgeStatus`): stopping or not,
+    and for the operator the sessions, calls in flight, subscriptions and open zmq connections."""
+
+    def __init__(self, registry: SessionRegistry, forwarder: RequestForwarder, hub: SubscriptionHub) -> None:
+        self._registry = registry
+        self._forwarder = forwarder
+        self._hub = hub
+
+    @property
+    def stopping(self) -> bool:
+        return self._registry.stopping
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self._registry.sessions),
+            "calls_in_flight": self._registry.calls_in_flight,
+            "subscriptions": self._hub.subscription_count(),
+            "zmq_endpoints": {"req": self._forwarder.addresses, "sub": self._hub.addresses},
+        }
 
 
 class ReactorLagMonitor(Service):

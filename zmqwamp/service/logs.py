@@ -17,7 +17,7 @@ cannot hold, is written as a JSON escape (``ensure_ascii``); stdout's
 ``surrogateescape`` (Python's default under a C or C.UTF-8 locale) would have
 dropped U+D800 and written U+DCE9 as a stray byte 0xE9.  Secrets stay out as in
 the text format: nothing in zmqwamp logs a password, ticket, token or signature
-as a field either (tests/{unit,e2e}/test_logs.py).
+as a field either (tests/unit/service/test_logs.py, tests/e2e/test_logs.py).
 """
 
 from __future__ import annotations

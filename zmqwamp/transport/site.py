@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
@@ -50,6 +50,18 @@ from zmqwamp.wamp.session import SessionContext
 log = Logger()
 
 METHODS = (b"GET", b"HEAD")  # nothing here takes a body; the WebSocket upgrade is a GET
+
+
+class BridgeStatus(Protocol):
+    """What the site asks of the bridge: is it stopping (``/healthz`` 503, ``/ws`` refused), and the
+    operator's details of ``/healthz``.  The wiring hands one over (:class:`zmqwamp.service.lifecycle.Status`)."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def details(self) -> dict[str, Any]:
+        """Sessions, calls in flight, subscriptions and zmq endpoints: JSON-ready, in the order shown."""
+        ...
 
 
 class HostCheck:
@@ -300,12 +312,12 @@ class WampResource(WebSocketResource):
     that vanished.
     """
 
-    def __init__(self, factory: WampServerFactory) -> None:
+    def __init__(self, factory: WampServerFactory, status: BridgeStatus) -> None:
         super().__init__(factory)
-        self._registry = factory.context.registry
+        self._status = status
 
     def render(self, request):
-        if self._registry.stopping:
+        if self._status.stopping:
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request.setHeader(b"retry-after", b"1")
@@ -328,28 +340,20 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, context: SessionContext, details_for_everyone: bool = False) -> None:
+    def __init__(self, status: BridgeStatus, details_for_everyone: bool = False) -> None:
         super().__init__()
-        self._context = context
+        self._status = status
         self._details_for_everyone = details_for_everyone
 
     def render_GET(self, request):
-        stopping = self._context.registry.stopping
+        stopping = self._status.stopping
         request.setResponseCode(503 if stopping else 200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         body: dict[str, Any] = {"up": not stopping}
         if self._details_for_everyone or getattr(request, "client_local", False):
-            body.update(
-                pid=os.getpid(),  # tells the processes of --workers apart
-                sessions=len(self._context.registry.sessions),
-                calls_in_flight=self._context.registry.calls_in_flight,
-                subscriptions=self._context.router.hub.subscription_count(),
-                zmq_endpoints={
-                    "req": self._context.router.forwarder.addresses,
-                    "sub": self._context.router.hub.addresses,
-                },
-            )
+            body["pid"] = os.getpid()  # tells the processes of --workers apart
+            body.update(self._status.details())
         return json.dumps(body).encode()
 
 
@@ -401,6 +405,7 @@ def _static(path: Path) -> File:
 def build_site(
     factory: WampServerFactory | None,
     context: SessionContext,
+    status: BridgeStatus,
     *,
     static: bool = True,
     metrics: bool = True,
@@ -414,11 +419,11 @@ def build_site(
     ops = factory is None
     root = Resource()
     if factory is not None:
-        root.putChild(b"ws", WampResource(factory))
+        root.putChild(b"ws", WampResource(factory, status))
     if static:
         root.putChild(b"", _static(STATIC / "index.html"))
         root.putChild(b"js", _static(STATIC / "js"))
-    root.putChild(b"healthz", HealthResource(context, details_for_everyone=ops))
+    root.putChild(b"healthz", HealthResource(status, details_for_everyone=ops))
     if metrics:
         exporter = MetricsResource(registry=context.metrics.registry)
         root.putChild(b"metrics", exporter if ops else LocalOnly(exporter))

@@ -14,6 +14,7 @@ bounded pongs for a client that does not read, ``max_control_frames_per_second``
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,7 +29,6 @@ from twisted.python.failure import Failure
 
 from zmqwamp.clientlog import ErrorLog, clip
 from zmqwamp.internals import lacks
-from zmqwamp.service.config import BridgeConfig
 from zmqwamp.tokenbucket import TokenBucket
 from zmqwamp.transport.frames import FragmentLimit, WholeFrameReader
 from zmqwamp.transport.guard import PASS_THROUGH_WRAPPERS, SERVER
@@ -430,6 +430,23 @@ LOGIN_MESSAGE_TOO_BIG = "max_login_message_size: a message over {limit} bytes be
 CONTROL_FRAMES_EXCEEDED = "max_control_frames_per_second: more than {rate:g} pings and pongs per second"
 
 
+@dataclass(frozen=True)
+class WebSocketOptions:
+    """What the WebSocket side takes of the configuration; each field is the option of the same name
+    (:func:`zmqwamp.service.bridge.websocket_options` makes one of a BridgeConfig, whose defaults apply)."""
+
+    handshake_timeout: float  # the WebSocket opening handshake, and again the login (HELLO ... WELCOME)
+    max_message_size: int
+    max_login_message_size: int
+    max_message_fragments: int
+    max_control_frames_per_second: float
+    max_outgoing_buffer: int
+    slow_consumer: str
+    ping_interval: float
+    ping_timeout: float
+    session_limits: SessionLimits  # the limits each session checks itself
+
+
 class WampServerFactory(WebSocketServerFactory):
     protocol = WampServerProtocol  # type: ignore[assignment]
 
@@ -437,7 +454,7 @@ class WampServerFactory(WebSocketServerFactory):
         self,
         context: SessionContext,
         websocket_allowed: Callable[[Any], Any],
-        config: BridgeConfig,
+        options: WebSocketOptions,
         write_batch: WriteBatch,
     ) -> None:
         super().__init__(protocols=list(SERIALIZERS), server=SERVER.decode())  # no version in Server:
@@ -445,28 +462,22 @@ class WampServerFactory(WebSocketServerFactory):
         self.errors = ErrorLog(context.metrics, context.clock)  # exceptions of the websocket_allowed hook
         self.clock = context.clock
         self.websocket_allowed = websocket_allowed
-        self.login_timeout = config.handshake_timeout
-        self.max_outgoing_buffer = config.max_outgoing_buffer
-        self.max_message_fragments = config.max_message_fragments
-        self.max_login_message_size = config.max_login_message_size
-        self.max_control_frames_per_second = config.max_control_frames_per_second
-        self.slow_consumer = config.slow_consumer
-        self.session_limits = SessionLimits(
-            max_calls_in_flight=config.max_calls_in_flight,
-            max_subscriptions=config.max_subscriptions,
-            max_calls_per_second=config.max_calls_per_second,
-            max_subscribes_per_second=config.max_subscribes_per_second,
-            max_messages_per_second=config.max_messages_per_second,
-        )
+        self.login_timeout = options.handshake_timeout
+        self.max_outgoing_buffer = options.max_outgoing_buffer
+        self.max_message_fragments = options.max_message_fragments
+        self.max_login_message_size = options.max_login_message_size
+        self.max_control_frames_per_second = options.max_control_frames_per_second
+        self.slow_consumer = options.slow_consumer
+        self.session_limits = options.session_limits
         # held by the zmq readers around each batch (the zmq factory's: zmqwamp.upstream.reader.BridgeZmqFactory)
         self.write_batch = write_batch
         self.setProtocolOptions(
-            maxMessagePayloadSize=config.max_message_size,
-            maxFramePayloadSize=config.max_message_size,
-            openHandshakeTimeout=config.handshake_timeout,
+            maxMessagePayloadSize=options.max_message_size,
+            maxFramePayloadSize=options.max_message_size,
+            openHandshakeTimeout=options.handshake_timeout,
             closeHandshakeTimeout=5,
             failByDrop=False,  # tell the client why (1007, 1009, ...) instead of dropping TCP
-            autoPingInterval=config.ping_interval,
-            autoPingTimeout=config.ping_timeout,
+            autoPingInterval=options.ping_interval,
+            autoPingTimeout=options.ping_timeout,
             webStatus=False,  # no status page (it names autobahn's version) for a GET without Upgrade
         )

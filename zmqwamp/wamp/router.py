@@ -6,8 +6,8 @@ No network here: sessions call :meth:`Router.call` and
 :class:`~zmqwamp.upstream.forwarder.RequestForwarder` or the
 :class:`~zmqwamp.upstream.hub.SubscriptionHub`.  Failures are :class:`ApplicationError`
 with a WAMP error URI, ready to be sent as an ERROR.
-On a reload, :meth:`Router.recheck_subscriptions` asks the hook again about
-every open subscription, and a SUBSCRIBE still in flight (its hook or its host
+On a reload, :meth:`Router.reload` takes the new aliases and asks the hook
+again about every open subscription, and a SUBSCRIBE still in flight (its hook or its host
 name not answered yet) is asked again before SUBSCRIBED.  Logging in is
 :mod:`zmqwamp.auth.login`'s.
 """
@@ -15,7 +15,7 @@ name not answered yet) is asked again before SUBSCRIBED.  Logging in is
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -84,6 +84,24 @@ class Router:
         # Bumped by each reload (recheck_subscriptions): a SUBSCRIBE authorized under an older one is
         # asked again before SUBSCRIBED (issue 21 item 9).
         self.policy_generation = 0
+
+    # -- the configuration ----------------------------------------------
+
+    def start(self) -> None:
+        """Once the reactor runs (after any fork): the aliases' histories and their keep_open connections."""
+        self.hub.configure_history(self.resolver.aliases.values())
+
+    def reload(self, aliases: Mapping[str, Endpoint]) -> Deferred:
+        """A new configuration (SIGHUP), in one step: ``aliases`` replace the old ones, with their histories
+        and keep_open connections (:meth:`SubscriptionHub.configure_history`), and a new policy generation
+        begins: every open subscription, and every SUBSCRIBE still in flight, is asked again under the rules
+        now in force (the caller has put them where its ``authorize`` hook reads them).
+
+        Fires with the number of subscriptions revoked (:meth:`recheck_subscriptions`).
+        """
+        self.resolver.aliases = dict(aliases)
+        self.hub.configure_history(self.resolver.aliases.values())
+        return self.recheck_subscriptions()
 
     # -- sessions ---------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""zmqwamp.service.ReactorLagMonitor on a clock in memory (issue 21: see a freeze when it happens).
+"""zmqwamp.service.lifecycle.ReactorLagMonitor on a clock in memory (issue 21: see a freeze when it happens).
 Against a real bridge that stalls: tests/e2e/test_log_floods.py."""
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Against a real bridge: tests/e2e/test_http.py.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from twisted.internet import tcp
@@ -433,10 +434,11 @@ def test_an_exception_escaping_a_connection_drops_it_and_is_logged_once(log_even
 
 
 def ws_factory(world, allowed=lambda request: True):
+    from zmqwamp.service.bridge import websocket_options
     from zmqwamp.service.config import BridgeConfig
     from zmqwamp.transport.websocket import WampServerFactory
 
-    return WampServerFactory(world.context, allowed, BridgeConfig(), world.zmq_factory.write_batch)
+    return WampServerFactory(world.context, allowed, websocket_options(BridgeConfig()), world.zmq_factory.write_batch)
 
 
 def upgrade(factory, origin: str | None, peer_secure: bool | None = None) -> bytes:
@@ -603,8 +605,17 @@ def test_a_refused_requests_access_line_goes_through_the_client_log_with_its_tim
     site.stopFactory()
 
 
-def test_the_static_files_are_found():
-    """The demo page and the browser bundle are where the site serves them from (zmqwamp/static)."""
-    from zmqwamp.transport.site import STATIC
+def test_the_static_files_are_the_package_data():
+    """``/`` and ``/js/`` serve zmqwamp/static (package data) wherever the site's module lives (after the move to
+    zmqwamp/transport/ they pointed at a zmqwamp/transport/static that does not exist: 404)."""
+    from zmqwamp.transport.site import build_site
 
-    assert (STATIC / "index.html").is_file() and (STATIC / "js" / "zmqwamp.js").is_file()
+    from memory import FakeStatus, make_world
+
+    world = make_world()
+    site = build_site(None, world.context, FakeStatus(), static=True)
+    index, js = site.resource.children[b""], site.resource.children[b"js"]
+    package = Path(__file__).resolve().parents[3] / "zmqwamp" / "static"
+    assert Path(index.path) == package / "index.html" and index.isfile()
+    assert Path(js.path) == package / "js" and js.child("zmqwamp.js").isfile()
+    world.close()

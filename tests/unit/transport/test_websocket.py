@@ -13,6 +13,7 @@ import pytest
 from twisted.python import usage
 
 from zmqwamp import internals
+from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig, ConfigError, parse_config
 from zmqwamp.service.tap import Options
 from zmqwamp.transport import frames
@@ -27,7 +28,7 @@ REP = "tcp://127.0.0.1:9999"
 
 
 def websocket(world, **config):
-    factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(**config), world.zmq_factory.write_batch)
+    factory = WampServerFactory(world.context, lambda request: True, websocket_options(BridgeConfig(**config)), world.zmq_factory.write_batch)
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
     return open_websocket(factory, "wamp.2.json")
 

@@ -18,6 +18,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.test.iosim import FakeTransport, connect
 
+from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig
 from zmqwamp.transport.websocket import WampServerFactory
 
@@ -36,7 +37,7 @@ class Client(ApplicationSession):
 
 def autobahn_session(world, serializer=None):
     """An autobahn-python session joined to the bridge in memory, and the pump that carries their bytes."""
-    server_factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(), world.zmq_factory.write_batch)
+    server_factory = WampServerFactory(world.context, lambda request: True, websocket_options(BridgeConfig()), world.zmq_factory.write_batch)
     server_factory.setProtocolOptions(**NO_TIMERS)
     joined: Deferred = Deferred()
     sessions: list[Client] = []

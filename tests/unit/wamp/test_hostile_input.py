@@ -13,6 +13,7 @@ import cbor2
 import pytest
 from twisted.internet.defer import Deferred
 
+from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig
 from zmqwamp.transport.websocket import WampServerFactory
 from zmqwamp.wamp.messages import SERIALIZERS, WampProtocolViolation, decode
@@ -28,7 +29,7 @@ from probes import shared_bomb
 
 def open_wamp(world, **config):
     """A WampServerProtocol after the opening handshake and HELLO/WELCOME, on a StringTransport."""
-    factory = WampServerFactory(world.context, lambda request: True, BridgeConfig(**config), world.zmq_factory.write_batch)
+    factory = WampServerFactory(world.context, lambda request: True, websocket_options(BridgeConfig(**config)), world.zmq_factory.write_batch)
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
     proto, transport = open_websocket(factory, "wamp.2.json")
     proto.dataReceived(encode_frame(1, json.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]).encode()))

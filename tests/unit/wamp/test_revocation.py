@@ -195,6 +195,33 @@ def test_a_removed_alias_is_revoked(world):
     assert messages(transport)[-1][2]["subscription"] == sid
 
 
+def test_router_reload_takes_the_new_aliases_in_one_call(world):
+    """Router.reload(aliases): the resolver knows the new aliases, their histories and keep_open connections are set
+    up, a new policy generation begins and open subscriptions are asked again (an alias moved elsewhere is revoked)."""
+    alice, transport = login(world, "alice")
+    sid = subscribe(alice, transport, "ticks")
+    generation = world.router.policy_generation
+    moved = Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks", history=5, keep_open=True)
+    assert fired(world.router.reload({"ticks": moved})) == 1
+    assert messages(transport)[-1][:2] == [UNSUBSCRIBED, 0] and messages(transport)[-1][2]["subscription"] == sid
+    assert world.router.resolver.resolve("ticks").endpoint == moved
+    assert world.hub.addresses == [moved.address]  # kept open at once; the old one closed with its last subscriber
+    assert [name for name, *_ in world.hub.history_held()] == ["ticks"]
+    assert world.router.policy_generation == generation + 1
+
+
+def test_router_start_sets_up_the_configured_aliases():
+    """Router.start (the bridge calls it once the reactor runs): the aliases' histories and keep_open connections."""
+    kept = Endpoint(PUB, kind="sub", alias="ticks", history=5, keep_open=True)
+    world = make_world(resolver=EndpointResolver({"ticks": kept}))
+    try:
+        assert world.hub.addresses == [] and list(world.hub.history_held()) == []
+        world.router.start()
+        assert world.hub.addresses == [PUB] and [name for name, *_ in world.hub.history_held()] == ["ticks"]
+    finally:
+        world.close()
+
+
 def test_bridge_reload_replaces_the_rules_and_revokes():
     """Bridge.reload gives the realm's rulebook the new rules (no reaching into the portal) and re-checks."""
     rule = UserRule(endpoints=(PUB,), authids=("alice",), actions=("subscribe",))
