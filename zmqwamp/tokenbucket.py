@@ -9,10 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from twisted.logger import Logger
-
-log = Logger()
-
 
 class TokenBucket:
     """``take()`` is True at most ``rate`` times per second on average, ``burst`` at once."""

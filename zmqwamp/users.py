@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from twisted.logger import Logger
-
 from zmqwamp.auth.cred import (
     DEFAULT_ROLE,
 )
@@ -31,8 +29,6 @@ from zmqwamp.auth.users import (
     read_users_file,
     write_users,
 )
-
-log = Logger()
 
 
 def _read_password(args) -> str:

@@ -10,12 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable
 
-from twisted.logger import Logger
-
 from zmqwamp.peers import peer_host
 from zmqwamp.upstream.errors import LimitExceeded
-
-log = Logger()
 
 
 def session_peer(session) -> str:

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.logger import Logger
-
-log = Logger()
-
 
 @dataclass(frozen=True)
 class SessionLimits:
