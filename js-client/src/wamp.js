@@ -7,6 +7,7 @@
 // drives Autobahn's own (lib/transport/websocket.js).
 
 import autobahn from "autobahn";
+import { ERRORS, ZmqError } from "./errors.js";
 
 /** @typedef {import("zmqwamp-client").Logger} Logger */
 /** @typedef {import("zmqwamp-client").WebSocketClass} WebSocketClass */
@@ -99,9 +100,26 @@ export class WampConnection {
       onmessage() {}, // set by the Session
       onopen() {},
       onclose() {},
-      // As Autobahn's own transport: asynchronous, so a serializer may be too.
-      async send(msg) {
-        ws.send(await serializer.serialize(msg));
+      // Synchronous (the serializers are), so that messages leave in the order they are made, and a
+      // message sent just before the WebSocket is closed leaves before the close: the GOODBYE that
+      // answers the bridge's GOODBYE is sent from the same onmessage that then closes (onleave below).
+      // An `async` send (as Autobahn's own transport has) queued it behind ws.close(): the bridge never
+      // got it, and browsers logged "WebSocket is already in CLOSING or CLOSED state" for it.  A value
+      // the serializer cannot carry now throws to the caller (session.call, publish) instead of
+      // becoming an unhandled rejection.
+      send(msg) {
+        /** @type {string | Uint8Array} */
+        let data;
+        try {
+          data = serializer.serialize(msg);
+        } catch (e) {
+          const why = e instanceof Error ? e.message : String(e);
+          throw new ZmqError(
+            ERRORS.INVALID_ARGUMENT,
+            `the ${serializer.SERIALIZER_ID} serializer cannot carry it: ${why}`,
+          );
+        }
+        ws.send(data);
       },
       close(code, reason) {
         ws.close(code, reason);
@@ -140,7 +158,9 @@ export class WampConnection {
         logger.error("zmqwamp-client: exception while opening a session:", e);
       }
     };
-    // ABORT before the session opened, or GOODBYE after: remember why, then close the WebSocket.
+    // ABORT before the session opened, or GOODBYE after: remember why, then close the WebSocket.  A GOODBYE
+    // from the bridge has been answered already: Autobahn sends the answer before it calls onleave, and
+    // the transport's send writes it to the WebSocket at once, so it leaves before the close frame.
     session.onleave = (reason, details) => {
       this._leave = { uri: reason, message: (details && details.message) || "" };
       ws.close();

@@ -102,6 +102,29 @@ describe(
       await page.close();
     });
 
+    test("a graceful bridge stop: the page answers the bridge's GOODBYE before closing (no 'CLOSING or CLOSED' log)", async () => {
+      // A bridge of its own, stopped with SIGTERM while the demo page is connected.
+      const own = await startBridge({ allow: [echo.address] });
+      const page = await browser.newPage();
+      const logged = [];
+      page.on("console", (m) => logged.push(`${m.type()}: ${m.text()}`));
+      page.on("pageerror", (e) => logged.push(`pageerror: ${e.message}`));
+      try {
+        await page.goto(`${own.http}/?${new URLSearchParams({ rep: echo.address })}`, { timeout: 15000 });
+        await page.waitForSelector('#status[data-state="open"]', { timeout: 15000 });
+        await own.stop();
+        await page.waitForFunction(() => document.getElementById("status").dataset.state !== "open", null, {
+          timeout: 10000,
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        const stray = logged.filter((l) => /CLOSING or CLOSED/.test(l));
+        assert.deepEqual(stray, [], logged.join("\n"));
+      } finally {
+        await page.close();
+        await own.stop();
+      }
+    });
+
     test("REQ form shows the echo reply; counter events arrive; filter box works", async () => {
       const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const problems = [];

@@ -22,7 +22,7 @@ declare module "autobahn" {
       protocol: string | undefined;
       serializer: Serializer;
       info: { type: string; url: string; protocol: string | null };
-      send(msg: unknown[]): void | Promise<void>;
+      send(msg: unknown[]): void;
       close(code?: number, reason?: string): void;
       onmessage(msg: unknown[]): void;
       onopen(): void;
