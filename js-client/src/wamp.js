@@ -47,6 +47,14 @@ import { ERRORS, ZmqError } from "./errors.js";
 
 const defer = autobahn.util.deferred_factory({ use_es6_promises: true });
 const EVENT = 36; // [EVENT, Subscription|id, Publication|id, Details|dict, Arguments|list, ...]
+const ERROR = 8; // [ERROR, CALL, CALL.Request|id, Details|dict, Error|uri, Arguments|list, ...]
+const CALL = 48;
+const RESULT = 50; // [RESULT, CALL.Request|id, Details|dict, Arguments|list, ...]
+
+/**
+ * The answers to one CALL this connection takes from Autobahn: each RESULT and the ERROR.
+ * @typedef {(msg: unknown[]) => void} CallRoute
+ */
 
 export class WampConnection {
   /** @param {WampOptions} options */
@@ -69,6 +77,59 @@ export class WampConnection {
      * @type {Record<string, unknown> | null}
      */
     this.eventDetails = null;
+    /**
+     * CALLs whose answers this connection hands to their route instead of Autobahn (streams: Autobahn
+     * would resolve the call's promise at the first progressive RESULT, or throw on it, autobahn-js
+     * #319; and after a CANCEL it treats the RESULTs still on their way as a protocol violation).
+     * @type {Map<number, CallRoute>}
+     */
+    this._routes = new Map();
+    /** @type {autobahn.Transport | null} */
+    this._transport = null;
+  }
+
+  /**
+   * A request id from the session's own sequence (so ids never collide with Autobahn's requests).
+   * @param {autobahn.Session} session
+   */
+  newRequestId(session) {
+    return session._new_request_id();
+  }
+
+  /**
+   * Send a WAMP message the session does not know about (a streaming CALL, its CANCEL).  Throws when
+   * the WebSocket is gone or the serializer cannot carry a value.
+   * @param {unknown[]} msg
+   */
+  send(msg) {
+    if (!this._transport || this._ended) throw new ZmqError(ERRORS.DISCONNECTED, "the connection is closed");
+    this._transport.send(msg);
+  }
+
+  /**
+   * Hand the RESULTs and the ERROR of CALL `request` to `route` (until unroute) instead of Autobahn.
+   * @param {number} request
+   * @param {CallRoute} route
+   */
+  route(request, route) {
+    this._routes.set(request, route);
+  }
+
+  /** @param {number} request */
+  unroute(request) {
+    this._routes.delete(request);
+  }
+
+  /**
+   * The route of an incoming message, if it answers a routed CALL.
+   * @param {unknown} msg
+   * @returns {CallRoute | undefined}
+   */
+  _routeOf(msg) {
+    if (!Array.isArray(msg) || this._routes.size === 0) return undefined;
+    if (msg[0] === RESULT) return this._routes.get(msg[1]);
+    if (msg[0] === ERROR && msg[1] === CALL) return this._routes.get(msg[2]);
+    return undefined;
   }
 
   open() {
@@ -135,8 +196,18 @@ export class WampConnection {
     this._session = session;
 
     let opened = false;
+    this._transport = transport;
     ws.onmessage = (event) => {
       const msg = /** @type {unknown[]} */ (serializer.unserialize(event.data));
+      const route = this._routeOf(msg);
+      if (route) {
+        try {
+          route(msg);
+        } catch (e) {
+          logger.error("zmqwamp-client: exception in a stream handler:", e);
+        }
+        return;
+      }
       const details = Array.isArray(msg) && msg[0] === EVENT ? msg[3] : null;
       this.eventDetails = details !== null && typeof details === "object" ? /** @type {any} */ (details) : null;
       try {
@@ -187,6 +258,7 @@ export class WampConnection {
   _end(reason, details) {
     if (this._ended) return;
     this._ended = true;
+    this._routes.clear();
     this.onclose(reason, details);
   }
 }

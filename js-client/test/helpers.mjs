@@ -35,6 +35,13 @@ export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Every part of a DEALER stream, read with `for await` (throws what the iteration throws). */
+export async function drain(stream) {
+  const parts = [];
+  for await (const part of stream) parts.push(part);
+  return parts;
+}
+
 /** Reject if `promise` has not settled within `ms`. */
 export function withTimeout(promise, ms, what) {
   let t;
