@@ -4,11 +4,13 @@
 // (test/types/conformance.ts), and the README's examples and test/types/usage.ts must
 // compile against them (test/build.test.mjs).
 
-/** libzmq's socket type numbers; zmqwamp-client offers REQ and SUB. */
+/** libzmq's socket type numbers; zmqwamp-client offers REQ, SUB, DEALER and PUSH. */
 export declare const PUB: 1;
 export declare const SUB: 2;
 export declare const REQ: 3;
 export declare const REP: 4;
+export declare const DEALER: 5;
+export declare const PUSH: 8;
 export declare const version: string;
 
 /** Error URIs raised by the client itself; errors from the bridge keep the bridge's URI. */
@@ -156,6 +158,15 @@ export interface GapInfo {
   reason: "history" | "epoch" | "no_history" | "slow_consumer" | (string & {});
 }
 
+export type DealerOptions = Credentials & {
+  /** Default timeout of each request in milliseconds: to the first reply, then between replies. */
+  timeout?: number;
+};
+export type PushOptions = Credentials & {
+  /** Default time in milliseconds a send may wait for the bridge's acknowledgement (none by default). */
+  timeout?: number;
+};
+
 export interface RequestOptions {
   /** Milliseconds; the bridge answers "wamp.error.canceled" when it expires. */
   timeout?: number;
@@ -166,6 +177,62 @@ export interface RequestOptions {
 export interface SendOptions extends RequestOptions {
   /** Hears the failure; without it the failure goes to the context's "error" listeners. */
   errback?: ((error: ZmqError) => void) | null;
+}
+
+/** A DEALER request's options. */
+export interface StreamOptions {
+  /**
+   * Milliseconds to the first reply, then between replies (WAMP CALL option `timeout`): when it
+   * expires the stream fails with "wamp.error.canceled".
+   */
+  timeout?: number;
+  /** `msg` is an array of frames, and every part is an array of frames. */
+  multipart?: boolean;
+}
+
+export interface StreamSendOptions extends StreamOptions {
+  /** Hears the failure; without it the failure goes to the context's "error" listeners. */
+  errback?: ((error: ZmqError) => void) | null;
+}
+
+/** What `dealer.send()`'s callback is told with each part. */
+export interface PartInfo {
+  /** True for the last part (the final reply): nothing follows. */
+  last: boolean;
+  /** The part's frames (empty for a final reply without frames). */
+  frames: Frame[];
+}
+
+/**
+ * WAMP CANCEL modes: "killnowait" (the default: the service is told to stop, where the bridge can
+ * tell it, and the stream ends at once), "kill" (the same; the bridge answers once the service
+ * stopped), "skip" (the service is not told; the bridge drops its replies).
+ */
+export type CancelMode = "skip" | "kill" | "killnowait";
+
+/** "open" until the final reply ("done"), a failure ("failed") or `cancel()` ("canceled"). */
+export type StreamState = "open" | "done" | "failed" | "canceled";
+
+/**
+ * The replies to one DEALER request.  From `dealer.stream()` it is async-iterable: each part's value
+ * (the frame, or the array of frames) until the last; the iteration throws the ZmqError of a
+ * failure, and leaving it early (break, return, an exception) cancels the stream.
+ */
+export declare class ReplyStream implements AsyncIterable<any> {
+  /** Made by `dealer.send()` and `dealer.stream()`. */
+  private constructor();
+  readonly endpoint: string;
+  readonly state: StreamState;
+  /** Parts received so far. */
+  readonly parts: number;
+  /** Why the stream failed (state "failed"), else null. */
+  readonly error: ZmqError | null;
+  /**
+   * End the stream now (default mode "killnowait"): nothing of it reaches the application any more.
+   * Resolves once the bridge answered the CANCEL (at once if the request had not left yet); never rejects.
+   */
+  cancel(mode?: CancelMode): Promise<void>;
+  [Symbol.asyncIterator](): AsyncIterator<any, undefined>;
 }
 
 export interface SessionInfo {
@@ -222,6 +289,37 @@ export declare class ReqSocket extends BaseSocket {
   request(msg: Sendable | Sendable[], options?: RequestOptions): Promise<any>;
 }
 
+export declare class DealerSocket extends BaseSocket {
+  /** Made by `ctx.Socket(zmq.DEALER, ...)`. */
+  private constructor();
+  readonly type: 5;
+  /**
+   * Callback form: `callback(part, {last, frames})` for each reply as it arrives, `last` true for the
+   * final one; failures go to `options.errback` or the context's "error".  Returns the stream (to cancel it).
+   */
+  send(
+    msg: Sendable | Sendable[],
+    callback?: ((part: any, info: PartInfo) => void) | null,
+    options?: StreamSendOptions | null,
+  ): ReplyStream;
+  /** Async-iterator form: `for await (const part of dealer.stream(msg))`. */
+  stream(msg: Sendable | Sendable[], options?: StreamOptions): ReplyStream;
+  /** Cancels the streams still open (they fail with "zmqwamp.error.closed"), then releases the socket. */
+  close(): Promise<void>;
+}
+
+export declare class PushSocket extends BaseSocket {
+  /** Made by `ctx.Socket(zmq.PUSH, ...)`. */
+  private constructor();
+  readonly type: 8;
+  /**
+   * Resolves once the bridge's ZeroMQ PUSH took the message (WAMP PUBLISHED); rejects with the
+   * bridge's error (e.g. "zmqwamp.error.backend_unavailable": no PULL worker, or all at their
+   * high-water mark) or as a REQ request does when not connected.
+   */
+  send(msg: Sendable | Sendable[], options?: RequestOptions): Promise<void>;
+}
+
 export declare class SubSocket extends BaseSocket {
   /** Made by `ctx.Socket(zmq.SUB, ...)`. */
   private constructor();
@@ -245,8 +343,12 @@ export declare class ZmqContext {
   readonly sessionCount: number;
   Socket(type: typeof REQ | "REQ" | "req", endpoint: string, options?: ReqOptions): ReqSocket;
   Socket(type: typeof SUB | "SUB" | "sub", endpoint: string, options?: SubOptions): SubSocket;
+  Socket(type: typeof DEALER | "DEALER" | "dealer", endpoint: string, options?: DealerOptions): DealerSocket;
+  Socket(type: typeof PUSH | "PUSH" | "push", endpoint: string, options?: PushOptions): PushSocket;
   socket(type: typeof REQ | "REQ" | "req", endpoint: string, options?: ReqOptions): ReqSocket;
   socket(type: typeof SUB | "SUB" | "sub", endpoint: string, options?: SubOptions): SubSocket;
+  socket(type: typeof DEALER | "DEALER" | "dealer", endpoint: string, options?: DealerOptions): DealerSocket;
+  socket(type: typeof PUSH | "PUSH" | "push", endpoint: string, options?: PushOptions): PushSocket;
   on(event: "open", fn: (info: SessionInfo) => void): this;
   on(event: "close", fn: (info: CloseInfo) => void): this;
   on(event: "error", fn: (error: ZmqError) => void): this;

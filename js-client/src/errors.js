@@ -47,3 +47,20 @@ export function toZmqError(err) {
   wrapped.cause = err;
   return wrapped;
 }
+
+/**
+ * The ERROR a WAMP peer sent (its error URI, arguments and keyword arguments) as a ZmqError: the message
+ * is the first argument when it is a string (the bridge puts its explanation there), else the URI.
+ * @param {unknown} uri
+ * @param {unknown} [args]
+ * @param {unknown} [kwargs]
+ * @returns {ZmqError}
+ */
+export function wampError(uri, args, kwargs) {
+  const list = Array.isArray(args) ? args : [];
+  const text = String(uri);
+  return new ZmqError(text, typeof list[0] === "string" ? list[0] : text, {
+    args: list,
+    kwargs: kwargs !== null && typeof kwargs === "object" ? /** @type {Record<string, unknown>} */ (kwargs) : {},
+  });
+}

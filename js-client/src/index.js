@@ -6,17 +6,22 @@
 //   req.send({myrequest: "hello"}, (reply) => console.log(reply), {errback: (err) => console.log(err.uri)});
 //   const sub = ctx.Socket(zmq.SUB, "tcp://127.0.0.1:9000", {filter: "hugo"});
 //   sub.callback((msg) => console.log(msg));
+//   const dealer = ctx.Socket(zmq.DEALER, "words");
+//   for await (const word of dealer.stream("a poem")) console.log(word);
+//   await ctx.Socket(zmq.PUSH, "jobs").send({job: 1});
 //
 // A REQ socket's request is a WAMP CALL to the endpoint URI; a SUB socket is a WAMP
-// SUBSCRIBE to it (the filter travels as the SUBSCRIBE option `filter`).  Sockets with
-// the same credentials share one WAMP session (one WebSocket); see README.md.
+// SUBSCRIBE to it (the filter travels as the SUBSCRIBE option `filter`); a DEALER socket's
+// request is a CALL with `receive_progress` (its replies: progressive RESULTs, then a final
+// one); a PUSH socket's message is a PUBLISH with `acknowledge`.  Sockets with the same
+// credentials share one WAMP session (one WebSocket); see README.md.
 //
 // Importing this module changes nothing global: no global WebSocket is set, Autobahn's logger is
 // left alone.  What a context needs (a WebSocket class, a logger) is in its options.
 //
-// Modules: index.js (this: constants, the Context), sockets.js (REQ, SUB), link.js (one WAMP
-// session per credentials, reconnect), wamp.js (one WebSocket + autobahn.Session),
-// credentials.js, errors.js, serializers.js.
+// Modules: index.js (this: constants, the Context), sockets.js (REQ, SUB, DEALER, PUSH),
+// stream.js (a DEALER request's replies), link.js (one WAMP session per credentials, reconnect),
+// wamp.js (one WebSocket + autobahn.Session), credentials.js, errors.js, frames.js, serializers.js.
 
 import autobahn from "autobahn";
 import { credentialsOf } from "./credentials.js";
@@ -24,11 +29,14 @@ import { ERRORS, ZmqError } from "./errors.js";
 import { Listeners } from "./events.js";
 import { Link } from "./link.js";
 import { asBytes, SERIALIZERS } from "./serializers.js";
-import { ReqSocket, SubSocket } from "./sockets.js";
+import { DealerSocket, PushSocket, ReqSocket, SubSocket } from "./sockets.js";
+import { ReplyStream } from "./stream.js";
 
 /** @typedef {import("zmqwamp-client").ContextOptions} ContextOptions */
 /** @typedef {import("zmqwamp-client").ReqOptions} ReqOptions */
 /** @typedef {import("zmqwamp-client").SubOptions} SubOptions */
+/** @typedef {import("zmqwamp-client").DealerOptions} DealerOptions */
+/** @typedef {import("zmqwamp-client").PushOptions} PushOptions */
 /** @typedef {import("zmqwamp-client").SessionInfo} SessionInfo */
 /** @typedef {import("zmqwamp-client").CloseInfo} CloseInfo */
 /** @typedef {import("zmqwamp-client").Logger} Logger */
@@ -36,7 +44,7 @@ import { ReqSocket, SubSocket } from "./sockets.js";
 /** @typedef {import("./link.js").SerializerName} SerializerName */
 /** @typedef {{open: SessionInfo, close: CloseInfo, error: ZmqError}} ContextEvents */
 
-export { autobahn, ERRORS, ZmqError, ReqSocket, SubSocket };
+export { autobahn, ERRORS, ZmqError, ReqSocket, SubSocket, DealerSocket, PushSocket, ReplyStream };
 export const version = "0.1.0";
 
 // Socket types, numbered as in libzmq.
@@ -44,6 +52,8 @@ export const PUB = 1;
 export const SUB = 2;
 export const REQ = 3;
 export const REP = 4;
+export const DEALER = 5;
+export const PUSH = 8;
 
 const DEFAULT_RECONNECT = Object.freeze({
   initialDelay: 0.5, // seconds before the first retry
@@ -53,14 +63,25 @@ const DEFAULT_RECONNECT = Object.freeze({
   maxRetries: Infinity, // attempts in a row before giving up
 });
 
+/** The socket types offered, by number and by name. */
+const SOCKET_TYPES = new Map(
+  /** @type {[string, typeof REQ | typeof SUB | typeof DEALER | typeof PUSH][]} */ ([
+    ["REQ", REQ],
+    ["SUB", SUB],
+    ["DEALER", DEALER],
+    ["PUSH", PUSH],
+  ]),
+);
+
 /**
  * @param {unknown} type
- * @returns {typeof REQ | typeof SUB}
+ * @returns {typeof REQ | typeof SUB | typeof DEALER | typeof PUSH}
  */
 function socketType(type) {
-  if (type === REQ || type === "REQ" || type === "req") return REQ;
-  if (type === SUB || type === "SUB" || type === "sub") return SUB;
-  throw new TypeError("zmqwamp-client offers zmq.REQ and zmq.SUB sockets");
+  for (const [name, number] of SOCKET_TYPES) {
+    if (type === number || type === name || type === name.toLowerCase()) return number;
+  }
+  throw new TypeError("zmqwamp-client offers zmq.REQ, zmq.SUB, zmq.DEALER and zmq.PUSH sockets");
 }
 
 export class ZmqContext {
@@ -116,7 +137,8 @@ export class ZmqContext {
   }
 
   /**
-   * Open a socket: `type` is zmq.REQ or zmq.SUB; `options` holds credentials, filter, timeout.
+   * Open a socket: `type` is zmq.REQ, zmq.SUB, zmq.DEALER or zmq.PUSH; `options` holds credentials,
+   * filter, timeout.
    * @overload
    * @param {typeof REQ | "REQ" | "req"} type
    * @param {string} endpoint
@@ -131,10 +153,24 @@ export class ZmqContext {
    * @returns {SubSocket}
    */
   /**
+   * @overload
+   * @param {typeof DEALER | "DEALER" | "dealer"} type
+   * @param {string} endpoint
+   * @param {DealerOptions} [options]
+   * @returns {DealerSocket}
+   */
+  /**
+   * @overload
+   * @param {typeof PUSH | "PUSH" | "push"} type
+   * @param {string} endpoint
+   * @param {PushOptions} [options]
+   * @returns {PushSocket}
+   */
+  /**
    * @param {unknown} type
    * @param {string} endpoint
-   * @param {ReqOptions | SubOptions} [options]
-   * @returns {ReqSocket | SubSocket}
+   * @param {ReqOptions | SubOptions | DealerOptions | PushOptions} [options]
+   * @returns {ReqSocket | SubSocket | DealerSocket | PushSocket}
    */
   Socket(type, endpoint, options = {}) {
     if (this.closed) throw new ZmqError(ERRORS.CLOSED, "the context is closed");
@@ -158,7 +194,10 @@ export class ZmqContext {
       /** @param {string} key @param {string} message */
       deprecated: (key, message) => this._warnOnce(key, message),
     };
-    return kind === REQ ? new ReqSocket(host, endpoint, opts) : new SubSocket(host, endpoint, opts);
+    if (kind === REQ) return new ReqSocket(host, endpoint, opts);
+    if (kind === SUB) return new SubSocket(host, endpoint, opts);
+    if (kind === DEALER) return new DealerSocket(host, endpoint, opts);
+    return new PushSocket(host, endpoint, opts);
   }
 
   /**
@@ -177,10 +216,24 @@ export class ZmqContext {
    * @returns {SubSocket}
    */
   /**
+   * @overload
+   * @param {typeof DEALER | "DEALER" | "dealer"} type
+   * @param {string} endpoint
+   * @param {DealerOptions} [options]
+   * @returns {DealerSocket}
+   */
+  /**
+   * @overload
+   * @param {typeof PUSH | "PUSH" | "push"} type
+   * @param {string} endpoint
+   * @param {PushOptions} [options]
+   * @returns {PushSocket}
+   */
+  /**
    * @param {any} type
    * @param {string} endpoint
-   * @param {ReqOptions | SubOptions} [options]
-   * @returns {ReqSocket | SubSocket}
+   * @param {ReqOptions | SubOptions | DealerOptions | PushOptions} [options]
+   * @returns {ReqSocket | SubSocket | DealerSocket | PushSocket}
    */
   socket(type, endpoint, options) {
     return this.Socket(type, endpoint, options);

@@ -8,7 +8,7 @@
 
 import { WampConnection } from "./wamp.js";
 import { answerChallenge } from "./credentials.js";
-import { ERRORS, ZmqError, toZmqError } from "./errors.js";
+import { ERRORS, ZmqError, toZmqError, wampError } from "./errors.js";
 import { SERIALIZERS } from "./serializers.js";
 
 /** @typedef {import("autobahn").Session} Session */
@@ -27,6 +27,26 @@ import { SERIALIZERS } from "./serializers.js";
  * @property {number} publication  the EVENT's publication id
  * @property {Record<string, unknown>} details  the EVENT's details, every key
  */
+
+/**
+ * Where the answers to a streaming CALL go (Link.stream).
+ * @typedef {object} StreamSink
+ * @property {(args: unknown[], last: boolean) => void} part  a RESULT's arguments: each progressive one, then the final one
+ * @property {(error: ZmqError) => void} error  the call's ERROR, a lost or closed connection, or the client's guard
+ */
+
+/**
+ * A streaming CALL in flight.
+ * @typedef {object} StreamControl
+ * @property {(mode: CancelMode) => Promise<void>} cancel  send CANCEL; the sink hears nothing more; resolves
+ *   once the router has answered the call (or the connection is gone)
+ */
+/** @typedef {import("zmqwamp-client").CancelMode} CancelMode */
+
+// WAMP message types the Link sends itself (Autobahn sends the others).
+const CALL = 48; // [CALL, Request|id, Options|dict, Procedure|uri, Arguments|list]
+const CANCEL = 49; // [CANCEL, CALL.Request|id, Options|dict]
+const ERROR = 8;
 
 /**
  * What every Link of a context shares.
@@ -173,6 +193,43 @@ export class Link {
    * @returns {Promise<unknown>}
    */
   call(session, procedure, args, callOptions, guardMs) {
+    return this._tracked(
+      () => session.call(procedure, args, undefined, callOptions),
+      guardMs,
+      () => new ZmqError(ERRORS.CANCELED, `no reply from the bridge within ${callOptions.timeout} ms`),
+    );
+  }
+
+  /**
+   * An acknowledged WAMP PUBLISH in `session`: resolves on PUBLISHED, rejects with the ERROR, when
+   * the connection is lost or closed, or when no answer came within `guardMs`.
+   * @param {Session} session  from sessionFor()
+   * @param {string} topic
+   * @param {unknown[]} args
+   * @param {number | null} guardMs
+   * @returns {Promise<void>}
+   */
+  publish(session, topic, args, guardMs) {
+    return this._tracked(
+      () => /** @type {Promise<unknown>} */ (session.publish(topic, args, undefined, { acknowledge: true })),
+      guardMs,
+      () =>
+        new ZmqError(
+          ERRORS.CANCELED,
+          `no acknowledgement from the bridge within ${guardMs} ms: the message may or may not have been pushed`,
+        ),
+    ).then(() => undefined);
+  }
+
+  /**
+   * What Autobahn does for `start` (a call or publish), settled by its answer, a lost or closed
+   * connection (`_closed` rejects every pending entry), or `guardMs` without an answer.
+   * @param {() => Promise<unknown>} start
+   * @param {number | null} guardMs
+   * @param {() => ZmqError} guardError
+   * @returns {Promise<unknown>}
+   */
+  _tracked(start, guardMs, guardError) {
     return new Promise((resolve, reject) => {
       /** @type {ReturnType<typeof setTimeout> | undefined} */
       let guard;
@@ -184,23 +241,17 @@ export class Link {
           reject(err);
         },
       };
-      if (guardMs !== null) {
-        guard = setTimeout(
-          () =>
-            entry.reject(new ZmqError(ERRORS.CANCELED, `no reply from the bridge within ${callOptions.timeout} ms`)),
-          guardMs,
-        );
-      }
+      if (guardMs !== null) guard = setTimeout(() => entry.reject(guardError()), guardMs);
       this._pending.add(entry);
       /** @type {Promise<unknown>} */
-      let call;
+      let answer;
       try {
-        call = session.call(procedure, args, undefined, callOptions);
+        answer = start();
       } catch (e) {
         entry.reject(toZmqError(e));
         return;
       }
-      call.then(
+      answer.then(
         (result) => {
           if (!this._pending.has(entry)) return;
           clearTimeout(guard);
@@ -212,6 +263,95 @@ export class Link {
         },
       );
     });
+  }
+
+  /**
+   * A streaming WAMP CALL (option `receive_progress`) in `session`.  Its answers are taken from the
+   * WebSocket before Autobahn sees them (Autobahn resolves a call's promise at its first progressive
+   * RESULT, or throws on it with ES6 promises, autobahn-js #319): `sink.part` hears each RESULT
+   * (`last` false for `progress: true`, true for the final one), `sink.error` the ERROR, a lost or
+   * closed connection, or the client's guard: no RESULT within `guardMs` of the CALL or of the
+   * previous part (the bridge measures its `timeout` the same way, to the first result and then
+   * between results; when the guard fires the client cancels the call, mode `killnowait`).
+   *
+   * `cancel(mode)` sends CANCEL and nothing more reaches the sink; the parts still on their way and
+   * the router's ERROR are dropped here (Autobahn would call them a protocol violation and drop the
+   * connection).  Throws when `session` is no longer this link's.
+   * @param {Session} session  from sessionFor()
+   * @param {string} procedure
+   * @param {unknown[]} args
+   * @param {{timeout?: number}} callOptions  WAMP CALL options (`receive_progress` is added)
+   * @param {number | null} guardMs
+   * @param {StreamSink} sink
+   * @returns {StreamControl}
+   */
+  stream(session, procedure, args, callOptions, guardMs, sink) {
+    const conn = this._conn;
+    if (session !== this.session || !conn) throw new ZmqError(ERRORS.DISCONNECTED, "the session is gone");
+    const request = conn.newRequestId(session);
+    /** "open": answers go to the sink; "canceling": CANCEL sent, the router's last answer awaited. */
+    let state = /** @type {"open" | "canceling" | "ended"} */ ("open");
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let guard;
+    /** @type {() => void} */
+    let settle = () => {};
+    /** @type {Promise<void>} */
+    const ended = new Promise((resolve) => (settle = resolve));
+    const end = () => {
+      state = "ended";
+      clearTimeout(guard);
+      conn.unroute(request);
+      this._pending.delete(entry);
+      settle();
+    };
+    const entry = {
+      /** @param {ZmqError} err  the connection is lost or closed */
+      reject: (err) => {
+        const open = state === "open";
+        end();
+        if (open) sink.error(err);
+      },
+    };
+    /** @param {CancelMode} mode */
+    const cancel = (mode) => {
+      if (state !== "open") return ended;
+      state = "canceling";
+      clearTimeout(guard);
+      try {
+        conn.send([CANCEL, request, { mode }]);
+      } catch {
+        end(); // the connection is gone, and the call with it
+      }
+      return ended;
+    };
+    const arm = () => {
+      if (guardMs === null) return;
+      clearTimeout(guard);
+      guard = setTimeout(() => {
+        if (state !== "open") return;
+        cancel("killnowait");
+        sink.error(new ZmqError(ERRORS.CANCELED, `no reply from the bridge within ${callOptions.timeout} ms`));
+      }, guardMs);
+    };
+    conn.route(request, (msg) => {
+      const details = /** @type {{progress?: unknown} | null} */ (msg[0] === ERROR ? null : msg[2]);
+      const last = details === null || !details || details.progress !== true;
+      const open = state === "open";
+      if (last) end();
+      else if (open) arm();
+      if (!open) return; // canceled: what was on its way is dropped
+      if (msg[0] === ERROR) sink.error(wampError(msg[4], msg[5], msg[6]));
+      else sink.part(Array.isArray(msg[3]) ? msg[3] : [], last);
+    });
+    this._pending.add(entry);
+    try {
+      conn.send([CALL, request, { ...callOptions, receive_progress: true }, procedure, args]);
+    } catch (e) {
+      end();
+      throw toZmqError(e);
+    }
+    arm();
+    return { cancel };
   }
 
   /**

@@ -1,12 +1,17 @@
 // @ts-check
-// REQ and SUB sockets.  A socket is made by its context (ctx.Socket), which hands it a
+// REQ, SUB, DEALER and PUSH sockets.  A socket is made by its context (ctx.Socket), which hands it a
 // SocketHost: the Link it runs on and the few context services it needs.  It joins the Link
 // as a LinkMember to hear about sessions opening, getting lost, failing or being closed.
+//
+// On the wire: REQ request = WAMP CALL; SUB = SUBSCRIBE; DEALER request = CALL with
+// `receive_progress`, its replies progressive RESULTs then a final RESULT (stream.js); PUSH = PUBLISH
+// with `acknowledge` (PUBLISHED: ZeroMQ took the message).
 
 import autobahn from "autobahn";
 import { ERRORS, ZmqError, toZmqError } from "./errors.js";
 import { Listeners } from "./events.js";
-import { asBytes } from "./serializers.js";
+import { frameArgs, replyValue, toArg } from "./frames.js";
+import { ReplyStream, socketClosed } from "./stream.js";
 
 /** @typedef {import("autobahn").Session} Session */
 /** @typedef {import("autobahn").Subscription} Subscription */
@@ -22,6 +27,9 @@ import { asBytes } from "./serializers.js";
 /** @typedef {{gap: GapInfo}} SubEvents */
 /** @typedef {import("./index.js").ZmqContext} ZmqContext */
 /** @typedef {(reply: any, frames: Frame[]) => void} ReplyCallback */
+/** @typedef {import("zmqwamp-client").StreamOptions} StreamOptions */
+/** @typedef {import("zmqwamp-client").StreamSendOptions} StreamSendOptions */
+/** @typedef {import("./stream.js").PartCallback} PartCallback */
 /** @typedef {(error: ZmqError) => void} Errback */
 
 /**
@@ -33,19 +41,6 @@ import { asBytes } from "./serializers.js";
  * @property {number} timeoutGrace  ms to wait past a request's timeout for the bridge's answer
  * @property {(key: string, message: string) => void} deprecated  a warning, once per context and key
  */
-
-/**
- * One WAMP argument per frame: bytes of any kind become a Uint8Array, the rest is left as is.
- * @param {unknown} value
- */
-function toArg(value) {
-  const bytes = asBytes(value);
-  if (bytes) return bytes;
-  if (typeof Blob !== "undefined" && value instanceof Blob) {
-    throw new ZmqError(ERRORS.INVALID_ARGUMENT, "a Blob cannot be sent: read it into an ArrayBuffer first");
-  }
-  return value;
-}
 
 // A SUBSCRIBE the bridge refused for now, not for good: another SUBSCRIBE of this session to the same
 // subscription is still being replayed (two sockets on one endpoint and filter resubscribing at once), or
@@ -218,16 +213,7 @@ export class ReqSocket extends BaseSocket {
     if (this.closed) throw new ZmqError(ERRORS.CLOSED, "the socket is closed");
     const timeout = options.timeout ?? /** @type {number | undefined} */ (this.options.timeout);
     const multipart = options.multipart ?? false;
-    /** @type {unknown[]} */
-    let args;
-    if (multipart) {
-      if (!Array.isArray(msg) || msg.length === 0) {
-        throw new ZmqError(ERRORS.INVALID_ARGUMENT, "a multipart request is a non-empty array of frames");
-      }
-      args = msg.map(toArg);
-    } else {
-      args = [toArg(msg)];
-    }
+    const args = frameArgs(msg, multipart);
     const link = this._link;
     const session = await link.sessionFor(timeout);
     if (this.closed) throw new ZmqError(ERRORS.CLOSED, "the socket is closed");
@@ -237,7 +223,7 @@ export class ReqSocket extends BaseSocket {
     const guardMs = timeout ? timeout + this._host.timeoutGrace : null;
     const result = await link.call(session, this.endpoint, args, callOptions, guardMs);
     const frames = /** @type {Frame[]} */ (result instanceof autobahn.Result ? result.args : [result]);
-    return { reply: multipart || frames.length !== 1 ? frames : frames[0], frames };
+    return { reply: replyValue(frames, multipart), frames };
   }
 }
 
@@ -539,5 +525,146 @@ export class SubSocket extends BaseSocket {
         ? Promise.race([unsubscribeQuietly(session, sub), new Promise((r) => setTimeout(r, 3000))])
         : Promise.resolve(); // the last socket of a session: leaving the session releases it
     return unsubscribed.then(() => link.leave(this._member));
+  }
+}
+
+export class DealerSocket extends BaseSocket {
+  /**
+   * Made by `ctx.Socket(zmq.DEALER, endpoint, options)`: requests whose replies come as a stream
+   * (a streaming ROUTER service or a Majordomo broker behind the bridge; a REP endpoint answers with
+   * one final part).
+   * @param {SocketHost} host
+   * @param {string} endpoint
+   * @param {Record<string, unknown>} options
+   */
+  constructor(host, endpoint, options) {
+    super(host, endpoint, options);
+    /** @type {5} */
+    this.type = 5;
+    /** Streams not ended yet (closed with the socket). @type {Set<ReplyStream>} */
+    this._streams = new Set();
+  }
+
+  /**
+   * Send one request; each reply goes to `callback(part, {last, frames})` as it arrives, the last one
+   * with `last: true` (a final reply without frames: `part` undefined, `frames` empty).  A failure goes
+   * to `options.errback(error)` (or the context's "error" listeners); after `stream.cancel()` neither
+   * is called again.  Returns the stream, for `cancel()`.
+   * @param {Sendable | Sendable[]} msg
+   * @param {PartCallback | null} [callback]
+   * @param {StreamSendOptions | null} [options]
+   * @returns {ReplyStream}
+   */
+  send(msg, callback, options) {
+    if (callback != null && typeof callback !== "function") throw new TypeError("callback must be a function");
+    const opts = options || {};
+    const errback = opts.errback;
+    if (errback != null && typeof errback !== "function") throw new TypeError("errback must be a function");
+    return this._open(msg, opts, callback ?? null, errback ?? null);
+  }
+
+  /**
+   * Send one request and iterate its replies: `for await (const part of dealer.stream(msg))`.  The
+   * request leaves at once; parts that arrive before they are read wait in the stream.  Failures
+   * are thrown by the iteration; leaving the loop early cancels the stream.
+   * @param {Sendable | Sendable[]} msg
+   * @param {StreamOptions} [options]
+   * @returns {ReplyStream}
+   */
+  stream(msg, options = {}) {
+    return this._open(msg, options || {}, undefined, null);
+  }
+
+  /**
+   * @param {Sendable | Sendable[]} msg
+   * @param {StreamOptions} options
+   * @param {PartCallback | null | undefined} callback  undefined: iterated
+   * @param {((error: ZmqError) => void) | null} errback
+   * @returns {ReplyStream}
+   */
+  _open(msg, options, callback, errback) {
+    const multipart = options.multipart ?? false;
+    const stream = new ReplyStream(this.endpoint, {
+      callback,
+      errback,
+      report: (error) => this._host.report(error),
+      multipart,
+      ended: () => this._streams.delete(stream),
+    });
+    this._streams.add(stream);
+    this._run(stream, msg, options, multipart).catch((e) => stream._fail(toZmqError(e)));
+    return stream;
+  }
+
+  /**
+   * Wait for the session (the first connect), then send the CALL, unless the stream ended meanwhile.
+   * @param {ReplyStream} stream
+   * @param {Sendable | Sendable[]} msg
+   * @param {StreamOptions} options
+   * @param {boolean} multipart
+   */
+  async _run(stream, msg, options, multipart) {
+    if (this.closed) throw socketClosed();
+    const timeout = options.timeout ?? /** @type {number | undefined} */ (this.options.timeout);
+    const args = frameArgs(msg, multipart);
+    const session = await this._link.sessionFor(timeout);
+    if (this.closed) throw socketClosed();
+    if (stream.state !== "open") return; // canceled while waiting for the session: never sent
+    /** @type {{timeout?: number}} */
+    const callOptions = {};
+    if (timeout) callOptions.timeout = timeout;
+    const guardMs = timeout ? timeout + this._host.timeoutGrace : null;
+    stream._attach(this._link.stream(session, this.endpoint, args, callOptions, guardMs, stream._sink));
+  }
+
+  /** @param {ZmqError} error */
+  _linkClosed(error) {
+    for (const stream of [...this._streams]) stream._fail(error);
+    super._linkClosed(error);
+  }
+
+  /**
+   * Cancel the streams still open (mode `killnowait`; each fails with `zmqwamp.error.closed`), then
+   * release the socket.  Never rejects.
+   * @returns {Promise<void>}
+   */
+  close() {
+    if (this.closed) return Promise.resolve();
+    for (const stream of [...this._streams]) stream._abort(socketClosed());
+    return super.close();
+  }
+}
+
+export class PushSocket extends BaseSocket {
+  /**
+   * Made by `ctx.Socket(zmq.PUSH, endpoint, options)`: messages for the PULL workers behind the bridge.
+   * @param {SocketHost} host
+   * @param {string} endpoint
+   * @param {Record<string, unknown>} options
+   */
+  constructor(host, endpoint, options) {
+    super(host, endpoint, options);
+    /** @type {8} */
+    this.type = 8;
+  }
+
+  /**
+   * Push one message: resolves once the bridge's ZeroMQ PUSH socket took it (WAMP PUBLISHED); rejects
+   * with a ZmqError when it did not (e.g. `zmqwamp.error.backend_unavailable`: no PULL worker
+   * connected, or all at their high-water mark), and as a REQ request does when not connected.
+   * With `timeout`, rejects (`wamp.error.canceled`) when no answer came within it: the message may
+   * or may not have been pushed.  Await it or catch it: an ignored rejection is an unhandled one.
+   * @param {Sendable | Sendable[]} msg
+   * @param {RequestOptions} [options]
+   * @returns {Promise<void>}
+   */
+  async send(msg, options = {}) {
+    if (this.closed) throw socketClosed();
+    const opts = options || {};
+    const timeout = opts.timeout ?? /** @type {number | undefined} */ (this.options.timeout);
+    const args = frameArgs(msg, opts.multipart ?? false);
+    const session = await this._link.sessionFor(timeout);
+    if (this.closed) throw socketClosed();
+    await this._link.publish(session, this.endpoint, args, timeout || null);
   }
 }

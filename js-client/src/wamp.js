@@ -7,6 +7,7 @@
 // drives Autobahn's own (lib/transport/websocket.js).
 
 import autobahn from "autobahn";
+import { ERRORS, ZmqError } from "./errors.js";
 
 /** @typedef {import("zmqwamp-client").Logger} Logger */
 /** @typedef {import("zmqwamp-client").WebSocketClass} WebSocketClass */
@@ -46,6 +47,14 @@ import autobahn from "autobahn";
 
 const defer = autobahn.util.deferred_factory({ use_es6_promises: true });
 const EVENT = 36; // [EVENT, Subscription|id, Publication|id, Details|dict, Arguments|list, ...]
+const ERROR = 8; // [ERROR, CALL, CALL.Request|id, Details|dict, Error|uri, Arguments|list, ...]
+const CALL = 48;
+const RESULT = 50; // [RESULT, CALL.Request|id, Details|dict, Arguments|list, ...]
+
+/**
+ * The answers to one CALL this connection takes from Autobahn: each RESULT and the ERROR.
+ * @typedef {(msg: unknown[]) => void} CallRoute
+ */
 
 export class WampConnection {
   /** @param {WampOptions} options */
@@ -68,6 +77,59 @@ export class WampConnection {
      * @type {Record<string, unknown> | null}
      */
     this.eventDetails = null;
+    /**
+     * CALLs whose answers this connection hands to their route instead of Autobahn (streams: Autobahn
+     * would resolve the call's promise at the first progressive RESULT, or throw on it, autobahn-js
+     * #319; and after a CANCEL it treats the RESULTs still on their way as a protocol violation).
+     * @type {Map<number, CallRoute>}
+     */
+    this._routes = new Map();
+    /** @type {autobahn.Transport | null} */
+    this._transport = null;
+  }
+
+  /**
+   * A request id from the session's own sequence (so ids never collide with Autobahn's requests).
+   * @param {autobahn.Session} session
+   */
+  newRequestId(session) {
+    return session._new_request_id();
+  }
+
+  /**
+   * Send a WAMP message the session does not know about (a streaming CALL, its CANCEL).  Throws when
+   * the WebSocket is gone or the serializer cannot carry a value.
+   * @param {unknown[]} msg
+   */
+  send(msg) {
+    if (!this._transport || this._ended) throw new ZmqError(ERRORS.DISCONNECTED, "the connection is closed");
+    this._transport.send(msg);
+  }
+
+  /**
+   * Hand the RESULTs and the ERROR of CALL `request` to `route` (until unroute) instead of Autobahn.
+   * @param {number} request
+   * @param {CallRoute} route
+   */
+  route(request, route) {
+    this._routes.set(request, route);
+  }
+
+  /** @param {number} request */
+  unroute(request) {
+    this._routes.delete(request);
+  }
+
+  /**
+   * The route of an incoming message, if it answers a routed CALL.
+   * @param {unknown} msg
+   * @returns {CallRoute | undefined}
+   */
+  _routeOf(msg) {
+    if (!Array.isArray(msg) || this._routes.size === 0) return undefined;
+    if (msg[0] === RESULT) return this._routes.get(msg[1]);
+    if (msg[0] === ERROR && msg[1] === CALL) return this._routes.get(msg[2]);
+    return undefined;
   }
 
   open() {
@@ -99,9 +161,26 @@ export class WampConnection {
       onmessage() {}, // set by the Session
       onopen() {},
       onclose() {},
-      // As Autobahn's own transport: asynchronous, so a serializer may be too.
-      async send(msg) {
-        ws.send(await serializer.serialize(msg));
+      // Synchronous (the serializers are), so that messages leave in the order they are made, and a
+      // message sent just before the WebSocket is closed leaves before the close: the GOODBYE that
+      // answers the bridge's GOODBYE is sent from the same onmessage that then closes (onleave below).
+      // An `async` send (as Autobahn's own transport has) queued it behind ws.close(): the bridge never
+      // got it, and browsers logged "WebSocket is already in CLOSING or CLOSED state" for it.  A value
+      // the serializer cannot carry now throws to the caller (session.call, publish) instead of
+      // becoming an unhandled rejection.
+      send(msg) {
+        /** @type {string | Uint8Array} */
+        let data;
+        try {
+          data = serializer.serialize(msg);
+        } catch (e) {
+          const why = e instanceof Error ? e.message : String(e);
+          throw new ZmqError(
+            ERRORS.INVALID_ARGUMENT,
+            `the ${serializer.SERIALIZER_ID} serializer cannot carry it: ${why}`,
+          );
+        }
+        ws.send(data);
       },
       close(code, reason) {
         ws.close(code, reason);
@@ -117,8 +196,18 @@ export class WampConnection {
     this._session = session;
 
     let opened = false;
+    this._transport = transport;
     ws.onmessage = (event) => {
       const msg = /** @type {unknown[]} */ (serializer.unserialize(event.data));
+      const route = this._routeOf(msg);
+      if (route) {
+        try {
+          route(msg);
+        } catch (e) {
+          logger.error("zmqwamp-client: exception in a stream handler:", e);
+        }
+        return;
+      }
       const details = Array.isArray(msg) && msg[0] === EVENT ? msg[3] : null;
       this.eventDetails = details !== null && typeof details === "object" ? /** @type {any} */ (details) : null;
       try {
@@ -140,7 +229,9 @@ export class WampConnection {
         logger.error("zmqwamp-client: exception while opening a session:", e);
       }
     };
-    // ABORT before the session opened, or GOODBYE after: remember why, then close the WebSocket.
+    // ABORT before the session opened, or GOODBYE after: remember why, then close the WebSocket.  A GOODBYE
+    // from the bridge has been answered already: Autobahn sends the answer before it calls onleave, and
+    // the transport's send writes it to the WebSocket at once, so it leaves before the close frame.
     session.onleave = (reason, details) => {
       this._leave = { uri: reason, message: (details && details.message) || "" };
       ws.close();
@@ -167,6 +258,7 @@ export class WampConnection {
   _end(reason, details) {
     if (this._ended) return;
     this._ended = true;
+    this._routes.clear();
     this.onclose(reason, details);
   }
 }

@@ -102,6 +102,65 @@ describe(
       await page.close();
     });
 
+    test("the bundle in the page: a DEALER stream (for await, cancel) and a PUSH send", async () => {
+      const page = await browser.newPage();
+      const problems = [];
+      page.on("pageerror", (e) => problems.push(e.message));
+      await page.goto(`${bridge.http}/?${new URLSearchParams({ rep: echo.address, pub: counter.address })}`, {
+        timeout: 15000,
+      });
+      const result = await page.evaluate(
+        async ({ url, rep }) => {
+          const ctx = zmq.Context(url);
+          const dealer = ctx.Socket(zmq.DEALER, rep);
+          const parts = [];
+          for await (const part of dealer.stream("hi", { timeout: 5000 })) parts.push(part);
+          const callback = await new Promise((resolve) => dealer.send("cb", (part, { last }) => resolve([part, last])));
+          const canceled = dealer.stream("never mind");
+          await canceled.cancel();
+          const push = await ctx
+            .Socket(zmq.PUSH, rep)
+            .send("job")
+            .then(
+              () => "published",
+              (e) => e instanceof zmq.ZmqError && e.uri,
+            );
+          await ctx.close();
+          return { parts, callback, canceled: canceled.state, push };
+        },
+        { url: bridge.url, rep: echo.address },
+      );
+      assert.deepEqual(result.parts, ["got this hi"]);
+      assert.deepEqual(result.callback, ["got this cb", true]);
+      assert.equal(result.canceled, "canceled");
+      assert.match(String(result.push), /^(wamp|zmqwamp)\.error\./, "a REP address is no PUSH endpoint");
+      assert.deepEqual(problems, []);
+      await page.close();
+    });
+
+    test("a graceful bridge stop: the page answers the bridge's GOODBYE before closing (no 'CLOSING or CLOSED' log)", async () => {
+      // A bridge of its own, stopped with SIGTERM while the demo page is connected.
+      const own = await startBridge({ allow: [echo.address] });
+      const page = await browser.newPage();
+      const logged = [];
+      page.on("console", (m) => logged.push(`${m.type()}: ${m.text()}`));
+      page.on("pageerror", (e) => logged.push(`pageerror: ${e.message}`));
+      try {
+        await page.goto(`${own.http}/?${new URLSearchParams({ rep: echo.address })}`, { timeout: 15000 });
+        await page.waitForSelector('#status[data-state="open"]', { timeout: 15000 });
+        await own.stop();
+        await page.waitForFunction(() => document.getElementById("status").dataset.state !== "open", null, {
+          timeout: 10000,
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        const stray = logged.filter((l) => /CLOSING or CLOSED/.test(l));
+        assert.deepEqual(stray, [], logged.join("\n"));
+      } finally {
+        await page.close();
+        await own.stop();
+      }
+    });
+
     test("REQ form shows the echo reply; counter events arrive; filter box works", async () => {
       const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const problems = [];

@@ -24,7 +24,22 @@ test("zmqwamp/static/js/zmqwamp.js is the current build of js-client (run `make 
 test("the ES module, CommonJS and browser builds export the same API", async () => {
   const esm = await import("../dist/zmqwamp.mjs");
   const cjs = require("../dist/zmqwamp.cjs");
-  const names = ["Context", "ERRORS", "PUB", "REP", "REQ", "SUB", "ZmqError", "autobahn", "version"];
+  const names = [
+    "Context",
+    "ERRORS",
+    "PUB",
+    "REP",
+    "REQ",
+    "SUB",
+    "DEALER",
+    "PUSH",
+    "DealerSocket",
+    "PushSocket",
+    "ReplyStream",
+    "ZmqError",
+    "autobahn",
+    "version",
+  ];
   for (const name of names) {
     assert.ok(name in esm, `ESM exports ${name}`);
     assert.ok(name in cjs, `CJS exports ${name}`);
@@ -33,6 +48,8 @@ test("the ES module, CommonJS and browser builds export the same API", async () 
   assert.equal(esm.version, pkg.version, "src/index.js version matches package.json");
   assert.equal(esm.REQ, 3);
   assert.equal(esm.SUB, 2);
+  assert.equal(esm.DEALER, 5);
+  assert.equal(esm.PUSH, 8);
   const browserEsm = readFileSync(join(JS_CLIENT, "dist/zmqwamp.browser.mjs"), "utf8");
   const iife = readFileSync(join(JS_CLIENT, "dist/zmqwamp.js"), "utf8");
   assert.match(iife, /var zmq=/, "the browser bundle defines the global zmq");

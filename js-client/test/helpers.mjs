@@ -35,6 +35,13 @@ export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Every part of a DEALER stream, read with `for await` (throws what the iteration throws). */
+export async function drain(stream) {
+  const parts = [];
+  for await (const part of stream) parts.push(part);
+  return parts;
+}
+
 /** Reject if `promise` has not settled within `ms`. */
 export function withTimeout(promise, ms, what) {
   let t;
@@ -316,6 +323,88 @@ export async function startProxy(targetPort) {
         client.destroy();
         upstream.destroy();
       }
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 (a free port) to `targetPort` that also reads the WebSocket frames going
+ * through it (after the HTTP upgrade; no extension is negotiated with the bridge): `frames` lists
+ * `{from: "client" | "server", opcode, text}` in the order each side sent them (opcode 1: text,
+ * 2: binary, 8: close; `text` is the payload as UTF-8, for a close frame its status code and reason).
+ * For checking what reached the bridge on the wire, e.g. the client's answer to a GOODBYE.
+ */
+export async function startFrameTap(targetPort) {
+  const { createServer, connect } = await import("node:net");
+  const frames = [];
+  const sockets = new Set();
+  /** Parse the frames of one direction as its bytes arrive. */
+  function reader(from) {
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    return (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!upgraded) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        upgraded = true;
+        buf = buf.subarray(end + 4);
+      }
+      for (;;) {
+        if (buf.length < 2) return;
+        const opcode = buf[0] & 0x0f;
+        const masked = (buf[1] & 0x80) !== 0;
+        let len = buf[1] & 0x7f;
+        let at = 2;
+        if (len === 126) {
+          if (buf.length < 4) return;
+          len = buf.readUInt16BE(2);
+          at = 4;
+        } else if (len === 127) {
+          if (buf.length < 10) return;
+          len = Number(buf.readBigUInt64BE(2));
+          at = 10;
+        }
+        const mask = masked ? buf.subarray(at, at + 4) : null;
+        if (masked) at += 4;
+        if (buf.length < at + len) return;
+        const payload = Buffer.from(buf.subarray(at, at + len));
+        if (mask) for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+        buf = buf.subarray(at + len);
+        const text =
+          opcode === 8 && payload.length >= 2
+            ? `${payload.readUInt16BE(0)} ${payload.subarray(2).toString("utf8")}`
+            : payload.toString("utf8");
+        frames.push({ from, opcode, text });
+      }
+    };
+  }
+  const server = createServer((client) => {
+    const upstream = connect(targetPort, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.on("data", reader("client"));
+    upstream.on("data", reader("server"));
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve, reject) => {
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const port = server.address().port;
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/ws`,
+    frames,
+    close() {
+      for (const s of sockets) s.destroy();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };

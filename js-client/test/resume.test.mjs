@@ -45,7 +45,11 @@ class FakePeer {
         peer.ws = this;
         setTimeout(() => this.onopen?.(), 0);
       }
+      // Answers as a real WebSocket does: in a later task, never from inside the client's send().
       send(data) {
+        queueMicrotask(() => this.receive(data));
+      }
+      receive(data) {
         const msg = JSON.parse(data);
         if (msg[0] === HELLO) {
           this.deliver([WELCOME, this.session, { roles: { broker: { features: {} } }, authmethod: "anonymous" }]);

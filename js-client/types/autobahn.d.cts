@@ -22,7 +22,7 @@ declare module "autobahn" {
       protocol: string | undefined;
       serializer: Serializer;
       info: { type: string; url: string; protocol: string | null };
-      send(msg: unknown[]): void | Promise<void>;
+      send(msg: unknown[]): void;
       close(code?: number, reason?: string): void;
       onmessage(msg: unknown[]): void;
       onopen(): void;
@@ -60,6 +60,9 @@ declare module "autobahn" {
       join(realm: string, authmethods?: string[], authid?: string, authextra?: object): void;
       leave(reason?: string, message?: string): void;
       call(procedure: string, args?: unknown[], kwargs?: object, options?: object): Promise<unknown>;
+      publish(topic: string, args?: unknown[], kwargs?: object, options?: object): Promise<Publication> | null;
+      /** The session's request id sequence (an own property set in the constructor, lib/session.js). */
+      _new_request_id(): number;
       subscribe(
         topic: string,
         handler: (args: unknown[] | undefined, kwargs?: object, event?: Event) => void,
@@ -71,6 +74,10 @@ declare module "autobahn" {
     class Event {
       readonly publication: number;
       readonly retained: boolean;
+    }
+    /** What an acknowledged PUBLISH resolves with. */
+    class Publication {
+      readonly id: number;
     }
     class Subscription {
       readonly topic: string;

@@ -46,6 +46,26 @@ async function main(): Promise<void> {
   } catch (e) {
     if (e instanceof zmq.ZmqError && e.uri === zmq.ERRORS.DISCONNECTED) console.log("offline");
   }
+  const dealer = ctx.Socket(zmq.DEALER, "words", { timeout: 5000 });
+  const byName: zmq.DealerSocket = ctx.socket("dealer", "words");
+  const stream: zmq.ReplyStream = dealer.send(
+    "a poem",
+    (part, info: zmq.PartInfo) => console.log(part, info.last, info.frames.length),
+    { errback: (e) => console.log(e.uri), timeout: 1000, multipart: false },
+  );
+  const state: zmq.StreamState = stream.state;
+  const done: Promise<void> = stream.cancel("skip");
+  await stream.cancel();
+  for await (const word of dealer.stream("a poem", { timeout: 2000 })) console.log(word);
+  const words = dealer.stream(["a", new Uint8Array([1])], { multipart: true });
+  if (words.error) console.log(words.error.uri, words.parts, words.endpoint);
+  const mode: zmq.CancelMode = "kill";
+  await words.cancel(mode);
+  const push = ctx.Socket(zmq.PUSH, "jobs", { username: "hugo", password: "monkey", timeout: 1000 });
+  const pushed: void = await push.send({ job: 1 }, { timeout: 500 });
+  await push.send(["a", "b"], { multipart: true });
+  console.log(state, done, pushed, zmq.DEALER, zmq.PUSH, push.type, dealer.type);
+  await Promise.all([dealer.close(), byName.close(), push.close()]);
   await Promise.all([sub.close(), last.close(), req.close(), tokenReq.close(), craSub.close()]);
   await Promise.all([ctx.close(), quiet.close()]);
   console.log(reply, parts, zmq.version, zmq.PUB, zmq.REP);
