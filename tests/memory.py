@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.cred.portal import Portal
@@ -36,12 +36,13 @@ from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import ClientAddresses
 from zmqwamp.transport.guard import ConnectionGuardFactory
 from zmqwamp.transport.site import BridgeSite, BridgeStatus, HealthResource, HostCheck, LocalOnly
+from zmqwamp.transport.writer import WriteBatch
 from zmqwamp.upstream.endpoints import EndpointResolver
-from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.wamp.limits import SessionLimits
 from zmqwamp.wamp.messages import ObjectSerializer
+from zmqwamp.wamp.ports import Forwarder
 from zmqwamp.wamp.registry import SessionRegistry
 from zmqwamp.wamp.router import Router
 from zmqwamp.wamp.session import MessageChannel, SessionContext, WampSession
@@ -125,7 +126,9 @@ class World:
 
     @property
     def hub(self) -> SubscriptionHub:
-        return self.context.router.hub
+        hub = self.context.router.hub
+        assert isinstance(hub, SubscriptionHub)  # make_world's is real
+        return hub
 
     @property
     def logins(self) -> LoginService:
@@ -159,7 +162,7 @@ def make_world(
     *,
     authorize: Callable[..., Any] = allow_local,
     portal: Portal | None = None,
-    forwarder: Any = None,
+    forwarder: Forwarder | None = None,
     throttle: Callable[[MemoryReactorClock], LoginThrottle] | None = None,
     realm: str = "zmqwamp",
     **router_options: Any,
@@ -168,13 +171,12 @@ def make_world(
     zmq factory, anonymous logins (or ``portal``), the throttle ``throttle(clock)`` (default: no floor)."""
     clock = MemoryReactorClock()
     metrics = BridgeMetrics()
-    zmq_factory = BridgeZmqFactory(clock)
+    zmq_factory = BridgeZmqFactory(clock, WriteBatch())
     registry = SessionRegistry(metrics, clock)
     client_log = ClientLog(metrics)
     router = Router(
         authorize=authorize,
-        # RequestForwarder is a class, not a Protocol: FakeForwarder stands in for its request/is_open/close
-        forwarder=cast(RequestForwarder, forwarder if forwarder is not None else FakeForwarder()),
+        forwarder=forwarder if forwarder is not None else FakeForwarder(),  # mypy checks it is a wamp.ports.Forwarder
         hub=SubscriptionHub(zmq_factory, metrics),
         registry=registry,
         metrics=metrics,
@@ -221,7 +223,7 @@ def joined(world: World, peer: str = "test-peer", roles: dict | None = None) -> 
 
 
 class SlowNames:
-    """A host resolver (the hub's ``_names``) whose answers the test gives: ``pending[i].callback(address)``."""
+    """A host resolver (``world.hub.sockets.names``) whose answers the test gives: ``pending[i].callback(address)``."""
 
     def __init__(self) -> None:
         self.pending: list[Deferred] = []

@@ -7,9 +7,10 @@ in five rooms (README, Layout), imports running one way::
 
     service    bridge, tap, config, lifecycle, workers, logs, healthcheck
     transport  site, guard -> websocket, frames -> outgoing, writer
-    wamp       messages -> session -> router; registry, limits, errors
+    wamp       messages -> session -> router -> ports; registry, limits, errors
     auth       cred, login, throttle, policy, users, jwtcheck
-    upstream   forwarder (CALL) | hub, replay, history (SUBSCRIBE); reader, codec, endpoints, resolver, budget
+    upstream   forwarder (CALL) | hub, replay, history (SUBSCRIBE) -> sockets; reader, codec, endpoints,
+               resolver, budget
     (leaves)   metrics, clientlog, peers, tokenbucket, internals
 """
 

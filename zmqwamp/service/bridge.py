@@ -46,6 +46,7 @@ from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.resolver import HostResolver
+from zmqwamp.upstream.sockets import UpstreamSockets
 from zmqwamp.wamp.limits import SessionLimits
 from zmqwamp.wamp.registry import SessionRegistry
 from zmqwamp.wamp.router import Router
@@ -252,16 +253,17 @@ class Bridge:
         # One write batch for the bridge: the zmq readers hold it, the WebSocket connections fill it.  A
         # closed socket keeps its slot until libzmq's reaper is done with it (up to its linger period):
         # room for as many again as max_zmq_sockets allows open (default: 1023).
-        zmq_factory = BridgeZmqFactory(reactor, WriteBatch(), max_sockets=2 * config.max_zmq_sockets)
+        writes = WriteBatch()
+        zmq_factory = BridgeZmqFactory(reactor, writes, max_sockets=2 * config.max_zmq_sockets)
         budget = UpstreamBudget(config.max_endpoints_per_session, config.max_endpoints_per_peer, config.max_zmq_sockets)
         names = HostResolver(reactor, metrics=metrics)
+        sockets = UpstreamSockets(zmq_factory, metrics, budget, names)
         registry = SessionRegistry(metrics, reactor)
-        forwarder = RequestForwarder(zmq_factory, metrics, idle_close=config.idle_close, budget=budget, names=names)
+        forwarder = RequestForwarder(zmq_factory, metrics, idle_close=config.idle_close, sockets=sockets)
         hub = SubscriptionHub(
             zmq_factory,
             metrics,
-            budget=budget,
-            names=names,
+            sockets=sockets,
             max_filters=config.max_filters_per_endpoint,
             max_replay_per_second=config.max_replay_per_second,
             client_log=client_log,
@@ -323,7 +325,7 @@ class Bridge:
             drain_time=config.drain_time,
         ).setServiceParent(top)
         ReactorLagMonitor(reactor, metrics, config.reactor_lag_warning).setServiceParent(top)
-        factory = WampServerFactory(context, self.websocket_allowed, websocket_options(config), zmq_factory.write_batch)
+        factory = WampServerFactory(context, self.websocket_allowed, websocket_options(config), writes)
         addresses = ClientAddresses(config.trusted_proxies, config.forwarded_header)
         hosts = HostCheck(config.allow_hosts)
 

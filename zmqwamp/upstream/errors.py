@@ -1,6 +1,7 @@
 """Why a request could not reach ZeroMQ: the upstream layer's failures, without WAMP.
 
-The WAMP layer (:mod:`zmqwamp.wamp.router`) turns each into its ERROR URI (:mod:`zmqwamp.wamp.errors`).
+The WAMP layer turns each (and :class:`~zmqwamp.upstream.endpoints.InvalidEndpoint`) into its ERROR in one place:
+:func:`zmqwamp.wamp.errors.upstream_error`.
 """
 
 from __future__ import annotations

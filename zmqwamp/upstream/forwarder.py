@@ -13,12 +13,12 @@ client decides how many there are (2,000 CALLs with a 1 ms ``timeout`` wrote
 1,846 warnings in 2.9 s, one per timeout and one per late reply).  A connection
 with nothing in flight is closed after ``idle_close`` seconds.
 
-Opening a connection is the rare path, and where the checks are: the socket is
-charged to the calling session in the :class:`~zmqwamp.upstream.budget.UpstreamBudget`
-(which may close the least recently used idle connection to make room), and a
-tcp host name is resolved by :class:`~zmqwamp.upstream.resolver.HostResolver` before the
-socket connects (requests wait in the connection's outbox meanwhile, their
-deadlines running).  A call on an open connection does none of this.
+Opening a connection is the rare path, and where the checks are: it goes through
+:class:`~zmqwamp.upstream.sockets.UpstreamSockets` (the socket charged to the calling session,
+a tcp host name resolved before the socket connects: requests wait in the connection's
+outbox meanwhile, their deadlines running).  At a limit of the budget, the least recently
+used idle connection is closed to make room (:meth:`RequestForwarder._reclaim_idle`).  A call
+on an open connection does none of this.
 """
 
 from __future__ import annotations
@@ -35,15 +35,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType
 
 from zmqwamp.clientlog import RepeatSummary
 from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.upstream.budget import UpstreamBudget
-from zmqwamp.upstream.endpoints import InvalidEndpoint
 from zmqwamp.upstream.errors import BackendUnavailable, CallTimedOut
-from zmqwamp.upstream.reader import BatchedRead, BridgeZmqFactory, cython_socket_method
-from zmqwamp.upstream.resolver import HostResolver, NameNotResolved
+from zmqwamp.upstream.reader import BridgeZmqFactory, cython_socket_method
+from zmqwamp.upstream.sockets import UpstreamConnection, UpstreamSockets
 
 log = Logger()
 
@@ -68,7 +65,7 @@ class _NotConnected:
 _NOT_CONNECTED = _NotConnected()
 
 
-class UpstreamRequestConnection(BatchedRead, ZmqConnection):
+class UpstreamRequestConnection(UpstreamConnection):
     """A DEALER with request ids: each request is ``[id, b"", *frames]``, as a REQ socket would send.
 
     Leaner than txZMQ's ZmqREQConnection on the hot path: ids are a counter
@@ -77,6 +74,7 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
     frame, and replies are read in batches (:class:`~zmqwamp.upstream.reader.BatchedRead`).
     """
 
+    kind = "req"
     socketType = zmq.DEALER
     # Bound what ZeroMQ queues for a backend that is down; sends past it fail fast.
     highWaterMark = 1000
@@ -86,20 +84,13 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
     # to different sessions anyway, so a bigger batch saves few sends.
     max_batch = 16
 
-    def __init__(
-        self,
-        factory: BridgeZmqFactory,
-        address: str,
-        on_unmatched: Callable[[str, str], None],
-        connect_to: str | None = None,
-    ) -> None:
-        """``connect_to``: what the socket connects to; None: nothing yet, see :meth:`connect`."""
-        self.address = address
+    def __init__(self, factory: BridgeZmqFactory, address: str, on_unmatched: Callable[[str, str], None]) -> None:
+        """Not connected yet (:meth:`connect`): requests wait in the outbox."""
         self._on_unmatched = on_unmatched
         self._requests: dict[bytes, Deferred] = {}
         self._next_id = itertools.count(1)
         self._outbox: list[tuple[bytes, Sequence[bytes]]] = []  # (id, frames) not sent yet
-        self._flush_call: IDelayedCall | _NotConnected | None = None
+        self._flush_call: IDelayedCall | _NotConnected | None = _NOT_CONNECTED  # sendMsg queues; connect() sends
         self._reactor = factory.reactor
         # Deadlines, one FIFO per timeout value: requests with the same timeout
         # expire in the order they were sent, so each FIFO needs one timer (for its
@@ -107,20 +98,16 @@ class UpstreamRequestConnection(BatchedRead, ZmqConnection):
         # entry behind; it is dropped when it reaches the front.
         self._deadlines: dict[float, deque[tuple[float, bytes]]] = {}
         self._deadline_timers: dict[float, Any] = {}
-        super().__init__(factory)
-        if connect_to is None:
-            self._flush_call = _NOT_CONNECTED  # sendMsg queues; connect() sends
-        else:
-            self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, connect_to)])
+        super().__init__(factory, address)
 
     def connect(self, target: str) -> None:
         """Connect the socket to ``target`` (the resolved address) and send the requests that waited for it."""
-        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, target)])
+        super().connect(target)
         self._flush_call = None
         if self._outbox:
             self._flush()
 
-    def fail_all(self, reason: Exception) -> None:
+    def fail(self, reason: BackendUnavailable) -> None:
         """Fail every request still waiting (the connection could not be made)."""
         requests, self._requests = self._requests, {}
         for d in requests.values():
@@ -232,21 +219,21 @@ def _ipc_listening(path: str) -> bool:
 
 
 class RequestForwarder:
+    """Every shared REQ connection: one per address, opened by the first request, closed once idle."""
+
     def __init__(
         self,
         zmq_factory: BridgeZmqFactory,
         metrics: BridgeMetrics,
         idle_close: float = 30.0,
-        budget: UpstreamBudget | None = None,
-        names: HostResolver | None = None,
+        sockets: UpstreamSockets | None = None,
     ) -> None:
-        self._zmq = zmq_factory
+        """``sockets``: the bridge's (its budget, host names); None: one of its own."""
         self._clock = zmq_factory.reactor
         self._metrics = metrics
         self._idle_close = idle_close
-        self._budget = budget if budget is not None else UpstreamBudget()
-        self._budget.reclaim = self._reclaim_idle
-        self._names = names if names is not None else HostResolver(self._clock, metrics=metrics)
+        self.sockets = sockets if sockets is not None else UpstreamSockets(zmq_factory, metrics)
+        self.sockets.budget.reclaim = self._reclaim_idle
         self._connections: dict[str, UpstreamRequestConnection] = {}
         self._inflight: dict[str, int] = {}
         self._idle_timers: dict = {}  # address -> its idle-close timer, oldest idle first
@@ -285,54 +272,19 @@ class RequestForwarder:
         return connection
 
     def _open(self, address: str, owner) -> UpstreamRequestConnection:
-        """The rare path: charge ``owner``, make the socket, connect it (after resolving a host name)."""
-        self._budget.charge(("req", address), owner)
-        try:
-            connection = UpstreamRequestConnection(self._zmq, address, self._unmatched_reply)
-        except zmq.ZMQError as e:
-            self._budget.release(("req", address))
-            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+        """The rare path (see :mod:`zmqwamp.upstream.sockets`): charged to ``owner``, connected once resolved."""
+        connection = self.sockets.open(UpstreamRequestConnection, address, owner, self._lost, self._unmatched_reply)
         self._connections[address] = connection
-        self._metrics.zmq_sockets.labels("req").inc()
-        try:
-            target = self._names.connect_address(address)
-            if not isinstance(target, Deferred):
-                connection.connect(target)
-        except NameNotResolved as e:
-            self._discard(address)
-            raise BackendUnavailable(f"cannot connect to {address}: {e}") from None
-        except zmq.ZMQError as e:
-            self._discard(address)
-            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
-        if isinstance(target, Deferred):
-            target.addCallbacks(self._resolved, self._unresolved, callbackArgs=(connection,), errbackArgs=(connection,))
-            log.info("zmq REQ connection to {address} opened (resolving its host name)", address=address)
-        else:
-            log.info("zmq REQ connection to {address} opened", address=address)
         return connection
 
-    def _resolved(self, target: str, connection: UpstreamRequestConnection) -> None:
-        if self._connections.get(connection.address) is not connection:
-            return  # closed while its name was being resolved
-        try:
-            connection.connect(target)
-        except zmq.ZMQError as e:
-            self._unresolved(Failure(BackendUnavailable(f"cannot connect to {target}: {e.strerror}")), connection)
-            return
-        log.info("zmq REQ connection to {address} connected to {target}", address=connection.address, target=target)
+    def _lost(self, connection: UpstreamRequestConnection) -> None:
+        """Its host name did not resolve: forget it (the sockets close it and fail its requests)."""
+        if self._connections.get(connection.address) is connection:
+            del self._connections[connection.address]
 
-    def _unresolved(self, failure: Failure, connection: UpstreamRequestConnection) -> None:
-        if self._connections.get(connection.address) is not connection:
-            return
-        self._discard(connection.address)
-        connection.fail_all(BackendUnavailable(f"cannot connect to {connection.address}: {failure.getErrorMessage()}"))
-
-    def _discard(self, address: str) -> None:
+    def _discard(self, address: str, why: str | None = None) -> None:
         """Close the connection to ``address`` and stop charging for it."""
-        connection = self._connections.pop(address)
-        connection.shutdown()
-        self._metrics.zmq_sockets.labels("req").dec()
-        self._budget.release(("req", address))
+        self.sockets.close(self._connections.pop(address), why)
 
     def _reclaim_idle(self, counts: Callable[[tuple], bool]) -> bool:
         """Close the least recently used idle connection that ``counts``; False if there is none (the budget's hook)."""
@@ -368,8 +320,7 @@ class RequestForwarder:
             return
         self._inflight.pop(address, None)
         if address in self._connections:
-            self._discard(address)
-            log.info("zmq REQ connection to {address} closed ({why})", address=address, why=why)
+            self._discard(address, why)
 
     def _unmatched_reply(self, address: str, why: str) -> None:
         self._metrics.dropped.labels(f"reply_{why}").inc()

@@ -1,17 +1,17 @@
 """Shared subscriptions: ZeroMQ SUB sockets fanned out to WAMP subscribers.
 
 One txZMQ SUB connection per endpoint address.  Each distinct (endpoint, filter)
-pair is one :class:`Subscription` with one WAMP subscription id, the same for
-every session (as the WAMP spec asks of brokers); ZeroMQ is subscribed to the
+pair is one :class:`~zmqwamp.upstream.subscription.Subscription` with one subscription id, the
+same for every session (as the WAMP spec asks of brokers); ZeroMQ is subscribed to the
 filter while at least one session is.  An alias and the raw address (or two
 aliases of one address) are different endpoints, each with its own codec and
 slow-consumer policy: different subscriptions over the same SUB socket.  A message is decoded once per codec and
-serialized once per WAMP serializer; the same bytes go to every subscriber.
-When nothing is subscribed to an address, its socket is closed.
+handed to each subscriber as (subscription id, publication id, arguments, details) with a cache shared by the
+subscribers of that message, in which the session keeps the EVENT it built, once per WAMP serializer: the same
+bytes go to every subscriber.  When nothing is subscribed to an address, its socket is closed.
 
-Opening a SUB socket charges the subscribing session in the
-:class:`~zmqwamp.upstream.budget.UpstreamBudget`, and a tcp host name is resolved by
-:class:`~zmqwamp.upstream.resolver.HostResolver` first (the SUBSCRIBEs wait for it).  An
+A SUB socket is opened through :class:`~zmqwamp.upstream.sockets.UpstreamSockets`: charged to the
+subscribing session, a tcp host name resolved first (the SUBSCRIBEs wait for it).  An
 address holds at most ``max_filters`` distinct filters, whoever subscribed them:
 libzmq keeps each in a trie in the SUB socket and in the PUB, and closing a SUB
 socket whose filter was a few hundred kB long crashed the process (SIGSEGV in the
@@ -36,27 +36,24 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
-import zmq
-from autobahn.wamp.message import Event
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqSubConnection
+from txzmq import ZmqSubConnection
 
 from zmqwamp.clientlog import ClientLog
 from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.upstream.budget import UpstreamBudget, session_peer
+from zmqwamp.upstream.budget import session_peer
 from zmqwamp.upstream.codec import CodecError, decode_frames
 from zmqwamp.upstream.endpoints import Endpoint, InvalidEndpoint
 from zmqwamp.upstream.errors import BackendUnavailable, LimitExceeded
 from zmqwamp.upstream.history import MessageHistory
-from zmqwamp.upstream.reader import BatchedRead, BridgeZmqFactory
+from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.replay import Replay, ReplayBudget, Replayer
-from zmqwamp.upstream.resolver import HostResolver, NameNotResolved
+from zmqwamp.upstream.sockets import UpstreamConnection, UpstreamSockets
+from zmqwamp.upstream.subscription import Recovery, Subscriber, Subscription
 
 log = Logger()
 
@@ -70,60 +67,12 @@ MAX_ID = 2**53
 DEFAULT_MAX_REPLAY_PER_SECOND = 10_000.0
 
 
-class Subscriber(Protocol):
-    peer: str  # the client address replays are charged to
-
-    def send_event(self, event: Event, prepared: dict[str, Any]) -> int:
-        """Send ``event``; ``prepared`` caches its frames per serializer across subscribers.
-
-        Returns the payload bytes sent (0 if not sent), which the hub counts.
-        """
-
-    def send_replayed(self, subscription: int, publication: int, args: list, details: dict) -> int | None:
-        """Send an EVENT if it fits in the outgoing buffer: its size, 0 if not sent (too large), None if no room."""
-
-
 # Seconds between two log lines about messages too large for an alias's history.
 TOO_LARGE_LOG_INTERVAL = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What a SUBSCRIBE asked to be sent before live EVENTs: the retained message, or those after ``since``."""
-
-    retained: bool = False
-    since: int | None = None  # a publication id; wins over ``retained``
-    epoch: str | None = None  # the process ``since`` came from (None: this one)
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One (endpoint, filter) and its members: those in the live fan-out, and those whose replay runs."""
-
-    id: int
-    endpoint: Endpoint
-    filter: bytes
-    subscribers: set = field(default_factory=set)  # the live fan-out
-    history: MessageHistory | None = None  # the endpoint's ring (aliases with history)
-    replays: dict = field(default_factory=dict)  # subscriber -> its Replay, until caught up (then live)
-    gaps: dict = field(default_factory=dict)  # live subscriber -> _gap details its next EVENT carries
-
-    def members(self) -> list:
-        """Every subscriber holding it: live, or still being replayed to."""
-        return [*self.subscribers, *self.replays]
-
-
-class HistoryEvent(Event):
-    """An EVENT with custom details (``_epoch``, ``_gap``), which autobahn's Event does not carry."""
-
-    def __init__(self, subscription: int, publication: int, args: list, details: dict, retained: bool = False) -> None:
-        super().__init__(subscription, publication, args=args, retained=True if retained else None)
-        self.extra_details = details
-
-    def marshal(self) -> list:
-        raw = super().marshal()
-        raw[3].update(self.extra_details)
-        return raw
+# The details of a live EVENT of an endpoint without history: shared by every such EVENT (never changed).
+NO_DETAILS: dict[str, Any] = {}
 
 
 class Subscribed(NamedTuple):
@@ -133,42 +82,53 @@ class Subscribed(NamedTuple):
     replay: Replay | None
 
 
-class UpstreamSubConnection(BatchedRead, ZmqSubConnection):
+class UpstreamSubConnection(UpstreamConnection, ZmqSubConnection):
     """A SUB socket whose messages, read in batches, go to the hub as they are (every frame)."""
 
+    kind = "sub"
     # Bound what ZeroMQ buffers from a fast publisher while we are busy.
     highWaterMark = 10000
 
-    def __init__(self, factory: BridgeZmqFactory, address: str, on_message) -> None:
+    def __init__(self, factory: BridgeZmqFactory, address: str, on_message: Callable[[str, list[bytes]], None]) -> None:
         """Not connected yet: :meth:`connect` (once the host name, if any, is resolved)."""
-        self.address = address
         self._on_message = on_message
-        # SUBSCRIBEs answered when the socket is connected: (subscriber, Subscribed, Deferred); None once connected
-        self.waiting: list[tuple[Any, Subscribed, Deferred]] | None = []
-        super().__init__(factory)
+        # SUBSCRIBEs answered when the socket is connected: (Subscribed, Deferred); None once connected
+        self.waiting: list[tuple[Subscribed, Deferred]] | None = []
+        super().__init__(factory, address)
 
     def connect(self, target: str) -> None:
-        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, target)])
+        """Connect, and answer the SUBSCRIBEs that waited for it."""
+        super().connect(target)
+        waiting, self.waiting = self.waiting or [], None
+        for subscribed, d in waiting:
+            d.callback(subscribed)
+
+    def fail(self, reason: BackendUnavailable) -> None:
+        """The SUBSCRIBEs that waited fail (their subscriptions went with the connection)."""
+        waiting, self.waiting = self.waiting or [], None
+        for _, d in waiting:
+            d.errback(reason)
 
     def messageReceived(self, message: list[bytes]) -> None:
         self._on_message(self.address, message)
 
 
 class SubscriptionHub:
+    """Every shared SUB connection, its subscriptions, their fan-out, histories and replays."""
+
     def __init__(
         self,
         zmq_factory: BridgeZmqFactory,
         metrics: BridgeMetrics,
-        budget: UpstreamBudget | None = None,
-        names: HostResolver | None = None,
+        sockets: UpstreamSockets | None = None,
         max_filters: int = 1024,
         max_replay_per_second: float = DEFAULT_MAX_REPLAY_PER_SECOND,
         client_log: ClientLog | None = None,
     ) -> None:
+        """``sockets``: the bridge's (its budget, host names); None: one of its own."""
         self._zmq = zmq_factory
         self._metrics = metrics
-        self._budget = budget if budget is not None else UpstreamBudget()
-        self._names = names if names is not None else HostResolver(zmq_factory.reactor, metrics=metrics)
+        self.sockets = sockets if sockets is not None else UpstreamSockets(zmq_factory, metrics)
         self.max_filters = max_filters
         self._connections: dict[str, UpstreamSubConnection] = {}
         # address -> (endpoint, filter) -> Subscription
@@ -254,7 +214,7 @@ class SubscriptionHub:
         connection = self._connections[address]
         if connection.waiting is not None:
             d: Deferred = Deferred()
-            connection.waiting.append((subscriber, subscribed, d))
+            connection.waiting.append((subscribed, d))
             return d
         return subscribed
 
@@ -275,65 +235,35 @@ class SubscriptionHub:
         return replay
 
     def _open(self, address: str, owner) -> dict:
-        """The rare path: charge ``owner``, make the SUB socket, connect it (after resolving a host name)."""
-        self._budget.charge(("sub", address), owner)
-        try:
-            connection = UpstreamSubConnection(self._zmq, address, self._message)
-        except zmq.ZMQError as e:
-            self._budget.release(("sub", address))
-            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
+        """The rare path (see :mod:`zmqwamp.upstream.sockets`): charged to ``owner``, connected once resolved."""
+        connection = self.sockets.open(UpstreamSubConnection, address, owner, self._lost, self._message)
         self._connections[address] = connection
         subs = self._by_address[address] = {}
         self._filters[address] = Counter()
         self._last_ids.setdefault(address, 0)
-        self._metrics.zmq_sockets.labels("sub").inc()
         self._record_address(address)
-        try:
-            target = self._names.connect_address(address)
-            if not isinstance(target, Deferred):
-                self._connected(target, connection)
-        except (NameNotResolved, zmq.ZMQError) as e:
-            self._close_connection(address)
-            if isinstance(e, NameNotResolved):
-                raise BackendUnavailable(f"cannot connect to {address}: {e}") from None
-            raise InvalidEndpoint(f"cannot connect to {address}: {e.strerror}") from None
-        if isinstance(target, Deferred):
-            target.addCallbacks(self._resolved, self._unresolved, callbackArgs=(connection,), errbackArgs=(connection,))
-            log.info("zmq SUB connection to {address} opened (resolving its host name)", address=address)
-        else:
-            log.info("zmq SUB connection to {address} opened", address=address)
         return subs
 
-    def _connected(self, target: str, connection: UpstreamSubConnection) -> None:
-        connection.connect(target)
-        waiting, connection.waiting = connection.waiting or [], None
-        for _, subscribed, d in waiting:
-            d.callback(subscribed)
+    def _lost(self, connection: UpstreamSubConnection) -> None:
+        """Its host name did not resolve: its subscriptions go (the sockets close it and fail the SUBSCRIBEs).
 
-    def _resolved(self, target: str, connection: UpstreamSubConnection) -> None:
-        if self._connections.get(connection.address) is not connection:
-            return  # every subscriber left while its name was being resolved
-        try:
-            self._connected(target, connection)
-        except zmq.ZMQError as e:
-            self._unresolved(Failure(BackendUnavailable(f"cannot connect to {target}: {e.strerror}")), connection)
-            return
-        log.info("zmq SUB connection to {address} connected to {target}", address=connection.address, target=target)
-
-    def _unresolved(self, failure: Failure, connection: UpstreamSubConnection) -> None:
-        """The socket cannot connect: the SUBSCRIBEs waiting for it fail, and it closes.
-
-        Every subscriber of a connection not connected yet is one of its waiters (none
-        has its subscription id yet), so dropping theirs closes the socket.
+        Every member of a subscription on a connection not connected yet is one of its
+        waiters (none has its subscription id yet).  A keep_open address opens again
+        with its next subscriber (or reload).
         """
-        if self._connections.get(connection.address) is not connection:
+        address = connection.address
+        if self._connections.get(address) is not connection:
             return
-        waiting, connection.waiting = connection.waiting or [], None
-        reason = BackendUnavailable(f"cannot connect to {connection.address}: {failure.getErrorMessage()}")
-        for subscriber, (sub, _), _ in waiting:
-            self.unsubscribe(subscriber, sub.id)
-        for _, _, d in waiting:
-            d.errback(reason)
+        for sub in self._by_address[address].values():
+            for replay in sub.replays.values():
+                replay.stop()
+            del self._by_id[sub.id]
+        self._forget(address)
+        if address in self._kept:
+            log.error(
+                "keep_open: cannot connect the zmq SUB connection to {address}: its host name did not resolve",
+                address=address,
+            )
 
     def unsubscribe(self, subscriber: Subscriber, subscription_id: int) -> bool:
         """Remove ``subscriber``; False if it was not subscribed under that id."""
@@ -364,10 +294,13 @@ class SubscriptionHub:
         if subs or address in self._kept:
             self._connections[address].unsubscribe(sub.filter)
             return
-        self._close_connection(address)
-        log.info("zmq SUB connection to {address} closed (no subscribers)", address=address)
+        self._close_connection(address, "no subscribers")
 
-    def _close_connection(self, address: str) -> None:
+    def _close_connection(self, address: str, why: str | None = None) -> None:
+        self.sockets.close(self._forget(address), why)
+
+    def _forget(self, address: str) -> UpstreamSubConnection:
+        """Drop what the hub keeps for an open ``address`` (not its subscriptions); its connection, to close."""
         last = self._last_ids[address]
         for _, ring in self._recording.pop(address, ()):
             ring.restart(last)  # frees what it held; coverage starts again at the next open
@@ -375,9 +308,7 @@ class SubscriptionHub:
             del self._last_ids[address]  # no history: its ids need not go on increasing
         del self._by_address[address]
         del self._filters[address]
-        self._connections.pop(address).shutdown()
-        self._metrics.zmq_sockets.labels("sub").dec()
-        self._budget.release(("sub", address))
+        return self._connections.pop(address)
 
     def _message(self, address: str, frames: list[bytes]) -> None:
         self._metrics.events_in.inc()
@@ -405,17 +336,15 @@ class SubscriptionHub:
                     self._metrics.dropped.labels("event_codec").inc()
                     log.warn("event from {address} dropped: {error}", address=address, error=str(e))
                     continue
-            if sub.history is None:
-                event = Event(sub.id, publication, args=args)
-            else:
-                event = HistoryEvent(sub.id, publication, args, {"_epoch": self.epoch})
+            details = NO_DETAILS if sub.history is None else {"_epoch": self.epoch}
             subscribers = sub.subscribers
             if sub.gaps:  # rare: sessions whose first EVENT since SUBSCRIBE reports a gap
                 subscribers = self._send_gaps(sub, publication, args)
-            prepared: dict[str, Any] = {}
+            prepared: dict = {}
+            sid = sub.id
             delivered = size = 0
             for subscriber in list(subscribers):
-                sent = subscriber.send_event(event, prepared)
+                sent = subscriber.send_event(sid, publication, args, details, prepared)
                 if sent:
                     delivered += 1
                     size += sent
@@ -454,8 +383,7 @@ class SubscriptionHub:
                 self._keep_open(address)
         for address in sorted(gone):
             if address in self._connections and not self._by_address[address]:
-                self._close_connection(address)
-                log.info("zmq SUB connection to {address} closed (no longer keep_open)", address=address)
+                self._close_connection(address, "no longer keep_open")
 
     def _keep_open(self, address: str) -> None:
         """Open a keep_open address's connection, charged to nobody; a failure is logged (a subscriber retries)."""

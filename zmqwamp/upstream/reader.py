@@ -24,7 +24,7 @@ read until ``EAGAIN``.  So a batch cut short schedules its own next read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 from twisted.internet.interfaces import IReactorTime
@@ -32,7 +32,6 @@ from twisted.logger import Logger
 from txzmq import ZmqFactory
 
 from zmqwamp.internals import private_name
-from zmqwamp.transport.writer import WriteBatch
 
 log = Logger()
 
@@ -48,20 +47,45 @@ _recv = cython_socket_method("recv")
 _NOBLOCK = zmq.NOBLOCK
 
 
+class WriteHold(Protocol):
+    """What the zmq side holds around a batch of messages: the bridge's WebSocket write batch.
+
+    (:class:`zmqwamp.transport.writer.WriteBatch`: frames written while it is held leave in
+    one ``send`` per connection at the outer :meth:`release`.)  The zmq side knows only this.
+    """
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class NoWriteHold:
+    """A :class:`WriteHold` that holds nothing: frames go out as they are written."""
+
+    __slots__ = ()
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
 class BridgeZmqFactory(ZmqFactory):
     """txZMQ's factory (one zmq context for the bridge, the reactor) and the bridge's write batch.
 
     Every zmq reader holds the batch while it handles a batch of messages, so
     the WebSocket frames they produce go out one ``send`` per connection when
     it ends: the one object through which the zmq side hands batches to the
-    WebSocket side.  ``max_sockets`` raises the context's socket limit (a
-    closed socket keeps its slot until libzmq has reaped it).
+    WebSocket side (any :class:`WriteHold`; none given: nothing is held).
+    ``max_sockets`` raises the context's socket limit (a closed socket keeps its
+    slot until libzmq has reaped it).
     """
 
-    def __init__(self, reactor: IReactorTime, write_batch: WriteBatch | None = None, max_sockets: int = 0) -> None:
+    def __init__(self, reactor: IReactorTime, write_batch: WriteHold | None = None, max_sockets: int = 0) -> None:
         super().__init__()
         self.reactor = reactor
-        self.write_batch = write_batch if write_batch is not None else WriteBatch()
+        self.write_batch: WriteHold = write_batch if write_batch is not None else NoWriteHold()
         if max_sockets > self.context.get(zmq.MAX_SOCKETS):
             self.context.set(zmq.MAX_SOCKETS, max_sockets)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Cooperator
@@ -38,12 +38,10 @@ from twisted.logger import Logger
 
 from zmqwamp.clientlog import ClientLog, clip
 from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.transport.writer import WriteBatch
 from zmqwamp.upstream.codec import CodecError, decode_frames
 from zmqwamp.upstream.history import FRAMES, PUBLICATION, MessageHistory
-
-if TYPE_CHECKING:
-    from zmqwamp.upstream.hub import Subscription
+from zmqwamp.upstream.reader import NoWriteHold, WriteHold
+from zmqwamp.upstream.subscription import Subscription
 
 log = Logger()
 
@@ -114,16 +112,16 @@ class Replayer:
         client_log: ClientLog | None = None,
         time_slice: float = TIME_SLICE,
         scheduler: Callable[[Callable[[], None]], object] | None = None,
-        write_batch: WriteBatch | None = None,
+        write_batch: WriteHold | None = None,
     ) -> None:
         """``time_slice``, ``scheduler``: the cooperator's (tests step it one replay step at a time).
 
-        ``write_batch``: the bridge's (zmqwamp.transport.writer), held for each step as the zmq readers hold it for a
-        batch: a step's EVENTs to one client leave in one ``send`` (one per EVENT was ~23 us of the ~28 us
-        each replayed EVENT cost, measured end to end).
+        ``write_batch``: the bridge's (:class:`~zmqwamp.upstream.reader.WriteHold`), held for each step as the
+        zmq readers hold it for a batch: a step's EVENTs to one client leave in one ``send`` (one per EVENT was
+        ~23 us of the ~28 us each replayed EVENT cost, measured end to end).
         """
         self.clock = clock
-        self.write_batch = write_batch if write_batch is not None else WriteBatch()
+        self.write_batch: WriteHold = write_batch if write_batch is not None else NoWriteHold()
         self.metrics = metrics
         self.budget = budget
         self.epoch = epoch

@@ -2,12 +2,12 @@
 
 No network here: sessions call :meth:`Router.call` and
 :meth:`Router.subscribe`, which resolve the URI, apply the authorization hook
-(within the call's deadline), and hand the work to the
-:class:`~zmqwamp.upstream.forwarder.RequestForwarder` or the
-:class:`~zmqwamp.upstream.hub.SubscriptionHub`.  Failures are :class:`ApplicationError`
-with a WAMP error URI, ready to be sent as an ERROR.
-On a reload, :meth:`Router.reload` takes the new aliases and asks the hook
-again about every open subscription, and a SUBSCRIBE still in flight (its hook or its host
+(within the call's deadline), and hand the work to the forwarder or the hub
+(:mod:`zmqwamp.wamp.ports`).  Failures are :class:`ApplicationError`
+with a WAMP error URI, ready to be sent as an ERROR: what the ZeroMQ side refused
+becomes one in :meth:`Router._refused` (URIs: :func:`zmqwamp.wamp.errors.upstream_error`).
+On a reload, :meth:`Router.reload` takes the new aliases and asks the hook again about
+every open subscription, and a SUBSCRIBE still in flight (its hook or its host
 name not answered yet) is asked again before SUBSCRIBED.  Logging in is
 :mod:`zmqwamp.auth.login`'s.
 """
@@ -15,7 +15,7 @@ name not answered yet) is asked again before SUBSCRIBED.  Logging in is
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -30,9 +30,10 @@ from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.upstream.codec import CodecError, decode_frames, encode_args
 from zmqwamp.upstream.endpoints import Endpoint, EndpointResolver, InvalidEndpoint
 from zmqwamp.upstream.errors import BackendUnavailable, CallTimedOut, LimitExceeded
-from zmqwamp.upstream.forwarder import RequestForwarder
-from zmqwamp.upstream.hub import MAX_ID, Recovery, Subscribed, SubscriptionHub
-from zmqwamp.wamp.errors import BACKEND_UNAVAILABLE, LIMIT_EXCEEDED
+from zmqwamp.upstream.hub import MAX_ID, Subscribed
+from zmqwamp.upstream.subscription import Recovery
+from zmqwamp.wamp.errors import UpstreamError, upstream_error
+from zmqwamp.wamp.ports import Forwarder, Hub
 from zmqwamp.wamp.registry import SessionRegistry
 
 log = Logger()
@@ -40,6 +41,13 @@ log = Logger()
 
 # zmqwamp_calls_total's endpoint label for calls to endpoints not labelled by name (Router._call_counter)
 OTHER_ENDPOINTS = "other"
+
+# zmqwamp_calls_total's outcome of a call the ZeroMQ side refused (a refusal by a limit is not a call's outcome)
+CALL_OUTCOMES: dict[type[Exception], str] = {
+    BackendUnavailable: "unavailable",
+    CallTimedOut: "timeout",
+    InvalidEndpoint: "invalid",
+}
 
 
 # authorize(session, action, endpoint, options) -> bool | Deferred[bool]
@@ -55,8 +63,8 @@ class Router:
         *,
         resolver: EndpointResolver,
         authorize: Authorizer,
-        forwarder: RequestForwarder,
-        hub: SubscriptionHub,
+        forwarder: Forwarder,
+        hub: Hub,
         registry: SessionRegistry,
         metrics: BridgeMetrics,
         clock: IReactorTime,
@@ -105,11 +113,6 @@ class Router:
 
     # -- sessions ---------------------------------------------------------
 
-    def release(self, session, subscription_ids: Iterable[int]) -> None:
-        """``session`` is gone (or no longer holds these subscriptions): leave them."""
-        for sid in subscription_ids:
-            self.hub.unsubscribe(session, sid)
-
     def recheck_subscriptions(self) -> Deferred:
         """Ask the authorization hook again about every open subscription and revoke the ones it now denies.
 
@@ -146,6 +149,7 @@ class Router:
     def _rechecked(self, allowed, session, sub) -> int:
         if allowed is True or not session.revoke_subscription(sub.id, ApplicationError.NOT_AUTHORIZED):
             return 0
+        self.hub.unsubscribe(session, sub.id)
         self.metrics.revoked.labels("subscription").inc()
         log.info(
             "subscription {id} to {endpoint} (filter {filter!r}) of {authid} from {peer} revoked: no longer allowed",
@@ -163,7 +167,7 @@ class Router:
         try:
             target = self.resolver.resolve(uri)
         except InvalidEndpoint as e:
-            raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
+            raise upstream_error(e) from None
         if target.endpoint.kind not in (None, kind):
             raise ApplicationError(
                 ApplicationError.INVALID_URI, f"{uri!r} is a {target.endpoint.kind} endpoint, not {kind}"
@@ -254,7 +258,7 @@ class Router:
         if args and len(args) > self.max_call_arguments:
             # each argument is a ZeroMQ frame, each frame ~8 us to encode, send, receive and decode: one 1 MB
             # msgpack CALL of 1,000,000 arguments cost 7.9 s of CPU
-            raise self._limit_error(
+            raise self._refused(
                 session,
                 LimitExceeded(
                     "max_call_arguments",
@@ -274,16 +278,10 @@ class Router:
         started = time.monotonic()
         try:
             d = self.forwarder.request(endpoint.address, frames, timeout, session)
-        except LimitExceeded as e:
-            raise self._limit_error(session, e) from None
-        except BackendUnavailable as e:
-            self._count_call(endpoint, "unavailable", started)
-            raise ApplicationError(BACKEND_UNAVAILABLE, str(e)) from None
-        except InvalidEndpoint as e:
-            self._count_call(endpoint, "invalid", started)
-            raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
+        except UpstreamError as e:
+            raise self._call_refused(session, endpoint, e, started) from None
         return d.addCallbacks(
-            self._replied, self._failed, callbackArgs=(endpoint, started), errbackArgs=(endpoint, timeout, started)
+            self._replied, self._failed, callbackArgs=(endpoint, started), errbackArgs=(session, endpoint, started)
         )
 
     def _replied(self, reply: list[bytes], endpoint: Endpoint, started: float) -> list:
@@ -295,15 +293,20 @@ class Router:
         self._count_call(endpoint, "ok", started)
         return result
 
-    def _failed(self, failure, endpoint: Endpoint, timeout: float, started: float):
-        if failure.check(BackendUnavailable):  # the send itself was refused (zmq queue full)
-            self._count_call(endpoint, "unavailable", started)
-            raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
-        if failure.check(CallTimedOut):  # logged by the forwarder, summarised per address
-            self._count_call(endpoint, "timeout", started)
-            raise ApplicationError(ApplicationError.CANCELED, f"call timed out: {failure.value}")
+    def _failed(self, failure: Failure, session, endpoint: Endpoint, started: float):
+        # BackendUnavailable: the send itself was refused (zmq queue full), or the host name did not resolve;
+        # CallTimedOut: logged by the forwarder, summarised per address
+        if isinstance(failure.value, UpstreamError):
+            raise self._call_refused(session, endpoint, failure.value, started)
         self._count_call(endpoint, "canceled" if failure.check(CancelledError) else "error", started)
         return failure
+
+    def _call_refused(self, session, endpoint: Endpoint, error: Exception, started: float) -> ApplicationError:
+        """A call the ZeroMQ side refused: its outcome counted (a limit's refusal is none), and the ERROR."""
+        outcome = CALL_OUTCOMES.get(type(error))
+        if outcome is not None:
+            self._count_call(endpoint, outcome, started)
+        return self._refused(session, error)
 
     def _count_call(self, endpoint: Endpoint, outcome: str, started: float) -> None:
         counter = self._call_counters.get((endpoint.name, outcome))
@@ -332,13 +335,19 @@ class Router:
         counter = self._call_counters[(name, outcome)] = self.metrics.calls.labels(name, outcome)
         return counter
 
-    def _limit_error(self, session, e: LimitExceeded) -> ApplicationError:
-        """A request refused by a limit: counted, logged, and the ERROR to send."""
-        self.metrics.limit_exceeded.labels(e.limit).inc()
-        self.client_log.emit(
-            session, log.info, "{limit} reached by {peer}: {text}", limit=e.limit, peer=session.peer, text=e.text
-        )
-        return ApplicationError(LIMIT_EXCEEDED, str(e))
+    def _refused(self, session, error: Exception) -> ApplicationError:
+        """The ERROR for a request the ZeroMQ side (or a limit) refused; a limit is counted and logged too."""
+        if isinstance(error, LimitExceeded):
+            self.metrics.limit_exceeded.labels(error.limit).inc()
+            self.client_log.emit(
+                session,
+                log.info,
+                "{limit} reached by {peer}: {text}",
+                limit=error.limit,
+                peer=session.peer,
+                text=error.text,
+            )
+        return upstream_error(error)
 
     def subscribe(self, session, uri: str, options: dict) -> Deferred:
         """SUBSCRIBE -> policy check -> the shared subscription for (endpoint, filter), with its replay (Subscribed)."""
@@ -350,7 +359,7 @@ class Router:
         filter_ = _subscription_filter(options, target.filter)
         recovery = subscription_recovery(options)
         if len(filter_) > self.max_filter_length:
-            raise self._limit_error(
+            raise self._refused(
                 session,
                 LimitExceeded(
                     "max_filter_length",
@@ -389,8 +398,8 @@ class Router:
             return self._still_allowed(subscribed, session, generation)  # once more if another reload came
         sub = subscribed.subscription
         # it may be a SUBSCRIBE again to a subscription the session holds: that one goes too (revoked)
-        if not session.revoke_subscription(sub.id, ApplicationError.NOT_AUTHORIZED):
-            self.hub.unsubscribe(session, sub.id)  # stops its replay; closes the socket if it was the last
+        session.revoke_subscription(sub.id, ApplicationError.NOT_AUTHORIZED)
+        self.hub.unsubscribe(session, sub.id)  # stops its replay; closes the socket if it was the last
         self.metrics.denied.labels("subscribe").inc()
         self.client_log.emit(
             session,
@@ -409,24 +418,20 @@ class Router:
             raise CancelledError("session closed")
         try:
             result = self.hub.subscribe(session, endpoint, filter_, recovery)
-        except InvalidEndpoint as e:
-            raise ApplicationError(ApplicationError.INVALID_URI, str(e)) from None
-        except LimitExceeded as e:
-            raise self._limit_error(session, e) from None
-        except BackendUnavailable as e:
-            raise ApplicationError(BACKEND_UNAVAILABLE, str(e)) from None
+        except UpstreamError as e:
+            raise self._refused(session, e) from None
         if isinstance(result, Deferred):  # the endpoint's host name is being resolved
-            result.addErrback(_backend_unavailable)
+            result.addErrback(self._subscribe_failed, session)
         return result
 
-    def unsubscribe(self, session, subscription_id: int) -> None:
-        if not self.hub.unsubscribe(session, subscription_id):
-            raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, f"not subscribed under id {subscription_id}")
+    def _subscribe_failed(self, failure: Failure, session):
+        if isinstance(failure.value, UpstreamError):
+            raise self._refused(session, failure.value)
+        return failure
 
-
-def _backend_unavailable(failure: Failure):
-    failure.trap(BackendUnavailable)
-    raise ApplicationError(BACKEND_UNAVAILABLE, str(failure.value))
+    def unsubscribe(self, session, subscription_id: int) -> bool:
+        """``session`` leaves the subscription (UNSUBSCRIBE, revoked, or gone); False if it did not hold it."""
+        return self.hub.unsubscribe(session, subscription_id)
 
 
 MAX_EPOCH_LENGTH = 64

@@ -77,6 +77,8 @@ GOODBYE_WAIT = 1.0
 # Bytes a WebSocket frame header adds to a server's message (unmasked: 2, 4 or 10).
 FRAME_HEADER = 10
 
+_EVENT = m.Event.MESSAGE_TYPE
+
 
 class Welcome(m.Welcome):
     """WELCOME, with the broker's custom feature ``_event_history`` (autobahn writes no ``_`` features)."""
@@ -432,7 +434,7 @@ class WampSession:
         """SUBSCRIBED, then the replay its ``get_retained``/``_since`` asked for (in steps, before live EVENTs)."""
         sub, replay = subscribed
         if self.state != "open":
-            self.context.router.release(self, [sub.id])
+            self.context.router.unsubscribe(self, sub.id)
             return
         self._subscriptions[sub.id] = sub.endpoint.slow_consumer
         self.send(m.Subscribed(request, sub.id))
@@ -447,25 +449,26 @@ class WampSession:
         self.send(m.Error(request_type, request, LIMIT_EXCEEDED, args=[f"{limit}: {text}"]))
 
     def _on_unsubscribe(self, raw, msg: m.Unsubscribe) -> None:
-        try:
-            self.context.router.unsubscribe(self, msg.subscription)
-        except ApplicationError:
-            self._error(m.Unsubscribe.MESSAGE_TYPE, msg.request, Failure())
+        if not self.context.router.unsubscribe(self, msg.subscription):
+            text = f"not subscribed under id {msg.subscription}"
+            self.send(
+                m.Error(m.Unsubscribe.MESSAGE_TYPE, msg.request, ApplicationError.NO_SUCH_SUBSCRIPTION, args=[text])
+            )
             return
         self._subscriptions.pop(msg.subscription, None)
         self.send(m.Unsubscribed(msg.request))
 
     def revoke_subscription(self, subscription_id: int, reason: str) -> bool:
-        """End a subscription the session no longer may hold (WAMP subscription revocation).
+        """Forget a subscription the session no longer may hold (WAMP subscription revocation).
 
         The client hears of it only if it announced ``subscription_revocation``
-        (the WAMP spec forbids the message otherwise); either way no EVENT for
-        it follows.  False if the session did not hold it.
+        (the WAMP spec forbids the message otherwise).  The router, which decided,
+        takes the session out of the subscription, so no EVENT for it follows.
+        False if the session did not hold it.
         """
         if self.state != "open" or subscription_id not in self._subscriptions:
             return False
         del self._subscriptions[subscription_id]
-        self.context.router.release(self, [subscription_id])
         if self._revocable:
             self.send(m.Unsubscribed(0, subscription=subscription_id, reason=reason))
         return True
@@ -527,18 +530,25 @@ class WampSession:
         )
         self.send(m.Error(request_type, request, ApplicationError.PAYLOAD_SIZE_EXCEEDED, args=[f"the {what} is {e}"]))
 
-    def send_event(self, event: m.Event, prepared: dict[str, Any]) -> int:
-        """Send ``event``; return the payload bytes handed on (0: not sent, the session is not open).
+    def send_event(self, subscription: int, publication: int, args: list, details: dict, prepared: dict) -> int:
+        """Send a live EVENT; return the payload bytes handed on (0: not sent, the session is not open).
 
-        The hub counts the EVENT metrics once per zmq message from these sizes,
-        not here once per delivery.
+        ``prepared`` is shared by the subscribers of one zmq message and subscription: the
+        EVENT is built, encoded and framed once per serializer there, as a list (the bytes
+        autobahn's Event would give, without the message object).  The hub counts the EVENT
+        metrics once per zmq message from these sizes, not here once per delivery.
         """
         if self.state != "open":
             return 0
         key = self.serializer.NAME
         entry = prepared.get(key)
         if entry is None:
-            payload = event.serialize(self.serializer)
+            raw = (
+                [_EVENT, subscription, publication, details, args]
+                if args
+                else [_EVENT, subscription, publication, details]
+            )
+            payload = encode(self.serializer, raw)
             try:
                 entry = (self.channel.prepare(payload, self.serializer.BINARY), len(payload))
             except MessageTooBig as e:  # once per zmq message and serializer, then dropped for each subscriber
@@ -547,7 +557,7 @@ class WampSession:
                     None,
                     log.warn,
                     "event for subscription {subscription} dropped: {text}",
-                    subscription=event.subscription,
+                    subscription=subscription,
                     text=str(e),
                 )
             prepared[key] = entry
@@ -555,7 +565,7 @@ class WampSession:
         if frame is None:
             self.context.metrics.dropped.labels("event_too_large").inc()
             return 0
-        self.channel.send_prepared(frame, self._subscriptions.get(event.subscription))
+        self.channel.send_prepared(frame, self._subscriptions.get(subscription))
         return size
 
     def send_replayed(self, subscription: int, publication: int, args: list, details: dict) -> int | None:
@@ -567,7 +577,7 @@ class WampSession:
         """
         if self.state != "open":
             return 0
-        payload = encode(self.serializer, [m.Event.MESSAGE_TYPE, subscription, publication, details, args])
+        payload = encode(self.serializer, [_EVENT, subscription, publication, details, args])
         size = len(payload)
         if size + FRAME_HEADER > self.channel.outgoing_room():
             return None
@@ -676,7 +686,9 @@ class WampSession:
         calls, self._calls = self._calls, {}
         for d in calls.values():
             d.cancel()
-        self.context.router.release(self, list(self._subscriptions))
+        router = self.context.router
+        for subscription_id in list(self._subscriptions):
+            router.unsubscribe(self, subscription_id)
         self.context.registry.closed(self)
         self._subscriptions.clear()
         if was_open:

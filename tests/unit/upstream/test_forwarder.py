@@ -10,6 +10,7 @@ from zmqwamp.upstream.errors import BackendUnavailable, CallTimedOut, LimitExcee
 from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.resolver import NameNotResolved
+from zmqwamp.upstream.sockets import UpstreamSockets
 
 ADDR = "tcp://127.0.0.1:1"
 
@@ -232,7 +233,7 @@ def limited():
     metrics = BridgeMetrics()
     budget = UpstreamBudget(max_per_session=3, max_per_peer=3, max_total=3)
     names = StubNames()
-    forwarder = RequestForwarder(zmq_factory, metrics, idle_close=30, budget=budget, names=names)
+    forwarder = RequestForwarder(zmq_factory, metrics, idle_close=30, sockets=UpstreamSockets(zmq_factory, metrics, budget, names))
     yield forwarder, clock, metrics, budget, names
     forwarder.close()
     zmq_factory.shutdown()

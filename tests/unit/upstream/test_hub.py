@@ -290,7 +290,7 @@ def test_reload_gaining_history_records_from_then_on_an_open_connection(world):
 
 
 def test_replay_waits_for_subscribed_while_the_host_name_resolves(world):
-    names = world.hub._names = SlowNames()
+    names = world.hub.sockets.names = SlowNames()
     slow = Endpoint("tcp://pubhost:9000", kind="sub", alias="ticks", history=5, history_bytes=100_000)
     configure(world, slow)
     session, channel = joined(world)
@@ -306,3 +306,22 @@ def test_replay_waits_for_subscribed_while_the_host_name_resolves(world):
     assert [e[2] for e in evs] == [live, live]
     assert [("_gap" in e[3]) for e in evs] == [True, False]
     assert evs[0][3]["_gap"] == {"since": 0, "reason": "epoch", "first": live}
+
+
+def test_a_keep_open_address_whose_name_does_not_resolve_closes_and_its_next_subscriber_opens_it(world):
+    """A keep_open SUB whose host name fails closes, as every connection does (it stayed open and never connected:
+    SUBSCRIBED, then no EVENT ever); the next SUBSCRIBE opens it again and waits for the name."""
+    from zmqwamp.upstream.resolver import NameNotResolved
+
+    names = world.hub.sockets.names = SlowNames()
+    address = "tcp://pubhost:9000"
+    configure(world, Endpoint(address, kind="sub", alias="ticks", history=5, history_bytes=100_000, keep_open=True))
+    assert world.hub.addresses == [address]
+    names.pending[0].errback(NameNotResolved("host name 'pubhost' did not resolve: unknown"))
+    assert world.hub.addresses == [] and sample(world, "zmqwamp_zmq_sockets_open", kind="sub") == 0
+    session, channel = joined(world)
+    send(session, 32, 1, {}, "ticks")
+    assert received(channel) == [] and len(names.pending) == 2  # waits for the name, asked again
+    names.pending[1].callback("tcp://127.0.0.1:9000")
+    assert received(channel)[0][:2] == [33, 1]
+    assert [e.address for e in world.hub._connections[address].endpoints] == ["tcp://127.0.0.1:9000"]

@@ -46,7 +46,8 @@ def test_without_pyzmqs_cython_socket_a_request_and_its_reply_still_go_through(n
     factory = BridgeZmqFactory(clock)
     backend = factory.context.socket(zmq.ROUTER)
     backend.bind("inproc://backend")
-    connection = UpstreamRequestConnection(factory, "inproc://backend", lambda *_: None, connect_to="inproc://backend")
+    connection = UpstreamRequestConnection(factory, "inproc://backend", lambda *_: None)
+    connection.connect("inproc://backend")
     try:
         d = connection.sendMsg([b"ask", b"me"], 5.0)
         clock.advance(0)  # the batch of requests goes out at the end of the reactor iteration

@@ -336,7 +336,7 @@ def test_a_revocation_during_a_replay_stops_it(world, steps):
 def test_a_subscribe_that_has_to_wait_for_the_name_replays_once_subscribed(world):
     """The connection opens when the name resolves: the ring is empty then, the gap (epoch) goes to the first live."""
     steps = use_replayer(world)
-    names = world.hub._names = SlowNames()
+    names = world.hub.sockets.names = SlowNames()
     slow = Endpoint("tcp://pubhost:9000", kind="sub", alias="ticks", history=5, history_bytes=1 << 20)
     configure(world, slow)
     session, channel = joined(world)
@@ -506,7 +506,7 @@ def test_a_subscribe_in_flight_across_a_reload_that_still_allows_it_is_answered(
 
 def test_a_subscribe_waiting_for_its_host_name_across_a_reload_that_denies_it_is_refused(world):
     """The issue's case: the name still resolving when SIGHUP re-checked the subscriptions."""
-    names = world.hub._names = SlowNames()
+    names = world.hub.sockets.names = SlowNames()
     rules = {"allow": True}
     world.router.authorize = lambda *a: rules["allow"]
     session, channel = joined(world)

@@ -102,8 +102,8 @@ class EventRecorder:
     def __init__(self):
         self.args = []
 
-    def send_event(self, event, prepared):
-        self.args.append(event.args)
+    def send_event(self, subscription, publication, args, details, prepared):
+        self.args.append(args)
         return 1
 
 
@@ -228,7 +228,7 @@ def test_subscribe_to_a_host_name_waits_for_it_to_resolve(world):
     a name that does not resolve fails the SUBSCRIBE with backend_unavailable and leaves nothing open."""
     from zmqwamp.upstream.resolver import NameNotResolved
 
-    names = world.hub._names = StubNames()
+    names = world.hub.sockets.names = StubNames()
     world.router.authorize = lambda session, action, endpoint, options: True
     (a, ta), (b, tb) = joined(world), joined(world)
     send(a, 32, 1, {}, "tcp://feed.example:9000")
@@ -261,3 +261,29 @@ def test_calls_are_labelled_only_with_opened_endpoints_and_at_most_so_many(world
     labels = {s.labels["endpoint"] for s in world.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
     assert labels == {"other", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "echo"}
     assert world.metrics.registry.get_sample_value("zmqwamp_calls_total", {"endpoint": "other", "outcome": "unavailable"}) == 50
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "cbor"])
+def test_a_live_event_is_the_bytes_autobahns_event_gave(world, serializer):
+    """The session builds the EVENT from what the hub hands it (ids, arguments, details): the same bytes as
+    autobahn's Event (no history) and Event plus ``_epoch`` (history), which the hub built before issue 22."""
+    from autobahn.wamp.message import Event
+    from autobahn.wamp.serializer import CBORObjectSerializer, JsonObjectSerializer
+
+    make = {"json": JsonObjectSerializer, "msgpack": MsgPackObjectSerializer, "cbor": CBORObjectSerializer}[serializer]
+    ser = make()
+    ticks = Endpoint(PUB, kind="sub", alias="ticks", codec="text", history=5, history_bytes=100_000)
+    world.router.resolver.aliases = {"ticks": ticks}
+    world.hub.configure_history([ticks])
+    session, channel = new_session(world, make())
+    session.message_received(ser.serialize([1, "zmqwamp", {"roles": {"subscriber": {}}}]), ser.BINARY)
+    session.message_received(ser.serialize([32, 1, {}, PUB]), ser.BINARY)
+    session.message_received(ser.serialize([32, 2, {}, "ticks"]), ser.BINARY)
+    plain, history = (ser.unserialize(channel.sent[i][0])[0][2] for i in (1, 2))
+    world.hub._message(PUB, [b"hugo 1", b'{"n": 2}'])
+    publication = world.hub.last_publication(PUB)
+    got = {ser.unserialize(payload)[0][1]: payload for payload, _ in channel.sent[3:]}
+    assert got[plain] == Event(plain, publication, args=["hugo 1", {"n": 2}]).serialize(ser)
+    expected = Event(history, publication, args=["hugo 1", '{"n": 2}']).marshal()
+    expected[3]["_epoch"] = world.hub.epoch
+    assert got[history] == ser.serialize(expected)
