@@ -65,10 +65,13 @@ test-unit-lowest: $(LOWEST_STAMP)
 
 # The deployment, run for real (tests/deploy): two bridges behind the shipped haproxy.cfg and nginx.conf with
 # js-client clients (failover, rolling restart, addresses), the packages as users get them (the wheel in a
-# fresh venv, npm pack into a fresh project), the Docker image's files and the systemd unit. Installs Debian's
-# haproxy and nginx when missing and run as root (scripts/ensure-proxies.sh); otherwise those tests skip and say why.
+# fresh venv, npm pack into a fresh project), the Docker image's files and the systemd unit, and the Grafana
+# dashboard and Prometheus rules against a real Prometheus scraping bridges under load. Installs Debian's
+# haproxy, nginx and prometheus when missing and run as root (scripts/ensure-proxies.sh,
+# scripts/ensure-prometheus.sh); otherwise those tests skip and say why.
 test-deploy: $(PY_STAMP) $(JS_CLIENT_STAMP)
 	scripts/ensure-proxies.sh
+	scripts/ensure-prometheus.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy
 
 test-js: $(PY_STAMP) $(JS_TEST_STAMP)
