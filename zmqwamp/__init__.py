@@ -5,8 +5,8 @@ The public surface: :class:`Bridge` (subclass it for the two hooks), :class:`Bri
 ``__version__``; :mod:`zmqwamp.testing` for testing hooks and checkers in memory.  The rest is the bridge's own,
 in five rooms (README, Layout), imports running one way::
 
-    service    bridge, tap, config, lifecycle, workers, logs, healthcheck
-    transport  site, guard -> websocket, frames -> outgoing, writer
+    service    bridge, tap, config, lifecycle, sampler, workers, logs, healthcheck
+    transport  site, statuspage, guard -> websocket, frames -> outgoing, writer
     wamp       messages -> session -> router -> ports; registry, limits, errors
     auth       cred, login, throttle, policy, users, jwtcheck
     upstream   forwarder (CALL) | hub, replay, history (SUBSCRIBE) -> sockets; reader, codec, endpoints,

@@ -1,4 +1,5 @@
-"""``python -m zmqwamp.healthcheck CONFIG``: the public path of :mod:`zmqwamp.service.healthcheck`.
+"""``python -m zmqwamp.healthcheck CONFIG`` (``--help``: its usage): the public path of
+:mod:`zmqwamp.service.healthcheck`.
 
 (The Dockerfile's HEALTHCHECK, and any probe, run it.)
 """

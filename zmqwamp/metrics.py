@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+try:  # zmqwamp.__version__, found the same way (imported from there, this leaf would import the public surface)
+    VERSION = version("zmqwamp")
+except PackageNotFoundError:
+    VERSION = "0+unknown"
+
 # (endpoint name, messages held, bytes accounted) of each history alias, read at scrape time
 HistorySource = Callable[[], Iterable[tuple[str, int, int]]]
+# the configured limits by name (zmqwamp.service.config.limits), read at scrape time
+LimitSource = Callable[[], Mapping[str, float]]
 
 
 class BridgeMetrics:
@@ -110,6 +118,53 @@ class BridgeMetrics:
             "The worst reactor lag of the last 30 to 60 seconds",
             registry=r,
         )
+        # CPU, memory, file descriptors (process_*): read from /proc at each scrape (Linux; none elsewhere)
+        ProcessCollector(registry=r)
+        self.build = Info("zmqwamp_build", "The running bridge: its version", registry=r)
+        self.build.info({"version": VERSION})
+        # Read at scrape time (watch_state), so nothing on the data path updates them; 0 until watched.
+        self.connections_open = Gauge(
+            "zmqwamp_connections_open",
+            "Connections open on the listen ports (what max_sessions counts), by kind: websocket, or http not upgraded",
+            ["kind"],
+            registry=r,
+        )
+        self.calls_in_flight = Gauge(
+            "zmqwamp_calls_in_flight", "CALLs waiting for their reply (what a drain waits for)", registry=r
+        )
+        self.subscriptions_open = Gauge(
+            "zmqwamp_subscriptions_open",
+            "Subscriptions with a subscriber: one per endpoint and filter, shared by the sessions holding it",
+            registry=r,
+        )
+        self.draining = Gauge(
+            "zmqwamp_draining",
+            "1 while the bridge drains (stopping: /healthz 503, no new sessions or calls), else 0",
+            registry=r,
+        )
+
+    def watch_state(
+        self,
+        *,
+        connections: Callable[[], tuple[int, int]],
+        calls_in_flight: Callable[[], int],
+        subscriptions: Callable[[], int],
+        draining: Callable[[], bool],
+    ) -> None:
+        """Read these gauges from the bridge's own counts at each scrape.
+
+        ``connections``: (connections open, of which WebSocket); the others as named.
+        """
+        self.connections_open.labels("websocket").set_function(lambda: connections()[1])
+        self.connections_open.labels("http").set_function(lambda: connections()[0] - connections()[1])
+        self.calls_in_flight.set_function(calls_in_flight)
+        self.subscriptions_open.set_function(subscriptions)
+        self.draining.set_function(lambda: 1.0 if draining() else 0.0)
+
+    def watch_limits(self, source: LimitSource) -> None:
+        """Report the configured limits as ``zmqwamp_limit{limit=...}``, read at each scrape (a reload that
+        changes one shows): alert rules compare against them instead of constants."""
+        self.registry.register(_LimitCollector(source))
 
     def watch_history(self, source: HistorySource) -> None:
         """Report ``source``'s rings as zmqwamp_history_messages / zmqwamp_history_bytes, read at each scrape.
@@ -137,3 +192,18 @@ class _HistoryCollector(Collector):
             held.add_metric([name], size)
         yield messages
         yield held
+
+
+class _LimitCollector(Collector):
+    def __init__(self, source: LimitSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "zmqwamp_limit",
+            "The configured limits, by option name (seconds for timeouts, bytes for sizes, per second for rates)",
+            labels=["limit"],
+        )
+        for name, value in self._source().items():
+            family.add_metric([name], float(value))
+        yield family

@@ -12,19 +12,16 @@ it these tests skip and say why) checks the rules and the config with promtool, 
   spread over its workers.
 
 Then, through Prometheus's HTTP API: every expression of every dashboard panel (its variables substituted) returns
-data, the dashboard's variables find both jobs, every rule evaluates without an error, the per-worker rules tell
-the two workers apart, and ZmqwampBackendUnavailable fires while the dead backend is dead and resolves once a REP
-is bound there (the drops, timeouts and login alerts go pending under their faults meanwhile).
+data, the dashboard's variables find both jobs, every rule evaluates without an error, the limit ratios are against
+each bridge's own limits (zmqwamp_limit), the per-worker rules tell the two workers apart, and
+ZmqwampBackendUnavailable fires while the dead backend is dead and resolves once a REP is bound there (the drops,
+timeouts and login alerts go pending under their faults meanwhile).
 
 What is substituted in the shipped files, and nothing else: prometheus.yml's targets and intervals (1 s instead of
-15 s; a job scraping Prometheus itself is appended, see CPU and memory below), and every duration of the rules,
+15 s), and every duration of the rules,
 alerts and dashboard expressions, shortened the same way (MINUTE: one minute is 4 s here), so that a `for: 2m`
 alert fires in 8 s. The workers bridge runs with --handshake-timeout 0.6, under the 1 s scrape interval, as
 prometheus.yml asks of a --workers bridge (handshake_timeout 10 s, scrape_interval 15 s).
-
-CPU and memory panels: they read prometheus_client's process_* metrics, which the bridge does not export
-(its registry has no ProcessCollector). They are checked against Prometheus's own process_* series instead, and
-that the bridge has none: when it exports them, that check fails and they join the others.
 
 Everything listens on 127.0.0.1; processes are stopped by PID. 20 to 40 s in all.
 """
@@ -63,6 +60,7 @@ MINUTE = 4  # seconds here for each minute of the shipped durations (scrapes and
 RATE_INTERVAL = "4s"  # Grafana's $__rate_interval for a 1 s scrape interval: 4 scrapes
 JOBS = "zmqwamp|zmqwamp-workers"
 WORKER_SESSIONS = 4
+MAX_ZMQ_SOCKETS = 300  # the monitored bridge's (the default is 512): the limit ratios must use it
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -321,8 +319,6 @@ class Prometheus:
                 ('["127.0.0.1:9180"]', f'["127.0.0.1:{targets["zmqwamp-workers"]}"]'),
             ],
         )
-        # itself, for the process_* panels the bridge cannot feed yet
-        config += f'\n  - job_name: prometheus\n    static_configs:\n      - targets: ["127.0.0.1:{self.port}"]\n'
         (workdir / "prometheus.yml").write_text(config)
         for name in RULE_FILES:
             (workdir / name).write_text(shorten((SHIPPED / name).read_text()))
@@ -366,6 +362,7 @@ def monitored(tmp_path_factory):
             allow = [rep_addr, slow_addr, dead_addr, "tcp://localhost:*"] + ([pub_addr] if raw_pub else [])
             return (
                 f"anonymous = true\nallow = {json.dumps(allow)}\nmax_outgoing_buffer = 16384\n"
+                f"max_zmq_sockets = {MAX_ZMQ_SOCKETS}\n"
                 f'[endpoints.ticks]\naddress = "{pub_addr}"\nkind = "sub"\nhistory = 100\nkeep_open = true\n'
                 f'[endpoints.tiny]\naddress = "{pub_addr}"\nkind = "sub"\nhistory = 10\nhistory_bytes = 256\nkeep_open = true\n'
             )
@@ -411,21 +408,14 @@ def exported_names(port: int) -> set[str]:
 @needs_prometheus
 def test_every_panel_returns_data(monitored):
     """Each target of each panel, with the dashboard's variables set to both jobs and every instance, returns
-    series through Prometheus's API (CPU and memory: from Prometheus's own process metrics, see the module)."""
+    series through Prometheus's API (CPU and memory too: the bridge exports process_*)."""
     prometheus: Prometheus = monitored["prometheus"]
     board = dashboard()
-    queries = {}
-    for panel in panels(board):
-        for target in panel["targets"]:
-            expr = target["expr"]
-            key = f"{panel['title']!r} {target['refId']}: {expr}"
-            if "process_" in expr:
-                assert not prometheus.query(substituted(expr)), (
-                    f"{key}: the bridge exports process_* now; check these panels like the others"
-                )
-                queries[key] = substituted(expr, job="prometheus")
-            else:
-                queries[key] = substituted(expr)
+    queries = {
+        f"{panel['title']!r} {target['refId']}: {target['expr']}": substituted(target["expr"])
+        for panel in panels(board)
+        for target in panel["targets"]
+    }
 
     settle(lambda: [key for key, expr in queries.items() if not prometheus.query(expr)], 60, "panels without data")
 
@@ -439,12 +429,43 @@ def test_every_panel_returns_data(monitored):
             f"127.0.0.1:{monitored['metrics_port']}", f"127.0.0.1:{monitored['workers_port']}"}
         assert set(values) == expected, (variable["name"], values)
 
-    # every metric a panel reads is one the bridge exports, one rules.yml records, or Prometheus's own
+    # every metric a panel reads is one the bridge exports, one rules.yml records, or Prometheus's own (up)
     recorded = {rule["name"] for group in prometheus.api("rules")["groups"] for rule in group["rules"] if rule["type"] == "recording"}
     known = exported_names(monitored["metrics_port"]) | recorded | {"up"}
     for key, expr in queries.items():
         for name, _ in SELECTOR.findall(expr):
-            assert name in known or name.startswith("process_"), f"{key}: {name} is neither exported nor recorded"
+            assert name in known, f"{key}: {name} is neither exported nor recorded"
+
+
+@needs_prometheus
+def test_limit_ratios_use_each_bridges_own_limits(monitored):
+    """zmqwamp_limit is what each bridge was configured with (max_zmq_sockets 300 on one, the default 512 on the
+    workers bridge), and the rules' ratios divide by it: rules.yml holds no limit of its own."""
+    prometheus: Prometheus = monitored["prometheus"]
+    bridge = f"127.0.0.1:{monitored['metrics_port']}"
+    workers = f"127.0.0.1:{monitored['workers_port']}"
+    rules = (SHIPPED / "rules.yml").read_text() + (SHIPPED / "alerts.yml").read_text()
+    assert "zmqwamp_config:" not in rules and re.search(r"\) \* \d", rules) is None, "no constants for limits"
+
+    def limit(instance: str, name: str) -> list[float]:
+        return [float(s["value"][1]) for s in prometheus.query(f'zmqwamp_limit{{instance="{instance}", limit="{name}"}}')]
+
+    def problems() -> list[str]:
+        found = []
+        if limit(bridge, "max_zmq_sockets") != [MAX_ZMQ_SOCKETS] or limit(workers, "max_zmq_sockets") != [512]:
+            found.append(f"max_zmq_sockets: {limit(bridge, 'max_zmq_sockets')}, {limit(workers, 'max_zmq_sockets')}")
+        for instance, maximum in ((bridge, MAX_ZMQ_SOCKETS), (workers, 512)):
+            # the recorded ratio, against the sockets open at the same evaluation (steady under this load)
+            ratio = prometheus.query(f'instance:zmqwamp_zmq_sockets_open:ratio_of_max{{instance="{instance}"}}')
+            open_now = prometheus.query(f'sum(zmqwamp_zmq_sockets_open{{instance="{instance}"}})')
+            if not ratio or not open_now or abs(float(ratio[0]["value"][1]) * maximum - float(open_now[0]["value"][1])) > 0.01:
+                found.append(f"{instance}: ratio {ratio}, sockets open {open_now}, limit {maximum}")
+        connections = prometheus.query(f'instance:zmqwamp_connections_open:ratio_of_max{{instance="{bridge}"}}')
+        if not connections or not 0 < float(connections[0]["value"][1]) < 0.1:
+            found.append(f"connections over max_sessions (1000): {connections}")
+        return found
+
+    settle(problems, 30, "limit ratios")
 
 
 @needs_prometheus

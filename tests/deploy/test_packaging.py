@@ -20,6 +20,7 @@ def test_wheel_install_exposes_twistd_plugin(tmp_path):
     assert "twisted/plugins/zmqwamp_plugin.py" in names
     assert "twisted/plugins/__init__.py" not in names  # must never shadow Twisted's own
     assert "twisted/__init__.py" not in names
+    assert "zmqwamp/static/status.html" in names  # /status: read when the site is built
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],

@@ -51,7 +51,7 @@ def test_the_public_names_import_from_zmqwamp():
 
 def test_python_m_zmqwamp_healthcheck(tmp_path):
     """``python -m zmqwamp.healthcheck CONFIG``: 0 while the configured bridge answers /healthz, 1 with one line once
-    it is gone, 2 with its usage without a CONFIG; it loads neither Autobahn nor ZeroMQ."""
+    it is gone, 2 with its usage without a CONFIG, 0 with its usage for --help; it loads neither Autobahn nor ZeroMQ."""
     import socket
 
     with socket.socket() as s:
@@ -61,7 +61,11 @@ def test_python_m_zmqwamp_healthcheck(tmp_path):
     config = tmp_path / "zmqwamp.toml"
     config.write_text(f'listen = ["{listen}"]\nanonymous = true\n')
     usage = python("-m", "zmqwamp.healthcheck")
-    assert usage.returncode == 2 and "usage: python -m zmqwamp.healthcheck CONFIG" in usage.stderr, usage.stderr
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: python -m zmqwamp.healthcheck"), usage.stderr
+    assert "CONFIG" in usage.stderr
+    helped = python("-m", "zmqwamp.healthcheck", "--help")  # read as a config path before issue 25
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m zmqwamp.healthcheck"), helped.stderr
+    assert "exit status: 0 healthy" in helped.stdout
     proc, _ = start_bridge("--config", str(config), listen=listen)
     try:
         up = python("-m", "zmqwamp.healthcheck", str(config))

@@ -34,8 +34,9 @@ from zmqwamp.auth.throttle import LoginThrottle
 from zmqwamp.clientlog import ClientLog
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import ClientAddresses
-from zmqwamp.service.config import BridgeConfig, ConfigError, validate
+from zmqwamp.service.config import BridgeConfig, ConfigError, limits, validate
 from zmqwamp.service.lifecycle import BridgeService, DrainService, ListeningPort, ReactorLagMonitor, Status
+from zmqwamp.service.sampler import StatusSampler
 from zmqwamp.transport.guard import ConnectionCounter, ConnectionGuardFactory
 from zmqwamp.transport.site import HostCheck, build_site
 from zmqwamp.transport.websocket import WampServerFactory, WebSocketOptions
@@ -268,8 +269,9 @@ class Bridge:
             max_replay_per_second=config.max_replay_per_second,
             client_log=client_log,
         )
+        resolver = EndpointResolver(config.endpoints)
         router = Router(
-            resolver=EndpointResolver(config.endpoints),
+            resolver=resolver,
             authorize=self.zmq_allowed,
             forwarder=forwarder,
             hub=hub,
@@ -301,9 +303,18 @@ class Bridge:
         )
         context = SessionContext(router, logins, registry, metrics, client_log, reactor)
         self.context, self.portal = context, portal
-        status = Status(registry, forwarder, hub)  # what /healthz shows
         # every connection to the listen ports is counted (max_sessions, max_sessions_per_peer) ...
         connections = ConnectionCounter(config.max_sessions, config.max_sessions_per_peer)
+        # what /healthz, the gauges of /metrics read when scraped, and /status show
+        status = Status(registry, forwarder, hub, connections=connections, resolver=resolver)
+        metrics.watch_state(
+            connections=status.connections,
+            calls_in_flight=status.calls_in_flight,
+            subscriptions=status.subscriptions,
+            draining=lambda: status.stopping,
+        )
+        metrics.watch_limits(lambda: limits(self.config))
+        sampler = StatusSampler(status, metrics, reactor, limits=lambda: limits(self.config))
         top = BridgeService(config.log_format, reactor, self.reload)
         # users files: what an edit takes away from open sessions, seen within a second
         sources = [checker for checker in self.checkers if IIdentitySource.providedBy(checker)]
@@ -325,6 +336,7 @@ class Bridge:
             drain_time=config.drain_time,
         ).setServiceParent(top)
         ReactorLagMonitor(reactor, metrics, config.reactor_lag_warning).setServiceParent(top)
+        sampler.setServiceParent(top)
         factory = WampServerFactory(context, self.websocket_allowed, websocket_options(config), writes)
         addresses = ClientAddresses(config.trusted_proxies, config.forwarded_header)
         hosts = HostCheck(config.allow_hosts)
@@ -340,14 +352,22 @@ class Bridge:
             )
 
         site = guarded(
-            build_site(factory, context, status, static=config.static, metrics=not config.metrics_listen, hosts=hosts),
+            build_site(
+                factory,
+                context,
+                status,
+                static=config.static,
+                metrics=not config.metrics_listen,
+                hosts=hosts,
+                feed=sampler,
+            ),
             connections,
         )
         for endpoint in self._listen_endpoints(reactor):
             ListeningPort(endpoint, site).setServiceParent(top)
         # ... and those to the metrics ports apart, so a flood of the first never hides the second
         operations = guarded(
-            build_site(None, context, status, static=False, hosts=hosts),
+            build_site(None, context, status, static=False, hosts=hosts, feed=sampler),
             ConnectionCounter(config.max_sessions, config.max_sessions_per_peer),
         )
         for description in config.metrics_listen:

@@ -91,6 +91,47 @@ class BridgeConfig:
         return self.listen or [DEFAULT_LISTEN]
 
 
+# The bounds an operator sets (the numeric LIMIT_OPTIONS of zmqwamp/service/tap.py, and the call timeouts):
+# exported as zmqwamp_limit{limit=...} (zmqwamp/metrics.py), so alert rules compare against the running values,
+# and shown on /status.
+LIMITS = (
+    "max_sessions",
+    "max_sessions_per_peer",
+    "max_zmq_sockets",
+    "max_endpoints_per_session",
+    "max_endpoints_per_peer",
+    "max_filters_per_endpoint",
+    "max_filter_length",
+    "max_subscriptions",
+    "max_calls_in_flight",
+    "max_calls_per_second",
+    "max_subscribes_per_second",
+    "max_messages_per_second",
+    "max_call_arguments",
+    "max_message_size",
+    "max_message_fragments",
+    "max_login_message_size",
+    "max_control_frames_per_second",
+    "max_outgoing_buffer",
+    "max_pending_logins",
+    "max_log_lines_per_second",
+    "max_log_lines_per_second_total",
+    "max_history_bytes",
+    "max_replay_per_second",
+    "handshake_timeout",
+    "ping_interval",
+    "ping_timeout",
+    "reactor_lag_warning",
+    "call_timeout",
+    "max_call_timeout",
+)
+
+
+def limits(config: BridgeConfig) -> dict[str, float]:
+    """The :data:`LIMITS` of ``config``, by name."""
+    return {name: getattr(config, name) for name in LIMITS}
+
+
 _LISTS = ("listen", "allow", "origins", "metrics_listen", "allow_hosts", "trusted_proxies", "auth")
 _SCALARS: dict[str, str] = {  # name -> its type's name (the annotation, a string here)
     f.name: str(f.type) for f in fields(BridgeConfig) if f.name not in (*_LISTS, "endpoints", "rules")

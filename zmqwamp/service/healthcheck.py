@@ -1,4 +1,5 @@
-"""``python -m zmqwamp.healthcheck CONFIG``: exit 0 if the bridge configured in CONFIG answers ``/healthz`` 200.
+"""``python -m zmqwamp.healthcheck [--timeout SECONDS] CONFIG``: exit 0 if the bridge configured in CONFIG answers
+``/healthz`` 200, 1 if not, 2 on a usage error (``--help`` says so).
 
 For a container's HEALTHCHECK (examples/deploy/Dockerfile) and similar probes: the port comes from
 the configuration (its first ``metrics_listen`` endpoint, else its first ``listen`` one), so the
@@ -11,6 +12,7 @@ line on stderr otherwise: not listening, a 503 while the bridge drains, a bad co
 
 from __future__ import annotations
 
+import argparse
 import socket
 import ssl
 import sys
@@ -77,12 +79,44 @@ def check(config_path: str, timeout: float = 3.0) -> tuple[bool, str]:
     return status.startswith("HTTP/1.1 200"), f"{description}: {status or 'no answer'}"
 
 
+EXIT_STATUS = "exit status: 0 healthy; 1 unhealthy (one line on stderr says why); 2 usage error"
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: ``CONFIG`` and ``--timeout``; ``--help`` says what it does and its exit status."""
+    p = argparse.ArgumentParser(
+        prog="python -m zmqwamp.healthcheck",
+        description="Ask the bridge configured in CONFIG for /healthz, as a container HEALTHCHECK or any probe would: "
+        "on its first metrics_listen endpoint, else its first listen one (tcp, ssl, unix; a PROXY protocol header "
+        "first for a haproxy: listener). Healthy: HTTP 200. Unhealthy: not listening, no answer in time, 503 "
+        "while the bridge drains, or a config that cannot be read.",
+        epilog=EXIT_STATUS,
+    )
+    p.add_argument("config", metavar="CONFIG", help="the bridge's TOML configuration file")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=3.0,
+        help="for the connection and the answer each (default: 3)",
+    )
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m zmqwamp.healthcheck CONFIG.toml", file=sys.stderr)
-        return 2
-    healthy, what = check(argv[0])
+    """Run the check; the exit status (argparse's own for ``--help``, 0, and a usage error, 2)."""
+    try:
+        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): argparse has printed why
+        return e.code if isinstance(e.code, int) else 2
+    healthy, what = check(args.config, args.timeout)
     if not healthy:
         print(f"unhealthy: {what}", file=sys.stderr)
     return 0 if healthy else 1

@@ -13,7 +13,8 @@
   :class:`DrainService` drains first while the ports keep listening (``/healthz``
   answers 503, a new WebSocket upgrade gets HTTP 503: :mod:`zmqwamp.transport.site`), and
   the listeners close after it.
-* :class:`Status`: what ``/healthz`` shows (:class:`zmqwamp.transport.site.BridgeStatus`).
+* :class:`Status`: what ``/healthz`` shows (:class:`zmqwamp.transport.site.BridgeStatus`), and what the
+  gauges of ``/metrics`` read when scraped and the samples of ``/status`` read.
 * :class:`ReactorLagMonitor`: how late the reactor runs a timer, so a stall shows
   whatever caused it (``zmqwamp_reactor_lag_seconds``, a warning past
   ``reactor_lag_warning``).
@@ -22,7 +23,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -35,6 +36,7 @@ from twisted.python.failure import Failure
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.service.logs import use_log_format
 from zmqwamp.transport.guard import ConnectionCounter
+from zmqwamp.upstream.endpoints import Endpoint, EndpointResolver
 from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
@@ -132,13 +134,25 @@ class DrainService(Service):
 
 
 class Status:
-    """What ``/healthz`` shows of the bridge (:class:`zmqwamp.transport.site.BridgeStatus`): stopping or not,
-    and for the operator the sessions, calls in flight, subscriptions and open zmq connections."""
+    """What the operator's pages show of the bridge: ``/healthz`` (:class:`zmqwamp.transport.site.BridgeStatus`:
+    stopping or not, and the sessions, calls in flight, subscriptions and open zmq connections), ``/metrics``'
+    gauges read at scrape time, and the samples of ``/status`` (:mod:`zmqwamp.service.sampler`).  Each read is
+    of counts the parts keep anyway; :meth:`subscriptions_by_endpoint` alone walks the subscriptions."""
 
-    def __init__(self, registry: SessionRegistry, forwarder: RequestForwarder, hub: SubscriptionHub) -> None:
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        forwarder: RequestForwarder,
+        hub: SubscriptionHub,
+        *,
+        connections: ConnectionCounter | None = None,
+        resolver: EndpointResolver | None = None,
+    ) -> None:
         self._registry = registry
         self._forwarder = forwarder
         self._hub = hub
+        self._connections = connections
+        self._resolver = resolver
 
     @property
     def stopping(self) -> bool:
@@ -151,6 +165,49 @@ class Status:
             "subscriptions": self._hub.subscription_count(),
             "zmq_endpoints": {"req": self._forwarder.addresses, "sub": self._hub.addresses},
         }
+
+    def sessions(self) -> int:
+        return len(self._registry.sessions)
+
+    def calls_in_flight(self) -> int:
+        return self._registry.calls_in_flight
+
+    def subscriptions(self) -> int:
+        return self._hub.subscription_count()
+
+    def connections(self) -> tuple[int, int]:
+        """(connections open on the listen ports, of which WebSocket): what max_sessions counts."""
+        counter = self._connections
+        return (counter.total, counter.websockets) if counter is not None else (0, 0)
+
+    def req_addresses(self) -> list[str]:
+        """Addresses with a REQ connection open (sorted)."""
+        return self._forwarder.addresses
+
+    def sub_addresses(self) -> list[str]:
+        """Addresses with a SUB connection open (sorted)."""
+        return self._hub.addresses
+
+    def aliases(self) -> Mapping[str, Endpoint]:
+        """The configured aliases (a reload replaces them)."""
+        return self._resolver.aliases if self._resolver is not None else {}
+
+    def subscriptions_by_endpoint(self) -> dict[str, tuple[str, int, int]]:
+        """Endpoint name -> (its address, subscriptions, subscribers): one pass over every subscription."""
+        out: dict[str, tuple[str, int, int]] = {}
+        for sub in self._hub.subscriptions():
+            endpoint = sub.endpoint
+            _, count, members = out.get(endpoint.name, (endpoint.address, 0, 0))
+            out[endpoint.name] = (endpoint.address, count + 1, members + len(sub.subscribers) + len(sub.replays))
+        return out
+
+    def history_held(self) -> Iterable[tuple[str, int, int]]:
+        """(alias, messages held, bytes held) of every history alias."""
+        return self._hub.history_held()
+
+    def last_publication(self, address: str) -> int:
+        """The publication id of the last message from ``address`` (a count of its messages; 0: none, or closed)."""
+        return self._hub.last_publication(address)
 
 
 class ReactorLagMonitor(Service):

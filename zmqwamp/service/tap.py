@@ -118,7 +118,7 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError("--inherit-fd takes a file descriptor number") from None
 
     def opt_metrics_listen(self, description: str) -> None:
-        """Endpoint for /metrics and /healthz only, repeatable; /metrics then leaves the --listen ports."""
+        """Endpoint for /metrics, /status and /healthz only, repeatable; the first two then leave the --listen ports."""
         self.setdefault("metrics-listen", []).append(description)
 
     def opt_allow(self, pattern: str) -> None:

@@ -2,7 +2,8 @@
 
 Static files come from ``zmqwamp/static`` (package data, so ``pip install .`` serves
 them without Node): ``/`` is the demo page, ``/js/zmqwamp.js`` the browser bundle
-of ``js-client/`` (rebuild it with ``make js-bundle``).
+of ``js-client/`` (rebuild it with ``make js-bundle``).  The operator's pages: ``/healthz``,
+``/metrics`` and the status page (``/status``, :mod:`zmqwamp.transport.statuspage`).
 
 Every request passes :class:`BridgeRequest`'s checks before a resource sees it
 (docs/reliability.md, *Hostile clients*): no request body (413, refused before a
@@ -44,12 +45,14 @@ from zmqwamp.internals import lacks
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.peers import is_local, peer_string
 from zmqwamp.transport.guard import SERVER, ConnectionGuard, refusal_response
+from zmqwamp.transport.statuspage import StatusFeed, StatusJson, StatusPage
 from zmqwamp.transport.websocket import WampServerFactory
 from zmqwamp.wamp.session import SessionContext
 
 log = Logger()
 
 METHODS = (b"GET", b"HEAD")  # nothing here takes a body; the WebSocket upgrade is a GET
+POLLED = (b"/healthz", b"/status.json")  # asked every second or two: not in the access log when answered 200
 
 
 class BridgeStatus(Protocol):
@@ -267,8 +270,9 @@ class BridgeSite(Site):
 
     def log(self, request) -> None:
         """The access log leaves out successful ``/healthz`` requests: proxies ask every second or so
-        (the shipped haproxy.cfg: each bridge, every second), which would be most of the log; a 503 is still logged."""
-        if request.path == b"/healthz" and request.code == 200:
+        (the shipped haproxy.cfg: each bridge, every second), which would be most of the log; a 503 is still logged.
+        So are successful ``/status.json`` requests, which an open status page makes every 2 s."""
+        if request.path in POLLED and request.code == 200:
             return
         if request.code >= 400 and self.client_log is not None and self._access_log() is not None:
             # a refusal or an error costs the client one short request: its line goes through the client log
@@ -410,11 +414,12 @@ def build_site(
     static: bool = True,
     metrics: bool = True,
     hosts: HostCheck | None = None,
+    feed: StatusFeed | None = None,
 ) -> BridgeSite:
     """The site of a listen port; with ``factory`` None, the operations-only site of ``--metrics-listen``.
 
-    On listen ports ``/metrics`` (if ``metrics``) and the details of ``/healthz``
-    are for local clients only; on the operations site, for everyone.
+    On listen ports ``/metrics`` and the status page (``/status``, ``/status.json``: from ``feed``), if
+    ``metrics``, and the details of ``/healthz`` are for local clients only; on the operations site, for everyone.
     """
     ops = factory is None
     root = Resource()
@@ -427,6 +432,9 @@ def build_site(
     if metrics:
         exporter = MetricsResource(registry=context.metrics.registry)
         root.putChild(b"metrics", exporter if ops else LocalOnly(exporter))
+        if feed is not None:
+            for name, page in ((b"status", StatusPage()), (b"status.json", StatusJson(feed))):
+                root.putChild(name, page if ops else LocalOnly(page))
     return BridgeSite(
         root,
         hosts=hosts,

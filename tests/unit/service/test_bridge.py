@@ -16,6 +16,7 @@ from zmqwamp import Bridge
 from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig
 from zmqwamp.service.lifecycle import ListeningPort
+from zmqwamp.service.sampler import INTERVAL, StatusSampler
 from zmqwamp.transport.guard import ConnectionGuardFactory
 from zmqwamp.transport.site import BridgeSite
 from zmqwamp.transport.websocket import WampServerFactory, WebSocketOptions
@@ -103,6 +104,33 @@ def test_healthz_of_a_made_bridge_shows_its_sessions_and_zmq_side(made):
     health = _healthz(site)
     assert health["up"] is True and health["sessions"] == 1 and health["subscriptions"] == 1
     assert health["zmq_endpoints"] == {"req": [], "sub": [PUB]}
+
+
+def test_a_made_bridge_exports_its_state_and_limits_and_its_sampler_feeds_status(made):
+    """The wiring of issue 25: /metrics' gauges read at scrape time are this bridge's (a subscription made through
+    its sessions), zmqwamp_limit is its config's, and /status.json on its listen site comes from the sampler that
+    runs among its services (a sample at start, one every INTERVAL seconds)."""
+    bridge = Bridge(allow=[PUB], anonymous=True, listen=["tcp:0:interface=127.0.0.1"], max_sessions=42)
+    service, clock = made(bridge)
+    assert bridge.context is not None
+    [sampler] = [child for child in service if isinstance(child, StatusSampler)]
+    sampler.startService()
+    metrics = bridge.context.metrics
+    world = World(bridge.context, clock, bridge.context.router.hub._zmq)
+    session, channel = joined(world)
+    send(session, 32, 1, {}, PUB)
+    assert received(channel)[-1][0] == 33  # SUBSCRIBED
+    assert metrics.registry.get_sample_value("zmqwamp_subscriptions_open") == 1
+    assert metrics.registry.get_sample_value("zmqwamp_limit", {"limit": "max_sessions"}) == 42
+    assert metrics.registry.get_sample_value("zmqwamp_draining") == 0
+    clock.advance(INTERVAL)
+    [port] = [child for child in service if isinstance(child, ListeningPort)]
+    request = DummyRequest([b"status.json"])
+    request.client_local = True  # type: ignore[attr-defined]  # as BridgeRequest sets it for a local client
+    status = json.loads(port.factory.wrappedFactory.getResourceFor(request).render(request))
+    assert status["now"]["sessions"] == 1 and status["now"]["subscriptions"] == 1
+    assert status["limits"]["max_sessions"] == 42 and len(status["series"]["time"]) == 2
+    sampler.stopService()
 
 
 def test_the_websocket_side_takes_the_options_of_the_same_names():

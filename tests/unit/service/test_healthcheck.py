@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zmqwamp.service import descriptions
-from zmqwamp.service.healthcheck import target
+from zmqwamp.service.healthcheck import EXIT_STATUS, main, target
 
 TARGETS = [
     ("tcp:8080", ("tcp", ("127.0.0.1", 8080), False)),
@@ -38,3 +38,28 @@ def test_what_cannot_be_checked_is_a_value_error(parser, description):
     """A kind the check cannot connect to, or no port: ValueError (one line on stderr), not a traceback."""
     with pytest.raises(ValueError):
         target(description)
+
+
+def test_help_prints_the_usage_and_exits_0(capsys):
+    """``--help`` (and ``-h``) print the usage, the CONFIG it reads and the exit statuses: 0, not "unhealthy:
+    --help: cannot read" (it was read as a config path)."""
+    for flag in ("--help", "-h"):
+        assert main([flag]) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("usage: python -m zmqwamp.healthcheck [-h] [--timeout SECONDS] CONFIG") and not err
+        assert "metrics_listen" in out and EXIT_STATUS.split(";")[0] in out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("argv", [[], ["a.toml", "b.toml"], ["--timeout", "0", "a.toml"], ["--timeout", "x", "a.toml"], ["--bogus", "a.toml"]])
+def test_usage_errors_exit_2(capsys, argv):
+    """No CONFIG, two, a timeout that is not a positive number, an unknown option: exit 2 with the usage on stderr."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("usage: python -m zmqwamp.healthcheck")
+
+
+def test_an_unreadable_config_is_unhealthy_with_one_line(tmp_path, capsys):
+    """A config that cannot be read: exit 1 and one line on stderr saying so."""
+    assert main([str(tmp_path / "missing.toml")]) == 1
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("unhealthy: ") and err.count("\n") == 1
