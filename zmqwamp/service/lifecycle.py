@@ -39,6 +39,7 @@ from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.resolver import HostResolver
+from zmqwamp.wamp.ports import Forwarder, Hub
 from zmqwamp.wamp.registry import SessionRegistry
 
 log = Logger()
@@ -135,7 +136,7 @@ class Status:
     """What ``/healthz`` shows of the bridge (:class:`zmqwamp.transport.site.BridgeStatus`): stopping or not,
     and for the operator the sessions, calls in flight, subscriptions and open zmq connections."""
 
-    def __init__(self, registry: SessionRegistry, forwarder: RequestForwarder, hub: SubscriptionHub) -> None:
+    def __init__(self, registry: SessionRegistry, forwarder: Forwarder, hub: Hub) -> None:
         self._registry = registry
         self._forwarder = forwarder
         self._hub = hub

@@ -32,8 +32,9 @@ from zmqwamp.auth.cred import (
 from zmqwamp.auth.throttle import LoginThrottle
 from zmqwamp.auth.users import UsersFileChecker, make_record, write_users
 from zmqwamp.peers import peer_host
+from zmqwamp.testing import fired, make_world, new_session, pending, received, send
 
-from memory import fired, make_world, new_session, pending, received, send, sync
+from memory import sync
 
 SECRETS = ["s3cret-alice", "pw-bob", "wrong-guess"]
 

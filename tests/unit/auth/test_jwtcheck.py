@@ -11,8 +11,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 from zmqwamp.auth.cred import TicketCredentials
 from zmqwamp.auth.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
-
-from memory import fired
+from zmqwamp.testing import fired
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 

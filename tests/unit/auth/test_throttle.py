@@ -22,8 +22,7 @@ from zmqwamp.auth.throttle import LoginThrottle, throttle_host
 from zmqwamp.metrics import BridgeMetrics
 from zmqwamp.service.config import ConfigError, parse_config
 from zmqwamp.service.tap import Options
-
-from memory import pending
+from zmqwamp.testing import pending
 
 # -- the throttle and the login service, on a Clock ----------------------------------
 

@@ -12,9 +12,10 @@ from twisted.cred.error import UnauthorizedLogin
 
 from zmqwamp.auth.cred import TicketCredentials
 from zmqwamp.auth.users import UsersFileChecker, UsersFileError, make_record, parse_users, write_users
+from zmqwamp.testing import fired
 from zmqwamp.users import main
 
-from memory import fired, sync
+from memory import sync
 
 
 def test_main_in_process(tmp_path, monkeypatch, capsys):

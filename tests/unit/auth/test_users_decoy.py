@@ -12,8 +12,9 @@ from twisted.logger import formatEvent
 
 from zmqwamp.auth.cred import TicketCredentials
 from zmqwamp.auth.users import HEADER, UsersFileChecker, make_record, read_users
+from zmqwamp.testing import fired
 
-from memory import fired, sync
+from memory import sync
 
 
 def old_file(path, users):

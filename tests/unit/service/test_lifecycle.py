@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from zmqwamp.service.lifecycle import DrainService, Status
+from zmqwamp.testing import FakeForwarder, fired, joined, make_world, received, send
 from zmqwamp.transport.guard import ConnectionCounter
 
-from memory import PUB, REP, FakeForwarder, fired, joined, make_world, received, send
+from memory import PUB, REP
 
 
 def test_status_reports_the_registry_forwarder_and_hub_it_was_given():
@@ -17,8 +18,8 @@ def test_status_reports_the_registry_forwarder_and_hub_it_was_given():
     world = make_world()
     try:
         forwarder = FakeForwarder()
-        forwarder.addresses = [REP]
-        status = Status(world.registry, cast(Any, forwarder), world.hub)
+        forwarder.request(REP, [b"x"], 1.0)  # a connection open to REP
+        status = Status(world.registry, forwarder, world.hub)
         session, channel = joined(world)
         send(session, 32, 1, {}, PUB)
         assert received(channel)[-1][0] == 33  # SUBSCRIBED

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqwamp import internals
+from zmqwamp.testing import open_websocket
 from zmqwamp.transport import frames as frames_module
 from zmqwamp.transport.frames import FragmentLimit, WholeFrameReader, whole_data_frame
 
-from memory import open_websocket
 from minws import encode_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10

@@ -6,13 +6,14 @@ import pytest
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from zmqwamp.testing import new_session, received, send
 from zmqwamp.tokenbucket import TokenBucket
 from zmqwamp.transport.guard import ConnectionCounter, ConnectionGuardFactory
 from zmqwamp.upstream.budget import UpstreamBudget
 from zmqwamp.upstream.errors import LimitExceeded
 from zmqwamp.wamp.limits import SessionLimits
 
-from memory import PUB, REP, SiteWorld, new_session, received, send
+from memory import PUB, REP, SiteWorld
 
 LIMIT = "zmqwamp.error.limit_exceeded"
 

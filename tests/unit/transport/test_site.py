@@ -443,7 +443,7 @@ def ws_factory(world, allowed=lambda request: True):
 
 def upgrade(factory, origin: str | None, peer_secure: bool | None = None) -> bytes:
     """One WebSocket upgrade to a WampServerFactory in memory: what the client got."""
-    from memory import WebSocketTransport
+    from zmqwamp.testing import WebSocketTransport
 
     proto = factory.buildProtocol(None)
     transport = WebSocketTransport()
@@ -608,9 +608,10 @@ def test_a_refused_requests_access_line_goes_through_the_client_log_with_its_tim
 def test_the_static_files_are_the_package_data():
     """``/`` and ``/js/`` serve zmqwamp/static (package data) wherever the site's module lives (after the move to
     zmqwamp/transport/ they pointed at a zmqwamp/transport/static that does not exist: 404)."""
+    from zmqwamp.testing import make_world
     from zmqwamp.transport.site import build_site
 
-    from memory import FakeStatus, make_world
+    from memory import FakeStatus
 
     world = make_world()
     site = build_site(None, world.context, FakeStatus(), static=True)

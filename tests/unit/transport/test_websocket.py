@@ -16,11 +16,11 @@ from zmqwamp import internals
 from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig, ConfigError, parse_config
 from zmqwamp.service.tap import Options
+from zmqwamp.testing import open_websocket, server_frames
 from zmqwamp.transport import frames
 from zmqwamp.transport import websocket as websocket_module
 from zmqwamp.transport.websocket import WampServerFactory
 
-from memory import open_websocket
 from minws import RESULT, WELCOME, encode_frame
 
 HELLO = json.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]).encode()
@@ -31,20 +31,6 @@ def websocket(world, **config):
     factory = WampServerFactory(world.context, lambda request: True, websocket_options(BridgeConfig(**config)), world.zmq_factory.write_batch)
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
     return open_websocket(factory, "wamp.2.json")
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """(opcode, payload) of the unmasked frames the bridge wrote."""
-    frames = []
-    while data:
-        n, start = data[1] & 0x7F, 2
-        if n == 126:
-            n, start = struct.unpack("!H", data[2:4])[0], 4
-        elif n == 127:
-            n, start = struct.unpack("!Q", data[2:10])[0], 10
-        frames.append((data[0] & 0x0F, data[start : start + n]))
-        data = data[start + n :]
-    return frames
 
 
 def close_of(transport) -> tuple[int, str]:

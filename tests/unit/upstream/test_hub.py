@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from zmqwamp.testing import joined, received, send
 from zmqwamp.upstream.endpoints import Endpoint
 from zmqwamp.upstream.history import message_cost
 
-from memory import PUB, SlowNames, joined, received, run_replays, send
+from memory import PUB, SlowNames, run_replays
 
 TICKS = Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=100_000, keep_open=True)
 
@@ -49,7 +50,7 @@ def sample(world, name: str, **labels) -> float | None:
 
 
 def test_welcome_announces_retention_and_history():
-    from memory import make_world, new_session
+    from zmqwamp.testing import make_world, new_session
 
     world = make_world()
     try:

@@ -13,12 +13,13 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 
+from zmqwamp.testing import joined, new_session, received, send
 from zmqwamp.upstream.endpoints import Endpoint
 from zmqwamp.upstream.history import message_cost
 from zmqwamp.upstream.replay import SEND_STEP, ReplayBudget, Replayer
 from zmqwamp.wamp.limits import SessionLimits
 
-from memory import PUB, SlowNames, joined, new_session, received, run_replays, send
+from memory import PUB, SlowNames, run_replays
 
 TICKS = Endpoint(PUB, kind="sub", alias="ticks", history=1000, history_bytes=1 << 24, keep_open=True)
 LIMIT = "zmqwamp.error.limit_exceeded"

@@ -20,9 +20,10 @@ from twisted.test.iosim import FakeTransport, connect
 
 from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig
+from zmqwamp.testing import fired
 from zmqwamp.transport.websocket import WampServerFactory
 
-from memory import PUB, fired
+from memory import PUB
 
 REP = "tcp://127.0.0.1:9999"
 BRIDGE = IPv4Address("TCP", "127.0.0.1", 8080)

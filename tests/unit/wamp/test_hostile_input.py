@@ -15,12 +15,12 @@ from twisted.internet.defer import Deferred
 
 from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig
+from zmqwamp.testing import new_session, open_websocket, received, send
 from zmqwamp.transport.websocket import WampServerFactory
 from zmqwamp.wamp.messages import SERIALIZERS, WampProtocolViolation, decode
 from zmqwamp.wamp.session import MessageTooBig
 
 from hang_bridge import HANGING
-from memory import new_session, open_websocket, received, send
 from minws import ABORT, ERROR, RESULT, encode_frame
 from probes import shared_bomb
 

@@ -11,11 +11,12 @@ import msgpack
 import pytest
 from autobahn.wamp.serializer import MsgPackObjectSerializer
 
+from zmqwamp.testing import joined, new_session, received, send
 from zmqwamp.upstream.codec import CodecError, Unsupported, encode_args
 from zmqwamp.wamp.messages import SERIALIZERS, decode
 from zmqwamp.wamp.session import GOODBYE_WAIT
 
-from memory import PUB, REP, joined, new_session, received, send
+from memory import PUB, REP
 
 MSGPACK_UNDEFINED = msgpack.ExtType(0, b"\x00")  # what msgpackr (wampy) sends for undefined
 

@@ -32,10 +32,11 @@ from zmqwamp.auth.jwtcheck import JwtChecker, JwtConfigError, checker_from_argst
 from zmqwamp.auth.policy import UserRule
 from zmqwamp.auth.users import UsersFileChecker, make_record, new_decoy_secret, read_users_file, write_users
 from zmqwamp.service.config import BridgeConfig
+from zmqwamp.testing import World, fired, make_world, new_session, pending, send
 from zmqwamp.upstream.endpoints import Endpoint, EndpointResolver
 from zmqwamp.wamp.errors import SESSION_EXPIRED, SESSION_REVOKED
 
-from memory import World, fired, make_world, new_session, pending, send, sync
+from memory import sync
 from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED
 
 PUB = "tcp://127.0.0.1:9000"

@@ -8,10 +8,11 @@ import pytest
 from autobahn.wamp.serializer import MsgPackObjectSerializer
 from twisted.internet.defer import Deferred
 
+from zmqwamp.testing import joined, new_session, received, send
 from zmqwamp.upstream.endpoints import Endpoint
 from zmqwamp.upstream.errors import BackendUnavailable, CallTimedOut
 
-from memory import PUB, REP, joined, new_session, received, send
+from memory import PUB, REP
 
 
 def test_call_is_forwarded_and_answered(world):
@@ -255,7 +256,7 @@ def test_calls_are_labelled_only_with_opened_endpoints_and_at_most_so_many(world
     for i in range(50):
         world.router._count_call(E(f"ipc:///missing/{i}.sock"), "unavailable", started)
     for port in (1, 2, 3):
-        world.forwarder.requests.append((f"tcp://127.0.0.1:{port}", [], 1, Deferred()))  # now open
+        world.forwarder.request(f"tcp://127.0.0.1:{port}", [], 1)  # now open
         world.router._count_call(E(f"tcp://127.0.0.1:{port}"), "ok", started)
     world.router._count_call(E("tcp://10.0.0.1:1", alias="echo"), "ok", started)
     labels = {s.labels["endpoint"] for s in world.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
