@@ -120,7 +120,7 @@ SOAK_SESSIONS ?= 10000
 SOAK_FUZZ     ?= 5000
 SOAK_SECONDS  ?= 300
 soak: $(PY_STAMP)
-	ZMQWAMP_STRICT_TIMING=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/transport/test_guard.py tests/unit/transport/test_outgoing.py
+	ZMQWAMP_STRICT_TIMING=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_tokenbucket.py tests/unit/transport/test_guard.py tests/unit/upstream/test_budget.py tests/unit/wamp/test_session.py tests/unit/transport/test_outgoing.py
 	ZMQWAMP_STRICT_TIMING=1 \
 	ZMQWAMP_CHURN_SESSIONS=$(SOAK_SESSIONS) ZMQWAMP_FUZZ_EXAMPLES=$(SOAK_FUZZ) ZMQWAMP_SLOW_SECONDS=$(SOAK_SECONDS) \
 	  $(BIN)/python -m pytest -q -s -p no:cacheprovider -o timeout=7200 \

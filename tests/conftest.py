@@ -48,7 +48,7 @@ def bridge(services):
 
 @pytest.fixture
 def world():
-    """A bridge core in memory (tests/memory.py): router, hub, logins, registry, on a MemoryReactorClock."""
+    """A bridge core in memory (zmqwamp.testing.make_world): router, hub, logins, registry, on a MemoryReactorClock."""
     from zmqwamp.testing import make_world
 
     w = make_world()

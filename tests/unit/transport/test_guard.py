@@ -1,42 +1,27 @@
-"""Every limit (zmqwamp.wamp.limits, zmqwamp.transport.guard, zmqwamp.upstream.budget, zmqwamp.tokenbucket): the logic as plain calls. Each against a real bridge: tests/e2e/test_limits.py."""
+"""zmqwamp.transport.guard: every connection counted at accept (per peer and in total), a deadline for each HTTP
+request, a lingering close, exceptions kept out of Twisted's log, and the PROXY protocol wrapper, in memory (a
+guarded site on a StringTransport: memory.SiteWorld).  Against a real bridge: tests/e2e/test_http.py,
+tests/e2e/test_limits.py, tests/e2e/test_proxies.py.
+"""
 
 from __future__ import annotations
 
 import pytest
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.haproxy import _wrapper as haproxy_wrapper
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 
-from zmqwamp.testing import new_session, received, send
-from zmqwamp.tokenbucket import TokenBucket
-from zmqwamp.transport.guard import ConnectionCounter, ConnectionGuardFactory
-from zmqwamp.upstream.budget import UpstreamBudget
-from zmqwamp.upstream.errors import LimitExceeded
-from zmqwamp.wamp.limits import SessionLimits
+from zmqwamp import internals
+from zmqwamp.transport import guard as guard_module
+from zmqwamp.transport.guard import PASS_THROUGH_WRAPPERS, ConnectionCounter, ConnectionGuardFactory
+from zmqwamp.transport.writer import plain_tcp
 
-from memory import PUB, REP, SiteWorld
+from memory import SiteWorld, request, status
 
-LIMIT = "zmqwamp.error.limit_exceeded"
-
-
-# -- the logic ------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def test_token_bucket_allows_a_burst_then_the_rate():
-    clock = Clock()
-    bucket = TokenBucket(5, clock=clock)
-    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
-    clock.now += 0.2
-    assert [bucket.take(), bucket.take()] == [True, False]
-    clock.now += 100
-    assert sum(bucket.take() for _ in range(10)) == 5
+# -- counted at accept -------------------------------------------------------------------------------------------------
 
 
 def test_connection_counter_per_peer_and_total():
@@ -51,58 +36,53 @@ def test_connection_counter_per_peer_and_total():
     assert counter.total == 0 and counter.peers() == 0
 
 
-class Peer:
-    def __init__(self, peer):
-        self.peer = peer
+def test_connection_counter_keys_rekey_and_release():
+    counter = ConnectionCounter(max_total=10, max_per_peer=2)
+    assert counter.admit(None) is None and counter.admit(None) is None and counter.admit(None) is None
+    assert counter.total == 3 and counter.peers() == 0  # not known yet: the total only
+    assert counter.rekey(None, "a") is None and counter.rekey(None, "a") is None
+    assert counter.rekey(None, "a") == "max_sessions_per_peer"  # unchanged when refused
+    assert counter.rekey("a", "b") is None and counter.peers() == 2
+    for key in ("a", "b", None):
+        counter.release(key)
+    assert counter.total == 0 and counter.peers() == 0
 
 
-def test_upstream_budget_per_session_per_peer_and_total():
-    """Sockets are charged to the session that opened them, and its peer address, until released."""
-    budget = UpstreamBudget(max_per_session=2, max_per_peer=3, max_total=4)
-    a1, a2, b = Peer("tcp4:10.0.0.1:1000"), Peer("tcp4:10.0.0.1:1001"), Peer("tcp4:10.0.0.2:1000")
-    budget.charge("x", a1)
-    budget.charge("y", a1)
-    with pytest.raises(LimitExceeded) as e:
-        budget.charge("z", a1)
-    assert e.value.limit == "max_endpoints_per_session" and str(e.value).startswith("max_endpoints_per_session: ")
-    budget.charge("z", a2)  # the same address, another session: 3 for the address
-    with pytest.raises(LimitExceeded, match="max_endpoints_per_peer"):
-        budget.charge("w", a2)
-    budget.charge("w", b)
-    with pytest.raises(LimitExceeded, match="max_zmq_sockets"):
-        budget.charge("v", b)
-    budget.release("x")
-    budget.charge("v", a1)  # a freed socket is a1's to reuse, and the total has room again
-    assert budget.total == 4 and budget.charged(a1) == 2
-    for key in ("y", "z", "w", "v"):
-        budget.release(key)
-    assert budget.total == 0 and not budget._sessions and not budget._peers
+def test_every_connection_is_counted_at_accept_per_peer_and_in_total():
+    """Plain HTTP connections count too: over max_sessions_per_peer a bare 503 naming the limit, then close."""
+    counter = ConnectionCounter(max_total=4, max_per_peer=2)
+    world = SiteWorld(counter=counter)
+    a1, _ = world.connect("10.0.0.1")
+    a2, _ = world.connect("10.0.0.1")
+    a3, t3 = world.connect("10.0.0.1")
+    assert t3.value().startswith(b"HTTP/1.1 503 ") and b"max_sessions_per_peer reached" in t3.value()
+    assert t3.disconnecting and world.refused == ["max_sessions_per_peer"]
+    b1, tb = world.connect("10.0.0.2")
+    a3.connectionLost(None)  # a refused connection releases nothing
+    a1.connectionLost(None)
+    assert counter.total == 2 and not tb.disconnecting
+    world.connect("10.0.0.3")
+    world.connect("10.0.0.4")
+    _, t5 = world.connect("10.0.0.5")
+    assert b"max_sessions reached" in t5.value()
+    assert counter.total == 4
 
 
-def test_upstream_budget_reclaims_before_refusing():
-    """At a limit the reclaim hook is asked for an idle socket that counts against that limit, then it refuses."""
-    budget = UpstreamBudget(max_per_session=1, max_per_peer=10, max_total=2)
-    idle = []  # keys the "forwarder" may close, oldest first
+def test_unknown_clients_are_counted_per_peer_by_the_guard():
+    """Through a trusted proxy, connections for unknown clients share one per-peer count (503 beyond it)."""
+    world = SiteWorld(counter=ConnectionCounter(max_total=100, max_per_peer=2), trusted=["127.0.0.1"])
+    answers = []
+    for value in ("unknown", "_hidden", "unix:"):
+        guard, transport = world.connect("127.0.0.1")
+        guard.dataReceived(request("/data", headers=[f"X-Forwarded-For: {value}"]))
+        answers.append(status(transport.value()))
+    assert answers == [200, 200, 503] and world.refused == ["max_sessions_per_peer"]
+    guard, transport = world.connect("127.0.0.1")
+    guard.dataReceived(request("/local", headers=["X-Forwarded-For: unknown"]))
+    assert b"secret" not in transport.value()
 
-    def reclaim(counts):
-        for key in idle:
-            if counts(key):
-                idle.remove(key)
-                budget.release(key)
-                return True
-        return False
 
-    budget.reclaim = reclaim
-    a, b = Peer("tcp4:10.0.0.1:1"), Peer("tcp4:10.0.0.2:1")
-    budget.charge("a-old", a)
-    budget.charge("b-old", b)
-    idle += ["b-old", "a-old"]
-    budget.charge("a-new", a)  # a's own cap: closes a's idle socket, not b's older one
-    assert idle == ["b-old"]
-    budget.charge("nobody", None)  # the total: the oldest idle one, whoever's
-    assert idle == [] and budget.total == 2
-    with pytest.raises(LimitExceeded, match="max_zmq_sockets"):
-        budget.charge("more", None)
+# -- a deadline for each request ---------------------------------------------------------------------------------------
 
 
 def test_handshake_deadline_drops_a_silent_connection_and_spares_a_complete_request():
@@ -118,6 +98,47 @@ def test_handshake_deadline_drops_a_silent_connection_and_spares_a_complete_requ
     world.clock.advance(0.6)  # 2.1 s after accept, 0.6 s after the response
     assert slow_t.disconnecting and not fast_t.disconnecting
     assert world.refused == ["handshake_timeout"]
+
+
+def test_each_request_has_a_deadline_and_an_idle_keep_alive_connection_is_dropped():
+    """The deadline is re-armed after every response: a second request sent by halves, or none, is dropped."""
+    world = SiteWorld(timeout=2.0)
+    guard, transport = world.connect()
+    guard.dataReceived(request())
+    assert status(transport.value()) == 200 and not transport.disconnecting
+    world.clock.advance(1.5)
+    guard.dataReceived(b"GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # half a second request
+    world.clock.advance(0.6)  # 2.1 s after the response
+    assert transport.disconnecting and world.refused == ["handshake_timeout"]
+
+    idle, idle_transport = world.connect()
+    idle.dataReceived(request())
+    world.clock.advance(2.1)
+    assert idle_transport.disconnecting and world.refused == ["handshake_timeout"] * 2
+
+
+def test_a_request_that_completes_in_time_keeps_its_connection():
+    world = SiteWorld(timeout=2.0)
+    guard, transport = world.connect()
+    for _ in range(5):  # each within the deadline of the previous response
+        world.clock.advance(1.5)
+        guard.dataReceived(request())
+    assert transport.value().count(b"HTTP/1.1 200") == 5 and not transport.disconnecting
+    guard.upgraded()  # a WebSocket: no HTTP deadline any more (twisted.web's own 60 s idle timeout aside)
+    world.clock.advance(30)
+    assert not transport.disconnecting and world.refused == []
+
+
+# -- what the guard tells the rest, closing, errors --------------------------------------------------------------------
+
+
+def test_the_guard_knows_the_scheme_of_each_request():
+    world = SiteWorld(trusted=["127.0.0.1"])
+    guard, _ = world.connect("127.0.0.1")
+    guard.dataReceived(request("/data", headers=["X-Forwarded-For: 1.2.3.4", "X-Forwarded-Proto: https"]))
+    assert guard.client_secure
+    guard.dataReceived(request("/data", headers=["X-Forwarded-For: 1.2.3.4"]))
+    assert not guard.client_secure
 
 
 def test_lingering_close_half_closes_then_drains():
@@ -152,136 +173,78 @@ class HalfCloseTransport(StringTransport):
         pass
 
 
-def limited_session(world, **limits):
-    values = {"max_calls_in_flight": 100, "max_subscriptions": 100, "max_calls_per_second": 1000.0, **limits}
-    clock = Clock()
-    session, transport = new_session(world, limits=SessionLimits(**values), clock=clock)
-    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
-    transport.sent.clear()
-    return session, transport, clock
+def test_an_exception_escaping_a_connection_drops_it_and_is_logged_once(log_events):
+    """Anything that raises out of the wrapped protocol (the HTTP channel, then the WebSocket) would be a Twisted
+    traceback per connection: the guard reports it and drops the connection."""
+    world = SiteWorld()
+    for _ in range(50):
+        guard, transport = world.connect()
+        guard.wrappedProtocol.dataReceived = lambda data: 1 / 0
+        guard.dataReceived(request())
+        assert transport.disconnected or transport.disconnecting
+    errors = [e for e in log_events if e.get("log_namespace") == "zmqwamp.clientlog"]
+    assert len(errors) == 1 and errors[0]["log_failure"].check(ZeroDivisionError)
+    assert world.site.errors._metric.labels("connection")._value.get() == 50
 
 
-def test_calls_in_flight_limit(world):
-    """The (n+1)th CALL waiting for a reply gets ERROR limit_exceeded; once one is answered, CALLs pass again."""
-    session, transport, _ = limited_session(world, max_calls_in_flight=2)
-    for request in (1, 2, 3):
-        send(session, 48, request, {}, REP, ["x"])
-    assert len(world.forwarder.requests) == 2
-    [error] = received(transport)
-    assert error[:5] == [8, 48, 3, {}, LIMIT] and error[5][0].startswith("max_calls_in_flight")
-    world.forwarder.requests[0][3].callback([b"ok"])
-    send(session, 48, 4, {}, REP, ["x"])
-    assert len(world.forwarder.requests) == 3
+# -- Twisted's PROXY protocol wrapper, which it does not export (zmqwamp.internals) ------------------------------------
 
 
-def test_calls_per_second_limit(world):
-    session, transport, clock = limited_session(world, max_calls_per_second=3)
-    for request in range(1, 5):
-        send(session, 48, request, {}, REP, ["x"])
-        world.forwarder.requests[-1][3].callback([b"ok"]) if len(world.forwarder.requests) == request else None
-    errors = [m for m in received(transport) if m[0] == 8]
-    assert [e[2] for e in errors] == [4] and errors[0][5][0].startswith("max_calls_per_second")
-    clock.now += 1.0
-    send(session, 48, 5, {}, REP, ["x"])
-    assert len(world.forwarder.requests) == 4
+def test_the_fast_write_path_finds_tcp_under_the_proxy_protocol_wrapper():
+    """guard -> Twisted's PROXY protocol wrapper -> tcp.Connection: both wrappers pass writes through."""
+    connection = tcp.Connection.__new__(tcp.Connection)
+    connection.TLS = False
+    connection._tempDataLen, connection.offset, connection.dataBuffer = 0, 0, b""  # what the writer reads
+    connection.socket, connection.connected, connection.disconnecting = None, 1, False
+    guard = SiteWorld().factory.buildProtocol(None)
+    proxied = HAProxyProtocolWrapper(HAProxyWrappingFactory(SiteWorld().factory), guard)
+    proxied.transport = connection
+    guard.transport = proxied
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is connection
+    connection.TLS = True
+    assert plain_tcp(guard, PASS_THROUGH_WRAPPERS) is None
 
 
-def test_subscriptions_limit(world):
-    session, transport, _ = limited_session(world, max_subscriptions=2)
-    send(session, 32, 1, {}, PUB + "?filter=a")
-    send(session, 32, 2, {}, PUB + "?filter=b")
-    send(session, 32, 3, {}, PUB + "?filter=c")
-    replies = received(transport)
-    assert [m[0] for m in replies] == [33, 33, 8]
-    assert replies[2][4] == LIMIT and replies[2][5][0].startswith("max_subscriptions")
-    send(session, 34, 4, replies[0][2])
-    send(session, 32, 5, {}, PUB + "?filter=c")
-    assert received(transport)[-1][0] == 33
-    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_subscriptions"}) == 1
+def proxied_connection(world):
+    """A connection through Twisted's haproxy: wrapper from the proxy 10.0.0.2, before its PROXY header."""
+    wrapper = HAProxyWrappingFactory(world.factory).buildProtocol(None)
+    transport = StringTransport(IPv4Address("TCP", "127.0.0.1", 8080), IPv4Address("TCP", "10.0.0.2", 40000))
+    wrapper.makeConnection(transport)
+    return wrapper, transport
 
 
-def test_messages_per_second_limit_ends_a_flooding_session(world):
-    """Past twice max_messages_per_second at once, the session gets ABORT limit_exceeded and is closed, whatever
-    the messages are (each unknown UNSUBSCRIBE had its own ERROR, and cost its decoding, without end)."""
-    session, transport, clock = limited_session(world, max_messages_per_second=5)
-    for request in range(1, 10):  # the burst: two seconds' worth, HELLO included
-        send(session, 34, request, 999)
-    assert [m[0] for m in received(transport)] == [8] * 9 and transport.closed is None
-    send(session, 34, 10, 999)
-    abort = received(transport)[-1]
-    assert abort[0] == 3 and abort[2] == LIMIT and abort[1]["message"].startswith("max_messages_per_second"), abort
-    assert transport.closed == 1000
-    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_messages_per_second"}) == 1
+@pytest.fixture
+def moved_wrapper(monkeypatch):
+    """A Twisted whose HAProxyProtocolWrapper is no longer at twisted.protocols.haproxy._wrapper."""
+    monkeypatch.delattr(haproxy_wrapper, "HAProxyProtocolWrapper")
+    monkeypatch.setattr(internals, "_warned", set())
 
 
-def test_messages_per_second_limit_refills(world):
-    session, transport, clock = limited_session(world, max_messages_per_second=5)
-    for request in range(1, 10):  # the burst (HELLO was the first)
-        send(session, 34, request, 999)
-    clock.now += 1.0  # five more
-    for request in range(10, 15):
-        send(session, 34, request, 999)
-    assert transport.closed is None and [m[0] for m in received(transport)] == [8] * 14
+def test_without_the_private_name_the_proxy_wrapper_is_asked_of_proxy_endpoint(moved_wrapper, log_events):
+    """The class is found through the public proxyEndpoint (the same class: the same counts and write path),
+    and one warning says so."""
+    assert guard_module.proxy_wrappers() == (HAProxyProtocolWrapper,)
+    guard_module.proxy_wrappers()
+    assert [e["missing"] for e in log_events if e.get("what") == "twisted.protocols.haproxy._wrapper"] == [
+        "HAProxyProtocolWrapper"
+    ]
 
 
-def test_call_arguments_limit(world):
-    """A CALL with more than max_call_arguments arguments (each a ZeroMQ frame) is refused before anything is sent."""
-    world.router.max_call_arguments = 3
-    session, transport, _ = limited_session(world)
-    send(session, 48, 1, {}, REP, ["a", "b", "c", "d"])
-    send(session, 48, 2, {}, REP, ["a", "b", "c"])
-    [error] = received(transport)
-    assert error[:5] == [8, 48, 1, {}, LIMIT] and error[5][0].startswith("max_call_arguments: 4 arguments, at most 3")
-    assert [r[1] for r in world.forwarder.requests] == [[b"a", b"b", b"c"]]
-
-
-def test_limits_in_config_file(tmp_path):
-    from zmqwamp.service.config import ConfigError, load_config
-
-    path = tmp_path / "c.toml"
-    path.write_text(
-        "max_calls_in_flight = 7\nmax_subscriptions = 8\nmax_calls_per_second = 9.5\nmax_sessions = 10\n"
-        "max_sessions_per_peer = 11\nhandshake_timeout = 3\nping_interval = 4\nping_timeout = 5\n"
-        'max_outgoing_buffer = 65536\nslow_consumer = "close"\n'
-        "max_filter_length = 12\nmax_filters_per_endpoint = 13\nmax_endpoints_per_session = 14\n"
-        "max_endpoints_per_peer = 15\nmax_zmq_sockets = 16\n"
-        '[endpoints.feed]\naddress = "tcp://127.0.0.1:9000"\nkind = "sub"\nslow_consumer = "drop_newest"\n'
-    )
-    c = load_config(path)
-    assert (c.max_calls_in_flight, c.max_subscriptions, c.max_calls_per_second) == (7, 8, 9.5)
-    assert (c.max_sessions, c.max_sessions_per_peer, c.handshake_timeout) == (10, 11, 3.0)
-    assert (c.ping_interval, c.ping_timeout, c.max_outgoing_buffer, c.slow_consumer) == (4.0, 5.0, 65536, "close")
-    assert c.endpoints["feed"].slow_consumer == "drop_newest"
-    assert (c.max_filter_length, c.max_filters_per_endpoint, c.max_endpoints_per_session) == (12, 13, 14)
-    assert (c.max_endpoints_per_peer, c.max_zmq_sockets) == (15, 16)
-    for bad in ("max_sessions = 0", "max_zmq_sockets = 0", "max_filter_length = -1", 'slow_consumer = "sometimes"', "max_outgoing_buffer = 10", "ping_timeout = -1",
-                '[endpoints.feed]\naddress = "tcp://127.0.0.1:1"\nslow_consumer = "never"'):
-        path.write_text(bad + "\n")
-        with pytest.raises(ConfigError):
-            load_config(path)
-
-
-def test_limit_options_on_the_command_line():
-    from twisted.python import usage
-
-    from zmqwamp.service.tap import Options
-
-    o = Options()
-    o.parseOptions(["--max-calls-in-flight", "4", "--slow-consumer", "close", "--ping-timeout", "2.5"])
-    assert (o.config.max_calls_in_flight, o.config.slow_consumer, o.config.ping_timeout) == (4, "close", 2.5)
-    o = Options()
-    o.parseOptions(["--max-filter-length", "64", "--max-endpoints-per-session", "8", "--max-zmq-sockets", "2000"])
-    assert (o.config.max_filter_length, o.config.max_endpoints_per_session, o.config.max_zmq_sockets) == (64, 8, 2000)
-    for bad in (["--max-sessions", "many"], ["--slow-consumer", "maybe"], ["--max-subscriptions", "0"]):
-        with pytest.raises(usage.UsageError):
-            Options().parseOptions(bad)
-
-
-def test_many_peers_are_needed_to_fill_the_zmq_sockets():
-    """Issue 21 item 12: with 128 per peer, four addresses (or one IPv6 client's /64, keyed apart before) used up the
-    512 zmq sockets. Now a peer may open what one session may, and 16 peers are needed."""
-    from zmqwamp.service.config import BridgeConfig
-
-    config = BridgeConfig()
-    assert config.max_endpoints_per_peer == config.max_endpoints_per_session
-    assert config.max_zmq_sockets // config.max_endpoints_per_peer >= 16
+@pytest.mark.parametrize("found, served", [(True, [200, 200]), (False, [200, 503])])
+def test_proxied_clients_are_counted_each_by_its_address_with_the_wrapper_found(
+    monkeypatch, moved_wrapper, log_events, found, served
+):
+    """With the wrapper found through proxyEndpoint, two clients behind one PROXY protocol listener are counted
+    each under its own address (max_sessions_per_peer 1: both served); with no way to it, under the proxy's
+    (the second refused), and a warning says so."""
+    if not found:
+        monkeypatch.setattr(guard_module, "proxyEndpoint", lambda endpoint: endpoint)  # a proxyEndpoint that wraps nothing
+    wrappers = guard_module.proxy_wrappers()
+    monkeypatch.setattr(guard_module, "_PROXY_WRAPPERS", wrappers)
+    world = SiteWorld(counter=ConnectionCounter(max_total=10, max_per_peer=1))
+    connections = [proxied_connection(world) for _ in range(2)]  # both accepted before either header is in
+    for (wrapper, _), client in zip(connections, ("203.0.113.5", "203.0.113.6"), strict=True):
+        wrapper.dataReceived(f"PROXY TCP4 {client} 127.0.0.1 5000 8080\r\n".encode() + request())
+    assert [status(transport.value()) for _, transport in connections] == served
+    warned = [e for e in log_events if e.get("what") == "twisted.protocols.haproxy.proxyEndpoint"]
+    assert bool(warned) is not found

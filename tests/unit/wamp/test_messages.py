@@ -1,8 +1,9 @@
-"""What decoding one message may cost (issue 21: item 1, item 11's JSON path, and their class), in memory.
-
-CBOR map keys that all hash alike, nesting, cbor2's own tag decoders, JSON's binary strings: each costs at most
-a small multiple of the message's size, measured in CPU seconds of this process.  Against a real bridge:
-tests/e2e/test_hostile_wire.py.
+"""zmqwamp.wamp.messages: what decoding one message may cost and what it gives (issue 21: item 1, item 11's JSON path,
+and their class), in memory: CBOR map keys that all hash alike, nesting, cbor2's own tag decoders, refused CBOR
+tags, JSON's binary strings (each costs at most a small multiple of the message's size, measured in CPU seconds of
+this process), and what independent clients (wampy.js) send: null and undefined options, CBOR typed arrays.
+Against a real bridge: tests/e2e/test_hostile_wire.py, tests/e2e/test_hostile_input.py; wampy.js itself:
+tests/js/wampy.test.mjs.
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ import time
 import cbor2
 import msgpack
 import pytest
-from autobahn.wamp.serializer import JsonObjectSerializer
+from autobahn.wamp.serializer import JsonObjectSerializer, MsgPackObjectSerializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zmqwamp.testing import new_session
 from zmqwamp.upstream.codec import CodecError, Unsupported, encode_args
 from zmqwamp.wamp.messages import MAX_NESTING, SERIALIZERS, WampProtocolViolation, decode, unserialize
 
 from collisions import MODULUS, bignum_key_map, cbor_hello_with, colliding_pairs, json_bytes, nested, tuple_key_map
+from memory import PUB, REP
+from minws import ABORT
+from probes import shared_bomb
 
 CBOR = SERIALIZERS["wamp.2.cbor"]
 MSGPACK = SERIALIZERS["wamp.2.msgpack"]
 JSON = SERIALIZERS["wamp.2.json"]
-REP = "tcp://127.0.0.1:9999"
 
 
 def cpu_of(f, *args):
@@ -38,7 +42,7 @@ def cpu_of(f, *args):
     return time.process_time() - start, result
 
 
-# -- item 1: CBOR map keys ----------------------------------------------------------------------------
+# -- item 1: CBOR map keys ---------------------------------------------------------------------------------------------
 
 
 def test_the_colliding_keys_do_collide():
@@ -88,7 +92,7 @@ def test_msgpack_map_keys_must_be_strings_already():
         msgpack.unpackb(array_keys, raw=False)
 
 
-# -- nesting, in all three serializers ----------------------------------------------------------------
+# -- nesting, in all three serializers ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(SERIALIZERS))
@@ -128,7 +132,19 @@ def test_many_lists_side_by_side_are_not_nesting(name):
     assert msg.args == [value]
 
 
-# -- cbor2's own tag decoders --------------------------------------------------------------------------
+# -- CBOR tags: refused, or not run ------------------------------------------------------------------------------------
+
+
+def test_refused_cbor_tags_in_memory(world):
+    """The check is in the serializer: the decode stops at the first shared value; a CBOR session aborts, naming it."""
+    with pytest.raises(WampProtocolViolation, match=r"CBOR tag 2[89]"):
+        decode(SERIALIZERS["wamp.2.cbor"], shared_bomb(40, "tcp://127.0.0.1:9999"), True)
+    session, transport = new_session(world, SERIALIZERS["wamp.2.cbor"])
+    session.message_received(cbor2.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]), True)
+    session.message_received(shared_bomb(3, "tcp://127.0.0.1:9999"), True)
+    abort = cbor2.loads(transport.sent[-1][0])
+    assert abort[0] == ABORT and "CBOR tag" in abort[1]["message"] and transport.closed == 1000
+    assert world.forwarder.requests == []
 
 
 @pytest.mark.parametrize(
@@ -158,7 +174,20 @@ def test_cbor_bignums_and_self_description_still_decode():
     assert encode_args(msg.args) == [b"%d" % 2**70, b"%d" % -(2**70), b"self-described"]
 
 
-# -- item 11: JSON text with \u0000 --------------------------------------------------------------------
+def test_cbor_typed_arrays():
+    """Tag 64 (Uint8Array) and 68 (Uint8ClampedArray) are bytes; other typed arrays are values a CALL refuses."""
+    serializer = SERIALIZERS["wamp.2.cbor"]
+    payload = cbor2.dumps([48, 1, {}, REP, [cbor2.CBORTag(64, b"\x01\x02"), cbor2.CBORTag(68, b"\x03"), cbor2.CBORTag(85, b"\0\0\xc0?")]])
+    [(_, msg)] = decode(serializer, payload, True)
+    assert msg.args[:2] == [b"\x01\x02", b"\x03"]
+    assert isinstance(msg.args[2], Unsupported)
+    with pytest.raises(CodecError, match="typed array of tag 85"):
+        encode_args(msg.args)
+    with pytest.raises(CodecError, match="typed array of tag 85"):
+        encode_args([{"nested": msg.args[2]}])
+
+
+# -- item 11: JSON text with \u0000 ------------------------------------------------------------------------------------
 
 
 def test_json_binary_strings_are_bytes_and_keys_stay_text():
@@ -178,7 +207,11 @@ def test_json_with_nul_is_decoded_at_c_speed():
 
 
 _b64ish = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= -_!\x00é", max_size=12)
+
+
 _strings = st.one_of(st.text(max_size=8), _b64ish.map(lambda s: "\x00" + s), st.binary(max_size=12).map(json_bytes))
+
+
 _json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), _strings),
     lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(_strings, inner, max_size=5)),
@@ -200,7 +233,40 @@ def test_json_decoding_is_autobahns(value, ascii_only):
         assert result == expected
 
 
-# -- an autobahn without its private JSON encoder class (zmqwamp.internals) --------------------------------
+# -- null and undefined options (wampy.js) -----------------------------------------------------------------------------
+
+
+MSGPACK_UNDEFINED = msgpack.ExtType(0, b"\x00")  # what msgpackr (wampy) sends for undefined
+
+
+@pytest.mark.parametrize("name, undefined", [("wamp.2.msgpack", MSGPACK_UNDEFINED), ("wamp.2.cbor", cbor2.undefined)])
+def test_undefined_and_null_options_are_absent(name, undefined):
+    """wampy's SUBSCRIBE (match and get_retained undefined) parses, as if they were not given; a CALL's
+    kwargs keep their nulls (only options are cleaned)."""
+    serializer = SERIALIZERS[name]
+    subscribe = [32, 1, {"match": undefined, "get_retained": None, "_filter": "hugo"}, PUB]
+    call = [48, 2, {"timeout": undefined}, "tcp://127.0.0.1:9999", ["x"], {"keep": None}]
+    [(raw_sub, msg_sub)], [(raw_call, msg_call)] = (
+        decode(serializer, serializer.serialize(m), True) for m in (subscribe, call)
+    )
+    assert raw_sub[2] == {"_filter": "hugo"} and msg_sub.match == "exact" and msg_sub.topic == PUB
+    assert raw_call[2] == {} and msg_call.timeout is None and msg_call.kwargs == {"keep": None}
+
+
+def test_msgpack_session_subscribes_with_undefined_options(world):
+    """The whole path over msgpack: the session is not aborted (it was: 'invalid type ... for match')."""
+    serializer = MsgPackObjectSerializer()
+    session, transport = new_session(world, serializer)
+    session.message_received(serializer.serialize([1, "zmqwamp", {"roles": {"subscriber": {}}}]), True)
+    session.message_received(
+        serializer.serialize([32, 1, {"match": MSGPACK_UNDEFINED, "get_retained": MSGPACK_UNDEFINED, "_filter": "hugo"}, PUB]),
+        True,
+    )
+    replies = [serializer.unserialize(p)[0] for p, _ in transport.sent]
+    assert [r[0] for r in replies] == [2, 33], replies
+
+
+# -- an autobahn without its private JSON encoder class (zmqwamp.internals) --------------------------------------------
 
 
 def test_without_autobahns_json_encoder_class_json_goes_through_autobahn(monkeypatch, log_events):

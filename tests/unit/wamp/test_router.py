@@ -1,214 +1,258 @@
-"""Revocation (issue 13, item 17): what a reload or a credential's expiry takes away, it takes away at once.
-
-* a reload that removes a user's rule revokes that user's open subscriptions
-  (WAMP subscription revocation: UNSUBSCRIBED with request 0);
-* a session ends when its credential expires (a JWT's ``exp``);
-* the ``jwt:`` checker refuses tokens that live longer than ``max_lifetime``.
-
-On a ``MemoryReactorClock``. SIGHUP, JWT expiry and lifetimes against a real bridge:
-tests/e2e/test_revocation.py.
+"""zmqwamp.wamp.router: what a CALL or a SUBSCRIBE does (the URI, the filter, the hook within the call's deadline, the
+forwarder or the hub, the ERROR for what the ZeroMQ side refused, the call metrics), and what a reload takes away
+(issue 13, item 17; issue 21, item 9): every open subscription, and every SUBSCRIBE in flight, asked again under the
+new rules, and revoked (WAMP subscription revocation: UNSUBSCRIBED with request 0) if denied.  Sessions speak JSON
+on FakeChannels with the core of zmqwamp.testing (tests/unit/wamp/conftest.py: a hook the test steers per authid).
+SIGHUP against a real bridge: tests/e2e/test_revocation.py.
 """
 
 from __future__ import annotations
 
-import json
-import time
-
-import jwt
 import pytest
-from twisted.application.internet import TimerService
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent
-from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.internet.defer import Deferred
 
-from zmqwamp import Bridge
-from zmqwamp.auth.cred import Identity, TicketCredentials, build_portal
-from zmqwamp.auth.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
-from zmqwamp.auth.policy import UserRule
-from zmqwamp.auth.users import UsersFileChecker, make_record, new_decoy_secret, read_users_file, write_users
-from zmqwamp.service.config import BridgeConfig
-from zmqwamp.testing import World, fired, make_world, new_session, pending, send
+from zmqwamp.testing import events, fired, joined, make_world, new_session, publish, received, send
 from zmqwamp.upstream.endpoints import Endpoint, EndpointResolver
-from zmqwamp.wamp.errors import SESSION_EXPIRED, SESSION_REVOKED
+from zmqwamp.upstream.errors import BackendUnavailable, CallTimedOut
+from zmqwamp.wamp.errors import LIMIT_EXCEEDED
 
-from memory import sync
-from minws import EVENT, SUBSCRIBED, UNSUBSCRIBED
+from hang_bridge import HANGING
+from memory import PUB, REP, REVOCABLE, SlowNames, configure, revoked, run_replays, subscribed
+from minws import ERROR, RESULT, UNSUBSCRIBED
 
-PUB = "tcp://127.0.0.1:9000"
-REP = "tcp://127.0.0.1:9999"
-JWT_SECRET = "revocation-jwt-secret-that-is-long-enough-0123"
-REVOCABLE = {"subscriber": {"features": {"subscription_revocation": True}}, "caller": {}}
-PLAIN = {"subscriber": {}, "caller": {}}
+PLAIN = {"subscriber": {}, "caller": {}}  # a client that did not announce subscription_revocation
 
 
-def revoked(metrics, what: str) -> float:
-    return metrics.registry.get_sample_value("zmqwamp_revoked_total", {"what": what}) or 0
+# -- CALL --------------------------------------------------------------------------------------------------------------
 
 
-# -- in memory -------------------------------------------------------------------------
+def test_call_is_forwarded_and_answered(world):
+    """CALL -> one zmq request with the encoded frames and default timeout -> RESULT with decoded frames."""
+    session, transport = joined(world)
+    send(session, 48, 7, {}, REP, ["hello", {"n": 1}])
+    address, frames, timeout, d = world.forwarder.requests[-1]
+    assert (address, frames, timeout) == (REP, [b"hello", b'{"n":1}'], 10.0)
+    d.callback([b"got this hello", b"5"])
+    assert received(transport) == [[50, 7, {}, ["got this hello", 5]]]
 
 
-@implementer(ICredentialsChecker)
-class IdentityChecker:
-    """Accepts any ticket; the identity (and its expiry) is the test's."""
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self):
-        self.expires = None
-
-    def requestAvatarId(self, credentials):
-        return succeed(Identity(credentials.username.decode(), "user", "test", expires=self.expires))
+def test_call_timeout_option_is_milliseconds_and_capped(world):
+    session, _ = joined(world)
+    send(session, 48, 1, {"timeout": 1500}, REP, ["x"])
+    send(session, 48, 2, {"timeout": 10_000_000}, REP, ["x"])
+    assert [r[2] for r in world.forwarder.requests] == [1.5, 60.0]
 
 
-@pytest.fixture
-def world():
-    """A bridge core with a real hub (on an in-memory reactor), a checker, and an authorization hook the test steers."""
-    allowed: dict = {}  # authid -> True, False or a Deferred (default: True)
-    checker = IdentityChecker()
+def test_timeout_becomes_canceled_error(world):
+    session, transport = joined(world)
+    send(session, 48, 3, {}, REP, ["x"])
+    world.forwarder.requests[-1][3].errback(CallTimedOut("no reply from x within 1s"))
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 3, {}, "wamp.error.canceled"]
+    assert "timed out" in error[5][0]
+
+
+def test_refused_send_becomes_backend_unavailable(world):
+    session, transport = joined(world)
+    send(session, 48, 5, {}, REP, ["x"])
+    world.forwarder.requests[-1][3].errback(BackendUnavailable(f"cannot send to {REP}: Resource temporarily unavailable"))
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 5, {}, "zmqwamp.error.backend_unavailable"]
+    assert world.metrics.calls.labels(REP, "unavailable")._value.get() == 1
+
+
+def test_denied_call_never_reaches_zmq(world):
+    session, transport = joined(world)
+    send(session, 48, 4, {}, "tcp://10.0.0.1:1", ["x"])
+    assert world.forwarder.requests == []
+    assert received(transport)[0][:5] == [8, 48, 4, {}, "wamp.error.not_authorized"]
+
+
+def test_call_arguments_limit(world):
+    """A CALL with more than max_call_arguments arguments (each a ZeroMQ frame) is refused before anything is sent."""
+    world.router.max_call_arguments = 3
+    session, transport = joined(world)
+    send(session, 48, 1, {}, REP, ["a", "b", "c", "d"])
+    send(session, 48, 2, {}, REP, ["a", "b", "c"])
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 1, {}, LIMIT_EXCEEDED] and error[5][0].startswith("max_call_arguments: 4 arguments, at most 3")
+    assert [r[1] for r in world.forwarder.requests] == [[b"a", b"b", b"c"]]
+
+
+def test_calls_are_labelled_only_with_opened_endpoints_and_at_most_so_many(world):
+    """zmqwamp_calls_total names aliases and endpoints with a connection open, at most max_endpoint_labels
+    of them; calls that opened nothing (a missing ipc socket) and the rest count under 'other'."""
+    from zmqwamp.upstream.endpoints import Endpoint as E
+
+    world.router.max_endpoint_labels = 2
+    started = 0.0
+    for i in range(50):
+        world.router._count_call(E(f"ipc:///missing/{i}.sock"), "unavailable", started)
+    for port in (1, 2, 3):
+        world.forwarder.request(f"tcp://127.0.0.1:{port}", [], 1)  # now open
+        world.router._count_call(E(f"tcp://127.0.0.1:{port}"), "ok", started)
+    world.router._count_call(E("tcp://10.0.0.1:1", alias="echo"), "ok", started)
+    labels = {s.labels["endpoint"] for s in world.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
+    assert labels == {"other", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "echo"}
+    assert world.metrics.registry.get_sample_value("zmqwamp_calls_total", {"endpoint": "other", "outcome": "unavailable"}) == 50
+
+
+# -- the hook's deadline -----------------------------------------------------------------------------------------------
+
+
+def hanging_world(world):
+    """``world`` with a hook that never answers for one endpoint."""
+    pending = []
 
     def authorize(session, action, endpoint, options):
-        return allowed.get(session.authid, True)
+        if endpoint.address == HANGING:
+            d = Deferred()
+            pending.append(d)
+            return d
+        return True
 
-    world = make_world(
-        portal=build_portal([checker], anonymous=False),
-        resolver=EndpointResolver({"ticks": Endpoint(PUB, kind="sub", alias="ticks")}),
-        authorize=authorize,
-    )
-    world.test.update(allowed=allowed, checker=checker)
-    yield world
-    world.close()
-
-
-def login(world, authid: str, roles=REVOCABLE):
-    session, transport = new_session(world, peer=f"tcp4:192.0.2.1:{len(world.sessions) + 1}")
-    send(session, 1, "zmqwamp", {"roles": roles, "authmethods": ["ticket"], "authid": authid})
-    send(session, 5, "any-ticket", {})
-    assert session.is_open, messages(transport)
-    return session, transport
+    world.router.authorize = authorize
+    session, transport = new_session(world)
+    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
+    transport.sent.clear()
+    return session, transport, pending
 
 
-def messages(transport) -> list:
-    return [json.loads(payload) for payload, _ in transport.sent if isinstance(payload, bytes)]
+def test_authorization_deadline_in_memory(world):
+    """The hook's Deferred gets the call's timeout (CALL option, else call_timeout) on the router's clock, and is cancelled."""
+    clock = world.clock
+    session, transport, pending = hanging_world(world)
+    send(session, 48, 1, {"timeout": 2000}, HANGING, ["x"])
+    send(session, 32, 2, {}, HANGING)
+    clock.advance(1.9)
+    assert received(transport) == []
+    clock.advance(0.2)
+    assert received(transport) == [
+        [ERROR, 48, 1, {}, "wamp.error.canceled", [f"call timed out: no authorization decision for '{HANGING}' within 2s"]]
+    ]
+    clock.advance(8)
+    assert received(transport)[-1][:5] == [ERROR, 32, 2, {}, "wamp.error.timeout"]  # call_timeout 10 s
+    assert all(d.called for d in pending)  # cancelled, so a hook with a canceller can stop its work
+    assert session.calls_in_flight == 0 and session._subscribing == 0
 
 
-def subscribe(session, transport, topic=PUB, options=None) -> int:
-    send(session, 32, 7, options or {}, topic)
-    reply = messages(transport)[-1]
-    assert reply[0] == SUBSCRIBED, reply
-    return reply[2]
+def test_an_answer_in_time_is_used_and_cancels_the_deadline(world):
+    clock = world.clock
+    session, transport, pending = hanging_world(world)
+    send(session, 48, 1, {}, HANGING, ["x"])
+    pending[0].callback(True)
+    assert clock.getDelayedCalls() == [] and len(world.forwarder.requests) == 1
+    world.forwarder.requests[0][3].callback([b"ok"])
+    assert received(transport) == [[RESULT, 1, {}, ["ok"]]]
 
 
-def publish(router, address=PUB, payload=b"tick"):
-    router.hub._message(address, [payload])
+# -- SUBSCRIBE: the filter, the recovery options, host names -----------------------------------------------------------
 
 
-def events(transport) -> int:
-    return sum(1 for item in transport.sent if isinstance(item, tuple) and isinstance(item[0], bytes) and json.loads(item[0])[0] == EVENT)
+def subscribe_reply(session, transport, request, topic, options):
+    send(session, 32, request, options, topic)
+    return received(transport)[-1]
 
 
-def test_welcome_announces_subscription_revocation(world):
-    session, transport = login(world, "alice")
-    welcome = messages(transport)[-1]
-    assert welcome[2]["roles"]["broker"]["features"]["subscription_revocation"] is True
+@pytest.mark.parametrize("options", [{"_filter": "hugo"}, {"filter": "hugo"}])
+def test_filter_option_spellings(world, options):
+    """`_filter` (WAMP's spelling for a custom option) and `filter` (autobahn-js habit) both narrow."""
+    session, transport = joined(world)
+    reply = subscribe_reply(session, transport, 1, PUB, options)
+    assert reply[0] == 33
+    (sub,) = world.hub.subscriptions()
+    assert sub.filter == b"hugo"
 
 
-def test_a_reload_revokes_what_the_hook_now_denies(world):
-    """alice's subscription is revoked (UNSUBSCRIBED 0 with the id and reason) and gets no more EVENTs;
-    bob's, on the same subscription, goes on; counted and the hub keeps the zmq subscription for bob."""
-    alice, a_transport = login(world, "alice")
-    bob, b_transport = login(world, "bob")
-    sid = subscribe(alice, a_transport)
-    assert subscribe(bob, b_transport) == sid
-    world.test["allowed"]["alice"] = False
-    assert fired(world.router.recheck_subscriptions()) == 1
-    assert messages(a_transport)[-1] == [UNSUBSCRIBED, 0, {"subscription": sid, "reason": "wamp.error.not_authorized"}]
-    sent_before = len(a_transport.sent)
-    publish(world)
-    assert len(a_transport.sent) == sent_before
-    assert events(b_transport) == 1
-    assert revoked(world.metrics, "subscription") == 1
-    send(alice, 34, 8, sid)  # the client did not hear (or raced): its UNSUBSCRIBE is an ordinary error
-    assert messages(a_transport)[-1][:5] == [8, 34, 8, {}, "wamp.error.no_such_subscription"]
+@pytest.mark.parametrize(
+    "topic, options",
+    [
+        (PUB, {"_filter": "hugo", "filter": "otto"}),
+        (PUB + "?filter=hugo", {"_filter": "otto"}),
+        (PUB + "?filter=hugo", {"filter": "otto"}),
+    ],
+)
+def test_filters_that_disagree_are_an_error(world, topic, options):
+    """Never a silently wider (or different) subscription: ERROR invalid_argument naming both places."""
+    session, transport = joined(world)
+    reply = subscribe_reply(session, transport, 1, topic, options)
+    assert reply[:5] == [8, 32, 1, {}, "wamp.error.invalid_argument"]
+    assert "different values" in reply[5][0]
+    assert world.hub.subscriptions() == []
 
 
-def test_a_client_that_did_not_announce_revocation_just_stops_getting_events(world):
-    """WAMP forbids UNSUBSCRIBED 0 to a subscriber that did not announce subscription_revocation."""
-    alice, transport = login(world, "alice", roles=PLAIN)
-    subscribe(alice, transport)
-    sent_before = len(transport.sent)
-    world.test["allowed"]["alice"] = False
-    assert fired(world.router.recheck_subscriptions()) == 1
-    publish(world)
-    assert len(transport.sent) == sent_before
-    assert alice.is_open and world.hub.subscription_count() == 0
+def test_filters_that_agree_are_one(world):
+    session, transport = joined(world)
+    assert subscribe_reply(session, transport, 1, PUB + "?filter=hugo", {"_filter": "hugo", "filter": "hugo"})[0] == 33
 
 
-def test_a_deferred_answer_is_waited_for(world):
-    """The hook may answer with a Deferred: the subscription goes when it fires with False, not before."""
-    alice, transport = login(world, "alice")
-    subscribe(alice, transport)
-    answer = Deferred()
-    world.test["allowed"]["alice"] = answer
-    result = world.router.recheck_subscriptions()
-    publish(world)
-    assert events(transport) == 1
-    answer.callback(False)
-    assert fired(result) == 1
-    publish(world)
-    assert events(transport) == 1
+def test_filter_must_be_a_string(world):
+    session, transport = joined(world)
+    send(session, 32, 1, {"filter": 5}, PUB)
+    assert received(transport)[0][:5] == [8, 32, 1, {}, "wamp.error.invalid_argument"]
 
 
-def test_a_failing_hook_revokes(world):
-    """Deny by default: a hook that raises (or fails its Deferred) on re-check revokes the subscription."""
-    alice, transport = login(world, "alice")
-    subscribe(alice, transport)
-    world.router.authorize = lambda *a: 1 / 0
-    assert fired(world.router.recheck_subscriptions()) == 1
-    assert messages(transport)[-1][0] == UNSUBSCRIBED
+def test_filter_length_is_capped_for_the_option_and_the_uri(world):
+    """A filter longer than max_filter_length gets ERROR limit_exceeded naming it; nothing is subscribed."""
+    world.router.max_filter_length = 4
+    session, transport = joined(world)
+    send(session, 32, 1, {"filter": "x" * 5}, PUB)
+    send(session, 32, 2, {}, PUB + "?filter=" + "%41" * 5)
+    send(session, 32, 3, {"filter": "x" * 4}, PUB)
+    replies = received(transport)
+    for error in replies[:2]:
+        assert error[:5] == [8, 32, error[2], {}, "zmqwamp.error.limit_exceeded"] and error[5][0].startswith("max_filter_length: ")
+    assert replies[2][0] == 33 and world.hub.subscription_count() == 1
+    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_filter_length"}) == 2
 
 
-def test_a_session_that_left_meanwhile_is_left_alone(world):
-    """A session that closes while its re-check is pending is not sent anything and counts as nothing revoked."""
-    alice, transport = login(world, "alice")
-    subscribe(alice, transport)
-    answer = Deferred()
-    world.test["allowed"]["alice"] = answer
-    result = world.router.recheck_subscriptions()
-    send(alice, 6, {}, "wamp.close.goodbye_and_out")
-    sent_before = len(transport.sent)
-    answer.callback(False)
-    assert fired(result) == 0 and len(transport.sent) == sent_before
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"_since": "12"},
+        {"_since": -1},
+        {"_since": True},
+        {"_since": 1.5},
+        {"_since": 2**53 + 1},
+        {"_since": 1, "_epoch": 7},
+        {"_since": 1, "_epoch": "e" * 65},
+    ],
+)
+def test_a_malformed_since_or_epoch_is_an_invalid_argument_error(world, options):
+    configure(world, Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=100_000, keep_open=True))
+    session, channel = joined(world)
+    send(session, 32, 7, options, "ticks")
+    (error,) = received(channel)
+    assert error[:5] == [8, 32, 7, {}, "wamp.error.invalid_argument"]
+    channel.sent.clear()
+    send(session, 32, 8, {}, "ticks")  # the session goes on
+    assert received(channel)[0][:2] == [33, 8]
 
 
-def test_a_removed_alias_is_revoked(world):
-    """A subscription to an alias that the reload removed (or pointed elsewhere) is revoked."""
-    alice, transport = login(world, "alice")
-    sid = subscribe(alice, transport, "ticks")
-    assert fired(world.router.recheck_subscriptions()) == 0
-    world.router.resolver.aliases = {"ticks": Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks")}
-    assert fired(world.router.recheck_subscriptions()) == 1
-    assert messages(transport)[-1][2]["subscription"] == sid
+def test_subscribe_to_a_host_name_waits_for_it_to_resolve(world):
+    """SUBSCRIBED comes once the name resolved (both sessions that asked meanwhile share the subscription);
+    a name that does not resolve fails the SUBSCRIBE with backend_unavailable and leaves nothing open."""
+    from zmqwamp.upstream.resolver import NameNotResolved
+
+    names = world.hub.sockets.names = SlowNames()
+    world.router.authorize = lambda session, action, endpoint, options: True
+    (a, ta), (b, tb) = joined(world), joined(world)
+    send(a, 32, 1, {}, "tcp://feed.example:9000")
+    send(b, 32, 1, {}, "tcp://feed.example:9000")
+    assert received(ta) == [] and received(tb) == []
+    [feed] = names.pending  # one look-up for both
+    feed.callback("tcp://127.0.0.1:9000")
+    assert received(ta)[0][0] == 33 and received(tb)[0][0] == 33 and received(ta)[0][2] == received(tb)[0][2]
+    assert [e.address for e in world.hub._connections["tcp://feed.example:9000"].endpoints] == ["tcp://127.0.0.1:9000"]
+
+    send(a, 32, 2, {}, "tcp://nope.example:9000")
+    names.pending[1].errback(NameNotResolved("host name 'nope.example' did not resolve: unknown"))
+    error = received(ta)[-1]
+    assert error[:5] == [8, 32, 2, {}, "zmqwamp.error.backend_unavailable"] and "did not resolve" in error[5][0]
+    assert world.hub.addresses == ["tcp://feed.example:9000"] and world.hub.subscription_count() == 1
 
 
-def test_router_reload_takes_the_new_aliases_in_one_call(world):
-    """Router.reload(aliases): the resolver knows the new aliases, their histories and keep_open connections are set
-    up, a new policy generation begins and open subscriptions are asked again (an alias moved elsewhere is revoked)."""
-    alice, transport = login(world, "alice")
-    sid = subscribe(alice, transport, "ticks")
-    generation = world.router.policy_generation
-    moved = Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks", history=5, keep_open=True)
-    assert fired(world.router.reload({"ticks": moved})) == 1
-    assert messages(transport)[-1][:2] == [UNSUBSCRIBED, 0] and messages(transport)[-1][2]["subscription"] == sid
-    assert world.router.resolver.resolve("ticks").endpoint == moved
-    assert world.hub.addresses == [moved.address]  # kept open at once; the old one closed with its last subscriber
-    assert [name for name, *_ in world.hub.history_held()] == ["ticks"]
-    assert world.router.policy_generation == generation + 1
+# -- start and reload: the aliases, and what the new rules take away ---------------------------------------------------
 
 
 def test_router_start_sets_up_the_configured_aliases():
@@ -223,252 +267,158 @@ def test_router_start_sets_up_the_configured_aliases():
         world.close()
 
 
-def test_bridge_reload_replaces_the_rules_and_revokes():
-    """Bridge.reload gives the realm's rulebook the new rules (no reaching into the portal) and re-checks."""
-    rule = UserRule(endpoints=(PUB,), authids=("alice",), actions=("subscribe",))
-    other = UserRule(endpoints=(PUB,), authids=("bob",), actions=("subscribe",))
-    bridge = Bridge(allow=[PUB], anonymous=False, rules=[rule, other], checkers=[IdentityChecker()])
-    clock = MemoryReactorClock()
-    service = bridge.make_service(clock)
-    try:
-        alice, transport = login(World(bridge.context, clock, bridge.context.router.hub._zmq), "alice")
-        subscribe(alice, transport)
-        bridge.config_loader = lambda: BridgeConfig(allow=[PUB], rules=[other])
-        bridge.reload()
-        assert bridge.context.logins.portal.realm.rulebook is bridge.rulebook and bridge.rulebook.rules == (other,)
-        assert messages(transport)[-1][0] == UNSUBSCRIBED
-    finally:
-        bridge.context.router.hub.close()
-        bridge.context.router.hub._zmq.shutdown()
-        del service
+def test_router_reload_takes_the_new_aliases_in_one_call(world):
+    """Router.reload(aliases): the resolver knows the new aliases, their histories and keep_open connections are set
+    up, a new policy generation begins and open subscriptions are asked again (an alias moved elsewhere is revoked)."""
+    alice, transport = joined(world, roles=REVOCABLE, authid="alice", ticket="any-ticket")
+    sid = subscribed(alice, transport, "ticks")
+    generation = world.router.policy_generation
+    moved = Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks", history=5, keep_open=True)
+    assert fired(world.router.reload({"ticks": moved})) == 1
+    assert received(transport)[-1][:2] == [UNSUBSCRIBED, 0] and received(transport)[-1][2]["subscription"] == sid
+    assert world.router.resolver.resolve("ticks").endpoint == moved
+    assert world.hub.addresses == [moved.address]  # kept open at once; the old one closed with its last subscriber
+    assert [name for name, *_ in world.hub.history_held()] == ["ticks"]
+    assert world.router.policy_generation == generation + 1
 
 
-def test_a_session_ends_when_its_credential_expires(world):
-    """A credential valid for 5 more seconds: at 5 s the call in flight gets ERROR canceled, then GOODBYE
-    zmqwamp.close.session_expired, and close 1000 once the client's GOODBYE is in; counted and logged; not a
-    moment before."""
-    world.test["checker"].expires = time.time() + 5
-    session, transport = login(world, "alice")
-    send(session, 48, 11, {}, REP, ["in flight"])
-    assert len(world.forwarder.requests) == 1
-    world.clock.advance(4.9)
-    assert session.is_open
-    world.clock.advance(0.2)
-    *_, error, goodbye = messages(transport)
-    assert error[:5] == [8, 48, 11, {}, "wamp.error.canceled"]
-    assert goodbye == [6, {"message": "the session's credential has expired"}, SESSION_EXPIRED]
-    assert session.state == "closed" and transport.closed is None  # waiting for the client's GOODBYE
-    send(session, 6, {}, "wamp.close.goodbye_and_out")
-    assert transport.closed == 1000
-    assert revoked(world.metrics, "session") == 1
+def test_a_reload_revokes_what_the_hook_now_denies(world):
+    """alice's subscription is revoked (UNSUBSCRIBED 0 with the id and reason) and gets no more EVENTs;
+    bob's, on the same subscription, goes on; counted and the hub keeps the zmq subscription for bob."""
+    alice, a_transport = joined(world, roles=REVOCABLE, authid="alice", ticket="any-ticket")
+    bob, b_transport = joined(world, roles=REVOCABLE, authid="bob", ticket="any-ticket")
+    sid = subscribed(alice, a_transport)
+    assert subscribed(bob, b_transport) == sid
+    world.test["allowed"]["alice"] = False
+    assert fired(world.router.recheck_subscriptions()) == 1
+    assert received(a_transport)[-1] == [UNSUBSCRIBED, 0, {"subscription": sid, "reason": "wamp.error.not_authorized"}]
+    sent_before = len(a_transport.sent)
+    publish(world, PUB, b"tick")
+    assert len(a_transport.sent) == sent_before
+    assert len(events(b_transport)) == 1
+    assert revoked(world.metrics, "subscription") == 1
+    send(alice, 34, 8, sid)  # the client did not hear (or raced): its UNSUBSCRIBE is an ordinary error
+    assert received(a_transport)[-1][:5] == [8, 34, 8, {}, "wamp.error.no_such_subscription"]
 
 
-def test_a_session_that_ends_first_cancels_its_expiry_timer(world):
-    """No timer is left behind by a session that closes before its credential expires (nor for one without expiry)."""
-    world.test["checker"].expires = time.time() + 60
-    session, _ = login(world, "alice")
-    assert len(world.clock.getDelayedCalls()) == 1
-    send(session, 6, {}, "wamp.close.goodbye_and_out")
-    assert world.clock.getDelayedCalls() == []
-    world.test["checker"].expires = None
-    login(world, "bob")
-    assert world.clock.getDelayedCalls() == []
+def test_a_client_that_did_not_announce_revocation_just_stops_getting_events(world):
+    """WAMP forbids UNSUBSCRIBED 0 to a subscriber that did not announce subscription_revocation."""
+    alice, transport = joined(world, roles=PLAIN, authid="alice", ticket="any-ticket")
+    subscribed(alice, transport)
+    sent_before = len(transport.sent)
+    world.test["allowed"]["alice"] = False
+    assert fired(world.router.recheck_subscriptions()) == 1
+    publish(world, PUB, b"tick")
+    assert len(transport.sent) == sent_before
+    assert alice.is_open and world.hub.subscription_count() == 0
 
 
-def token(**claims):
-    body = {"sub": "dave", "aud": "zmqwamp-e2e", "exp": int(time.time()) + 60, **claims}
-    return jwt.encode({k: v for k, v in body.items() if v is not None}, JWT_SECRET, algorithm="HS256")
+def test_a_deferred_answer_is_waited_for(world):
+    """The hook may answer with a Deferred: the subscription goes when it fires with False, not before."""
+    alice, transport = joined(world, roles=REVOCABLE, authid="alice", ticket="any-ticket")
+    subscribed(alice, transport)
+    answer = Deferred()
+    world.test["allowed"]["alice"] = answer
+    result = world.router.recheck_subscriptions()
+    publish(world, PUB, b"tick")
+    assert len(events(transport)) == 1
+    answer.callback(False)
+    assert fired(result) == 1
+    publish(world, PUB, b"tick")
+    assert len(events(transport)) == 1
 
 
-def test_jwt_identity_carries_the_expiry_and_lifetime_is_capped():
-    """The identity expires at exp (+ leeway); tokens with exp more than max_lifetime away, or more than
-    max_lifetime after their iat, are refused."""
-    checker = JwtChecker(JWT_SECRET.encode(), audience="zmqwamp-e2e", leeway=2, max_lifetime=3600)
-    exp = int(time.time()) + 60
-    identity = fired(checker.requestAvatarId(TicketCredentials("", token(exp=exp))))
-    assert identity.expires == exp + 2
-    now = int(time.time())
-    for refused in (token(exp=now + 100 * 365 * 86400), token(exp=now + 3700), token(iat=now - 7200, exp=now + 60)):
-        with pytest.raises(Exception) as e:
-            fired(checker.requestAvatarId(TicketCredentials("", refused)))
-        assert type(e.value).__name__ == "UnauthorizedLogin"
-    assert JwtChecker(JWT_SECRET.encode(), audience="a").max_lifetime == 86400
+def test_a_failing_hook_revokes(world):
+    """Deny by default: a hook that raises (or fails its Deferred) on re-check revokes the subscription."""
+    alice, transport = joined(world, roles=REVOCABLE, authid="alice", ticket="any-ticket")
+    subscribed(alice, transport)
+    world.router.authorize = lambda *a: 1 / 0
+    assert fired(world.router.recheck_subscriptions()) == 1
+    assert received(transport)[-1][0] == UNSUBSCRIBED
 
 
-def test_jwt_max_lifetime_argument(tmp_path):
-    key = tmp_path / "k"
-    key.write_text(JWT_SECRET)
-    assert checker_from_argstring(f"secret_file={key},audience=a,max_lifetime=600").max_lifetime == 600
-    for bad in ("0", "-1", "soon"):
-        with pytest.raises(JwtConfigError, match="max_lifetime"):
-            checker_from_argstring(f"secret_file={key},audience=a,max_lifetime={bad}")
+def test_a_session_that_left_meanwhile_is_left_alone(world):
+    """A session that closes while its re-check is pending is not sent anything and counts as nothing revoked."""
+    alice, transport = joined(world, roles=REVOCABLE, authid="alice", ticket="any-ticket")
+    subscribed(alice, transport)
+    answer = Deferred()
+    world.test["allowed"]["alice"] = answer
+    result = world.router.recheck_subscriptions()
+    send(alice, 6, {}, "wamp.close.goodbye_and_out")
+    sent_before = len(transport.sent)
+    answer.callback(False)
+    assert fired(result) == 0 and len(transport.sent) == sent_before
 
 
-# -- issue 21, items 8 and 12: a reload that turns anonymous off, a users file that removes or changes a user -----
+def test_a_removed_alias_is_revoked(world):
+    """A subscription to an alias that the reload removed (or pointed elsewhere) is revoked."""
+    alice, transport = joined(world, roles=REVOCABLE, authid="alice", ticket="any-ticket")
+    sid = subscribed(alice, transport, "ticks")
+    assert fired(world.router.recheck_subscriptions()) == 0
+    world.router.resolver.aliases = {"ticks": Endpoint("tcp://127.0.0.1:9001", kind="sub", alias="ticks")}
+    assert fired(world.router.recheck_subscriptions()) == 1
+    assert received(transport)[-1][2]["subscription"] == sid
 
 
-@pytest.fixture
-def running():
-    """Start a Bridge on a MemoryReactorClock: ``running(bridge)`` -> (World, service); shut down afterwards."""
-    started = []
-
-    def start(bridge):
-        clock = MemoryReactorClock()
-        service = bridge.make_service(clock)
-        clock.run()  # callWhenRunning: the history; the users-file watcher starts with the service
-        service.startService()
-        started.append((bridge, service))
-        return World(bridge.context, clock, bridge.context.router.hub._zmq), service
-
-    yield start
-    for bridge, service in started:
-        for child in list(service):
-            if isinstance(child, TimerService):  # the users-file watcher
-                child.stopService()
-        bridge.context.router.hub.close()
-        bridge.context.router.hub._zmq.shutdown()
+# -- a reload while a SUBSCRIBE is in flight (issue 21, item 9) --------------------------------------------------------
 
 
-def anonymous_session(world, roles=REVOCABLE):
-    session, transport = new_session(world, peer=f"tcp4:192.0.2.9:{len(world.sessions) + 1}")
-    send(session, 1, "zmqwamp", {"roles": roles})
-    return session, transport
+def slow_hook(world) -> list[Deferred]:
+    """An authorization hook that answers when the test says (a Deferred per question)."""
+    asked: list[Deferred] = []
+    rules = {"allow": True}
+
+    def authorize(session, action, endpoint, options):
+        if rules["allow"] is None:
+            d: Deferred = Deferred()
+            asked.append(d)
+            return d
+        return rules["allow"]
+
+    world.router.authorize = authorize
+    world.test["rules"] = rules
+    return asked
 
 
-def test_a_reload_that_turns_anonymous_off_ends_anonymous_sessions(running, log_events):
-    """anonymous true -> false: open anonymous sessions get GOODBYE zmqwamp.close.session_revoked (their
-    subscriptions go with them), a new anonymous HELLO gets ABORT; a ticket session stays.  Counted, logged.
-    Before: the portal kept its anonymous checker and the sessions went on ('configuration reloaded')."""
-    bridge = Bridge(allow=[PUB], anonymous=True, checkers=[IdentityChecker()])
-    world, _ = running(bridge)
-    anon, a_transport = anonymous_session(world)
-    assert anon.is_open
-    subscribe(anon, a_transport)
-    alice, alice_transport = login(world, "alice")
-    bridge.config_loader = lambda: BridgeConfig(allow=[PUB], anonymous=False)
-    bridge.reload()
-    assert messages(a_transport)[-1] == [6, {"message": "anonymous access was turned off"}, SESSION_REVOKED]
-    assert anon.state == "closed" and alice.is_open and world.hub.subscription_count() == 0
-    assert revoked(world.metrics, "session") == 1
-    late, late_transport = anonymous_session(world)
-    assert messages(late_transport)[-1][2] == "wamp.error.not_authorized" and not late.is_open
-    text = [formatEvent(e) for e in log_events]
-    assert any("anonymous access turned off, 1 anonymous session(s) ended" in line for line in text), text
-    assert any("configuration reloaded" in line and "anonymous off" in line for line in text), text
-    bridge.config_loader = lambda: BridgeConfig(allow=[PUB], anonymous=True)
-    bridge.reload()
-    again, _ = anonymous_session(world)
-    assert again.is_open
+def test_a_subscribe_whose_hook_answers_after_a_reload_is_asked_again_under_the_new_rules(world):
+    asked = slow_hook(world)
+    world.test["rules"]["allow"] = None  # the hook takes its time
+    session, channel = joined(world)
+    send(session, 32, 1, {}, PUB)
+    assert received(channel) == [] and len(asked) == 1
+    world.test["rules"]["allow"] = False  # SIGHUP: the new rules deny it
+    world.router.recheck_subscriptions()
+    asked[0].callback(True)  # the old rules' answer comes in late
+    (reply,) = received(channel)
+    assert reply[:5] == [8, 32, 1, {}, "wamp.error.not_authorized"]
+    assert world.hub.subscription_count() == 0 and world.hub.addresses == []
+    publish(world, PUB, b"x")
+    assert received(channel) == [reply]  # no EVENT
 
 
-def test_a_reload_warns_about_what_it_does_not_apply(running, log_events):
-    """A changed setting a reload cannot apply (a limit, the realm) is named, not passed over in silence."""
-    bridge = Bridge(allow=[PUB], checkers=[IdentityChecker()])
-    running(bridge)
-    bridge.config_loader = lambda: BridgeConfig(allow=[PUB], max_sessions=5, realm="other")
-    bridge.reload()
-    text = [formatEvent(e) for e in log_events]
-    assert "reload: realm, max_sessions changed; they take effect only at a restart" in text, text
+def test_a_subscribe_in_flight_across_a_reload_that_still_allows_it_is_answered(world):
+    asked = slow_hook(world)
+    world.test["rules"]["allow"] = None
+    session, channel = joined(world)
+    send(session, 32, 1, {}, PUB)
+    world.router.recheck_subscriptions()  # a reload; the hook is asked again, and again takes its time
+    asked[0].callback(True)
+    assert received(channel) == [] and len(asked) == 2
+    asked[1].callback(True)
+    assert received(channel)[0][:2] == [33, 1]
 
 
-@pytest.fixture
-def users(tmp_path):
-    path = tmp_path / "users"
-    write_users(path, {a: make_record(a, f"pw-{a}", role, iterations=1000) for a, role in
-                       [("alice", "user"), ("bob", "user"), ("carol", "staff")]}, new_decoy_secret())
-    return path
-
-
-def ticket_login(world, authid: str, secret: str, roles=REVOCABLE):
-    session, transport = new_session(world, peer=f"tcp4:192.0.2.1:{len(world.sessions) + 1}")
-    send(session, 1, "zmqwamp", {"roles": roles, "authmethods": ["ticket"], "authid": authid})
-    send(session, 5, secret, {})
-    assert session.is_open, messages(transport)
-    return session, transport
-
-
-def edit(path, change) -> None:
-    """Change the users file as the CLI does (written anew, atomically)."""
-    users_file = read_users_file(path)
-    users = dict(users_file.users)
-    change(users)
-    write_users(path, users, users_file.decoy_secret)
-
-
-def test_users_removed_or_changed_in_the_file_lose_their_sessions(running, users, log_events):
-    """Within a second of the edit: alice (removed), bob (role changed) and carol (password changed) get GOODBYE
-    zmqwamp.close.session_revoked with the reason; their subscriptions end with them; dave (unchanged) stays.
-    Before: their sessions and subscriptions went on until they left."""
-    checker = UsersFileChecker(users, run=sync)
-    bridge = Bridge(allow=[PUB], checkers=[checker])
-    world, _ = running(bridge)
-    edit(users, lambda u: u.update(dave=make_record("dave", "pw-dave", iterations=1000)))
-    world.clock.advance(1)
-    sessions = {a: ticket_login(world, a, f"pw-{a}") for a in ("alice", "bob", "carol", "dave")}
-    for session, transport in sessions.values():
-        subscribe(session, transport)
-
-    def change(u):
-        del u["alice"]
-        u["bob"] = make_record("bob", "pw-bob", "staff", iterations=1000)
-        u["carol"] = make_record("carol", "new-pw", "staff", iterations=1000)
-
-    edit(users, change)
-    world.clock.advance(1)
-    said = {a: messages(t)[-1] for a, (_, t) in sessions.items()}
-    assert said["alice"] == [6, {"message": "the user was removed from the users file"}, SESSION_REVOKED]
-    assert said["bob"] == [6, {"message": "the user's role changed"}, SESSION_REVOKED]
-    assert said["carol"] == [6, {"message": "the user's password was reset"}, SESSION_REVOKED]
-    assert said["dave"][0] == SUBSCRIBED and sessions["dave"][0].is_open
-    assert world.hub.subscription_count() == 1 and revoked(world.metrics, "session") == 3
-    text = [formatEvent(e) for e in log_events]
-    assert any("ended: the user's role changed (user -> staff)" in line for line in text), text
-    assert any("zmqwamp-users: 3 user(s) removed or changed, 3 session(s) ended" in line for line in text), text
-    assert ticket_login(world, "bob", "pw-bob")[0].avatar.authrole == "staff"
-
-
-def test_sighup_reads_the_users_file_at_once(running, users):
-    """No need to wait for the next look: SIGHUP (reload) re-reads it, with or without a config file."""
-    checker = UsersFileChecker(users, run=sync)
-    bridge = Bridge(allow=[PUB], checkers=[checker])
-    world, _ = running(bridge)
-    alice, transport = ticket_login(world, "alice", "pw-alice")
-    edit(users, lambda u: u.pop("alice"))
-    bridge.reload()
-    assert not alice.is_open and messages(transport)[-1][2] == SESSION_REVOKED
-
-
-def test_a_login_checked_while_the_file_changed_does_not_open(users):
-    """alice's key was being derived from her old record when the file changed (and the change was announced,
-    ending her other sessions): that login is refused, not opened with the old role after the fact."""
-    running_derivations = []
-
-    def run(f, *args):
-        d = Deferred()
-        running_derivations.append((d, f, args))
-        return d
-
-    checker = UsersFileChecker(users, run=run)
-    result = pending(checker.requestAvatarId(TicketCredentials("alice", "pw-alice")))
-    edit(users, lambda u: u.update(alice=make_record("alice", "pw-alice", "admin", iterations=1000)))
-    checker.refresh()
-    d, f, args = running_derivations[0]
-    d.callback(f(*args))  # the right ticket for the old record
-    assert isinstance(result[0], Failure) and result[0].check(UnauthorizedLogin)
-    again = pending(checker.requestAvatarId(TicketCredentials("alice", "pw-alice")))
-    d, f, args = running_derivations[1]
-    d.callback(f(*args))
-    assert again[0].authrole == "admin"
-
-
-def test_a_broken_users_file_is_logged_once(running, users, log_events):
-    """Looked at every second: a broken edit is logged once (and the last good version kept), not every second."""
-    checker = UsersFileChecker(users, run=sync)
-    world, _ = running(Bridge(allow=[PUB], checkers=[checker]))
-    alice, _ = ticket_login(world, "alice", "pw-alice")
-    users.write_text(users.read_text() + "this is not a user line\n")
-    world.clock.advance(1)
-    world.clock.advance(1)
-    world.clock.advance(1)
-    errors = [formatEvent(e) for e in log_events if "not reloaded" in formatEvent(e)]
-    assert len(errors) == 1 and alice.is_open
+def test_a_subscribe_waiting_for_its_host_name_across_a_reload_that_denies_it_is_refused(world):
+    """The issue's case: the name still resolving when SIGHUP re-checked the subscriptions."""
+    names = world.hub.sockets.names = SlowNames()
+    rules = {"allow": True}
+    world.router.authorize = lambda *a: rules["allow"]
+    session, channel = joined(world)
+    send(session, 32, 1, {"get_retained": True}, "tcp://pubhost:9000")
+    rules["allow"] = False
+    world.router.recheck_subscriptions()
+    names.pending[0].callback("tcp://127.0.0.1:9000")
+    run_replays(world)
+    (reply,) = received(channel)
+    assert reply[:5] == [8, 32, 1, {}, "wamp.error.not_authorized"]
+    assert world.hub.subscription_count() == 0 and world.hub.addresses == []
