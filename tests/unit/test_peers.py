@@ -19,6 +19,7 @@ def xff(*values, name="X-Forwarded-For"):
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies():
+    """X-Forwarded-For is believed from trusted proxies only: the right-most untrusted hop is the client; a hop that is no address, an unknown client."""
     addresses = ClientAddresses(["10.0.0.0/8", "192.0.2.1"])
     proxy = IPv4Address("TCP", "10.1.1.1", 5000)
     stranger = IPv4Address("TCP", "203.0.113.5", 5000)
@@ -41,6 +42,7 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
 
 
 def test_rfc7239_forwarded_when_configured():
+    """With header=forwarded, RFC 7239's for= is read (X-Forwarded-For is not); _hidden, unknown or no for= is an unknown client."""
     addresses = ClientAddresses(["10.0.0.0/8"], header="forwarded")
     proxy = IPv4Address("TCP", "10.1.1.1", 5000)
     headers = xff('for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.2.2.2;by=10.1.1.1', name="Forwarded")
@@ -63,6 +65,7 @@ def test_clients_a_trusted_proxy_cannot_name_share_one_key_and_are_not_local():
 
 
 def test_a_request_forwarded_by_an_untrusted_local_proxy_is_not_local():
+    """A loopback peer that forwards for someone (any forwarding header) is not local unless it is trusted and the client is local."""
     addresses = ClientAddresses(["10.0.0.0/8"])
     loopback = IPv4Address("TCP", "127.0.0.1", 5000)
     assert addresses.local(loopback, loopback, Headers())
@@ -75,6 +78,7 @@ def test_a_request_forwarded_by_an_untrusted_local_proxy_is_not_local():
 
 
 def test_unix_peers_and_locality():
+    """A unix socket peer is local and trusted only when "unix" is listed; loopback v4 and v6 are local, other addresses not."""
     assert ClientAddresses(["unix"]).trusted(UNIXAddress(None))
     assert not ClientAddresses(["127.0.0.1"]).trusted(UNIXAddress(None))
     assert is_local(UNIXAddress(None)) and is_local(IPv4Address("TCP", "127.0.0.2", 1)) and is_local(IPv6Address("TCP", "::1", 1))
@@ -107,6 +111,7 @@ def test_the_scheme_the_client_used(peer, headers, tls, proxy_listener, secure):
 
 
 def test_the_scheme_from_rfc7239_forwarded():
+    """With header=forwarded the scheme is the client hop's proto= (quoted or not); X-Forwarded-Proto is not read then."""
     addresses = ClientAddresses(["10.0.0.0/8"], header="forwarded")
     proxy = IPv4Address("TCP", "10.1.1.1", 1)
     assert addresses.secure(proxy, xff("for=1.2.3.4;proto=https, for=10.2.2.2;proto=http", name="Forwarded"), False)

@@ -8,6 +8,7 @@ from zmqwamp.tokenbucket import TokenBucket
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():
+    """A burst of rate events at once, then rate per second, and never more than the burst after a long pause."""
     clock = Clock()
     bucket = TokenBucket(5, clock=clock.seconds)
     assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]

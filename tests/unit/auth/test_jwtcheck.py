@@ -147,6 +147,7 @@ def test_jwt_identity_carries_the_expiry_and_lifetime_is_capped():
 
 
 def test_jwt_max_lifetime_argument(tmp_path):
+    """The jwt: checker's max_lifetime argument is read; one not positive or not a number is refused, naming it."""
     key = tmp_path / "k"
     key.write_text(SECRET)
     assert checker_from_argstring(f"secret_file={key},audience=a,max_lifetime=600").max_lifetime == 600

@@ -58,10 +58,12 @@ def avatar(authid, role="user", rules=(), endpoints=None):
 
 
 def test_policy_denies_by_default():
+    """No allow rule: nothing is allowed."""
     assert not EndpointPolicy().allows(Endpoint("tcp://127.0.0.1:1"))
 
 
 def test_policy_globs_addresses_and_allows_aliases():
+    """An allow glob lets matching addresses through, not others of the kind or of another transport; aliases always pass."""
     policy = EndpointPolicy(["tcp://127.0.0.1:*"])
     assert policy.allows(Endpoint("tcp://127.0.0.1:9999"))
     assert not policy.allows(Endpoint("tcp://127.0.0.2:9999"))
@@ -247,6 +249,7 @@ def test_a_placeholder_must_be_followed_by_a_literal_delimiter(glob):
 
 
 def test_delimiters_are_read_from_each_placeholder():
+    """Each {authid}/{authrole} placeholder's delimiter is the literal character after it (None: a glob character follows)."""
     assert placeholder_delimiters("{authrole}:{authid}/*") == (("authrole", ":"), ("authid", "/"))
     assert placeholder_delimiters("{authid}*") == (("authid", None),)
     assert placeholder_delimiters("public.*") == ()

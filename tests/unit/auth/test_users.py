@@ -46,6 +46,7 @@ def test_file_errors_name_the_line(line, message):
 
 
 def test_duplicate_authid_is_an_error():
+    """An authid on two lines is an error."""
     record = make_record("alice", "pw", iterations=1000)
     with pytest.raises(UsersFileError, match="appears twice"):
         parse_users(record.line() * 2)
@@ -137,6 +138,7 @@ def test_a_file_without_a_secret_is_warned_about_once_and_keeps_working(tmp_path
     ],
 )
 def test_a_broken_secret_line_is_an_error(tmp_path, line, message):
+    """A decoy-secret line that is not base64, or too short, is an error naming it."""
     path = tmp_path / "users"
     path.write_text(line + "\n")
     with pytest.raises(ValueError, match=message):

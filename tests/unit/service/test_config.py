@@ -11,6 +11,7 @@ from harness import ROOT
 
 
 def test_full_config(tmp_path):
+    """The main keys and an [endpoints.NAME] alias read from a file, with their types (a listen string is a list of one)."""
     path = tmp_path / "c.toml"
     path.write_text(
         'listen = "tcp:9000"\nrealm = "r"\nallow = ["tcp://127.0.0.1:*"]\nanonymous = true\ncall_timeout = 2\n'
@@ -23,6 +24,7 @@ def test_full_config(tmp_path):
 
 
 def test_parse_config_empty():
+    """An empty configuration is the defaults."""
     assert parse_config({}).realm == "zmqwamp"
 
 
@@ -47,6 +49,7 @@ def test_shipped_deploy_example_parses():
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, message):
+    """Each mistake (unknown key, wrong type, bad value, a bad alias) is a ConfigError naming the key."""
     path = tmp_path / "c.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as e:
@@ -55,6 +58,7 @@ def test_config_errors_name_the_key(tmp_path, text, message):
 
 
 def test_invalid_toml(tmp_path):
+    """A file that is not TOML is a ConfigError saying so."""
     path = tmp_path / "c.toml"
     path.write_text("realm = ")
     with pytest.raises(ConfigError, match="invalid TOML"):
@@ -65,6 +69,7 @@ def test_invalid_toml(tmp_path):
 
 
 def test_limits_in_config_file(tmp_path):
+    """Every limit and slow-consumer key (an alias's own policy too) is read from the file; a bad value is a ConfigError."""
     from zmqwamp.service.config import ConfigError, load_config
 
     path = tmp_path / "c.toml"
@@ -138,6 +143,7 @@ def alias(**keys) -> dict:
 
 
 def test_history_keys_reach_the_endpoint_with_their_defaults():
+    """history and keep_open reach the alias's Endpoint, history_bytes defaulting to DEFAULT_HISTORY_BYTES; without them, no history."""
     ticks = parse_config(alias(history=10, keep_open=True)).endpoints["ticks"]
     assert (ticks.history, ticks.history_bytes, ticks.keep_open) == (10, DEFAULT_HISTORY_BYTES, True)
     plain = parse_config(alias()).endpoints["ticks"]
@@ -159,12 +165,14 @@ def test_history_keys_reach_the_endpoint_with_their_defaults():
     ],
 )
 def test_bad_history_keys_name_the_alias_and_the_key(table, message):
+    """A bad history key (not a sub alias, out of range, wrong type, without history) names the file, the alias and the key."""
     with pytest.raises(ConfigError) as e:
         parse_config(table, "bridge.toml")
     assert message in str(e.value) and "bridge.toml: endpoints." in str(e.value)
 
 
 def test_the_sum_of_history_bytes_is_bounded_by_max_history_bytes():
+    """The aliases' history_bytes may add up to max_history_bytes, not more: the error lists each one."""
     table = {
         "max_history_bytes": 1500,
         "endpoints": {

@@ -89,6 +89,7 @@ def stall(clock: MemoryReactorClock, seconds: float) -> None:
 
 
 def test_the_lateness_of_a_timer_is_the_lag():
+    """Each tick measures how late its timer ran: a histogram, and the worst in a gauge; a stop leaves no timer."""
     clock, metrics = MemoryReactorClock(), BridgeMetrics()
     monitor = ReactorLagMonitor(clock, metrics, warning=1.0, interval=0.1, window=30.0)
     monitor.startService()
@@ -119,6 +120,7 @@ def test_the_worst_lag_is_kept_for_a_window_or_two():
 
 
 def test_a_stall_past_the_warning_is_logged_at_most_once_per_window(log_events):
+    """A stall over reactor_lag_warning is logged at once; further ones in the window become one line with the count and the worst."""
     clock, metrics = MemoryReactorClock(), BridgeMetrics()
     ReactorLagMonitor(clock, metrics, warning=1.0, interval=0.1, window=30.0).startService()
     stall(clock, 0.9)  # under the threshold: not logged

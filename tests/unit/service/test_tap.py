@@ -18,6 +18,7 @@ from zmqwamp.service.tap import Options
 
 
 def test_defaults_are_safe():
+    """With no options: listen on 127.0.0.1:8080 only, nothing allowed, no anonymous sessions."""
     options = Options()
     options.parseOptions([])
     c = options.config
@@ -26,6 +27,7 @@ def test_defaults_are_safe():
 
 
 def test_cli_overrides_and_extends_config(tmp_path):
+    """A flag overrides the file's value; --allow adds to the file's list, and --listen replaces it."""
     path = tmp_path / "c.toml"
     path.write_text('realm = "file"\nallow = ["ipc://*"]\nlisten = ["tcp:1"]\n')
     options = Options()
@@ -37,6 +39,7 @@ def test_cli_overrides_and_extends_config(tmp_path):
 
 
 def test_bad_cli_values():
+    """A value of the wrong type, or a --bridge-class that is not there, is a UsageError naming the option."""
     with pytest.raises(usage.UsageError, match="call-timeout"):
         Options().parseOptions(["--call-timeout", "soon"])
     with pytest.raises(usage.UsageError, match="bridge-class"):
@@ -47,6 +50,7 @@ def test_bad_cli_values():
 
 
 def test_limit_options_on_the_command_line():
+    """Every limit has its flag; a value that is not a number, not a choice, or not positive is a UsageError."""
     from twisted.python import usage
 
     from zmqwamp.service.tap import Options
@@ -63,6 +67,7 @@ def test_limit_options_on_the_command_line():
 
 
 def test_new_limits_in_the_config_file_and_on_the_command_line(tmp_path):
+    """max_message_fragments and the log-line rates: defaults, TOML keys and flags, each refusing what is not positive."""
     from twisted.python import usage
 
     from zmqwamp.service.config import ConfigError, load_config
@@ -90,6 +95,7 @@ def test_new_limits_in_the_config_file_and_on_the_command_line(tmp_path):
 
 
 def test_the_new_limits_as_options():
+    """max_login_message_size and max_control_frames_per_second: defaults, TOML keys and flags, with their lower bounds."""
     defaults = BridgeConfig()
     assert (defaults.max_login_message_size, defaults.max_control_frames_per_second) == (16_384, 10.0)
     c = parse_config({"max_login_message_size": 8192, "max_control_frames_per_second": 2.5})
@@ -147,6 +153,7 @@ def test_options_from_toml_and_command_line(tmp_path):
     ],
 )
 def test_option_errors(tmp_path, text, message):
+    """A bad trusted proxy, forwarded header or allowed host is an error naming its key, in the file and as a flag; a string is a list of one."""
     path = tmp_path / "c.toml"
     path.write_text(text)
     if message is None:
@@ -190,6 +197,7 @@ def test_auth_anonymous_checker_is_refused():
 
 
 def test_unknown_auth_type():
+    """--auth with a checker type no plugin provides is a UsageError."""
     with pytest.raises(usage.UsageError, match="not recognized"):
         Options().parseOptions(["--auth", "nosuch:x"])
 
@@ -210,6 +218,7 @@ def test_file_auth_makes_the_same_checkers_as_the_command_line(tmp_path):
 
 
 def test_a_single_string_is_a_list_of_one(tmp_path):
+    """The file's auth may be a single string."""
     assert len(options_for(tmp_path, 'auth = "memory:alice:pw"\n')["credCheckers"]) == 1
 
 
@@ -221,6 +230,7 @@ def test_a_single_string_is_a_list_of_one(tmp_path):
     ],
 )
 def test_bad_auth_entries_name_the_file_and_never_the_secret(tmp_path, entry, message):
+    """A bad auth entry is a UsageError naming the file and the entry, never the secret in it."""
     with pytest.raises(usage.UsageError) as e:
         options_for(tmp_path, f"auth = [{entry}]\n")
     assert message in str(e.value) and "z.toml" in str(e.value)

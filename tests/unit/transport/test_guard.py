@@ -25,6 +25,7 @@ from memory import SiteWorld, request, status
 
 
 def test_connection_counter_per_peer_and_total():
+    """ConnectionCounter admits up to max_per_peer per peer and max_total in all, names the limit it refuses by, and frees on release."""
     counter = ConnectionCounter(max_total=3, max_per_peer=2)
     assert [counter.admit("a"), counter.admit("a"), counter.admit("a")] == [None, None, "max_sessions_per_peer"]
     assert counter.admit("b") is None
@@ -37,6 +38,7 @@ def test_connection_counter_per_peer_and_total():
 
 
 def test_connection_counter_keys_rekey_and_release():
+    """A connection counted before its client is known (total only) is re-keyed to its peer, refused over that peer's limit, and released."""
     counter = ConnectionCounter(max_total=10, max_per_peer=2)
     assert counter.admit(None) is None and counter.admit(None) is None and counter.admit(None) is None
     assert counter.total == 3 and counter.peers() == 0  # not known yet: the total only
@@ -118,6 +120,7 @@ def test_each_request_has_a_deadline_and_an_idle_keep_alive_connection_is_droppe
 
 
 def test_a_request_that_completes_in_time_keeps_its_connection():
+    """Requests that each come within the deadline keep the connection; an upgraded one (WebSocket) has no HTTP deadline."""
     world = SiteWorld(timeout=2.0)
     guard, transport = world.connect()
     for _ in range(5):  # each within the deadline of the previous response
@@ -133,6 +136,7 @@ def test_a_request_that_completes_in_time_keeps_its_connection():
 
 
 def test_the_guard_knows_the_scheme_of_each_request():
+    """The guard tells, per request, whether the client used TLS (a trusted proxy's X-Forwarded-Proto)."""
     world = SiteWorld(trusted=["127.0.0.1"])
     guard, _ = world.connect("127.0.0.1")
     guard.dataReceived(request("/data", headers=["X-Forwarded-For: 1.2.3.4", "X-Forwarded-Proto: https"]))

@@ -36,6 +36,7 @@ def test_a_body_is_refused_with_413_before_it_is_read():
 
 
 def test_only_get_and_head():
+    """Methods other than GET and HEAD get 405 with Allow: GET, HEAD, and are counted."""
     world = SiteWorld()
     guard, transport = world.connect()
     guard.dataReceived(request("/data", "DELETE"))
@@ -91,6 +92,7 @@ def test_a_nul_in_the_path_is_refused_with_400_and_no_traceback(log_events):
 
 
 def test_server_header_names_no_version():
+    """Every response, 200, 404 or 405, says Server: zmqwamp and no version."""
     world = SiteWorld()
     guard, transport = world.connect()
     guard.dataReceived(request() + request("/nothing") + request("/data", "PUT"))
@@ -99,6 +101,7 @@ def test_server_header_names_no_version():
 
 
 def test_healthz_details_and_local_only_pages_for_local_clients_only():
+    """/healthz details and local-only pages are for local clients; a remote client through a trusted proxy gets {"up": true} and 404."""
     world = SiteWorld(trusted=["127.0.0.1/32"])
     guard, transport = world.connect(peer="127.0.0.1")
     guard.dataReceived(request("/healthz") + request("/local"))

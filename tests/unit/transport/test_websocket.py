@@ -126,6 +126,7 @@ def test_a_message_over_the_login_limit_before_welcome_is_refused_at_its_header(
 
 
 def test_fragments_count_together(world):
+    """Before the session is open, the fragments of one message count together against max_login_message_size."""
     proto, transport = websocket(world)
     proto.dataReceived(encode_frame(1, b"[" + b" " * 10_000, fin=False) + encode_frame(0, b" " * 10_000 + b"]"))
     assert close_of(transport)[0] == 1009 and transport.disconnecting
@@ -162,6 +163,7 @@ def test_hello_and_a_large_call_in_one_read(world):
 
 
 def test_a_lower_max_message_size_wins(world):
+    """A max_message_size under the login limit applies from the start (close 1009), and it is not counted as the login limit."""
     proto, transport = websocket(world, max_message_size=4096)
     assert proto._login_limit == 0 and proto._frame_limit == 4096
     proto.dataReceived(encode_frame(1, b" " * 5000))
@@ -172,6 +174,7 @@ def test_a_lower_max_message_size_wins(world):
 
 
 def test_pings_within_the_rate_are_answered(world):
+    """max_control_frames_per_second pings every second, for seconds on end, are all answered."""
     proto, transport = websocket(world)
     for _ in range(5):
         proto.dataReceived(encode_frame(9, b"p") * 10)  # 10 per second: the whole budget, every second
@@ -181,6 +184,7 @@ def test_pings_within_the_rate_are_answered(world):
 
 @pytest.mark.parametrize("opcode", [9, 10])
 def test_one_control_frame_over_the_rate_closes_1008_and_nothing_more_is_parsed(world, opcode):
+    """One ping or pong over the rate: close 1008 naming the limit, counted, and nothing after it is parsed."""
     proto, transport = websocket(world)
     proto.dataReceived(encode_frame(opcode, b"p") * 11 + encode_frame(9, b"never") * 10_000)
     frames = server_frames(transport.value())
@@ -191,12 +195,14 @@ def test_one_control_frame_over_the_rate_closes_1008_and_nothing_more_is_parsed(
 
 
 def test_the_rate_is_configurable(world):
+    """max_control_frames_per_second is the option's value."""
     proto, transport = websocket(world, max_control_frames_per_second=100)
     proto.dataReceived(encode_frame(9, b"p") * 100)
     assert [op for op, _ in server_frames(transport.value())] == [10] * 100
 
 
 def test_close_frames_are_not_counted(world):
+    """A close frame is not a ping or a pong: not counted against the rate, the close is answered."""
     proto, transport = websocket(world, max_control_frames_per_second=1)
     proto.dataReceived(encode_frame(9, b"p") + encode_frame(8, struct.pack("!H", 1000)))
     assert [op for op, _ in server_frames(transport.value())] == [10, 8]
@@ -356,6 +362,7 @@ def autobahn_session(world, serializer=None):
 
 @pytest.mark.parametrize("serializer", [JsonSerializer, MsgPackSerializer])
 def test_call_reaches_the_forwarder_and_the_reply_resolves_the_call(world, serializer):
+    """autobahn-python's call, in JSON or msgpack, reaches the forwarder and its reply resolves the call."""
     session, details, pump = autobahn_session(world, serializer())
     assert details.realm == "zmqwamp" and details.authid
     call = session.call(REP, {"myrequest": "hello"})
@@ -368,6 +375,7 @@ def test_call_reaches_the_forwarder_and_the_reply_resolves_the_call(world, seria
 
 
 def test_a_denied_endpoint_is_an_application_error(world):
+    """A CALL to a denied endpoint fails autobahn-python's call with ApplicationError not_authorized."""
     session, _, pump = autobahn_session(world)
     call = session.call("tcp://10.0.0.1:9999", "x")
     pump.flush()
@@ -379,6 +387,7 @@ def test_a_denied_endpoint_is_an_application_error(world):
 
 
 def test_subscribe_gets_what_the_pub_sends_and_welcome_announces_retention(world):
+    """autobahn-python's subscribe is active and gets what the PUB sends; it reads event_retention from WELCOME."""
     session, details, pump = autobahn_session(world)
     assert session._router_roles["broker"].event_retention is True  # WELCOME's roles, as autobahn parsed them
     got: list = []

@@ -118,6 +118,7 @@ def test_distinct_filters_per_address_are_capped_across_subscribers(world):
 
 
 def test_publication_ids_count_per_address_and_tell_nothing_of_other_endpoints(world):
+    """Publication ids count per address: another address's traffic leaves no trace in them."""
     other = "tcp://127.0.0.1:9001"
     session, channel = joined(world)
     send(session, 32, 1, {}, PUB)
@@ -130,6 +131,7 @@ def test_publication_ids_count_per_address_and_tell_nothing_of_other_endpoints(w
 
 
 def test_an_address_with_history_counts_on_across_close_and_reopen(world):
+    """An address with history keeps counting across close and reopen (one id skipped: a _since from before is a gap); one without starts again."""
     ticks = Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=1 << 20)  # no keep_open
     configure(world, ticks)
     session, channel = joined(world)
@@ -153,6 +155,7 @@ def test_an_address_with_history_counts_on_across_close_and_reopen(world):
 
 
 def test_keep_open_records_with_no_subscriber_and_get_retained_gets_the_newest_match(world):
+    """A keep_open alias records with no one subscribed; get_retained sends the newest matching message (retained), then live EVENTs."""
     configure(world, TICKS)
     assert world.hub.addresses == [PUB]  # opened for the history, nobody subscribed
     ids = publish_each(world, b"eur 1", b"usd 1", b"eur 2", b"usd 2")
@@ -164,6 +167,7 @@ def test_keep_open_records_with_no_subscriber_and_get_retained_gets_the_newest_m
 
 
 def test_get_retained_with_nothing_matching_sends_nothing_but_subscribed(world):
+    """get_retained with nothing matching sends SUBSCRIBED and nothing else."""
     configure(world, TICKS)
     publish_each(world, b"usd 1")
     _, channel, got, _ = subscribe(world, {"get_retained": True, "_filter": "eur"})
@@ -181,6 +185,7 @@ def test_the_ring_holds_messages_no_filter_asked_for(world):
 
 
 def test_since_replays_what_was_missed_in_order_then_live_without_gap_or_duplicate(world):
+    """_since replays exactly what was missed, in order, then live, with no _gap and no duplicate."""
     configure(world, TICKS)
     session, channel, _, sid = subscribe(world, {})
     seen = publish_each(world, b"a 1", b"a 2")
@@ -199,6 +204,7 @@ def test_since_replays_what_was_missed_in_order_then_live_without_gap_or_duplica
 
 
 def test_since_with_a_filter_replays_only_matching_messages(world):
+    """_since with a filter replays only the matching messages (no _epoch: this process's ids)."""
     configure(world, TICKS)
     ids = publish_each(world, b"a 1", b"b 1", b"a 2", b"b 2")
     _, _, got, _ = subscribe(world, {"_since": ids[0], "_filter": "b"})  # no _epoch: this process's
@@ -206,6 +212,7 @@ def test_since_with_a_filter_replays_only_matching_messages(world):
 
 
 def test_history_shorter_than_the_gap_sends_what_it_has_and_says_so_once(world):
+    """A ring shorter than what was missed sends what it holds, the first with a _gap (reason history), once."""
     configure(world, TICKS)  # 5 messages
     ids = publish_each(world, *[f"m {i}".encode() for i in range(8)])
     _, channel, got, _ = subscribe(world, {"_since": ids[0], "_epoch": world.hub.epoch})
@@ -218,6 +225,7 @@ def test_history_shorter_than_the_gap_sends_what_it_has_and_says_so_once(world):
 
 
 def test_an_id_from_another_process_gets_everything_held_and_an_epoch_gap(world):
+    """A _since from another process (another _epoch) gets everything held, the first EVENT with an epoch _gap."""
     configure(world, TICKS)
     ids = publish_each(world, b"a 1", b"a 2")
     _, _, got, _ = subscribe(world, {"_since": 10**6, "_epoch": "another process"})
@@ -227,6 +235,7 @@ def test_an_id_from_another_process_gets_everything_held_and_an_epoch_gap(world)
 
 
 def test_since_wins_over_get_retained(world):
+    """With both, _since decides: the missed messages, none marked retained."""
     configure(world, TICKS)
     ids = publish_each(world, b"a 1", b"a 2", b"a 3")
     _, _, got, _ = subscribe(world, {"_since": ids[0], "get_retained": True})
@@ -234,6 +243,7 @@ def test_since_wins_over_get_retained(world):
 
 
 def test_a_gap_with_nothing_to_replay_is_told_on_the_first_live_event_of_that_session_only(world):
+    """A gap with nothing to replay rides on the session's first live EVENT; the other subscribers' copy has none."""
     configure(world, TICKS)
     _, other, _, sid = subscribe(world, {"_filter": "eur"})
     publish_each(world, b"usd 1")
@@ -253,6 +263,7 @@ def test_a_gap_with_nothing_to_replay_is_told_on_the_first_live_event_of_that_se
 
 
 def test_since_on_an_endpoint_without_history_is_a_no_history_gap_not_an_error(world):
+    """_since on an endpoint without history is SUBSCRIBED and a no_history _gap on the first EVENT, not an ERROR."""
     _, plain, _, sid = subscribe(world, {}, uri=PUB)
     _, channel, got, _ = subscribe(world, {"_since": 3}, uri=PUB)
     assert got == []
@@ -263,6 +274,7 @@ def test_since_on_an_endpoint_without_history_is_a_no_history_gap_not_an_error(w
 
 
 def test_get_retained_on_an_endpoint_without_history_sends_nothing(world):
+    """get_retained on an endpoint without history sends nothing but SUBSCRIBED."""
     subscribe(world, {}, uri=PUB)
     publish_each(world, b"x")
     _, _, got, _ = subscribe(world, {"get_retained": True}, uri=PUB)
@@ -273,6 +285,7 @@ def test_get_retained_on_an_endpoint_without_history_sends_nothing(world):
 
 
 def test_without_keep_open_the_history_starts_again_when_the_connection_reopens(world):
+    """Without keep_open the ring lives with the connection: what came while it was closed is lost, and it starts again."""
     ticks = Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=100_000)
     configure(world, ticks)
     assert world.hub.addresses == []  # no keep_open: opened by the first subscriber
@@ -290,6 +303,7 @@ def test_without_keep_open_the_history_starts_again_when_the_connection_reopens(
 
 
 def test_the_gap_after_a_reopen_is_reported(world):
+    """A _since from before a reopen gets a history _gap on the first EVENT after it."""
     ticks = Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=100_000)
     configure(world, ticks)
     session, _, _, sid = subscribe(world, {})
@@ -302,6 +316,7 @@ def test_the_gap_after_a_reopen_is_reported(world):
 
 
 def test_metrics_show_messages_and_bytes_held_per_alias(world):
+    """zmqwamp_history_messages and _bytes show per alias what its ring holds, overhead included."""
     configure(world, TICKS)
     publish_each(world, b"12345", b"123")
     assert sample(world, "zmqwamp_history_messages", endpoint="ticks") == 2
@@ -312,6 +327,7 @@ def test_metrics_show_messages_and_bytes_held_per_alias(world):
 
 
 def test_a_message_over_history_bytes_is_counted_and_empties_the_ring(world):
+    """A message over history_bytes is counted (history_too_large) and empties the ring: the old last value is gone."""
     small = Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=message_cost([b"x" * 10]), keep_open=True)
     configure(world, small)
     publish_each(world, b"ok")
@@ -323,6 +339,7 @@ def test_a_message_over_history_bytes_is_counted_and_empties_the_ring(world):
 
 
 def test_reload_keeps_an_unchanged_ring(world):
+    """A reload that leaves an alias as it was keeps what its ring holds."""
     configure(world, TICKS)
     ids = publish_each(world, b"a 1")
     configure(world, TICKS)  # unchanged: what it holds stays
@@ -331,6 +348,7 @@ def test_reload_keeps_an_unchanged_ring(world):
 
 
 def test_reload_closes_a_connection_no_longer_kept_open_unless_someone_is_subscribed(world):
+    """A reload that drops an alias or its keep_open closes the connection, unless a subscriber still holds it."""
     configure(world, TICKS)
     assert world.hub.addresses == [PUB]
     configure(world)  # the alias is gone
@@ -345,6 +363,7 @@ def test_reload_closes_a_connection_no_longer_kept_open_unless_someone_is_subscr
 
 
 def test_reload_gaining_history_records_from_then_on_an_open_connection(world):
+    """An alias that gains history on reload records from then on over its open connection; one that loses it holds nothing."""
     plain = Endpoint(PUB, kind="sub", alias="ticks")
     configure(world, plain)
     subscribe(world, {})  # opens the connection, no history
@@ -360,6 +379,7 @@ def test_reload_gaining_history_records_from_then_on_an_open_connection(world):
 
 
 def test_replay_waits_for_subscribed_while_the_host_name_resolves(world):
+    """While the alias's host name resolves nothing is sent; then SUBSCRIBED, and the replay, before live EVENTs."""
     names = world.hub.sockets.names = SlowNames()
     slow = Endpoint("tcp://pubhost:9000", kind="sub", alias="ticks", history=5, history_bytes=100_000)
     configure(world, slow)

@@ -120,6 +120,7 @@ def test_a_replay_runs_in_steps_across_reactor_turns(world, steps):
 
 
 def test_what_arrives_during_a_replay_is_caught_up_then_live_nothing_lost_or_twice(world, steps):
+    """Messages that arrive while a replay runs are replayed too; the subscriber joins live in the turn it catches up: each once, in order."""
     held = numbered(world, 300)
     _, watcher, sid = start(world, {})  # live all along
     session, channel, sid2 = start(world, {"_since": held[9]})
@@ -138,6 +139,7 @@ def test_what_arrives_during_a_replay_is_caught_up_then_live_nothing_lost_or_twi
 
 
 def test_replays_of_several_sessions_take_turns(world, steps):
+    """Replays take turns, one step of SEND_STEP EVENTs each, and all finish."""
     held = numbered(world, 1000)
     _, a, _ = start(world, {"_since": 0})
     _, b, _ = start(world, {"_since": 0})
@@ -164,6 +166,7 @@ def test_since_above_any_id_of_that_address_costs_a_binary_search_and_says_histo
 
 
 def test_eviction_past_the_cursor_is_a_history_gap_then_the_rest_in_order(world):
+    """Messages evicted before the replay reached them become one _gap (reason history); the rest follow in order."""
     steps = use_replayer(world)
     configure(world, Endpoint(PUB, kind="sub", alias="ticks", history=200, history_bytes=1 << 24, keep_open=True))
     held = numbered(world, 200)
@@ -182,6 +185,7 @@ def test_eviction_past_the_cursor_is_a_history_gap_then_the_rest_in_order(world)
 
 
 def test_a_ring_that_starts_again_during_a_replay_is_a_history_gap_and_the_subscriber_joins_live(world):
+    """A ring that starts again under a running replay ends it: the subscriber joins live, its next EVENT carries the _gap."""
     steps = use_replayer(world)
     ticks = Endpoint(PUB, kind="sub", alias="ticks", history=1000, history_bytes=message_cost([b"x" * 100]) * 1000,
                      keep_open=True)
@@ -198,6 +202,7 @@ def test_a_ring_that_starts_again_during_a_replay_is_a_history_gap_and_the_subsc
 
 
 def test_a_full_outgoing_buffer_stops_the_replay_and_the_client_can_resume_from_the_gap(world, steps):
+    """A full outgoing buffer stops the replay (the subscriber goes live, owed a slow_consumer _gap); SUBSCRIBE again with that _since resumes it, nothing lost."""
     held = numbered(world, 500)
     session, channel = joined(world)
     channel.room = 10 * 60  # about ten EVENTs, then the client reads nothing
@@ -225,6 +230,7 @@ def test_a_full_outgoing_buffer_stops_the_replay_and_the_client_can_resume_from_
 
 
 def test_get_retained_with_a_full_buffer_says_slow_consumer_since_the_subscribe(world, steps):
+    """get_retained into a full buffer sends nothing and the next EVENT says slow_consumer since the SUBSCRIBE."""
     numbered(world, 10)
     session, channel = joined(world)
     channel.room = 0
@@ -257,6 +263,7 @@ def test_get_retained_scans_back_in_steps_then_sends_what_arrived_during_the_sca
 
 
 def test_get_retained_with_nothing_matching_sends_nothing_and_joins_live(world, steps):
+    """get_retained with no match in the ring (however large) sends nothing and the subscriber gets the next live EVENT."""
     numbered(world, 5000, b"usd")
     _, channel, _ = start(world, {"get_retained": True, "_filter": "chf"})
     steps.run()
@@ -284,6 +291,7 @@ def test_a_subscribe_again_with_a_recovery_while_its_replay_runs_is_refused(worl
 
 
 def test_unsubscribe_during_a_replay_stops_it(world, steps):
+    """UNSUBSCRIBE during a replay stops it at once: no more EVENTs, no task left."""
     numbered(world, 1000)
     session, channel, sid = start(world, {"_since": 0})
     steps.tick()
@@ -296,6 +304,7 @@ def test_unsubscribe_during_a_replay_stops_it(world, steps):
 
 
 def test_the_session_ending_during_a_replay_stops_it(world, steps):
+    """A session that ends during its replay stops the replay and leaves the subscription."""
     numbered(world, 1000)
     session, channel, sid = start(world, {"_since": 0})
     steps.tick()
@@ -306,6 +315,7 @@ def test_the_session_ending_during_a_replay_stops_it(world, steps):
 
 
 def test_a_revocation_during_a_replay_stops_it(world, steps):
+    """A subscription revoked during its replay: UNSUBSCRIBED 0, and the replay stops."""
     numbered(world, 1000)
     session, channel, sid = start(world, {"_since": 0}, roles={"subscriber": {"features": {"subscription_revocation": True}}})
     steps.tick()
@@ -335,6 +345,7 @@ def test_a_subscribe_that_has_to_wait_for_the_name_replays_once_subscribed(world
 
 
 def test_replay_work_is_charged_to_the_client_address(world):
+    """Replay work is charged to the client's address: two sessions of one address share its rate, another address is not held back."""
     steps = use_replayer(world, rate=640, burst=640)  # 640 EVENTs a second (and a held message 1/100 of one)
     configure(world, TICKS)
     numbered(world, 1000)
@@ -358,6 +369,7 @@ def test_replay_work_is_charged_to_the_client_address(world):
 
 
 def test_budgets_of_addresses_that_refilled_are_forgotten():
+    """The budgets of addresses whose bucket is full again are forgotten, so the table stays small."""
     clock = [0.0]
     budget = ReplayBudget(10, clock=lambda: clock[0])
     for i in range(1100):

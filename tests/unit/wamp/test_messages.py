@@ -46,6 +46,7 @@ def cpu_of(f, *args):
 
 
 def test_the_colliding_keys_do_collide():
+    """The attack material (tests/collisions.py) really does hash alike: bignums k*(2**61-1)+1, and the pairs."""
     assert {hash(k * MODULUS + 1) for k in range(1, 100)} == {1}
     assert len({hash(pair) for pair in colliding_pairs(100)}) == 1
 
@@ -72,12 +73,14 @@ def test_cbor_map_keys_that_hash_alike_are_refused_at_the_first_key(what, roles,
     ids=["int", "float", "null", "bool", "array", "bignum", "tagged-epoch", "unknown-tag"],
 )
 def test_cbor_map_keys_must_be_strings_at_any_depth(key):
+    """A CBOR map key that is not a text or byte string, however deep and of whatever kind, refuses the message."""
     payload = cbor2.dumps([48, 1, {}, REP, [{"ok": [{key: 0}]}]])
     with pytest.raises(WampProtocolViolation, match="map key must be a text string or byte string"):
         decode(CBOR, payload, True)
 
 
 def test_cbor_string_and_byte_string_keys_still_work():
+    """CBOR maps with text and byte string keys decode as before, in arguments and keyword arguments."""
     [(_, msg)] = decode(CBOR, cbor2.dumps([48, 1, {}, REP, [{"text": 1, b"bytes": 2}], {"kw": 3}]), True)
     assert msg.args == [{"text": 1, b"bytes": 2}] and msg.kwargs == {"kw": 3}
 
@@ -107,6 +110,7 @@ def test_nesting_up_to_the_limit_is_decoded(name):
 @pytest.mark.parametrize("name", sorted(SERIALIZERS))
 @pytest.mark.parametrize("inside", ["list", "map"])
 def test_one_level_more_is_refused(name, inside):
+    """One level of lists or maps past MAX_NESTING refuses the message, in each serializer."""
     serializer = SERIALIZERS[name]
     value = [nested(MAX_NESTING - 2)] if inside == "list" else [{"k": nested(MAX_NESTING - 3)}]
     with pytest.raises(WampProtocolViolation, match=rf"nest(ed|ing).*{MAX_NESTING}|depth \({MAX_NESTING}\)"):
@@ -168,6 +172,7 @@ def test_cbor2_tag_decoders_are_not_run(tag, value, name):
 
 
 def test_cbor_bignums_and_self_description_still_decode():
+    """CBOR bignums and the self-describe tag still decode, and a CALL sends them as frames."""
     payload = cbor2.dumps([48, 1, {}, REP, [2**70, -(2**70), cbor2.CBORTag(55799, "self-described")]])
     [(_, msg)] = decode(CBOR, payload, True)
     assert msg.args == [2**70, -(2**70), "self-described"]
@@ -191,6 +196,7 @@ def test_cbor_typed_arrays():
 
 
 def test_json_binary_strings_are_bytes_and_keys_stay_text():
+    """JSON strings of NUL plus base64 are bytes in values (WAMP's binary in JSON), never in map keys."""
     text = json.dumps([48, 1, {}, REP, [json_bytes(b"\x00\xff"), {json_bytes(b"k"): json_bytes(b"v")}, "plain"]])
     [(_, msg)] = decode(JSON, text.encode(), False)
     assert msg.args == [b"\x00\xff", {json_bytes(b"k"): b"v"}, "plain"]

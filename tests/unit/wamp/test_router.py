@@ -37,6 +37,7 @@ def test_call_is_forwarded_and_answered(world):
 
 
 def test_call_timeout_option_is_milliseconds_and_capped(world):
+    """A CALL's timeout option is milliseconds, capped at max_call_timeout."""
     session, _ = joined(world)
     send(session, 48, 1, {"timeout": 1500}, REP, ["x"])
     send(session, 48, 2, {"timeout": 10_000_000}, REP, ["x"])
@@ -44,6 +45,7 @@ def test_call_timeout_option_is_milliseconds_and_capped(world):
 
 
 def test_timeout_becomes_canceled_error(world):
+    """A request that timed out is ERROR wamp.error.canceled saying it timed out."""
     session, transport = joined(world)
     send(session, 48, 3, {}, REP, ["x"])
     world.forwarder.requests[-1][3].errback(CallTimedOut("no reply from x within 1s"))
@@ -53,6 +55,7 @@ def test_timeout_becomes_canceled_error(world):
 
 
 def test_refused_send_becomes_backend_unavailable(world):
+    """A send the ZeroMQ side refused is ERROR zmqwamp.error.backend_unavailable, counted as unavailable."""
     session, transport = joined(world)
     send(session, 48, 5, {}, REP, ["x"])
     world.forwarder.requests[-1][3].errback(BackendUnavailable(f"cannot send to {REP}: Resource temporarily unavailable"))
@@ -62,6 +65,7 @@ def test_refused_send_becomes_backend_unavailable(world):
 
 
 def test_denied_call_never_reaches_zmq(world):
+    """A CALL the hook denies is ERROR wamp.error.not_authorized, and nothing is sent."""
     session, transport = joined(world)
     send(session, 48, 4, {}, "tcp://10.0.0.1:1", ["x"])
     assert world.forwarder.requests == []
@@ -137,6 +141,7 @@ def test_authorization_deadline_in_memory(world):
 
 
 def test_an_answer_in_time_is_used_and_cancels_the_deadline(world):
+    """A hook that answers in time is obeyed and its deadline timer is cancelled."""
     clock = world.clock
     session, transport, pending = hanging_world(world)
     send(session, 48, 1, {}, HANGING, ["x"])
@@ -182,11 +187,13 @@ def test_filters_that_disagree_are_an_error(world, topic, options):
 
 
 def test_filters_that_agree_are_one(world):
+    """The same filter in the URI and both options is one filter: SUBSCRIBED."""
     session, transport = joined(world)
     assert subscribe_reply(session, transport, 1, PUB + "?filter=hugo", {"_filter": "hugo", "filter": "hugo"})[0] == 33
 
 
 def test_filter_must_be_a_string(world):
+    """A filter option that is not a string or bytes is ERROR wamp.error.invalid_argument."""
     session, transport = joined(world)
     send(session, 32, 1, {"filter": 5}, PUB)
     assert received(transport)[0][:5] == [8, 32, 1, {}, "wamp.error.invalid_argument"]
@@ -219,6 +226,7 @@ def test_filter_length_is_capped_for_the_option_and_the_uri(world):
     ],
 )
 def test_a_malformed_since_or_epoch_is_an_invalid_argument_error(world, options):
+    """A _since that is not a publication id, or an _epoch that is not a short string, is ERROR invalid_argument; the session goes on."""
     configure(world, Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=100_000, keep_open=True))
     session, channel = joined(world)
     send(session, 32, 7, options, "ticks")
@@ -381,6 +389,7 @@ def slow_hook(world) -> list[Deferred]:
 
 
 def test_a_subscribe_whose_hook_answers_after_a_reload_is_asked_again_under_the_new_rules(world):
+    """A SUBSCRIBE whose hook answers yes after a reload that denies it is asked again: ERROR not_authorized, nothing left open."""
     asked = slow_hook(world)
     world.test["rules"]["allow"] = None  # the hook takes its time
     session, channel = joined(world)
@@ -397,6 +406,7 @@ def test_a_subscribe_whose_hook_answers_after_a_reload_is_asked_again_under_the_
 
 
 def test_a_subscribe_in_flight_across_a_reload_that_still_allows_it_is_answered(world):
+    """A SUBSCRIBE in flight across a reload is asked again and, still allowed, gets SUBSCRIBED."""
     asked = slow_hook(world)
     world.test["rules"]["allow"] = None
     session, channel = joined(world)

@@ -21,6 +21,7 @@ from memory import PUB, REP, REVOCABLE
 
 
 def test_welcome_announces_retention_and_history():
+    """WELCOME's broker features: event_retention, _event_history and subscription_revocation."""
     from zmqwamp.testing import make_world, new_session
 
     world = make_world()
@@ -35,6 +36,7 @@ def test_welcome_announces_retention_and_history():
 
 
 def test_welcome_announces_subscription_revocation(world):
+    """A ticket login's WELCOME announces subscription_revocation too."""
     session, transport = new_session(world)
     send(session, 1, "zmqwamp", {"roles": REVOCABLE, "authmethods": ["ticket"], "authid": "alice"})
     send(session, 5, "any-ticket", {})
@@ -59,6 +61,7 @@ def test_session_out_of_order_is_a_protocol_violation(world, messages):
 
 
 def test_duplicate_request_id_in_flight_is_a_violation(world):
+    """A CALL reusing the id of a call in flight is a protocol violation: ABORT and close."""
     session, transport = joined(world)
     send(session, 48, 5, {}, REP, ["x"])
     send(session, 48, 5, {}, REP, ["x"])
@@ -70,6 +73,7 @@ def test_duplicate_request_id_in_flight_is_a_violation(world):
 
 
 def test_late_result_after_close_is_not_sent(world):
+    """A session that ends cancels its calls in flight, and nothing is sent after."""
     session, transport = joined(world)
     send(session, 48, 6, {}, REP, ["x"])
     d = world.forwarder.requests[-1][3]
@@ -79,6 +83,7 @@ def test_late_result_after_close_is_not_sent(world):
 
 
 def test_unsubscribe_and_close_release_the_subscription(world):
+    """UNSUBSCRIBE is answered once (then no_such_subscription); the last session to leave, by closing too, closes the SUB connection."""
     a, ta = joined(world)
     b, _ = joined(world)
     send(a, 32, 1, {}, PUB)
@@ -94,6 +99,7 @@ def test_unsubscribe_and_close_release_the_subscription(world):
 
 
 def test_unacknowledged_publish_is_counted(world):
+    """An unacknowledged PUBLISH gets no answer (WAMP has none) and is counted as dropped."""
     session, transport = joined(world)
     send(session, 16, 1, {}, "com.example", [1])
     assert transport.sent == []
@@ -152,6 +158,7 @@ def test_calls_in_flight_limit(world):
 
 
 def test_calls_per_second_limit(world):
+    """Past max_calls_per_second a CALL gets ERROR limit_exceeded; a second later CALLs pass again."""
     session, transport, clock = limited_session(world, max_calls_per_second=3)
     for request in range(1, 5):
         send(session, 48, request, {}, REP, ["x"])
@@ -164,6 +171,7 @@ def test_calls_per_second_limit(world):
 
 
 def test_subscriptions_limit(world):
+    """Past max_subscriptions a SUBSCRIBE gets ERROR limit_exceeded, counted; an UNSUBSCRIBE frees a place."""
     session, transport, _ = limited_session(world, max_subscriptions=2)
     send(session, 32, 1, {}, PUB + "?filter=a")
     send(session, 32, 2, {}, PUB + "?filter=b")
@@ -178,6 +186,7 @@ def test_subscriptions_limit(world):
 
 
 def test_subscribes_per_second_after_a_burst_of_max_subscriptions(world):
+    """SUBSCRIBEs get a burst of max_subscriptions plus a second's worth, then max_subscribes_per_second."""
     clock = Clock()
     limits = SessionLimits(max_calls_in_flight=10, max_subscriptions=3, max_calls_per_second=10.0,
                            max_subscribes_per_second=1.0)
@@ -209,6 +218,7 @@ def test_messages_per_second_limit_ends_a_flooding_session(world):
 
 
 def test_messages_per_second_limit_refills(world):
+    """Within max_messages_per_second (after its burst) a session goes on, whatever it sends."""
     session, transport, clock = limited_session(world, max_messages_per_second=5)
     for request in range(1, 10):  # the burst (HELLO was the first)
         send(session, 34, request, 999)
@@ -222,6 +232,7 @@ def test_messages_per_second_limit_refills(world):
 
 
 def test_goodbye(world):
+    """The client's GOODBYE is answered with GOODBYE goodbye_and_out, then close 1000."""
     session, transport = joined(world)
     send(session, 6, {}, "wamp.close.normal")
     assert received(transport) == [[6, {}, "wamp.close.goodbye_and_out"]]
@@ -229,6 +240,7 @@ def test_goodbye(world):
 
 
 def test_shutdown_says_goodbye(world):
+    """A bridge that stops says GOODBYE system_shutdown and forgets the session."""
     session, transport = joined(world)
     session.shutdown()
     assert received(transport)[0][2] == "wamp.close.system_shutdown"
@@ -250,6 +262,7 @@ def test_shutdown_waits_for_the_clients_goodbye(world):
 
 
 def test_shutdown_closes_without_an_answer_after_the_wait(world):
+    """Without the client's GOODBYE the connection closes 1001 after GOODBYE_WAIT, not before."""
     clock = world.clock
     session, transport = joined(world)
     session.shutdown()
@@ -260,6 +273,7 @@ def test_shutdown_closes_without_an_answer_after_the_wait(world):
 
 
 def test_a_connection_lost_while_waiting_leaves_no_timer(world):
+    """A connection lost while waiting for the client's GOODBYE leaves no timer behind."""
     clock = world.clock
     session, transport = joined(world)
     session.shutdown()
