@@ -99,7 +99,7 @@ def conversation(world, say, heard) -> list:
     say([48, 2, {}, "tcp://10.0.0.1:1", ["x"]])  # denied by make_world's hook
     say([32, 3, {}, PUB])
     publish(world, PUB, b"tick 1")
-    say([34, 4, heard()[-2][2]])  # UNSUBSCRIBE the subscription the EVENT came for
+    say([34, 4, heard()[-2][2]])  # UNSUBSCRIBE what SUBSCRIBED (before the EVENT) gave
     say([6, {}, "wamp.close.normal"])
     messages = heard()
     messages[0][1] = "session id"
