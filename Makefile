@@ -36,13 +36,14 @@ demo: $(PY_STAMP)
 
 test: test-python test-js test-client test-deploy
 
-# The Python tests: tests/unit (in memory: no process, socket or zmq; seconds), then tests/e2e (a real twistd
+# The Python tests: tests/unit (in memory: no process, socket or zmq; seconds; with examples/test_custom_bridge.py,
+# the example of testing a Bridge subclass with zmqwamp.testing), then tests/e2e (a real twistd
 # bridge, pyzmq services, Python and Node clients; minutes). tests/deploy is test-deploy's. Timing bounds
 # (waiting.timing_bound) missed here are warnings in pytest's summary; only `make soak` enforces them.
 test-python: test-unit test-e2e
 
 test-unit: $(PY_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit examples
 
 test-e2e: $(PY_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
@@ -61,7 +62,7 @@ $(LOWEST_STAMP): pyproject.toml setup.py tests/lowest-versions.txt
 	touch $@
 
 test-unit-lowest: $(LOWEST_STAMP)
-	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit examples
 
 # The deployment, run for real (tests/deploy): two bridges behind the shipped haproxy.cfg and nginx.conf with
 # js-client clients (failover, rolling restart, addresses), the packages as users get them (the wheel in a
@@ -120,7 +121,7 @@ SOAK_SESSIONS ?= 10000
 SOAK_FUZZ     ?= 5000
 SOAK_SECONDS  ?= 300
 soak: $(PY_STAMP)
-	ZMQWAMP_STRICT_TIMING=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_limits.py tests/unit/transport/test_outgoing.py
+	ZMQWAMP_STRICT_TIMING=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_tokenbucket.py tests/unit/transport/test_guard.py tests/unit/upstream/test_budget.py tests/unit/wamp/test_session.py tests/unit/transport/test_outgoing.py
 	ZMQWAMP_STRICT_TIMING=1 \
 	ZMQWAMP_CHURN_SESSIONS=$(SOAK_SESSIONS) ZMQWAMP_FUZZ_EXAMPLES=$(SOAK_FUZZ) ZMQWAMP_SLOW_SECONDS=$(SOAK_SECONDS) \
 	  $(BIN)/python -m pytest -q -s -p no:cacheprovider -o timeout=7200 \

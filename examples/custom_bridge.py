@@ -13,6 +13,9 @@ come from a users file (``python -m zmqwamp.users add PATH alice``) or, without
 ``--users``, from two demo accounts: alice / alice-secret (role ``admin``)
 and bob / bob-secret.  Clients log in with WAMP ``ticket`` or ``wampcra``.
 
+Its hooks and its checker are tested in memory (no bridge process, no service to connect to) with
+:mod:`zmqwamp.testing` in ``examples/test_custom_bridge.py``: start there to test your own.
+
 The same class also runs under twistd, with the checkers from ``--auth``::
 
     PYTHONPATH=examples twistd -n zmqwamp --bridge-class custom_bridge.MyBridge \\

@@ -48,8 +48,8 @@ def bridge(services):
 
 @pytest.fixture
 def world():
-    """A bridge core in memory (tests/memory.py): router, hub, logins, registry, on a MemoryReactorClock."""
-    from memory import make_world
+    """A bridge core in memory (zmqwamp.testing.make_world): router, hub, logins, registry, on a MemoryReactorClock."""
+    from zmqwamp.testing import make_world
 
     w = make_world()
     yield w

@@ -1,5 +1,5 @@
 """TOML ``auth`` and ``anonymous`` against a real bridge: a unit file can log people in.
-The parsing: tests/unit/service/test_config_auth.py."""
+The parsing: tests/unit/service/test_tap.py."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Each attack runs against a real twistd bridge with real zmq services, from a raw
 client (tests/minws.py) or autobahn-python, while another session checks that
-the bridge still answers everyone else. The logic in memory: tests/unit/wamp/test_hostile_input.py.
+the bridge still answers everyone else. The logic in memory: tests/unit/wamp/test_messages.py (CBOR tags),
+tests/unit/transport/test_websocket.py (pongs, oversized replies), tests/unit/wamp/test_router.py (the hook's deadline).
 """
 
 from __future__ import annotations

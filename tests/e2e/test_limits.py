@@ -1,4 +1,4 @@
-"""Every limit (zmqwamp.wamp.limits, zmqwamp.transport.guard, zmqwamp.upstream.budget, zmqwamp.tokenbucket) against a real bridge. The logic as plain calls: tests/unit/test_limits.py."""
+"""Every limit (zmqwamp.wamp.limits, zmqwamp.transport.guard, zmqwamp.upstream.budget, zmqwamp.tokenbucket) against a real bridge. The logic in memory, in the tests of the module that applies each: tests/unit/wamp/test_session.py, tests/unit/wamp/test_router.py, tests/unit/transport/test_guard.py, tests/unit/upstream/test_budget.py, tests/unit/test_tokenbucket.py."""
 
 from __future__ import annotations
 

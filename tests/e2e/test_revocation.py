@@ -1,6 +1,7 @@
 """Revocation (issue 13, item 17) against a real ``twistd -n zmqwamp`` with real pyzmq services and raw
 WebSocket and autobahn-python clients: SIGHUP revokes subscriptions, a JWT session ends at ``exp``, a token
-living too long is refused. The logic in memory: tests/unit/wamp/test_revocation.py.
+living too long is refused. The logic in memory: tests/unit/wamp/test_router.py (the re-checks),
+tests/unit/wamp/test_registry.py (expiry), tests/unit/service/test_bridge.py (reloads), tests/unit/auth/test_jwtcheck.py.
 """
 
 from __future__ import annotations

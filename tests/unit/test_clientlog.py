@@ -21,6 +21,7 @@ class Client:
 
 
 def test_clip_keeps_short_values_and_cuts_long_ones():
+    """clip() leaves short values alone and cuts anything else (text, bytes, structures) to CLIP characters and an ellipsis."""
     assert clip("tcp://127.0.0.1:9999") == "tcp://127.0.0.1:9999"
     long = "x" * 1_000_000
     assert clip(long) == "x" * CLIP + "…"
@@ -46,6 +47,7 @@ def lines(n, log, owner, clock=None, step=0.0):
 
 
 def test_a_client_gets_a_burst_then_one_line_per_second_and_is_told_what_it_lost():
+    """A client's lines: a burst, then max_log_lines_per_second; the next line logged says how many were not, and they are counted."""
     metrics, clock, client = BridgeMetrics(), Clock(), Client()
     log = ClientLog(metrics, rate=1.0, total_rate=1000.0, clock=clock)
     assert len(lines(1000, log, client)) == BURST
@@ -58,6 +60,7 @@ def test_a_client_gets_a_burst_then_one_line_per_second_and_is_told_what_it_lost
 
 
 def test_clients_have_separate_budgets():
+    """Each client has a budget of its own: one client's flood does not silence another."""
     log = ClientLog(BridgeMetrics(), rate=1.0, total_rate=1000.0, clock=Clock())
     a, b = Client(), Client()
     assert len(lines(50, log, a)) == BURST and len(lines(50, log, b)) == BURST
@@ -79,11 +82,13 @@ def test_all_clients_together_are_bounded_and_told_once(log_events):
 
 
 def test_lines_without_a_client_share_only_the_total():
+    """Lines about no client in particular are bounded by the total rate only."""
     log = ClientLog(BridgeMetrics(), rate=1.0, total_rate=20.0, clock=Clock())
     assert len(lines(100, log, None)) == 20
 
 
 def test_a_client_that_goes_is_summed_up(log_events):
+    """A client that goes having lost lines gets one line saying how many; one that lost none, no line."""
     clock, client = Clock(), Client()
     log = ClientLog(BridgeMetrics(), rate=1.0, total_rate=1000.0, clock=clock)
     lines(25, log, client)
@@ -99,6 +104,7 @@ def test_a_client_that_goes_is_summed_up(log_events):
 
 
 def test_a_repeated_line_is_logged_once_then_summarised_per_interval(log_events):
+    """A repeated kind of line is logged once, then one summary per interval it repeated in (without the line's other fields); quiet, it is forgotten."""
     from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import Logger
 
@@ -131,6 +137,7 @@ def test_a_repeated_line_is_logged_once_then_summarised_per_interval(log_events)
 
 
 def test_repeat_kinds_are_bounded(log_events):
+    """Past max_kinds kinds of repeated lines, the others are counted together in one summary line."""
     from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import Logger
 

@@ -1,6 +1,6 @@
 """zmqwamp.metrics: what the registry exports besides the counters the parts update (issue 25: the metrics the
 dashboard and alerts read): process_*, the build, gauges read at scrape time, the configured limits.
-Against a real Prometheus: tests/deploy/test_monitoring.py."""
+Against a real Prometheus: tests/deploy/test_monitoring.py.  (What each counter counts: with the module that counts it.)"""
 
 from __future__ import annotations
 
@@ -71,3 +71,26 @@ def test_every_numeric_limit_option_is_exported():
     options = {name.replace("-", "_") for name, _ in LIMIT_OPTIONS} - {"slow_consumer"}
     assert options <= set(LIMITS)
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in limits(BridgeConfig()).values())
+
+
+def test_each_bridge_has_a_registry_of_its_own():
+    """Two BridgeMetrics (two bridges in one process, or two tests) count apart."""
+    one, two = BridgeMetrics(), BridgeMetrics()
+    one.dropped.labels("publish").inc(3)
+    assert one.registry.get_sample_value("zmqwamp_dropped_total", {"reason": "publish"}) == 3
+    assert two.registry.get_sample_value("zmqwamp_dropped_total", {"reason": "publish"}) is None
+
+
+def test_history_gauges_are_read_from_their_source_at_each_scrape():
+    """watch_history: zmqwamp_history_messages and _bytes per alias are what the source says when scraped, with no
+    update on the hub's hot path; an alias gone from the source is gone from the metrics."""
+    rings = {"ticks": (3, 300), "prices": (1, 50)}
+    metrics = BridgeMetrics()
+    metrics.watch_history(lambda: [(name, count, size) for name, (count, size) in rings.items()])
+    sample = metrics.registry.get_sample_value
+    assert sample("zmqwamp_history_messages", {"endpoint": "ticks"}) == 3
+    assert sample("zmqwamp_history_bytes", {"endpoint": "prices"}) == 50
+    rings["ticks"] = (4, 420)
+    del rings["prices"]
+    assert sample("zmqwamp_history_bytes", {"endpoint": "ticks"}) == 420
+    assert sample("zmqwamp_history_messages", {"endpoint": "prices"}) is None

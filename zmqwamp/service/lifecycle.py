@@ -41,6 +41,7 @@ from zmqwamp.upstream.forwarder import RequestForwarder
 from zmqwamp.upstream.hub import SubscriptionHub
 from zmqwamp.upstream.reader import BridgeZmqFactory
 from zmqwamp.upstream.resolver import HostResolver
+from zmqwamp.wamp.ports import Forwarder
 from zmqwamp.wamp.registry import SessionRegistry
 
 log = Logger()
@@ -142,7 +143,7 @@ class Status:
     def __init__(
         self,
         registry: SessionRegistry,
-        forwarder: RequestForwarder,
+        forwarder: Forwarder,
         hub: SubscriptionHub,
         *,
         connections: ConnectionCounter | None = None,

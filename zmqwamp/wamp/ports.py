@@ -2,8 +2,9 @@
 
 The :class:`~zmqwamp.wamp.router.Router` takes these, not the classes
 (:class:`~zmqwamp.upstream.forwarder.RequestForwarder`, :class:`~zmqwamp.upstream.hub.SubscriptionHub`), so
-a stand-in (tests/memory.py's ``FakeForwarder``) is checked by mypy as it is, with no ``cast``.  Besides what
-the router calls per request, each has what the bridge asks of it through the router: status, reload, close.
+a stand-in (:class:`zmqwamp.testing.FakeForwarder`, which declares the Protocol) is checked by mypy as it is,
+with no ``cast``.  Besides what the router calls per request, each has what the bridge asks of it through the
+router: status, reload, close.
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 from zmqwamp.auth.cred import TicketCredentials
 from zmqwamp.auth.jwtcheck import JwtChecker, JwtConfigError, checker_from_argstring
-
-from memory import fired
+from zmqwamp.testing import fired
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 
@@ -130,3 +129,28 @@ def test_plugin_is_found_by_strcred(tmp_path):
     """strcred finds the jwt plugin: --auth jwt:... works."""
     (tmp_path / "k").write_text(SECRET)
     assert isinstance(strcred.makeChecker(f"jwt:secret_file={tmp_path / 'k'},audience=x"), JwtChecker)
+
+
+def test_jwt_identity_carries_the_expiry_and_lifetime_is_capped():
+    """The identity expires at exp (+ leeway); tokens with exp more than max_lifetime away, or more than
+    max_lifetime after their iat, are refused."""
+    checker = JwtChecker(SECRET.encode(), audience="zmqwamp", leeway=2, max_lifetime=3600)
+    exp = int(time.time()) + 60
+    identity = fired(checker.requestAvatarId(TicketCredentials("", token(exp=exp))))
+    assert identity.expires == exp + 2
+    now = int(time.time())
+    for refused in (token(exp=now + 100 * 365 * 86400), token(exp=now + 3700), token(iat=now - 7200, exp=now + 60)):
+        with pytest.raises(Exception) as e:
+            fired(checker.requestAvatarId(TicketCredentials("", refused)))
+        assert type(e.value).__name__ == "UnauthorizedLogin"
+    assert JwtChecker(SECRET.encode(), audience="a").max_lifetime == 86400
+
+
+def test_jwt_max_lifetime_argument(tmp_path):
+    """The jwt: checker's max_lifetime argument is read; one not positive or not a number is refused, naming it."""
+    key = tmp_path / "k"
+    key.write_text(SECRET)
+    assert checker_from_argstring(f"secret_file={key},audience=a,max_lifetime=600").max_lifetime == 600
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(JwtConfigError, match="max_lifetime"):
+            checker_from_argstring(f"secret_file={key},audience=a,max_lifetime={bad}")

@@ -1,17 +1,24 @@
-"""Per-user rules, the Origin allowlist, and their configuration (TOML and twistd options)."""
+"""zmqwamp.auth.policy: the global allow rules (EndpointPolicy: globs by kind, deny by default), per-user rules and
+their {authid} filters, and the Origin allowlist.  Their configuration: tests/unit/service/test_config.py,
+tests/unit/service/test_tap.py; the hooks that apply them: tests/unit/service/test_bridge.py.
+"""
 
 from __future__ import annotations
 
 import pytest
-from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.logger import formatEvent
-from twisted.python import usage
 
 from zmqwamp.auth.cred import SessionAvatar
-from zmqwamp.auth.policy import OriginPolicy, UserRule, delimiter_warnings, placeholder_delimiters, rules_allow
+from zmqwamp.auth.policy import (
+    EndpointPolicy,
+    OriginPolicy,
+    UserRule,
+    delimiter_warnings,
+    placeholder_delimiters,
+    rules_allow,
+)
 from zmqwamp.service.bridge import Bridge
 from zmqwamp.service.config import ConfigError, parse_config
-from zmqwamp.service.tap import Options
 from zmqwamp.upstream.endpoints import Endpoint
 
 X = Endpoint("tcp://127.0.0.1:5555")
@@ -45,6 +52,74 @@ def rules():
 
 def avatar(authid, role="user", rules=(), endpoints=None):
     return SessionAvatar(authid, role, "ticket", "test", rules, endpoints)
+
+
+# -- the global allow rules --------------------------------------------------------------------------------------------
+
+
+def test_policy_denies_by_default():
+    """No allow rule: nothing is allowed."""
+    assert not EndpointPolicy().allows(Endpoint("tcp://127.0.0.1:1"))
+
+
+def test_policy_globs_addresses_and_allows_aliases():
+    """An allow glob lets matching addresses through, not others of the kind or of another transport; aliases always pass."""
+    policy = EndpointPolicy(["tcp://127.0.0.1:*"])
+    assert policy.allows(Endpoint("tcp://127.0.0.1:9999"))
+    assert not policy.allows(Endpoint("tcp://127.0.0.2:9999"))
+    assert not policy.allows(Endpoint("ipc:///tmp/x"))
+    assert policy.allows(Endpoint("tcp://10.1.1.1:1", alias="echo"))
+
+
+def test_an_ip_glob_does_not_match_a_host_name_that_starts_like_it():
+    """The glob of examples/deploy/zmqwamp.toml: 10.0.0.1.attacker.example is a name, not 10.0.0.x."""
+    policy = EndpointPolicy(["tcp://10.0.0.*:*"])
+    assert policy.allows(Endpoint("tcp://10.0.0.1:5555"))
+    assert not policy.allows(Endpoint("tcp://10.0.0.1.attacker.example:5555"))
+    assert not policy.allows(Endpoint("tcp://10.0.0.1.2:5555"))
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://localhost:5555", "tcp://127.1:5555", "tcp://0x7f000001:5555", "tcp://[::ffff:127.0.0.1]:5555",
+     "tcp://127.0.0.1.:5555", "tcp://127.000.000.001:5555", "tcp://[127.0.0.1]:5555", "tcp://2130706433:5555"],
+)
+def test_other_spellings_of_loopback_are_not_allowed_by_an_ip_pattern(address):
+    """What held up in the review stays so: under tcp://127.0.0.1:* (and 127.*), only the literal 127.0.0.1 passes."""
+    for pattern in ("tcp://127.0.0.1:*", "tcp://127.*:*", "tcp://127.0.0.*:*"):
+        assert not EndpointPolicy([pattern]).allows(Endpoint(address)), (pattern, address)
+
+
+@pytest.mark.parametrize(
+    "pattern, address, allowed",
+    [
+        ("tcp://*.example.com:*", "tcp://a.example.com:1", True),
+        ("tcp://*.example.com:*", "tcp://10.0.0.1:1", False),
+        ("tcp://svc-[a-z]*:80", "tcp://svc-abc:80", True),
+        ("tcp://svc-[a-z]*:80", "tcp://svc-abc:81", False),
+        ("tcp://*:*", "tcp://anything.example:1", True),
+        ("tcp://*:*", "tcp://10.1.2.3:1", True),
+        ("tcp://*", "tcp://anything.example:1", True),
+        ("*", "tcp://anything.example:1", True),
+        ("*://10.0.0.*:*", "tcp://10.0.0.1.attacker.example:1", False),
+        ("*10.0.0.*", "tcp://10.0.0.1:1", False),  # a tcp pattern must say tcp:// (or be '*')
+        ("tcp://10.0.0.1*", "tcp://10.0.0.12:9", True),  # no port in the pattern: any port
+        ("tcp://10.0.0.[1-3]:*", "tcp://10.0.0.2:1", True),
+        ("tcp://[::1]:*", "tcp://[::1]:5", True),
+        ("tcp://[fd00::*]:*", "tcp://[FD00::5]:5", True),
+        ("tcp://[fd00::*]:*", "tcp://fd00.example:5", False),
+        ("tcp://127.0.0.1:9*", "tcp://127.0.0.1:9999", True),
+        ("tcp://127.0.0.1:9*", "tcp://127.0.0.1:8999", False),
+        ("ipc:///run/*", "ipc:///run/app/x.sock", True),
+        ("ipc:///run/*", "tcp://127.0.0.1:5", False),
+    ],
+)
+def test_tcp_patterns_match_host_and_port_by_kind(pattern, address, allowed):
+    """IP globs match IP literals, name globs (a letter outside [...]) match names, a bare '*' host matches both."""
+    assert EndpointPolicy([pattern]).allows(Endpoint(address)) is allowed
+
+
+# -- per-user rules ----------------------------------------------------------------------------------------------------
 
 
 def test_rules_parse(rules):
@@ -110,125 +185,6 @@ def test_credential_endpoints_narrow_further(rules):
     assert not avatar("bob", rules=(), endpoints=[]).zmq_allowed("call", X, {})
 
 
-def test_bridge_applies_global_allow_first(rules):
-    """Bridge.zmq_allowed: --allow first (deny by default), then the avatar's rules."""
-
-    class Session:
-        avatar = SessionAvatar("alice", "user", "ticket", "t", rules)
-
-    bridge = Bridge(allow=["tcp://127.0.0.1:5555"])
-    assert bridge.zmq_allowed(Session(), "call", X, {})
-    bridge = Bridge(allow=["tcp://127.0.0.1:6*"])
-    assert not bridge.zmq_allowed(Session(), "call", X, {})
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("rules = 1", "expected an array of tables ([[rules]])"),
-        ("[[rules]]\nauthid = 'a'", "rules[0]: 'endpoints' is required"),
-        ("[[rules]]\nendpoints = []", "rules[0].endpoints: must not be empty"),
-        ("[[rules]]\nendpoints = ['*']\nuser = 'a'", "rules[0]: unknown key(s) user"),
-        ("[[rules]]\nendpoints = ['*']\nactions = ['publish']", "rules[0].actions: 'publish' matches none of call, subscribe"),
-        ("[[rules]]\nendpoints = ['*']\nactions = ['call']\nfilters = ['x*']", "filters only apply to 'subscribe'"),
-        ("[[rules]]\nendpoints = ['{user}*']", "rules[0].endpoints: unknown placeholder {user}"),
-        ("[[rules]]\nendpoints = ['*']\nauthid = '{authid}'", "rules[0].authid: unknown placeholder {authid}"),
-        ("[[rules]]\nendpoints = [1]", "rules[0].endpoints: expected a string or a list of strings"),
-        ("[[rules]]\nendpoints = ['*']\n[[rules]]\nendpoints = ['*']\nrole = 5", "rules[1].role: expected a string"),
-        ("origins = 5", "origins: expected a string or a list of strings"),
-        ("login_delay = -1", "login_delay and login_penalty_max must not be negative"),
-        ("login_penalty_max = 'x'", "login_penalty_max: expected float"),
-    ],
-)
-def test_config_errors_name_the_rule_and_key(text, message):
-    """Each mistake in the auth part of the config names the file, the rule index and the key."""
-    import tomllib
-
-    with pytest.raises(ConfigError) as e:
-        parse_config(tomllib.loads(text), "z.toml")
-    assert message in str(e.value) and str(e.value).startswith("z.toml: ")
-
-
-# -- origins ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "origin, host, secure, allowed",
-    [
-        (None, "bridge:8080", False, True),  # no Origin: a non-browser client
-        ("", "bridge:8080", False, True),
-        ("http://bridge:8080", "bridge:8080", False, True),  # same origin
-        ("https://bridge.example", "bridge.example", True, True),  # TLS here or at a proxy that says so
-        ("http://BRIDGE:8080", "bridge:8080", False, True),
-        ("http://bridge:8081", "bridge:8080", False, False),
-        ("http://evil.example", "bridge:8080", False, False),
-        ("http://bridge:8080.evil.example", "bridge:8080", False, False),
-        ("null", "bridge:8080", False, False),
-        ("https://app.example.com", "bridge:8080", False, True),  # listed
-        ("https://x.apps.example.com", "bridge:8080", False, True),  # glob
-        ("https://apps.example.com.evil", "bridge:8080", False, False),
-        ("http://app.example.com", "bridge:8080", False, False),  # scheme matters
-        # issue 21 item 12: same-origin is the scheme too (ws <-> http, wss <-> https)
-        ("https://bridge:8080", "bridge:8080", False, False),  # an https page, a plain ws:// connection
-        ("http://bridge:8443", "bridge:8443", True, False),  # an http page, a wss:// connection
-        ("https://bridge.example", "bridge.example", False, False),  # TLS at a proxy that does not say so
-        ("wss://bridge:8443", "bridge:8443", True, True),
-        ("ws://bridge:8080", "bridge:8080", False, True),
-    ],
-)
-def test_origin_policy(origin, host, secure, allowed):
-    """Same-origin and no-Origin requests pass; other Origins only when listed (globs)."""
-    policy = OriginPolicy(["https://app.example.com", "https://*.apps.example.com/"])
-    assert policy.allows(origin, host, secure) is allowed
-
-
-def test_null_and_star_origins_must_be_listed():
-    """'null' passes only when listed; '*' allows every Origin."""
-    assert OriginPolicy(["null"]).allows("null", "h")
-    assert OriginPolicy(["*"]).allows("http://evil.example", "h")
-
-
-def test_default_websocket_allowed_uses_origins():
-    """Bridge.websocket_allowed reads the request's Origin and Host header."""
-
-    class Request:
-        def __init__(self, origin, host):
-            self.origin = origin
-            self.headers = {"host": host}
-
-    bridge = Bridge(origins="https://app.example.com")
-    assert bridge.websocket_allowed(Request("https://app.example.com", "b:1"))
-    assert bridge.websocket_allowed(Request("http://b:1", "b:1"))
-    assert not bridge.websocket_allowed(Request("https://evil.example", "b:1"))
-
-
-# -- twistd options ------------------------------------------------------------------
-
-
-def test_auth_and_origin_options(tmp_path):
-    """--auth (strcred, repeatable) collects checkers; --origin adds to the config file's origins."""
-    config = tmp_path / "c.toml"
-    config.write_text('origins = ["https://a.example"]\n')
-    options = Options()
-    options.parseOptions(
-        ["--config", str(config), "--auth", "memory:alice:pw", "--auth", "file:/dev/null", "--origin", "https://b.example"]
-    )
-    assert len(options["credCheckers"]) == 2
-    assert set(options["credInterfaces"]) == {IUsernamePassword, IUsernameHashedPassword}
-    assert options.config.origins == ["https://a.example", "https://b.example"]
-
-
-def test_auth_anonymous_checker_is_refused():
-    """--auth anonymous is not supported: anonymous access is --anonymous."""
-    with pytest.raises(usage.UsageError, match="not supported"):
-        Options().parseOptions(["--auth", "anonymous"])
-
-
-def test_unknown_auth_type():
-    with pytest.raises(usage.UsageError, match="not recognized"):
-        Options().parseOptions(["--auth", "nosuch:x"])
-
-
 def test_a_users_ipc_rule_cannot_be_left_with_dot_dot():
     """ipc:///run/users/{authid}/*: alice cannot reach bob's socket through .../alice/../bob/...; the path
     is refused before any rule sees it (the glob alone, whose '*' crosses '/', would have matched)."""
@@ -257,7 +213,8 @@ def test_rule_and_credential_globs_match_tcp_hosts_by_kind():
     assert not rules_allow([UserRule(endpoints=("*.attacker.example:1",))], "a", "user", "call", Endpoint("tcp://10.0.0.5.attacker.example:1"), None)
 
 
-# -- issue 21, item 7: {authid} filters that let one authid read another's ------------------------------------
+# -- issue 21, item 7: {authid} filters that let one authid read another's ---------------------------------------------
+
 
 JOHNS = """
 [[rules]]
@@ -270,6 +227,8 @@ endpoints = ["tcp://127.0.0.1:9001"]
 actions = ["subscribe"]
 filters = ["{authid}/*", "{authrole}:{authid}/*"]
 """
+
+
 PUB2 = Endpoint("tcp://127.0.0.1:9001")
 
 
@@ -290,6 +249,7 @@ def test_a_placeholder_must_be_followed_by_a_literal_delimiter(glob):
 
 
 def test_delimiters_are_read_from_each_placeholder():
+    """Each {authid}/{authrole} placeholder's delimiter is the literal character after it (None: a glob character follows)."""
     assert placeholder_delimiters("{authrole}:{authid}/*") == (("authrole", ":"), ("authid", "/"))
     assert placeholder_delimiters("{authid}*") == (("authid", None),)
     assert placeholder_delimiters("public.*") == ()
@@ -334,3 +294,42 @@ def test_users_that_a_rule_never_serves_are_named_at_load():
         "roles cannot contain (e.g. '/')",
     ]
     assert delimiter_warnings(rules, [("john", "user")]) == []
+
+
+# -- origins -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "origin, host, secure, allowed",
+    [
+        (None, "bridge:8080", False, True),  # no Origin: a non-browser client
+        ("", "bridge:8080", False, True),
+        ("http://bridge:8080", "bridge:8080", False, True),  # same origin
+        ("https://bridge.example", "bridge.example", True, True),  # TLS here or at a proxy that says so
+        ("http://BRIDGE:8080", "bridge:8080", False, True),
+        ("http://bridge:8081", "bridge:8080", False, False),
+        ("http://evil.example", "bridge:8080", False, False),
+        ("http://bridge:8080.evil.example", "bridge:8080", False, False),
+        ("null", "bridge:8080", False, False),
+        ("https://app.example.com", "bridge:8080", False, True),  # listed
+        ("https://x.apps.example.com", "bridge:8080", False, True),  # glob
+        ("https://apps.example.com.evil", "bridge:8080", False, False),
+        ("http://app.example.com", "bridge:8080", False, False),  # scheme matters
+        # issue 21 item 12: same-origin is the scheme too (ws <-> http, wss <-> https)
+        ("https://bridge:8080", "bridge:8080", False, False),  # an https page, a plain ws:// connection
+        ("http://bridge:8443", "bridge:8443", True, False),  # an http page, a wss:// connection
+        ("https://bridge.example", "bridge.example", False, False),  # TLS at a proxy that does not say so
+        ("wss://bridge:8443", "bridge:8443", True, True),
+        ("ws://bridge:8080", "bridge:8080", False, True),
+    ],
+)
+def test_origin_policy(origin, host, secure, allowed):
+    """Same-origin and no-Origin requests pass; other Origins only when listed (globs)."""
+    policy = OriginPolicy(["https://app.example.com", "https://*.apps.example.com/"])
+    assert policy.allows(origin, host, secure) is allowed
+
+
+def test_null_and_star_origins_must_be_listed():
+    """'null' passes only when listed; '*' allows every Origin."""
+    assert OriginPolicy(["null"]).allows("null", "h")
+    assert OriginPolicy(["*"]).allows("http://evil.example", "h")

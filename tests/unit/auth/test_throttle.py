@@ -1,7 +1,7 @@
-"""Login throttling (issue 13, item 9): slow guessing down without locking the real user out.
-
-:class:`zmqwamp.auth.throttle.LoginThrottle` and the login service on a ``Clock``. A real
-bridge with a ``memory:`` checker: tests/e2e/test_login_throttle.py.
+"""zmqwamp.auth.throttle: slow guessing down without locking the real user out (issue 13, item 9; issue 21, item 4):
+failures per address and per authid, the penalty, one check at a time, known addresses, the login deadline.
+LoginThrottle alone and through the login service, on a Clock.  A real bridge with a ``memory:`` checker:
+tests/e2e/test_login_throttle.py.
 """
 
 from __future__ import annotations
@@ -15,17 +15,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
-from zmqwamp import Bridge
 from zmqwamp.auth.cred import Challenge, build_portal
 from zmqwamp.auth.login import LoginService
 from zmqwamp.auth.throttle import LoginThrottle, throttle_host
 from zmqwamp.metrics import BridgeMetrics
-from zmqwamp.service.config import ConfigError, parse_config
-from zmqwamp.service.tap import Options
-
-from memory import pending
-
-# -- the throttle and the login service, on a Clock ----------------------------------
+from zmqwamp.testing import pending
 
 
 @implementer(ICredentialsChecker)
@@ -86,6 +80,32 @@ def fail_logins(throttle, n, host="tcp4:192.0.2.1", authid="alice"):
         throttle.failed(host, authid)
 
 
+# -- failures and the penalty ------------------------------------------------------------------------------------------
+
+
+def test_throttle_grows_per_address_and_expires():
+    """Free failures, then 1, 2, 4 ... seconds up to the cap; per address; forgotten after the window."""
+    clock = Clock()
+    t = LoginThrottle(clock, floor=0.5, cap=5.0, free=2, base=1.0, window=60.0, login_timeout=20.0)
+    delays = []
+    for _ in range(7):
+        delays.append(t.delay("a"))
+        t.failed("a")
+    assert delays == [0, 0, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert t.delay("b") == 0
+    clock.advance(61)
+    assert t.delay("a") == 0
+
+
+def test_throttle_is_bounded():
+    """The failure table never holds more than max_records (peer, authid) pairs; the oldest go first."""
+    t = LoginThrottle(Clock(), max_records=3)
+    for i in range(10):
+        t.failed(f"h{i}", "alice")
+    assert list(t._pairs) == [("h7", "alice"), ("h8", "alice"), ("h9", "alice")]
+    assert t._counts == {("peer", "h7"): 1, ("peer", "h8"): 1, ("peer", "h9"): 1, ("authid", "alice"): 3}
+
+
 def test_failures_count_per_address_and_per_authid():
     """Many authids from one address, or one authid from many addresses: both are slowed down; others are not."""
     t = LoginThrottle(Clock(), free=3, base=1.0, cap=30.0, login_timeout=20.0)
@@ -137,6 +157,9 @@ def test_right_ticket_after_many_wrong_ones_is_checked_before_the_deadline(clock
     again = attempt(logins, "alice")
     checker.answer(1, True)
     assert again[0].authid == "alice"
+
+
+# -- one check at a time -----------------------------------------------------------------------------------------------
 
 
 def test_one_check_at_a_time_per_address_and_per_authid(clock, checker):
@@ -224,24 +247,12 @@ def test_lines_are_forgotten_when_empty(clock, checker):
     assert logins.throttle._lines == {}
 
 
-def test_max_pending_logins_option():
-    """A TOML key and a CLI flag (which wins), positive; it reaches the bridge's throttle with the login deadline."""
-    assert parse_config({"max_pending_logins": 5}).max_pending_logins == 5
-    with pytest.raises(ConfigError, match="max_pending_logins must be positive"):
-        parse_config({"max_pending_logins": 0})
-    options = Options()
-    options.parseOptions(["--max-pending-logins", "7", "--handshake-timeout", "6"])
-    assert options.config.max_pending_logins == 7
-    bridge = Bridge(options.config)
-    bridge.make_service(MemoryReactorClock())
-    throttle = bridge.context.logins.throttle
-    assert (throttle.max_queue, throttle.login_timeout, throttle.budget) == (7, 6.0, 3.0)
-    bridge.context.router.hub._zmq.shutdown()
+# -- issue 21, item 4: a guesser elsewhere cannot lock the user out; guessing stays slow -------------------------------
 
-
-# -- issue 21, item 4: a guesser elsewhere cannot lock the user out; guessing stays slow ----------------------
 
 HOME = "tcp4:192.0.2.1"
+
+
 GUESSER = "tcp4:203.0.113.66"
 
 

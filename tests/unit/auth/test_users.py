@@ -1,30 +1,32 @@
-"""The zmqwamp users file: its format, its checker's reloads, ``main`` in process.
-The ``python -m zmqwamp.users`` CLI as a process: tests/e2e/test_users.py."""
+"""zmqwamp.auth.users: the users file (its format, its decoy secret for unknown authids: issue 13, item 13) and its
+checker (reloads, refusals, the strcred plugin).  The command line: tests/unit/test_users.py and, as a process,
+tests/e2e/test_users.py; two checkers and two bridges of one file: tests/e2e/test_users_decoy.py; what an edit does
+to open sessions: tests/unit/service/test_bridge.py."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 from twisted.cred import strcred
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.logger import formatEvent
+from twisted.python.failure import Failure
 
 from zmqwamp.auth.cred import TicketCredentials
-from zmqwamp.auth.users import UsersFileChecker, UsersFileError, make_record, parse_users, write_users
-from zmqwamp.users import main
+from zmqwamp.auth.users import (
+    HEADER,
+    UsersFileChecker,
+    UsersFileError,
+    make_record,
+    parse_users,
+    read_users,
+    write_users,
+)
+from zmqwamp.testing import fired, pending
 
-from memory import fired, sync
-
-
-def test_main_in_process(tmp_path, monkeypatch, capsys):
-    """main() is callable from Python (used by other tools) with the same behaviour."""
-    import io
-
-    monkeypatch.setattr(sys, "stdin", io.StringIO("secret12\n"))
-    assert main(["add", str(tmp_path / "u"), "carol", "--iterations", "1000", "--password-stdin"]) == 0
-    assert main(["list", str(tmp_path / "u")]) == 0
-    assert capsys.readouterr().out.endswith("carol\tuser\n")
+from memory import edit_users, sync
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,7 @@ def test_file_errors_name_the_line(line, message):
 
 
 def test_duplicate_authid_is_an_error():
+    """An authid on two lines is an error."""
     record = make_record("alice", "pw", iterations=1000)
     with pytest.raises(UsersFileError, match="appears twice"):
         parse_users(record.line() * 2)
@@ -81,3 +84,62 @@ def test_plugin_is_found_by_strcred(tmp_path):
     assert isinstance(checker, UsersFileChecker)
     with pytest.raises(strcred.InvalidAuthType):
         strcred.makeChecker("zmqwamp-user:x")
+
+
+def test_a_login_checked_while_the_file_changed_does_not_open(users):
+    """alice's key was being derived from her old record when the file changed (and the change was announced,
+    ending her other sessions): that login is refused, not opened with the old role after the fact."""
+    running_derivations = []
+
+    def run(f, *args):
+        d = Deferred()
+        running_derivations.append((d, f, args))
+        return d
+
+    checker = UsersFileChecker(users, run=run)
+    result = pending(checker.requestAvatarId(TicketCredentials("alice", "pw-alice")))
+    edit_users(users, lambda u: u.update(alice=make_record("alice", "pw-alice", "admin", iterations=1000)))
+    checker.refresh()
+    d, f, args = running_derivations[0]
+    d.callback(f(*args))  # the right ticket for the old record
+    assert isinstance(result[0], Failure) and result[0].check(UnauthorizedLogin)
+    again = pending(checker.requestAvatarId(TicketCredentials("alice", "pw-alice")))
+    d, f, args = running_derivations[1]
+    d.callback(f(*args))
+    assert again[0].authrole == "admin"
+
+
+def old_file(path, users):
+    """A users file as the CLI wrote it before decoy secrets (no secret line)."""
+    path.write_text(HEADER + "".join(record.line() for record in users.values()))
+    os.chmod(path, 0o600)
+
+
+def test_a_file_without_a_secret_is_warned_about_once_and_keeps_working(tmp_path, log_events):
+    """An old file (no secret): one warning at load saying how to add one; decoys are per process as before;
+    logins still work."""
+    path = tmp_path / "users"
+    old_file(path, {"alice": make_record("alice", "pa55word", iterations=1000)})
+    one, two = UsersFileChecker(path, run=sync), UsersFileChecker(path, run=sync)
+    assert one.wampcra_salt(b"mallory") != two.wampcra_salt(b"mallory")
+    assert fired(one.requestAvatarId(TicketCredentials("alice", "pa55word"))).authid == "alice"
+    os.utime(path, ns=(0, 1))  # a changed mtime: re-read, and no second warning
+    one.wampcra_salt(b"mallory")
+    warnings = [formatEvent(e) for e in log_events if "decoy" in formatEvent(e)]
+    assert len(warnings) == 2, warnings  # one per checker
+    assert f"python -m zmqwamp.users decoy-secret {path}" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("# decoy-secret: not*base64", "decoy secret"),
+        ("# decoy-secret: c2hvcnQ=", "at least 16 bytes"),
+    ],
+)
+def test_a_broken_secret_line_is_an_error(tmp_path, line, message):
+    """A decoy-secret line that is not base64, or too short, is an error naming it."""
+    path = tmp_path / "users"
+    path.write_text(line + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_users(path)

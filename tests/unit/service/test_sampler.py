@@ -12,11 +12,12 @@ import zmqwamp
 from zmqwamp.service import sampler as sampler_module
 from zmqwamp.service.lifecycle import Status
 from zmqwamp.service.sampler import StatusSampler
+from zmqwamp.testing import joined, make_world, received, send
 from zmqwamp.transport.guard import ConnectionCounter
 from zmqwamp.upstream.endpoints import Endpoint, EndpointResolver
 from zmqwamp.upstream.errors import CallTimedOut
 
-from memory import PUB, REP, joined, make_world, received, send
+from memory import PUB, REP
 
 DEAD = "tcp://127.0.0.1:9998"
 
@@ -39,7 +40,6 @@ def bridge():
     world = make_world(resolver=resolver)
     world.router.start()  # the alias's history
     forwarder = world.forwarder
-    forwarder.addresses = []
     connections = ConnectionCounter(100, 10)
     status = Status(world.registry, cast(Any, forwarder), world.hub, connections=connections, resolver=resolver)
     process = Process()
@@ -138,7 +138,7 @@ def test_endpoints_show_their_connections_subscriptions_history_and_state(bridge
     for i in range(4):
         call(world, session, channel, REP, 100 + i).callback([b"ok"])
     call(world, session, channel, DEAD, 200).errback(CallTimedOut("no reply"))
-    forwarder.addresses = [DEAD, REP]
+    assert forwarder.addresses == sorted([DEAD, REP])  # the calls opened them
     clock.advance(2.0)
     rows = {row["name"]: row for row in document(sampler)["endpoints"]}
     assert set(rows) == {"ticks", REP, DEAD}
@@ -159,7 +159,7 @@ def test_endpoints_show_their_connections_subscriptions_history_and_state(bridge
     clock.advance(sampler_module.STATE_WINDOW + 2.0)
     states = {row["name"]: row["state"] for row in document(sampler)["endpoints"]}
     assert states[REP] == states[DEAD] == "idle"
-    forwarder.addresses = []
+    forwarder.close()  # the REQ connections closed
     clock.advance(2.0)
     assert {row["name"]: row["state"] for row in document(sampler)["endpoints"]}[REP] == "closed"
 

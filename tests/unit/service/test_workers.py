@@ -24,6 +24,7 @@ def test_the_ports_of_tcp_listen_endpoints():
 
 
 def test_anything_but_tcp_is_refused():
+    """--workers shares plain tcp: listen endpoints only; anything else is refused, saying so."""
     with pytest.raises(WorkersUnsupported, match="plain tcp: listen endpoints only"):
         tcp_listens(MemoryReactorClock(), ["ssl:8443:privateKey=k.pem"])
 

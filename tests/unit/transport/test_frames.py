@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqwamp import internals
+from zmqwamp.testing import open_websocket
 from zmqwamp.transport import frames as frames_module
 from zmqwamp.transport.frames import FragmentLimit, WholeFrameReader, whole_data_frame
 
-from memory import open_websocket
 from minws import encode_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
@@ -30,12 +30,14 @@ KEY = b"\x12\x34\xab\xcd"
 @pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 125, 126, 127, 1000, 65535])
 @pytest.mark.parametrize("opcode", [TEXT, BINARY])
 def test_whole_frame_is_read_and_unmasked(opcode, length):
+    """A whole masked text or binary frame, of any length the limit allows, is read and unmasked in one go."""
     payload = (b"abcdefghij" * 6554)[:length]
     frame = encode_frame(opcode, payload, key=KEY)
     assert whole_data_frame(frame, 0, 65535) == (payload, opcode == BINARY, len(frame))
 
 
 def test_frames_back_to_back_are_read_one_after_the_other():
+    """Frames back to back in one read are taken one after the other; a partial frame at the end waits."""
     data = encode_frame(TEXT, b"one", key=KEY) + encode_frame(BINARY, b"\x00two", key=os.urandom(4)) + b"\x81"
     first = whole_data_frame(data, 0, 1000)
     assert first[:2] == (b"one", False)
@@ -66,10 +68,12 @@ def test_frames_back_to_back_are_read_one_after_the_other():
     ],
 )
 def test_anything_else_is_left_to_autobahn(frame, why):
+    """Fragments, control frames, reserved bits or opcodes, unmasked or oddly sized frames, over the limit, bad UTF-8: left to autobahn."""
     assert whole_data_frame(frame, 0, 1000) is None, why
 
 
 def test_every_prefix_of_a_frame_waits_for_the_rest():
+    """No prefix of a frame is taken for a frame: the fast path waits for the rest."""
     frame = encode_frame(TEXT, b"x" * 300, key=KEY)
     for cut in range(len(frame)):
         assert whole_data_frame(frame, 0, 1000) is not None
@@ -77,6 +81,7 @@ def test_every_prefix_of_a_frame_waits_for_the_rest():
 
 
 def test_binary_payloads_need_not_be_utf8():
+    """A binary frame's payload is taken as it is, UTF-8 or not."""
     frame = encode_frame(BINARY, b"\xff", key=KEY)
     assert whole_data_frame(frame, 0, 1000) == (b"\xff", True, len(frame))
 
@@ -173,6 +178,7 @@ def split_after_header(frame: bytes) -> list[bytes]:
     ],
 )
 def test_fast_path_does_what_autobahn_does_at_the_edges(reads, why):
+    """At the edges (fragments around pings, a frame inside a payload, after a drop or a close) the fast path and autobahn agree."""
     assert outcome(FastRecording, reads) == outcome(Recording, reads), why
 
 

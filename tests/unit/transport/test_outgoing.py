@@ -83,6 +83,7 @@ def test_drop_oldest_keeps_the_newest_events(wire, log_events):
 
 
 def test_drop_newest_keeps_the_oldest_events(wire, log_events):
+    """drop_newest: a full buffer keeps the oldest events and drops the new ones, counted, with one warning."""
     wire.buf.pauseProducing()
     for i in range(25):
         wire.send(f"e{i}", 10, DROP_NEWEST)
@@ -126,6 +127,7 @@ def test_undeliverable_reply_closes(wire):
 
 
 def test_drop_oldest_with_only_replies_queued_drops_the_event(wire):
+    """drop_oldest with only replies queued drops the new event itself (a reply is never dropped) and does not close."""
     wire.buf.pauseProducing()
     for i in range(10):
         wire.send(f"r{i}", 10)
@@ -154,6 +156,7 @@ def test_stop_producing_frees_and_logs_the_burst(wire, log_events):
 
 
 def test_gauge_is_shared_across_connections():
+    """zmqwamp_outgoing_buffered_bytes sums every connection's buffer; a connection that stops takes its share off."""
     metrics = BridgeMetrics()
     a = OutgoingBuffer(100, lambda t: None, metrics)
     b = OutgoingBuffer(100, lambda t: None, metrics)

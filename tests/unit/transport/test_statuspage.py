@@ -14,12 +14,13 @@ from twisted.internet.testing import StringTransport
 from zmqwamp.peers import ClientAddresses
 from zmqwamp.service.bridge import websocket_options
 from zmqwamp.service.config import BridgeConfig
+from zmqwamp.testing import make_world
 from zmqwamp.transport.guard import ConnectionGuardFactory
 from zmqwamp.transport.site import build_site
 from zmqwamp.transport.statuspage import STATUS_HTML, content_security_policy
 from zmqwamp.transport.websocket import WampServerFactory
 
-from memory import FakeStatus, make_world
+from memory import FakeStatus
 
 HTML = STATUS_HTML.read_bytes()
 

@@ -33,6 +33,7 @@ class Conn:
 
 
 def test_write_batch_flushes_once_at_the_outer_release():
+    """A write batch flushes each connection once, at the outer release of nested holds."""
     log: list = []
     writes = WriteBatch()
     writes.hold()
@@ -49,6 +50,7 @@ def test_write_batch_flushes_once_at_the_outer_release():
 
 
 def test_write_batch_one_failure_does_not_keep_the_others(log_events):
+    """A connection whose flush fails is logged once and the others are flushed all the same."""
     log: list = []
     writes = WriteBatch()
     writes.hold()
@@ -112,6 +114,7 @@ def make_protocol(socket: FakeSocket) -> tuple[WampServerProtocol, FakeTransport
 
 
 def test_write_outside_a_batch_goes_to_the_socket_at_once():
+    """Outside a batch each frame goes to the socket at once, not through the transport."""
     sock = FakeSocket()
     proto, transport, _ = make_protocol(sock)
     proto._writer.write(b"one")
@@ -120,6 +123,7 @@ def test_write_outside_a_batch_goes_to_the_socket_at_once():
 
 
 def test_writes_in_a_batch_go_out_in_one_send_at_its_end():
+    """Frames written during a batch leave in one send when it ends."""
     sock = FakeSocket()
     proto, transport, writes = make_protocol(sock)
     writes.hold()
@@ -131,6 +135,7 @@ def test_writes_in_a_batch_go_out_in_one_send_at_its_end():
 
 
 def test_what_the_kernel_does_not_take_goes_to_the_transport_and_keeps_the_order():
+    """What the kernel does not take goes to Twisted's transport, and later frames queue behind it, in order."""
     sock = FakeSocket(take=4)
     proto, transport, writes = make_protocol(sock)
     proto._writer.write(b"0123456789")
@@ -141,12 +146,14 @@ def test_what_the_kernel_does_not_take_goes_to_the_transport_and_keeps_the_order
 
 @pytest.mark.parametrize("error", [BlockingIOError(11, "again"), BrokenPipeError(32, "broken pipe")])
 def test_socket_errors_leave_the_frame_to_the_transport(error):
+    """A socket error (EAGAIN, EPIPE) leaves the frame to Twisted's transport."""
     proto, transport, _ = make_protocol(FakeSocket(error=error))
     proto._writer.write(b"frame")
     assert transport.written == [b"frame"]
 
 
 def test_closing_transport_gets_frames_through_twisted():
+    """Once the transport is closing, frames go through Twisted, not to the socket."""
     sock = FakeSocket()
     proto, transport, _ = make_protocol(sock)
     transport.disconnecting = True
@@ -176,6 +183,7 @@ def test_autobahn_writes_outside_a_batch_go_to_the_socket_at_once():
 
 
 def test_a_large_batch_is_sent_once_past_the_cork_limit():
+    """Held frames go out as soon as they pass CORK_LIMIT, not only at the batch's end."""
     sock = FakeSocket()
     proto, _, writes = make_protocol(sock)
     frame = b"x" * (CORK_LIMIT // 4 + 1)
@@ -200,6 +208,7 @@ def bare_tcp_connection(without: str = "") -> tcp.Connection:
 
 
 def test_plain_tcp_takes_a_tcp_connection_with_the_internals_it_reads():
+    """plain_tcp takes a plain tcp.Connection with the internals it reads, and nothing else (not TLS, not another transport)."""
     connection = bare_tcp_connection()
     assert plain_tcp(connection) is connection
     connection.TLS = True

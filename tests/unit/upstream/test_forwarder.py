@@ -35,6 +35,7 @@ def reply(forwarder, msg_id, *frames):
 
 
 def test_replies_are_matched_to_their_requests(setup):
+    """Replies in any order reach the request each answers, by the envelope id on the shared DEALER."""
     forwarder, _, _ = setup
     results = {}
     for i in range(3):
@@ -46,6 +47,7 @@ def test_replies_are_matched_to_their_requests(setup):
 
 
 def test_deadline_fails_the_call_and_drops_the_late_reply(setup):
+    """At its deadline a request fails with CallTimedOut and is forgotten; its late reply is dropped and counted."""
     forwarder, clock, metrics = setup
     d = forwarder.request(ADDR, [b"x"], 2.0)
     [msg_id] = ids(forwarder)
@@ -61,6 +63,7 @@ def test_deadline_fails_the_call_and_drops_the_late_reply(setup):
 
 
 def test_late_reply_never_reaches_a_later_call(setup):
+    """A reply to a request that timed out never answers a later request to the same address."""
     forwarder, clock, _ = setup
     first = forwarder.request(ADDR, [b"1"], 1.0)
     first.addErrback(lambda f: None)
@@ -77,6 +80,7 @@ def test_late_reply_never_reaches_a_later_call(setup):
 
 
 def test_cancel_forgets_the_request(setup):
+    """Cancelling a request fails it with CancelledError and forgets it."""
     forwarder, _, _ = setup
     d = forwarder.request(ADDR, [b"x"], 5)
     d.cancel()
@@ -87,6 +91,7 @@ def test_cancel_forgets_the_request(setup):
 
 
 def test_malformed_reply_is_dropped_and_counted(setup):
+    """A reply without the envelope is dropped and counted; the requests waiting stay."""
     forwarder, _, metrics = setup
     forwarder.request(ADDR, [b"x"], 5).addErrback(lambda f: None)
     forwarder._connections[ADDR].messageReceived([b"no-envelope"])
@@ -95,6 +100,7 @@ def test_malformed_reply_is_dropped_and_counted(setup):
 
 
 def test_idle_connection_is_closed(setup):
+    """A connection is closed idle_close seconds after its last request ended (not while one waits), and its gauge drops."""
     forwarder, clock, metrics = setup
     d = forwarder.request(ADDR, [b"x"], 5)
     reply(forwarder, ids(forwarder)[0], b"ok")
@@ -109,6 +115,7 @@ def test_idle_connection_is_closed(setup):
 
 
 def test_refused_send_fails_the_call_as_backend_unavailable(setup, monkeypatch):
+    """A send ZeroMQ refuses (EAGAIN: its queue is full) fails the request with BackendUnavailable naming the address."""
     import zmq
 
     from zmqwamp.upstream import forwarder as fwd
@@ -128,6 +135,7 @@ def test_refused_send_fails_the_call_as_backend_unavailable(setup, monkeypatch):
 
 
 def test_request_cancelled_before_its_batch_is_never_sent(setup, monkeypatch):
+    """A request cancelled before the end of the reactor turn is left out of the batch sent then."""
     from zmqwamp.upstream import forwarder as fwd
 
     forwarder, clock, _ = setup
@@ -146,6 +154,7 @@ def conn(forwarder):
 
 
 def test_requests_with_one_timeout_share_one_timer_and_expire_each_at_its_deadline(setup):
+    """Requests with the same timeout share one timer, yet each fails at its own deadline, and nothing is left after."""
     forwarder, clock, _ = setup
     failed = {}
     for i in range(5):
@@ -161,6 +170,7 @@ def test_requests_with_one_timeout_share_one_timer_and_expire_each_at_its_deadli
 
 
 def test_different_timeouts_expire_independently(setup):
+    """A short timeout fires on time behind a longer one."""
     forwarder, clock, _ = setup
     failed = []
     forwarder.request(ADDR, [b"long"], 10.0).addErrback(lambda f: failed.append("long"))
@@ -172,6 +182,7 @@ def test_different_timeouts_expire_independently(setup):
 
 
 def test_answered_requests_do_not_pile_up_in_the_deadline_queue(setup):
+    """1,000 answered requests leave at most two entries in the deadline queue, and no timer once the connection closes."""
     forwarder, clock, _ = setup
     got = []
     for _i in range(1000):
@@ -185,6 +196,7 @@ def test_answered_requests_do_not_pile_up_in_the_deadline_queue(setup):
 
 
 def test_a_timeout_callback_that_sends_again_keeps_one_timer(setup):
+    """A request sent again from a timeout's errback keeps one timer for that timeout, and none once done."""
     forwarder, clock, _ = setup
     outcomes = []
 
@@ -275,6 +287,7 @@ def test_at_the_limit_the_least_recently_used_idle_connection_makes_room(limited
 
 
 def test_a_session_at_its_cap_is_refused_while_another_is_not(limited):
+    """A session at max_endpoints_per_session gets LimitExceeded for a new address, not for an open one; another session is not held back."""
     forwarder, _, _, budget, _ = limited
     budget.max_per_session, budget.max_total = 2, 10
     me, other = Session(), Session("tcp4:127.0.0.2:1")
@@ -313,6 +326,7 @@ def test_a_host_name_being_resolved_holds_its_requests_not_anyone_elses(limited)
 
 
 def test_a_name_that_does_not_resolve_fails_its_requests_and_closes(limited):
+    """A host name that does not resolve fails its requests with BackendUnavailable and closes its connection and its charge."""
     forwarder, clock, metrics, budget, names = limited
     d = forwarder.request("tcp://nope.example:7", [b"x"], 5, Session())
     names.pending["tcp://nope.example:7"].errback(NameNotResolved("host name 'nope.example' did not resolve: unknown"))

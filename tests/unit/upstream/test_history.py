@@ -10,6 +10,7 @@ def ids(held) -> list[int]:
 
 
 def test_bounded_by_count_oldest_evicted_first():
+    """Past max_messages the oldest message goes first, and the ring no longer covers the ids before the oldest kept."""
     ring = MessageHistory(3, 1000)
     ring.restart(0)
     for pid in range(1, 6):
@@ -20,6 +21,7 @@ def test_bounded_by_count_oldest_evicted_first():
 
 
 def test_bounded_by_bytes_counting_every_frame_and_the_overhead():
+    """max_bytes counts each message's frames and Python's overhead per message and per frame; the oldest go to make room."""
     two, one = message_cost([b"aaaa", b"b"]), message_cost([b"cccc"])
     assert two == one + 1 + 56 and one == 184 + 56 + 4  # the per-message and per-frame overhead counts
     ring = MessageHistory(100, two + one + 10)
@@ -33,6 +35,7 @@ def test_bounded_by_bytes_counting_every_frame_and_the_overhead():
 
 
 def test_a_message_over_max_bytes_is_not_kept_and_restarts_coverage():
+    """A message larger than the whole ring is not kept: the ring empties and starts again after it, with no stale last value."""
     ring = MessageHistory(100, message_cost([b"x" * 10]))
     ring.restart(0)
     ring.add(1, [b"small"])
@@ -47,6 +50,7 @@ def test_a_message_over_max_bytes_is_not_kept_and_restarts_coverage():
 
 
 def test_newest_matching_a_prefix_of_the_first_frame():
+    """The last value for a filter is the newest message whose first frame starts with it (later frames do not count)."""
     ring = MessageHistory(10, 1000)
     ring.restart(0)
     ring.add(1, [b"eur 1"])
@@ -60,6 +64,7 @@ def test_newest_matching_a_prefix_of_the_first_frame():
 
 
 def test_since_in_order_after_the_id_matching_the_filter():
+    """since(id, filter): the messages after id that match, in order; the ring covers the ids since it started."""
     ring = MessageHistory(10, 1000)
     ring.restart(10)
     for pid, topic in [(11, b"a"), (13, b"b"), (14, b"a"), (20, b"a")]:  # ids are shared by every address
@@ -71,6 +76,7 @@ def test_since_in_order_after_the_id_matching_the_filter():
 
 
 def test_restart_forgets_and_moves_the_coverage_start():
+    """restart(id) forgets every message and covers only from id on."""
     ring = MessageHistory(10, 1000)
     ring.restart(0)
     ring.add(1, [b"a"])
@@ -81,6 +87,7 @@ def test_restart_forgets_and_moves_the_coverage_start():
 
 @pytest.mark.parametrize("count, size", [(0, 10), (10, 0), (-1, 10)])
 def test_empty_bounds_refused(count, size):
+    """A ring of no messages or no bytes is refused (ValueError)."""
     with pytest.raises(ValueError):
         MessageHistory(count, size)
 
@@ -123,6 +130,7 @@ def test_position_after_is_a_binary_search_over_publication_ids():
 
 
 def test_a_restart_bumps_the_generation_and_positions_go_on():
+    """A restart starts a new generation whose positions go on from the old end, so a replay's cursor can tell."""
     ring = MessageHistory(10, 1 << 20)
     ring.restart(0)
     for pid in (1, 2, 3):

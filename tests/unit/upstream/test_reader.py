@@ -10,11 +10,10 @@ import zmq
 from twisted.internet.testing import MemoryReactorClock
 
 from zmqwamp import internals
+from zmqwamp.testing import fired
 from zmqwamp.upstream import forwarder, reader
 from zmqwamp.upstream.forwarder import UpstreamRequestConnection
 from zmqwamp.upstream.reader import BridgeZmqFactory, cython_socket_method
-
-from memory import fired
 
 
 def test_the_cython_methods_are_used_when_pyzmq_has_them():

@@ -1,7 +1,8 @@
-"""History replays in memory (issue 21, zmqwamp/upstream/replay.py): in steps across reactor turns, catching up with what
+"""zmqwamp.upstream.replay: history replays in memory (issue 21): in steps across reactor turns, catching up with what
 arrives meanwhile, joining live delivery in the turn they reach the ring's end, gaps, a full outgoing buffer,
-duplicate SUBSCRIBEs, the cost charged per client address, leaving and revocation during a replay; plus the
-publication counter per address (item 12), the SUBSCRIBE rate (item 2) and a reload during a SUBSCRIBE (item 9).
+duplicate SUBSCRIBEs, the cost charged per client address, leaving and revocation during a replay.  The publication
+counter per address: test_hub.py; the SUBSCRIBE rate: tests/unit/wamp/test_session.py; a reload during a SUBSCRIBE:
+tests/unit/wamp/test_router.py.
 
 The replays' cooperator is stepped by the test (:class:`Steps`): one replay step per tick, so a test can publish
 between two steps as the SUB socket would between two reactor turns.
@@ -10,15 +11,14 @@ between two steps as the SUB socket would between two reactor turns.
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 
+from zmqwamp.testing import events, joined, received, send
 from zmqwamp.upstream.endpoints import Endpoint
 from zmqwamp.upstream.history import message_cost
 from zmqwamp.upstream.replay import SEND_STEP, ReplayBudget, Replayer
-from zmqwamp.wamp.limits import SessionLimits
 
-from memory import PUB, SlowNames, joined, new_session, received, run_replays, send
+from memory import PUB, SlowNames, configure, publish_each
 
 TICKS = Endpoint(PUB, kind="sub", alias="ticks", history=1000, history_bytes=1 << 24, keep_open=True)
 LIMIT = "zmqwamp.error.limit_exceeded"
@@ -78,25 +78,8 @@ def steps(world) -> Steps:
     return s
 
 
-def configure(world, *endpoints: Endpoint) -> None:
-    world.router.resolver.aliases = {e.alias: e for e in endpoints}
-    world.hub.configure_history(endpoints)
-
-
-def publish(world, *messages: bytes, address: str = PUB) -> list[int]:
-    ids = []
-    for message in messages:
-        world.hub._message(address, [message])
-        ids.append(world.hub.last_publication(address))
-    return ids
-
-
 def numbered(world, n: int, prefix: bytes = b"m") -> list[int]:
-    return publish(world, *[b"%s %d" % (prefix, i) for i in range(n)])
-
-
-def events(channel) -> list[list]:
-    return [msg for msg in received(channel) if msg[0] == 36]
+    return publish_each(world, *[b"%s %d" % (prefix, i) for i in range(n)])
 
 
 def ids_of(channel) -> list[int]:
@@ -137,6 +120,7 @@ def test_a_replay_runs_in_steps_across_reactor_turns(world, steps):
 
 
 def test_what_arrives_during_a_replay_is_caught_up_then_live_nothing_lost_or_twice(world, steps):
+    """Messages that arrive while a replay runs are replayed too; the subscriber joins live in the turn it catches up: each once, in order."""
     held = numbered(world, 300)
     _, watcher, sid = start(world, {})  # live all along
     session, channel, sid2 = start(world, {"_since": held[9]})
@@ -155,6 +139,7 @@ def test_what_arrives_during_a_replay_is_caught_up_then_live_nothing_lost_or_twi
 
 
 def test_replays_of_several_sessions_take_turns(world, steps):
+    """Replays take turns, one step of SEND_STEP EVENTs each, and all finish."""
     held = numbered(world, 1000)
     _, a, _ = start(world, {"_since": 0})
     _, b, _ = start(world, {"_since": 0})
@@ -171,7 +156,7 @@ def test_since_above_any_id_of_that_address_costs_a_binary_search_and_says_histo
     _, channel, _ = start(world, {"_since": 2**53})
     steps.run()
     assert sample(world, "zmqwamp_history_scanned_total") == 0 and events(channel) == []
-    (live,) = publish(world, b"next")
+    (live,) = publish_each(world, b"next")
     assert events(channel) == [
         [36, events(channel)[0][1], live, {"_epoch": world.hub.epoch, "_gap": {"since": 2**53, "reason": "history", "first": live}}, ["next"]]
     ]
@@ -181,6 +166,7 @@ def test_since_above_any_id_of_that_address_costs_a_binary_search_and_says_histo
 
 
 def test_eviction_past_the_cursor_is_a_history_gap_then_the_rest_in_order(world):
+    """Messages evicted before the replay reached them become one _gap (reason history); the rest follow in order."""
     steps = use_replayer(world)
     configure(world, Endpoint(PUB, kind="sub", alias="ticks", history=200, history_bytes=1 << 24, keep_open=True))
     held = numbered(world, 200)
@@ -199,6 +185,7 @@ def test_eviction_past_the_cursor_is_a_history_gap_then_the_rest_in_order(world)
 
 
 def test_a_ring_that_starts_again_during_a_replay_is_a_history_gap_and_the_subscriber_joins_live(world):
+    """A ring that starts again under a running replay ends it: the subscriber joins live, its next EVENT carries the _gap."""
     steps = use_replayer(world)
     ticks = Endpoint(PUB, kind="sub", alias="ticks", history=1000, history_bytes=message_cost([b"x" * 100]) * 1000,
                      keep_open=True)
@@ -206,15 +193,16 @@ def test_a_ring_that_starts_again_during_a_replay_is_a_history_gap_and_the_subsc
     held = numbered(world, 500)
     _, channel, _ = start(world, {"_since": 0})
     steps.tick()
-    publish(world, b"x" * (message_cost([b"x" * 100]) * 1000))  # too large to keep: the ring starts again
+    publish_each(world, b"x" * (message_cost([b"x" * 100]) * 1000))  # too large to keep: the ring starts again
     steps.run()
-    (live,) = publish(world, b"after")
+    (live,) = publish_each(world, b"after")
     got = events(channel)
     assert [e[2] for e in got] == held[:SEND_STEP] + [live]
     assert got[-1][3]["_gap"] == {"since": held[SEND_STEP - 1], "reason": "history", "first": live}
 
 
 def test_a_full_outgoing_buffer_stops_the_replay_and_the_client_can_resume_from_the_gap(world, steps):
+    """A full outgoing buffer stops the replay (the subscriber goes live, owed a slow_consumer _gap); SUBSCRIBE again with that _since resumes it, nothing lost."""
     held = numbered(world, 500)
     session, channel = joined(world)
     channel.room = 10 * 60  # about ten EVENTs, then the client reads nothing
@@ -225,11 +213,11 @@ def test_a_full_outgoing_buffer_stops_the_replay_and_the_client_can_resume_from_
     last = got[-1][2]
     assert world.hub.replayer.running == 0  # stopped, not waiting: the subscriber is live now
     assert sample(world, "zmqwamp_history_gaps_total", reason="slow_consumer") == 1
-    (skipped,) = publish(world, b"while full")  # live, but no room: skipped, still within the gap owed
+    (skipped,) = publish_each(world, b"while full")  # live, but no room: skipped, still within the gap owed
     assert len(events(channel)) == len(got)
     assert sample(world, "zmqwamp_dropped_total", reason="slow_consumer") == 1
     channel.room = 1 << 30  # the client reads again
-    (live,) = publish(world, b"after")
+    (live,) = publish_each(world, b"after")
     gap_event = events(channel)[-1]
     assert gap_event[2] == live and gap_event[3]["_gap"] == {"since": last, "reason": "slow_consumer", "first": live}
     # resume: SUBSCRIBE again with _since = the gap's since (WAMP: the same subscription id)
@@ -237,18 +225,19 @@ def test_a_full_outgoing_buffer_stops_the_replay_and_the_client_can_resume_from_
     send(session, 32, 2, {"_since": last, "_epoch": world.hub.epoch}, "ticks")
     assert received(channel)[0][:2] == [33, 2]
     steps.run()
-    (more,) = publish(world, b"more")
+    (more,) = publish_each(world, b"more")
     assert ids_of(channel) == held[len(got) :] + [skipped, live, more]
 
 
 def test_get_retained_with_a_full_buffer_says_slow_consumer_since_the_subscribe(world, steps):
+    """get_retained into a full buffer sends nothing and the next EVENT says slow_consumer since the SUBSCRIBE."""
     numbered(world, 10)
     session, channel = joined(world)
     channel.room = 0
     send(session, 32, 1, {"get_retained": True}, "ticks")
     steps.run()
     channel.room = 1 << 30
-    (live,) = publish(world, b"next")
+    (live,) = publish_each(world, b"next")
     (event,) = events(channel)
     assert event[3]["_gap"] == {"since": live - 1, "reason": "slow_consumer", "first": live}
 
@@ -260,24 +249,25 @@ def test_get_retained_scans_back_in_steps_then_sends_what_arrived_during_the_sca
     """1,000 get_retained SUBSCRIBEs with a filter matching nothing walked the ring each (10 s): now in steps,
     charged; the newest match at SUBSCRIBE time, then the matches that arrived during the scan, then live."""
     configure(world, Endpoint(PUB, kind="sub", alias="ticks", history=20_000, history_bytes=1 << 26, keep_open=True))
-    (old,) = publish(world, b"eur old")
+    (old,) = publish_each(world, b"eur old")
     numbered(world, 10_000, b"usd")
     _, channel, _ = start(world, {"get_retained": True, "_filter": "eur"})
     steps.tick()
     assert events(channel) == []  # 4,096 looked at, no match yet
-    new1, _, new2 = publish(world, b"eur new 1", b"usd x", b"eur new 2")
+    new1, _, new2 = publish_each(world, b"eur new 1", b"usd x", b"eur new 2")
     steps.run()
-    (live,) = publish(world, b"eur live")
+    (live,) = publish_each(world, b"eur live")
     got = events(channel)
     assert [(e[2], e[3].get("retained", False)) for e in got] == [(old, True), (new1, False), (new2, False), (live, False)]
     assert sample(world, "zmqwamp_history_scanned_total") == 10_001 + 3
 
 
 def test_get_retained_with_nothing_matching_sends_nothing_and_joins_live(world, steps):
+    """get_retained with no match in the ring (however large) sends nothing and the subscriber gets the next live EVENT."""
     numbered(world, 5000, b"usd")
     _, channel, _ = start(world, {"get_retained": True, "_filter": "chf"})
     steps.run()
-    (live,) = publish(world, b"chf 1")
+    (live,) = publish_each(world, b"chf 1")
     assert [(e[2], e[3]) for e in events(channel)] == [(live, {"_epoch": world.hub.epoch})]
 
 
@@ -301,6 +291,7 @@ def test_a_subscribe_again_with_a_recovery_while_its_replay_runs_is_refused(worl
 
 
 def test_unsubscribe_during_a_replay_stops_it(world, steps):
+    """UNSUBSCRIBE during a replay stops it at once: no more EVENTs, no task left."""
     numbered(world, 1000)
     session, channel, sid = start(world, {"_since": 0})
     steps.tick()
@@ -308,11 +299,12 @@ def test_unsubscribe_during_a_replay_stops_it(world, steps):
     assert received(channel)[-1] == [35, 2]
     assert steps.run() == 0 and len(events(channel)) == SEND_STEP
     assert world.hub.replayer.running == 0 and not world.hub.replayer.cooperator._tasks
-    publish(world, b"after")
+    publish_each(world, b"after")
     assert len(events(channel)) == SEND_STEP
 
 
 def test_the_session_ending_during_a_replay_stops_it(world, steps):
+    """A session that ends during its replay stops the replay and leaves the subscription."""
     numbered(world, 1000)
     session, channel, sid = start(world, {"_since": 0})
     steps.tick()
@@ -323,6 +315,7 @@ def test_the_session_ending_during_a_replay_stops_it(world, steps):
 
 
 def test_a_revocation_during_a_replay_stops_it(world, steps):
+    """A subscription revoked during its replay: UNSUBSCRIBED 0, and the replay stops."""
     numbered(world, 1000)
     session, channel, sid = start(world, {"_since": 0}, roles={"subscriber": {"features": {"subscription_revocation": True}}})
     steps.tick()
@@ -352,6 +345,7 @@ def test_a_subscribe_that_has_to_wait_for_the_name_replays_once_subscribed(world
 
 
 def test_replay_work_is_charged_to_the_client_address(world):
+    """Replay work is charged to the client's address: two sessions of one address share its rate, another address is not held back."""
     steps = use_replayer(world, rate=640, burst=640)  # 640 EVENTs a second (and a held message 1/100 of one)
     configure(world, TICKS)
     numbered(world, 1000)
@@ -375,6 +369,7 @@ def test_replay_work_is_charged_to_the_client_address(world):
 
 
 def test_budgets_of_addresses_that_refilled_are_forgotten():
+    """The budgets of addresses whose bucket is full again are forgotten, so the table stays small."""
     clock = [0.0]
     budget = ReplayBudget(10, clock=lambda: clock[0])
     for i in range(1100):
@@ -388,7 +383,7 @@ def test_undecodable_held_messages_are_logged_once_per_replay_with_the_count(wor
     """Item 6: a json-codec alias holding non-JSON messages logged one warning per held message for each _since: 0."""
     configure(world, Endpoint(PUB, kind="sub", alias="ticks", codec="json", history=1000, history_bytes=1 << 24,
                               keep_open=True))
-    publish(world, *[b"not json %d" % i for i in range(200)], b"[1]")
+    publish_each(world, *[b"not json %d" % i for i in range(200)], b"[1]")
     log_events.clear()
     _, channel, _ = start(world, {"_since": 0})
     steps.run()
@@ -397,124 +392,3 @@ def test_undecodable_held_messages_are_logged_once_per_replay_with_the_count(wor
     assert len(lines) == 1, [e.get("log_format") for e in lines[:3]]
     assert "not decodable" in lines[0]["log_format"] and lines[0]["n"] == 200
     assert sample(world, "zmqwamp_dropped_total", reason="event_codec") == 200
-
-
-# -- item 12: a publication counter per address ----------------------------------------------------------------------
-
-
-def test_publication_ids_count_per_address_and_tell_nothing_of_other_endpoints(world):
-    other = "tcp://127.0.0.1:9001"
-    session, channel = joined(world)
-    send(session, 32, 1, {}, PUB)
-    send(session, 32, 2, {}, other)
-    for i in range(3):
-        publish(world, b"public %d" % i)
-        publish(world, *[b"secret"] * 50, address=other)  # another topic's traffic
-    public = [e[2] for e in events(channel) if e[4][0].startswith("public")]
-    assert public == [1, 2, 3]
-
-
-def test_an_address_with_history_counts_on_across_close_and_reopen(world):
-    ticks = Endpoint(PUB, kind="sub", alias="ticks", history=5, history_bytes=1 << 20)  # no keep_open
-    configure(world, ticks)
-    session, channel = joined(world)
-    send(session, 32, 1, {}, "ticks")
-    before = publish(world, b"a", b"b")
-    send(session, 34, 2, received(channel)[0][2])
-    assert world.hub.addresses == []
-    send(session, 32, 3, {}, "ticks")
-    (after,) = publish(world, b"c")
-    assert after > before[-1] + 1  # and one id skipped at the reopen: a _since from before is a gap
-    plain = "tcp://127.0.0.1:9002"
-    send(session, 32, 4, {}, plain)
-    plain_id = received(channel)[-1][2]
-    first = publish(world, b"x", address=plain)
-    send(session, 34, 5, plain_id)
-    send(session, 32, 6, {}, plain)
-    assert publish(world, b"y", address=plain) == first  # no history: a new counter (ids meaningless across)
-
-
-# -- SUBSCRIBE rate per session --------------------------------------------------------------------------------------
-
-
-def test_subscribes_per_second_after_a_burst_of_max_subscriptions(world):
-    from twisted.internet.task import Clock
-
-    clock = Clock()
-    limits = SessionLimits(max_calls_in_flight=10, max_subscriptions=3, max_calls_per_second=10.0,
-                           max_subscribes_per_second=1.0)
-    session, channel = new_session(world, limits=limits, clock=clock.seconds)
-    send(session, 1, "zmqwamp", {"roles": {"subscriber": {}}})
-    channel.sent.clear()
-    for request in range(1, 6):
-        send(session, 32, request, {}, PUB)  # the same subscription again and again
-    replies = received(channel)
-    assert [m[0] for m in replies] == [33, 33, 33, 33, 8]  # max_subscriptions + one second's worth
-    assert replies[-1][4] == LIMIT and replies[-1][5][0].startswith("max_subscribes_per_second")
-    clock.advance(1.0)
-    send(session, 32, 6, {}, PUB)
-    assert received(channel)[-1][0] == 33
-
-
-# -- item 9: a reload while a SUBSCRIBE is in flight -----------------------------------------------------------------
-
-
-def slow_hook(world) -> list[Deferred]:
-    """An authorization hook that answers when the test says (a Deferred per question)."""
-    asked: list[Deferred] = []
-    rules = {"allow": True}
-
-    def authorize(session, action, endpoint, options):
-        if rules["allow"] is None:
-            d: Deferred = Deferred()
-            asked.append(d)
-            return d
-        return rules["allow"]
-
-    world.router.authorize = authorize
-    world.test["rules"] = rules
-    return asked
-
-
-def test_a_subscribe_whose_hook_answers_after_a_reload_is_asked_again_under_the_new_rules(world):
-    asked = slow_hook(world)
-    world.test["rules"]["allow"] = None  # the hook takes its time
-    session, channel = joined(world)
-    send(session, 32, 1, {}, PUB)
-    assert received(channel) == [] and len(asked) == 1
-    world.test["rules"]["allow"] = False  # SIGHUP: the new rules deny it
-    world.router.recheck_subscriptions()
-    asked[0].callback(True)  # the old rules' answer comes in late
-    (reply,) = received(channel)
-    assert reply[:5] == [8, 32, 1, {}, "wamp.error.not_authorized"]
-    assert world.hub.subscription_count() == 0 and world.hub.addresses == []
-    world.hub._message(PUB, [b"x"])
-    assert received(channel) == [reply]  # no EVENT
-
-
-def test_a_subscribe_in_flight_across_a_reload_that_still_allows_it_is_answered(world):
-    asked = slow_hook(world)
-    world.test["rules"]["allow"] = None
-    session, channel = joined(world)
-    send(session, 32, 1, {}, PUB)
-    world.router.recheck_subscriptions()  # a reload; the hook is asked again, and again takes its time
-    asked[0].callback(True)
-    assert received(channel) == [] and len(asked) == 2
-    asked[1].callback(True)
-    assert received(channel)[0][:2] == [33, 1]
-
-
-def test_a_subscribe_waiting_for_its_host_name_across_a_reload_that_denies_it_is_refused(world):
-    """The issue's case: the name still resolving when SIGHUP re-checked the subscriptions."""
-    names = world.hub.sockets.names = SlowNames()
-    rules = {"allow": True}
-    world.router.authorize = lambda *a: rules["allow"]
-    session, channel = joined(world)
-    send(session, 32, 1, {"get_retained": True}, "tcp://pubhost:9000")
-    rules["allow"] = False
-    world.router.recheck_subscriptions()
-    names.pending[0].callback("tcp://127.0.0.1:9000")
-    run_replays(world)
-    (reply,) = received(channel)
-    assert reply[:5] == [8, 32, 1, {}, "wamp.error.not_authorized"]
-    assert world.hub.subscription_count() == 0 and world.hub.addresses == []

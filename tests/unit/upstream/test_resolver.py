@@ -38,6 +38,7 @@ def fired(d):
 
 
 def test_literals_and_ipc_need_no_lookup(names):
+    """IP literals and ipc paths are connected to as they are, with no look-up."""
     resolver, _, lookups = names
     for address in ("tcp://10.0.0.1:5", "tcp://[::1]:5", "ipc:///run/x.sock"):
         assert resolver.connect_address(address) == address
@@ -83,6 +84,7 @@ def test_a_lookup_with_no_answer_fails_its_waiters_after_the_timeout(names):
 
 
 def test_the_cache_is_bounded(names):
+    """The cache of answers keeps the newest names only, up to its size."""
     resolver, _, lookups = names
     for i in range(5):
         resolver.lookup(f"h{i}.example")

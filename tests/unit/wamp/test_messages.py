@@ -1,8 +1,9 @@
-"""What decoding one message may cost (issue 21: item 1, item 11's JSON path, and their class), in memory.
-
-CBOR map keys that all hash alike, nesting, cbor2's own tag decoders, JSON's binary strings: each costs at most
-a small multiple of the message's size, measured in CPU seconds of this process.  Against a real bridge:
-tests/e2e/test_hostile_wire.py.
+"""zmqwamp.wamp.messages: what decoding one message may cost and what it gives (issue 21: item 1, item 11's JSON path,
+and their class), in memory: CBOR map keys that all hash alike, nesting, cbor2's own tag decoders, refused CBOR
+tags, JSON's binary strings (each costs at most a small multiple of the message's size, measured in CPU seconds of
+this process), and what independent clients (wampy.js) send: null and undefined options, CBOR typed arrays.
+Against a real bridge: tests/e2e/test_hostile_wire.py, tests/e2e/test_hostile_input.py; wampy.js itself:
+tests/js/wampy.test.mjs.
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ import time
 import cbor2
 import msgpack
 import pytest
-from autobahn.wamp.serializer import JsonObjectSerializer
+from autobahn.wamp.serializer import JsonObjectSerializer, MsgPackObjectSerializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zmqwamp.testing import new_session
 from zmqwamp.upstream.codec import CodecError, Unsupported, encode_args
 from zmqwamp.wamp.messages import MAX_NESTING, SERIALIZERS, WampProtocolViolation, decode, unserialize
 
 from collisions import MODULUS, bignum_key_map, cbor_hello_with, colliding_pairs, json_bytes, nested, tuple_key_map
+from memory import PUB, REP
+from minws import ABORT
+from probes import shared_bomb
 
 CBOR = SERIALIZERS["wamp.2.cbor"]
 MSGPACK = SERIALIZERS["wamp.2.msgpack"]
 JSON = SERIALIZERS["wamp.2.json"]
-REP = "tcp://127.0.0.1:9999"
 
 
 def cpu_of(f, *args):
@@ -38,10 +42,11 @@ def cpu_of(f, *args):
     return time.process_time() - start, result
 
 
-# -- item 1: CBOR map keys ----------------------------------------------------------------------------
+# -- item 1: CBOR map keys ---------------------------------------------------------------------------------------------
 
 
 def test_the_colliding_keys_do_collide():
+    """The attack material (tests/collisions.py) really does hash alike: bignums k*(2**61-1)+1, and the pairs."""
     assert {hash(k * MODULUS + 1) for k in range(1, 100)} == {1}
     assert len({hash(pair) for pair in colliding_pairs(100)}) == 1
 
@@ -68,12 +73,14 @@ def test_cbor_map_keys_that_hash_alike_are_refused_at_the_first_key(what, roles,
     ids=["int", "float", "null", "bool", "array", "bignum", "tagged-epoch", "unknown-tag"],
 )
 def test_cbor_map_keys_must_be_strings_at_any_depth(key):
+    """A CBOR map key that is not a text or byte string, however deep and of whatever kind, refuses the message."""
     payload = cbor2.dumps([48, 1, {}, REP, [{"ok": [{key: 0}]}]])
     with pytest.raises(WampProtocolViolation, match="map key must be a text string or byte string"):
         decode(CBOR, payload, True)
 
 
 def test_cbor_string_and_byte_string_keys_still_work():
+    """CBOR maps with text and byte string keys decode as before, in arguments and keyword arguments."""
     [(_, msg)] = decode(CBOR, cbor2.dumps([48, 1, {}, REP, [{"text": 1, b"bytes": 2}], {"kw": 3}]), True)
     assert msg.args == [{"text": 1, b"bytes": 2}] and msg.kwargs == {"kw": 3}
 
@@ -88,7 +95,7 @@ def test_msgpack_map_keys_must_be_strings_already():
         msgpack.unpackb(array_keys, raw=False)
 
 
-# -- nesting, in all three serializers ----------------------------------------------------------------
+# -- nesting, in all three serializers ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(SERIALIZERS))
@@ -103,6 +110,7 @@ def test_nesting_up_to_the_limit_is_decoded(name):
 @pytest.mark.parametrize("name", sorted(SERIALIZERS))
 @pytest.mark.parametrize("inside", ["list", "map"])
 def test_one_level_more_is_refused(name, inside):
+    """One level of lists or maps past MAX_NESTING refuses the message, in each serializer."""
     serializer = SERIALIZERS[name]
     value = [nested(MAX_NESTING - 2)] if inside == "list" else [{"k": nested(MAX_NESTING - 3)}]
     with pytest.raises(WampProtocolViolation, match=rf"nest(ed|ing).*{MAX_NESTING}|depth \({MAX_NESTING}\)"):
@@ -128,7 +136,19 @@ def test_many_lists_side_by_side_are_not_nesting(name):
     assert msg.args == [value]
 
 
-# -- cbor2's own tag decoders --------------------------------------------------------------------------
+# -- CBOR tags: refused, or not run ------------------------------------------------------------------------------------
+
+
+def test_refused_cbor_tags_in_memory(world):
+    """The check is in the serializer: the decode stops at the first shared value; a CBOR session aborts, naming it."""
+    with pytest.raises(WampProtocolViolation, match=r"CBOR tag 2[89]"):
+        decode(SERIALIZERS["wamp.2.cbor"], shared_bomb(40, "tcp://127.0.0.1:9999"), True)
+    session, transport = new_session(world, SERIALIZERS["wamp.2.cbor"])
+    session.message_received(cbor2.dumps([1, "zmqwamp", {"roles": {"caller": {}}}]), True)
+    session.message_received(shared_bomb(3, "tcp://127.0.0.1:9999"), True)
+    abort = cbor2.loads(transport.sent[-1][0])
+    assert abort[0] == ABORT and "CBOR tag" in abort[1]["message"] and transport.closed == 1000
+    assert world.forwarder.requests == []
 
 
 @pytest.mark.parametrize(
@@ -152,16 +172,31 @@ def test_cbor2_tag_decoders_are_not_run(tag, value, name):
 
 
 def test_cbor_bignums_and_self_description_still_decode():
+    """CBOR bignums and the self-describe tag still decode, and a CALL sends them as frames."""
     payload = cbor2.dumps([48, 1, {}, REP, [2**70, -(2**70), cbor2.CBORTag(55799, "self-described")]])
     [(_, msg)] = decode(CBOR, payload, True)
     assert msg.args == [2**70, -(2**70), "self-described"]
     assert encode_args(msg.args) == [b"%d" % 2**70, b"%d" % -(2**70), b"self-described"]
 
 
-# -- item 11: JSON text with \u0000 --------------------------------------------------------------------
+def test_cbor_typed_arrays():
+    """Tag 64 (Uint8Array) and 68 (Uint8ClampedArray) are bytes; other typed arrays are values a CALL refuses."""
+    serializer = SERIALIZERS["wamp.2.cbor"]
+    payload = cbor2.dumps([48, 1, {}, REP, [cbor2.CBORTag(64, b"\x01\x02"), cbor2.CBORTag(68, b"\x03"), cbor2.CBORTag(85, b"\0\0\xc0?")]])
+    [(_, msg)] = decode(serializer, payload, True)
+    assert msg.args[:2] == [b"\x01\x02", b"\x03"]
+    assert isinstance(msg.args[2], Unsupported)
+    with pytest.raises(CodecError, match="typed array of tag 85"):
+        encode_args(msg.args)
+    with pytest.raises(CodecError, match="typed array of tag 85"):
+        encode_args([{"nested": msg.args[2]}])
+
+
+# -- item 11: JSON text with \u0000 ------------------------------------------------------------------------------------
 
 
 def test_json_binary_strings_are_bytes_and_keys_stay_text():
+    """JSON strings of NUL plus base64 are bytes in values (WAMP's binary in JSON), never in map keys."""
     text = json.dumps([48, 1, {}, REP, [json_bytes(b"\x00\xff"), {json_bytes(b"k"): json_bytes(b"v")}, "plain"]])
     [(_, msg)] = decode(JSON, text.encode(), False)
     assert msg.args == [b"\x00\xff", {json_bytes(b"k"): b"v"}, "plain"]
@@ -178,7 +213,11 @@ def test_json_with_nul_is_decoded_at_c_speed():
 
 
 _b64ish = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= -_!\x00é", max_size=12)
+
+
 _strings = st.one_of(st.text(max_size=8), _b64ish.map(lambda s: "\x00" + s), st.binary(max_size=12).map(json_bytes))
+
+
 _json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), _strings),
     lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(_strings, inner, max_size=5)),
@@ -200,7 +239,40 @@ def test_json_decoding_is_autobahns(value, ascii_only):
         assert result == expected
 
 
-# -- an autobahn without its private JSON encoder class (zmqwamp.internals) --------------------------------
+# -- null and undefined options (wampy.js) -----------------------------------------------------------------------------
+
+
+MSGPACK_UNDEFINED = msgpack.ExtType(0, b"\x00")  # what msgpackr (wampy) sends for undefined
+
+
+@pytest.mark.parametrize("name, undefined", [("wamp.2.msgpack", MSGPACK_UNDEFINED), ("wamp.2.cbor", cbor2.undefined)])
+def test_undefined_and_null_options_are_absent(name, undefined):
+    """wampy's SUBSCRIBE (match and get_retained undefined) parses, as if they were not given; a CALL's
+    kwargs keep their nulls (only options are cleaned)."""
+    serializer = SERIALIZERS[name]
+    subscribe = [32, 1, {"match": undefined, "get_retained": None, "_filter": "hugo"}, PUB]
+    call = [48, 2, {"timeout": undefined}, "tcp://127.0.0.1:9999", ["x"], {"keep": None}]
+    [(raw_sub, msg_sub)], [(raw_call, msg_call)] = (
+        decode(serializer, serializer.serialize(m), True) for m in (subscribe, call)
+    )
+    assert raw_sub[2] == {"_filter": "hugo"} and msg_sub.match == "exact" and msg_sub.topic == PUB
+    assert raw_call[2] == {} and msg_call.timeout is None and msg_call.kwargs == {"keep": None}
+
+
+def test_msgpack_session_subscribes_with_undefined_options(world):
+    """The whole path over msgpack: the session is not aborted (it was: 'invalid type ... for match')."""
+    serializer = MsgPackObjectSerializer()
+    session, transport = new_session(world, serializer)
+    session.message_received(serializer.serialize([1, "zmqwamp", {"roles": {"subscriber": {}}}]), True)
+    session.message_received(
+        serializer.serialize([32, 1, {"match": MSGPACK_UNDEFINED, "get_retained": MSGPACK_UNDEFINED, "_filter": "hugo"}, PUB]),
+        True,
+    )
+    replies = [serializer.unserialize(p)[0] for p, _ in transport.sent]
+    assert [r[0] for r in replies] == [2, 33], replies
+
+
+# -- an autobahn without its private JSON encoder class (zmqwamp.internals) --------------------------------------------
 
 
 def test_without_autobahns_json_encoder_class_json_goes_through_autobahn(monkeypatch, log_events):

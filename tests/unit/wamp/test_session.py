@@ -1,62 +1,67 @@
-"""The WAMP session state machine with an in-memory transport and a fake upstream (no sockets)."""
+"""zmqwamp.wamp.session: one client's WAMP session (HELLO to GOODBYE, the order of messages, what it answers, the
+limits it checks itself, the EVENTs it builds), on a FakeChannel with the core of zmqwamp.testing.  What a CALL or
+SUBSCRIBE does: test_router.py; logging in: tests/unit/auth/test_login.py.
+"""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from autobahn.wamp.serializer import MsgPackObjectSerializer
-from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
+from zmqwamp.testing import joined, new_session, publish, received, send
 from zmqwamp.upstream.endpoints import Endpoint
-from zmqwamp.upstream.errors import BackendUnavailable, CallTimedOut
+from zmqwamp.wamp.errors import LIMIT_EXCEEDED
+from zmqwamp.wamp.limits import SessionLimits
+from zmqwamp.wamp.session import GOODBYE_WAIT
 
-from memory import PUB, REP, joined, new_session, received, send
+from memory import PUB, REP, REVOCABLE
 
-
-def test_call_is_forwarded_and_answered(world):
-    """CALL -> one zmq request with the encoded frames and default timeout -> RESULT with decoded frames."""
-    session, transport = joined(world)
-    send(session, 48, 7, {}, REP, ["hello", {"n": 1}])
-    address, frames, timeout, d = world.forwarder.requests[-1]
-    assert (address, frames, timeout) == (REP, [b"hello", b'{"n":1}'], 10.0)
-    d.callback([b"got this hello", b"5"])
-    assert received(transport) == [[50, 7, {}, ["got this hello", 5]]]
+# -- opening and the order of messages ---------------------------------------------------------------------------------
 
 
-def test_call_timeout_option_is_milliseconds_and_capped(world):
-    session, _ = joined(world)
-    send(session, 48, 1, {"timeout": 1500}, REP, ["x"])
-    send(session, 48, 2, {"timeout": 10_000_000}, REP, ["x"])
-    assert [r[2] for r in world.forwarder.requests] == [1.5, 60.0]
+def test_welcome_announces_retention_and_history():
+    """WELCOME's broker features: event_retention, _event_history and subscription_revocation."""
+    from zmqwamp.testing import make_world, new_session
+
+    world = make_world()
+    try:
+        session, channel = new_session(world)
+        send(session, 1, "zmqwamp", {"roles": {"subscriber": {}}})
+        features = received(channel)[0][2]["roles"]["broker"]["features"]
+        assert features["event_retention"] is True and features["_event_history"] is True
+        assert features["subscription_revocation"] is True
+    finally:
+        world.close()
 
 
-def test_timeout_becomes_canceled_error(world):
-    session, transport = joined(world)
-    send(session, 48, 3, {}, REP, ["x"])
-    world.forwarder.requests[-1][3].errback(CallTimedOut("no reply from x within 1s"))
-    [error] = received(transport)
-    assert error[:5] == [8, 48, 3, {}, "wamp.error.canceled"]
-    assert "timed out" in error[5][0]
+def test_welcome_announces_subscription_revocation(world):
+    """A ticket login's WELCOME announces subscription_revocation too."""
+    session, transport = new_session(world)
+    send(session, 1, "zmqwamp", {"roles": REVOCABLE, "authmethods": ["ticket"], "authid": "alice"})
+    send(session, 5, "any-ticket", {})
+    welcome = received(transport)[-1]
+    assert welcome[2]["roles"]["broker"]["features"]["subscription_revocation"] is True
 
 
-def test_refused_send_becomes_backend_unavailable(world):
-    session, transport = joined(world)
-    send(session, 48, 5, {}, REP, ["x"])
-    world.forwarder.requests[-1][3].errback(BackendUnavailable(f"cannot send to {REP}: Resource temporarily unavailable"))
-    [error] = received(transport)
-    assert error[:5] == [8, 48, 5, {}, "zmqwamp.error.backend_unavailable"]
-    assert world.metrics.calls.labels(REP, "unavailable")._value.get() == 1
-
-
-def test_denied_call_never_reaches_zmq(world):
-    session, transport = joined(world)
-    send(session, 48, 4, {}, "tcp://10.0.0.1:1", ["x"])
-    assert world.forwarder.requests == []
-    assert received(transport)[0][:5] == [8, 48, 4, {}, "wamp.error.not_authorized"]
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [[5, "s3cret-alice", {}]],  # AUTHENTICATE without HELLO
+        [[1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"}], [48, 1, {}, "tcp://127.0.0.1:1"]],
+        [[1, "zmqwamp", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"}], [5, "x", {}], [5, "y", {}]],
+    ],
+)
+def test_session_out_of_order_is_a_protocol_violation(world, messages):
+    """AUTHENTICATE without CHALLENGE, CALL during authentication, a second AUTHENTICATE: protocol violation."""
+    session, transport = new_session(world, peer="tcp4:192.0.2.1:9")
+    for msg in messages:
+        send(session, *msg)
+    assert received(transport)[-1][0] == 3 and received(transport)[-1][2] == "wamp.error.protocol_violation"
 
 
 def test_duplicate_request_id_in_flight_is_a_violation(world):
+    """A CALL reusing the id of a call in flight is a protocol violation: ABORT and close."""
     session, transport = joined(world)
     send(session, 48, 5, {}, REP, ["x"])
     send(session, 48, 5, {}, REP, ["x"])
@@ -64,7 +69,11 @@ def test_duplicate_request_id_in_flight_is_a_violation(world):
     assert transport.closed == 1000
 
 
+# -- calls, subscriptions, what a router does not route ----------------------------------------------------------------
+
+
 def test_late_result_after_close_is_not_sent(world):
+    """A session that ends cancels its calls in flight, and nothing is sent after."""
     session, transport = joined(world)
     send(session, 48, 6, {}, REP, ["x"])
     d = world.forwarder.requests[-1][3]
@@ -73,68 +82,8 @@ def test_late_result_after_close_is_not_sent(world):
     assert transport.sent == []
 
 
-def test_subscription_ids_are_shared_and_events_serialized_once(world):
-    """Two sessions, one (endpoint, filter): same id; one event is encoded once per serializer."""
-    a, ta = joined(world)
-    b, tb = joined(world)
-    c, tc = new_session(world, MsgPackObjectSerializer())
-    c.message_received(MsgPackObjectSerializer().serialize([1, "zmqwamp", {"roles": {"subscriber": {}}}]), True)
-    assert MsgPackObjectSerializer().unserialize(tc.sent[0][0])[0][0] == 2
-    tc.sent.clear()
-    send(a, 32, 1, {"filter": "hugo"}, PUB)
-    send(b, 32, 9, {}, PUB + "?filter=hugo")
-    c.message_received(MsgPackObjectSerializer().serialize([32, 2, {"filter": "hugo"}, PUB]), True)
-    sid = received(ta)[0][2]
-    assert received(tb)[0] == [33, 9, sid]
-    assert MsgPackObjectSerializer().unserialize(tc.sent[0][0])[0] == [33, 2, sid]
-    for t in (ta, tb, tc):
-        t.sent.clear()
-        t.prepared = 0
-    world.hub._message(PUB, [b"hugo 1"])
-    world.hub._message(PUB, [b"otto 1"])
-    assert ta.sent == tb.sent and len(ta.sent) == 1
-    assert json.loads(ta.sent[0][0])[0:2] == [36, sid]
-    assert json.loads(ta.sent[0][0])[4] == ["hugo 1"]
-    assert ta.prepared + tb.prepared == 1 and tc.prepared == 1
-
-
-class EventRecorder:
-    def __init__(self):
-        self.args = []
-
-    def send_event(self, subscription, publication, args, details, prepared):
-        self.args.append(args)
-        return 1
-
-
-def test_a_message_matching_filters_with_different_codecs_reaches_each(world):
-    """One zmq message, two filters it matches, each subscribed through an endpoint with its own codec."""
-    as_text, as_bytes = EventRecorder(), EventRecorder()
-    world.hub.subscribe(as_text, Endpoint(PUB, kind="sub", codec="text"), b"hu")
-    world.hub.subscribe(as_bytes, Endpoint(PUB, kind="sub", codec="binary"), b"hugo")
-    world.hub._message(PUB, [b"hugo 1", b"two"])
-    assert as_text.args == [["hugo 1", "two"]]
-    assert as_bytes.args == [[b"hugo 1", b"two"]]
-
-
-def test_aliases_of_one_address_are_subscriptions_of_their_own(world):
-    """Same address and filter through endpoints with different codecs: two ids, each decoded its way, one SUB socket."""
-    as_text, as_bytes, also_text = EventRecorder(), EventRecorder(), EventRecorder()
-    text = Endpoint(PUB, kind="sub", codec="text", alias="prices")
-    a, _ = world.hub.subscribe(as_text, text, b"")
-    b, _ = world.hub.subscribe(as_bytes, Endpoint(PUB, kind="sub", codec="binary", alias="raw-prices"), b"")
-    c, _ = world.hub.subscribe(also_text, text, b"")
-    assert a.id != b.id and a is c and world.hub.addresses == [PUB]
-    world.hub._message(PUB, [b"hugo 1"])
-    assert as_text.args == also_text.args == [["hugo 1"]] and as_bytes.args == [[b"hugo 1"]]
-    assert world.hub.unsubscribe(as_bytes, b.id) and world.hub.addresses == [PUB]
-    world.hub._message(PUB, [b"hugo 2"])
-    assert as_bytes.args == [[b"hugo 1"]] and as_text.args[-1] == ["hugo 2"]
-    assert world.hub.unsubscribe(as_text, a.id) and world.hub.unsubscribe(also_text, a.id)
-    assert world.hub.addresses == [] and world.hub.subscription_count() == 0
-
-
 def test_unsubscribe_and_close_release_the_subscription(world):
+    """UNSUBSCRIBE is answered once (then no_such_subscription); the last session to leave, by closing too, closes the SUB connection."""
     a, ta = joined(world)
     b, _ = joined(world)
     send(a, 32, 1, {}, PUB)
@@ -149,118 +98,12 @@ def test_unsubscribe_and_close_release_the_subscription(world):
     assert world.hub.addresses == [] and world.hub.subscription_count() == 0
 
 
-def test_filter_must_be_a_string(world):
-    session, transport = joined(world)
-    send(session, 32, 1, {"filter": 5}, PUB)
-    assert received(transport)[0][:5] == [8, 32, 1, {}, "wamp.error.invalid_argument"]
-
-
-def test_goodbye(world):
-    session, transport = joined(world)
-    send(session, 6, {}, "wamp.close.normal")
-    assert received(transport) == [[6, {}, "wamp.close.goodbye_and_out"]]
-    assert transport.closed == 1000 and session.state == "closed"
-
-
-def test_shutdown_says_goodbye(world):
-    session, transport = joined(world)
-    session.shutdown()
-    assert received(transport)[0][2] == "wamp.close.system_shutdown"
-    assert world.sessions == set()
-
-
 def test_unacknowledged_publish_is_counted(world):
+    """An unacknowledged PUBLISH gets no answer (WAMP has none) and is counted as dropped."""
     session, transport = joined(world)
     send(session, 16, 1, {}, "com.example", [1])
     assert transport.sent == []
     assert world.metrics.dropped.labels("publish")._value.get() == 1
-
-
-# -- issue 13: filters, host names and metric labels, in memory ---------------------------------
-
-
-def test_filter_length_is_capped_for_the_option_and_the_uri(world):
-    """A filter longer than max_filter_length gets ERROR limit_exceeded naming it; nothing is subscribed."""
-    world.router.max_filter_length = 4
-    session, transport = joined(world)
-    send(session, 32, 1, {"filter": "x" * 5}, PUB)
-    send(session, 32, 2, {}, PUB + "?filter=" + "%41" * 5)
-    send(session, 32, 3, {"filter": "x" * 4}, PUB)
-    replies = received(transport)
-    for error in replies[:2]:
-        assert error[:5] == [8, 32, error[2], {}, "zmqwamp.error.limit_exceeded"] and error[5][0].startswith("max_filter_length: ")
-    assert replies[2][0] == 33 and world.hub.subscription_count() == 1
-    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_filter_length"}) == 2
-
-
-def test_distinct_filters_per_address_are_capped_across_subscribers(world):
-    """max_filters distinct filters per address, whoever holds them; joining a held filter (even through an alias)
-    is free; an unsubscribed filter frees its place."""
-    from zmqwamp.upstream.errors import LimitExceeded
-
-    world.hub.max_filters = 2
-    a, b = EventRecorder(), EventRecorder()
-    first, _ = world.hub.subscribe(a, Endpoint(PUB), b"one")
-    world.hub.subscribe(a, Endpoint(PUB), b"two")
-    with pytest.raises(LimitExceeded, match="max_filters_per_endpoint"):
-        world.hub.subscribe(b, Endpoint(PUB), b"three")
-    world.hub.subscribe(b, Endpoint(PUB), b"one")
-    world.hub.subscribe(b, Endpoint(PUB, alias="feed"), b"two")  # same filter, another endpoint of the address
-    world.hub.subscribe(b, Endpoint("tcp://127.0.0.1:9001"), b"three")  # another address has its own count
-    world.hub.unsubscribe(a, first.id)
-    world.hub.unsubscribe(b, first.id)
-    world.hub.subscribe(b, Endpoint(PUB), b"three")
-
-
-class StubNames:
-    def __init__(self):
-        self.pending = {}
-
-    def connect_address(self, address):
-        if "example" not in address:
-            return address
-        d = self.pending[address] = Deferred()
-        return d
-
-
-def test_subscribe_to_a_host_name_waits_for_it_to_resolve(world):
-    """SUBSCRIBED comes once the name resolved (both sessions that asked meanwhile share the subscription);
-    a name that does not resolve fails the SUBSCRIBE with backend_unavailable and leaves nothing open."""
-    from zmqwamp.upstream.resolver import NameNotResolved
-
-    names = world.hub.sockets.names = StubNames()
-    world.router.authorize = lambda session, action, endpoint, options: True
-    (a, ta), (b, tb) = joined(world), joined(world)
-    send(a, 32, 1, {}, "tcp://feed.example:9000")
-    send(b, 32, 1, {}, "tcp://feed.example:9000")
-    assert received(ta) == [] and received(tb) == []
-    names.pending["tcp://feed.example:9000"].callback("tcp://127.0.0.1:9000")
-    assert received(ta)[0][0] == 33 and received(tb)[0][0] == 33 and received(ta)[0][2] == received(tb)[0][2]
-    assert [e.address for e in world.hub._connections["tcp://feed.example:9000"].endpoints] == ["tcp://127.0.0.1:9000"]
-
-    send(a, 32, 2, {}, "tcp://nope.example:9000")
-    names.pending["tcp://nope.example:9000"].errback(NameNotResolved("host name 'nope.example' did not resolve: unknown"))
-    error = received(ta)[-1]
-    assert error[:5] == [8, 32, 2, {}, "zmqwamp.error.backend_unavailable"] and "did not resolve" in error[5][0]
-    assert world.hub.addresses == ["tcp://feed.example:9000"] and world.hub.subscription_count() == 1
-
-
-def test_calls_are_labelled_only_with_opened_endpoints_and_at_most_so_many(world):
-    """zmqwamp_calls_total names aliases and endpoints with a connection open, at most max_endpoint_labels
-    of them; calls that opened nothing (a missing ipc socket) and the rest count under 'other'."""
-    from zmqwamp.upstream.endpoints import Endpoint as E
-
-    world.router.max_endpoint_labels = 2
-    started = 0.0
-    for i in range(50):
-        world.router._count_call(E(f"ipc:///missing/{i}.sock"), "unavailable", started)
-    for port in (1, 2, 3):
-        world.forwarder.requests.append((f"tcp://127.0.0.1:{port}", [], 1, Deferred()))  # now open
-        world.router._count_call(E(f"tcp://127.0.0.1:{port}"), "ok", started)
-    world.router._count_call(E("tcp://10.0.0.1:1", alias="echo"), "ok", started)
-    labels = {s.labels["endpoint"] for s in world.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
-    assert labels == {"other", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "echo"}
-    assert world.metrics.registry.get_sample_value("zmqwamp_calls_total", {"endpoint": "other", "outcome": "unavailable"}) == 50
 
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack", "cbor"])
@@ -280,10 +123,159 @@ def test_a_live_event_is_the_bytes_autobahns_event_gave(world, serializer):
     session.message_received(ser.serialize([32, 1, {}, PUB]), ser.BINARY)
     session.message_received(ser.serialize([32, 2, {}, "ticks"]), ser.BINARY)
     plain, history = (ser.unserialize(channel.sent[i][0])[0][2] for i in (1, 2))
-    world.hub._message(PUB, [b"hugo 1", b'{"n": 2}'])
+    publish(world, PUB, b"hugo 1", b'{"n": 2}')
     publication = world.hub.last_publication(PUB)
     got = {ser.unserialize(payload)[0][1]: payload for payload, _ in channel.sent[3:]}
     assert got[plain] == Event(plain, publication, args=["hugo 1", {"n": 2}]).serialize(ser)
     expected = Event(history, publication, args=["hugo 1", '{"n": 2}']).marshal()
     expected[3]["_epoch"] = world.hub.epoch
     assert got[history] == ser.serialize(expected)
+
+
+# -- the limits a session checks itself (zmqwamp.wamp.limits) ----------------------------------------------------------
+
+
+def limited_session(world, **limits):
+    values = {"max_calls_in_flight": 100, "max_subscriptions": 100, "max_calls_per_second": 1000.0, **limits}
+    clock = Clock()
+    session, transport = new_session(world, limits=SessionLimits(**values), clock=clock.seconds)
+    send(session, 1, "zmqwamp", {"roles": {"caller": {}}})
+    transport.sent.clear()
+    return session, transport, clock
+
+
+def test_calls_in_flight_limit(world):
+    """The (n+1)th CALL waiting for a reply gets ERROR limit_exceeded; once one is answered, CALLs pass again."""
+    session, transport, _ = limited_session(world, max_calls_in_flight=2)
+    for request in (1, 2, 3):
+        send(session, 48, request, {}, REP, ["x"])
+    assert len(world.forwarder.requests) == 2
+    [error] = received(transport)
+    assert error[:5] == [8, 48, 3, {}, LIMIT_EXCEEDED] and error[5][0].startswith("max_calls_in_flight")
+    world.forwarder.requests[0][3].callback([b"ok"])
+    send(session, 48, 4, {}, REP, ["x"])
+    assert len(world.forwarder.requests) == 3
+
+
+def test_calls_per_second_limit(world):
+    """Past max_calls_per_second a CALL gets ERROR limit_exceeded; a second later CALLs pass again."""
+    session, transport, clock = limited_session(world, max_calls_per_second=3)
+    for request in range(1, 5):
+        send(session, 48, request, {}, REP, ["x"])
+        world.forwarder.requests[-1][3].callback([b"ok"]) if len(world.forwarder.requests) == request else None
+    errors = [m for m in received(transport) if m[0] == 8]
+    assert [e[2] for e in errors] == [4] and errors[0][5][0].startswith("max_calls_per_second")
+    clock.advance(1.0)
+    send(session, 48, 5, {}, REP, ["x"])
+    assert len(world.forwarder.requests) == 4
+
+
+def test_subscriptions_limit(world):
+    """Past max_subscriptions a SUBSCRIBE gets ERROR limit_exceeded, counted; an UNSUBSCRIBE frees a place."""
+    session, transport, _ = limited_session(world, max_subscriptions=2)
+    send(session, 32, 1, {}, PUB + "?filter=a")
+    send(session, 32, 2, {}, PUB + "?filter=b")
+    send(session, 32, 3, {}, PUB + "?filter=c")
+    replies = received(transport)
+    assert [m[0] for m in replies] == [33, 33, 8]
+    assert replies[2][4] == LIMIT_EXCEEDED and replies[2][5][0].startswith("max_subscriptions")
+    send(session, 34, 4, replies[0][2])
+    send(session, 32, 5, {}, PUB + "?filter=c")
+    assert received(transport)[-1][0] == 33
+    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_subscriptions"}) == 1
+
+
+def test_subscribes_per_second_after_a_burst_of_max_subscriptions(world):
+    """SUBSCRIBEs get a burst of max_subscriptions plus a second's worth, then max_subscribes_per_second."""
+    clock = Clock()
+    limits = SessionLimits(max_calls_in_flight=10, max_subscriptions=3, max_calls_per_second=10.0,
+                           max_subscribes_per_second=1.0)
+    session, channel = new_session(world, limits=limits, clock=clock.seconds)
+    send(session, 1, "zmqwamp", {"roles": {"subscriber": {}}})
+    channel.sent.clear()
+    for request in range(1, 6):
+        send(session, 32, request, {}, PUB)  # the same subscription again and again
+    replies = received(channel)
+    assert [m[0] for m in replies] == [33, 33, 33, 33, 8]  # max_subscriptions + one second's worth
+    assert replies[-1][4] == LIMIT_EXCEEDED and replies[-1][5][0].startswith("max_subscribes_per_second")
+    clock.advance(1.0)
+    send(session, 32, 6, {}, PUB)
+    assert received(channel)[-1][0] == 33
+
+
+def test_messages_per_second_limit_ends_a_flooding_session(world):
+    """Past twice max_messages_per_second at once, the session gets ABORT limit_exceeded and is closed, whatever
+    the messages are (each unknown UNSUBSCRIBE had its own ERROR, and cost its decoding, without end)."""
+    session, transport, clock = limited_session(world, max_messages_per_second=5)
+    for request in range(1, 10):  # the burst: two seconds' worth, HELLO included
+        send(session, 34, request, 999)
+    assert [m[0] for m in received(transport)] == [8] * 9 and transport.closed is None
+    send(session, 34, 10, 999)
+    abort = received(transport)[-1]
+    assert abort[0] == 3 and abort[2] == LIMIT_EXCEEDED and abort[1]["message"].startswith("max_messages_per_second"), abort
+    assert transport.closed == 1000
+    assert world.metrics.registry.get_sample_value("zmqwamp_limit_exceeded_total", {"limit": "max_messages_per_second"}) == 1
+
+
+def test_messages_per_second_limit_refills(world):
+    """Within max_messages_per_second (after its burst) a session goes on, whatever it sends."""
+    session, transport, clock = limited_session(world, max_messages_per_second=5)
+    for request in range(1, 10):  # the burst (HELLO was the first)
+        send(session, 34, request, 999)
+    clock.advance(1.0)  # five more
+    for request in range(10, 15):
+        send(session, 34, request, 999)
+    assert transport.closed is None and [m[0] for m in received(transport)] == [8] * 14
+
+
+# -- GOODBYE and shutdown ----------------------------------------------------------------------------------------------
+
+
+def test_goodbye(world):
+    """The client's GOODBYE is answered with GOODBYE goodbye_and_out, then close 1000."""
+    session, transport = joined(world)
+    send(session, 6, {}, "wamp.close.normal")
+    assert received(transport) == [[6, {}, "wamp.close.goodbye_and_out"]]
+    assert transport.closed == 1000 and session.state == "closed"
+
+
+def test_shutdown_says_goodbye(world):
+    """A bridge that stops says GOODBYE system_shutdown and forgets the session."""
+    session, transport = joined(world)
+    session.shutdown()
+    assert received(transport)[0][2] == "wamp.close.system_shutdown"
+    assert world.sessions == set()
+
+
+def test_shutdown_waits_for_the_clients_goodbye(world):
+    """GOODBYE, then the close once the client's GOODBYE is in (or after GOODBYE_WAIT): its answer is never
+    written to a closed WebSocket.  Other messages in between are ignored."""
+    clock = world.clock
+    session, transport = joined(world)
+    session.shutdown()
+    assert received(transport)[-1][0] == 6 and transport.closed is None
+    send(session, 48, 9, {}, REP, ["on its way"])
+    assert transport.closed is None
+    send(session, 6, {}, "wamp.close.goodbye_and_out")
+    assert transport.closed == 1001
+    assert not clock.getDelayedCalls()
+
+
+def test_shutdown_closes_without_an_answer_after_the_wait(world):
+    """Without the client's GOODBYE the connection closes 1001 after GOODBYE_WAIT, not before."""
+    clock = world.clock
+    session, transport = joined(world)
+    session.shutdown()
+    clock.advance(GOODBYE_WAIT - 0.01)
+    assert transport.closed is None
+    clock.advance(0.02)
+    assert transport.closed == 1001
+
+
+def test_a_connection_lost_while_waiting_leaves_no_timer(world):
+    """A connection lost while waiting for the client's GOODBYE leaves no timer behind."""
+    clock = world.clock
+    session, transport = joined(world)
+    session.shutdown()
+    session.transport_lost()
+    assert not clock.getDelayedCalls() and transport.closed is None
